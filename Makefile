@@ -1,0 +1,50 @@
+# wasp: `make run` to see it work, `make test` to check it. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup tools run test lint format cluster-up cluster-down cluster-status bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Kubernetes control plane, etcd, kwok, helm, kubeconform: built once per machine
+# into ~/.cache/wasp (override with WASP_CACHE), reused afterwards.
+tools:
+	hack/tools.sh >/dev/null
+
+run: setup
+	$(BIN)/wasp dev
+
+test: lint tools
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+cluster-up: setup tools
+	$(BIN)/python -m tests.support.cluster up
+
+cluster-down: setup
+	$(BIN)/python -m tests.support.cluster down
+
+cluster-status: setup
+	$(BIN)/python -m tests.support.cluster status
+
+bench: setup tools
+	$(BIN)/python -m bench
+
+clean: cluster-down
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The wasp operator: turns WhatsAppShard resources into StatefulSets, Services and status."""
