@@ -39,7 +39,8 @@ ensure() {
     rm -rf "$out"; mv "$tmp" "$out"
     log "built $name in $((SECONDS - start)) s"
   fi
-  for f in "$out"/*; do ln -sfn "$f" "$bin/$(basename "$f")"; done
+  for f in "$out"/*; do [[ -x $f && -f $f ]] && ln -sfn "$f" "$bin/$(basename "$f")"; done
+  return 0
 }
 
 k8s() {
@@ -53,10 +54,22 @@ goinstall() {
   local pkg=$1 out=$2
   GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "$pkg"
 }
+kwok() {
+  goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"
+  # kwok fakes kubelets through "stages"; take kwok's own fast ones, from the
+  # same module version, so nodes heartbeat and pods turn Ready at once.
+  local stages
+  stages=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  mkdir -p "$1/stages"
+  cp "$stages"/node/fast/node-initialize.yaml \
+     "$stages"/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+     "$stages"/pod/fast/pod-ready.yaml "$stages"/pod/fast/pod-complete.yaml \
+     "$stages"/pod/fast/pod-delete.yaml "$1/stages/"
+}
 
 ensure kube-apiserver "$cache/k8s-$K8S_VERSION" k8s
 ensure etcd "$cache/etcd-$ETCD_VERSION" etcd
-ensure kwok "$cache/kwok-$KWOK_VERSION" goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+ensure kwok "$cache/kwok-$KWOK_VERSION" kwok
 ensure helm "$cache/helm-$HELM_VERSION" goinstall "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 ensure kubeconform "$cache/kubeconform-$KUBECONFORM_VERSION" goinstall "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 

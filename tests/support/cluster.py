@@ -168,7 +168,7 @@ class LocalCluster:
             self._start_controllers(bins, state)
             self._start_support(bins, state)
             self.kubectl("apply", "--server-side", "-f", str(BOOTSTRAP_MANIFEST))
-            self._wait_for_ready_node()
+            self._wait_for_ready_node(state)
         except BaseException:
             self.down()
             raise
@@ -263,7 +263,7 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            cwd=self.state_dir,
+            cwd=ROOT,
         )
         log.close()
         state.pids[name] = process.pid
@@ -289,7 +289,7 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        _wait(lambda: _http_ok(f"{client}/health"), "etcd", self.logs / "etcd.log")
+        _wait(lambda: _http_ok(f"{client}/health"), "etcd", self.logs / "etcd.log", state)
 
     def _start_apiserver(self, bins: Path, state: ClusterState) -> None:
         pki = self.pki
@@ -317,7 +317,7 @@ class LocalCluster:
             ],
         )
         port = state.ports["apiserver"]
-        _wait(lambda: self._readyz(port), "kube-apiserver", self.logs / "apiserver.log")
+        _wait(lambda: self._readyz(port), "kube-apiserver", self.logs / "apiserver.log", state)
 
     def _write_kubeconfig(self, port: int, token: str) -> None:
         import base64
@@ -389,11 +389,16 @@ class LocalCluster:
         )
 
     def _start_support(self, bins: Path, state: ClusterState) -> None:
+        stages = sorted((bins / "kwok").resolve().parent.glob("stages/*.yaml"))
+        if not stages:
+            raise ClusterError(f"no kwok stages next to {bins / 'kwok'}: rerun hack/tools.sh")
         self._spawn(
             state,
             "kwok",
             [
                 str(bins / "kwok"),
+                *(f"--config={stage}" for stage in stages),
+                "--node-lease-duration-seconds=40",
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -413,7 +418,7 @@ class LocalCluster:
             ],
         )
 
-    def _wait_for_ready_node(self) -> None:
+    def _wait_for_ready_node(self, state: ClusterState) -> None:
         def ready() -> bool:
             out = self.kubectl("get", "nodes", "-o", "json", check=False)
             nodes = json.loads(out)["items"] if out else []
@@ -423,7 +428,7 @@ class LocalCluster:
                 for cond in node.get("status", {}).get("conditions", [])
             )
 
-        _wait(ready, "kwok node", self.logs / "kwok.log")
+        _wait(ready, "kwok node", self.logs / "kwok.log", state)
 
     def _readyz(self, port: int) -> bool:
         token_file = self.pki / "tokens.csv"
@@ -450,15 +455,31 @@ def _http_ok(url: str) -> bool:
 
 
 def _wait(
-    check: Callable[[], bool], what: str, log: Path, timeout: float = START_TIMEOUT_S
+    check: Callable[[], bool],
+    what: str,
+    log: Path,
+    state: ClusterState,
+    timeout: float = START_TIMEOUT_S,
 ) -> None:
+    """Poll `check` until true; fail early, with the log's tail, if a started process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
+        dead = [name for name, pid in state.pids.items() if not _alive(pid)]
+        if dead:
+            raise ClusterError(
+                f"{', '.join(dead)} exited while waiting for {what}; "
+                f"see {log.parent}/{dead[0]}.log:\n{_tail(log.parent / (dead[0] + '.log'))}"
+            )
         time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    raise ClusterError(f"{what} not ready after {timeout:.0f} s; last lines of {log}:\n{tail}")
+    raise ClusterError(
+        f"{what} not ready after {timeout:.0f} s; last lines of {log}:\n{_tail(log)}"
+    )
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
 
 
 def _alive(pid: int) -> bool:
