@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from tests.support.cluster import LocalCluster
+from tests.support.cluster import ROOT, LocalCluster
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,18 @@ def namespace(
         time.sleep(0.1)
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def wasp_crds(cluster: LocalCluster) -> LocalCluster:
+    """The cluster with wasp's CRDs (crds/) applied and established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/whatsappshards.wasp.dev",
+        "crd/kopfpeerings.kopf.dev",
+        "crd/clusterkopfpeerings.kopf.dev",
+    )
+    return cluster

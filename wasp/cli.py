@@ -7,6 +7,9 @@ holder (`wasp worker`) and the all-in-one local run (`wasp dev`).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
 from wasp import __version__
@@ -23,9 +26,164 @@ def _not_yet(role: str, issue: int) -> None:
 
 
 @main.command()
-def operator() -> None:
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="WATCH_NAMESPACES",
+    help="Serve shards of these namespaces only (repeatable); all when omitted.",
+)
+@click.option(
+    "--worker-image",
+    envvar="WORKER_IMAGE",
+    default="ghcr.io/wasp-dev/wasp:0.1.0",
+    show_default=True,
+    help="Image of worker pods unless a shard sets spec.image.",
+)
+@click.option(
+    "--worker-service-account",
+    envvar="WORKER_SERVICE_ACCOUNT",
+    default=None,
+    help="ServiceAccount of worker pods (they hold a Lease).",
+)
+@click.option(
+    "--config-map",
+    envvar="CONFIG_MAP",
+    default="wasp-config",
+    show_default=True,
+    help="ConfigMap with the shared config (accounts, roles, groups).",
+)
+@click.option(
+    "--master-internal-url",
+    envvar="MASTER_INTERNAL_URL",
+    default="",
+    help="Where workers push live events.",
+)
+@click.option(
+    "--master-token-secret",
+    envvar="MASTER_TOKEN_SECRET",
+    default="wasp-master",
+    show_default=True,
+    help="Secret with the `master-token` workers send.",
+)
+@click.option(
+    "--health-url-template",
+    envvar="HEALTH_URL_TEMPLATE",
+    default=None,
+    help="Reach workers' /health here instead of their cluster DNS name "
+    "(placeholders {name}, {namespace}, {port}); for operators outside the cluster.",
+)
+@click.option(
+    "--status-interval",
+    envvar="STATUS_INTERVAL",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between status refreshes of a shard.",
+)
+@click.option(
+    "--peering",
+    envvar="PEERING",
+    default="wasp-operator",
+    show_default=True,
+    help="kopf peering name: replicas with one name elect one active operator.",
+)
+@click.option(
+    "--standalone",
+    is_flag=True,
+    envvar="STANDALONE",
+    help="Run without peering (a single replica).",
+)
+@click.option(
+    "--priority",
+    type=int,
+    envvar="PRIORITY",
+    default=None,
+    help="Peering priority (random when omitted).",
+)
+@click.option("--metrics-listen", envvar="METRICS_LISTEN", default="0.0.0.0", show_default=True)
+@click.option(
+    "--metrics-port",
+    envvar="METRICS_PORT",
+    type=int,
+    default=9090,
+    show_default=True,
+    help="Port of /metrics; 0 to disable.",
+)
+@click.option(
+    "--liveness",
+    envvar="LIVENESS_ENDPOINT",
+    default=None,
+    help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz.",
+)
+@click.option(
+    "--webhook-port",
+    envvar="WEBHOOK_PORT",
+    type=int,
+    default=None,
+    help="Serve the admission webhook on this port (needs the cert options).",
+)
+@click.option("--webhook-listen", envvar="WEBHOOK_LISTEN", default="0.0.0.0", show_default=True)
+@click.option(
+    "--webhook-host",
+    envvar="WEBHOOK_HOST",
+    default=None,
+    help="Host name or IP the apiserver uses to reach the webhook.",
+)
+@click.option("--webhook-cert", envvar="WEBHOOK_CERT", type=click.Path(path_type=Path))
+@click.option("--webhook-key", envvar="WEBHOOK_KEY", type=click.Path(path_type=Path))
+@click.option("--webhook-ca", envvar="WEBHOOK_CA", type=click.Path(path_type=Path))
+@click.option(
+    "--webhook-configuration",
+    envvar="WEBHOOK_CONFIGURATION",
+    default="wasp-operator.wasp.dev",
+    show_default=True,
+    help="Name of the ValidatingWebhookConfiguration the operator keeps up to date.",
+)
+@click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(path_type=Path), default=None)
+def operator(**options: Any) -> None:
     """Run the Kubernetes operator: WhatsAppShard resources -> StatefulSets."""
-    _not_yet("operator", 3)
+    from wasp_operator.config import OperatorConfig
+    from wasp_operator.run import RunOptions, Webhook, run
+
+    config = OperatorConfig(
+        worker_image=options["worker_image"],
+        worker_service_account=options["worker_service_account"],
+        config_map=options["config_map"],
+        master_internal_url=options["master_internal_url"],
+        master_token_secret=options["master_token_secret"],
+        health_url_template=options["health_url_template"],
+        status_interval_s=options["status_interval"],
+    )
+    webhook = None
+    if options["webhook_port"]:
+        if not (options["webhook_cert"] and options["webhook_key"] and options["webhook_host"]):
+            raise click.UsageError(
+                "--webhook-port needs --webhook-host, --webhook-cert and --webhook-key"
+            )
+        webhook = Webhook(
+            listen=options["webhook_listen"],
+            port=options["webhook_port"],
+            host=options["webhook_host"],
+            certfile=options["webhook_cert"],
+            keyfile=options["webhook_key"],
+            cafile=options["webhook_ca"],
+            configuration_name=options["webhook_configuration"],
+        )
+    run(
+        config,
+        RunOptions(
+            namespaces=tuple(options["namespaces"]),
+            peering=None if options["standalone"] else options["peering"],
+            priority=options["priority"],
+            metrics_listen=options["metrics_listen"],
+            metrics_port=options["metrics_port"] or None,
+            liveness=options["liveness"],
+            webhook=webhook,
+            kubeconfig=options["kubeconfig"],
+        ),
+    )
 
 
 @main.command()
