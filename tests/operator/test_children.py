@@ -26,9 +26,13 @@ def test_statefulset_runs_one_worker_with_the_spec_environment() -> None:
     assert sts["spec"]["replicas"] == 1
     assert sts["spec"]["serviceName"] == "w1"
     env = env_of(sts)
-    assert env["SLOT_FROM"] == "A1" and env["SLOT_TO"] == "A50"
-    assert env["MAX_ACTIVE"] == "30" and env["MAX_INIT"] == "2" and env["WARMUP_LIMIT"] == "10"
-    assert env["WORKDIR"] == "/data" and env["CONFIGDIR"] == "/config"
+    assert env["SLOT_FROM"] == "A1"
+    assert env["SLOT_TO"] == "A50"
+    assert env["MAX_ACTIVE"] == "30"
+    assert env["MAX_INIT"] == "2"
+    assert env["WARMUP_LIMIT"] == "10"
+    assert env["WORKDIR"] == "/data"
+    assert env["CONFIGDIR"] == "/config"
     assert env["BACKEND"] == "neonize"
     assert env["MASTER_INTERNAL_URL"] == "http://m:8080"
     assert env["MASTER_TOKEN"]["secretKeyRef"]["name"] == "wasp-master"

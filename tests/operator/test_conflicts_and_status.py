@@ -37,7 +37,7 @@ SPEC = WhatsAppShardSpec.model_validate({"slotFrom": "A1", "slotTo": "A50"})
 
 
 def conditions(status: dict[str, object]) -> dict[str, dict[str, str]]:
-    return {c["type"]: c for c in status["conditions"]}  # type: ignore[attr-defined,index]
+    return {c["type"]: c for c in status["conditions"]}  # type: ignore[attr-defined]
 
 
 def test_status_moves_pending_ready_degraded_and_keeps_transition_times() -> None:
@@ -52,7 +52,9 @@ def test_status_moves_pending_ready_degraded_and_keeps_transition_times() -> Non
         "http://e",
         "T2",
     )
-    assert ready["phase"] == "Ready" and ready["active"] == 3 and ready["maxActive"] == 20
+    assert ready["phase"] == "Ready"
+    assert ready["active"] == 3
+    assert ready["maxActive"] == 20
     assert conditions(ready)["Ready"]["lastTransitionTime"] == "T2"
     assert conditions(ready)["SlotConflict"]["lastTransitionTime"] == "T1"  # unchanged: kept
     assert conditions(ready)["Progressing"]["status"] == "False"
@@ -75,7 +77,8 @@ def test_conflict_and_suspend_phases() -> None:
     status = shard_status("w1", SPEC, Observed(generation=2, conflict=conflict), None, "e", "T")
     assert status["phase"] == "Conflict"
     slot_conflict = conditions(status)["SlotConflict"]
-    assert slot_conflict["status"] == "True" and "'w0'" in slot_conflict["message"]
+    assert slot_conflict["status"] == "True"
+    assert "'w0'" in slot_conflict["message"]
     assert "A1..A5" in slot_conflict["message"]
     suspended = WhatsAppShardSpec.model_validate(
         {"slotFrom": "A1", "slotTo": "A5", "suspend": True}

@@ -113,7 +113,8 @@ def test_apiserver_refuses_bad_spec_with_a_clear_message(
 ) -> None:
     result = wasp_crds.run_kubectl("apply", "-f", "-", input=_shard(name, namespace, spec))
     assert result.returncode != 0, f"{name} was accepted"
-    assert "is invalid" in result.stderr and reason in result.stderr, result.stderr
+    assert "is invalid" in result.stderr, result.stderr
+    assert reason in result.stderr, result.stderr
     listed = wasp_crds.kubectl("get", "whatsappshards", "-n", namespace, "-o", "name")
     assert listed.strip() == ""  # refused means nothing was stored
 
@@ -156,12 +157,14 @@ def test_defaults_printer_columns_and_explain(wasp_crds: LocalCluster, namespace
     stored = json.loads(wasp_crds.kubectl("get", "wash", "w1", "-n", namespace, "-o", "json"))
     assert stored["spec"]["capacity"] == {"maxActive": 20, "maxInit": 2, "warmupLimit": 10}
     assert stored["spec"]["storage"] == {"size": "1Gi", "retainOnDelete": True}
-    assert stored["spec"]["backend"] == "neonize" and stored["spec"]["suspend"] is False
+    assert stored["spec"]["backend"] == "neonize"
+    assert stored["spec"]["suspend"] is False
     header = wasp_crds.kubectl("get", "wasp", "-n", namespace).splitlines()[0].split()
     assert header == ["NAME", "FROM", "TO", "ACTIVE", "MAX", "PHASE", "AGE"]
     explained = wasp_crds.kubectl("explain", "whatsappshard.spec.capacity")
     assert "Session limits of the shard's worker." in explained
-    assert "maxInit" in explained and "Most sessions initialising at the same time" in explained
+    assert "maxInit" in explained
+    assert "Most sessions initialising at the same time" in explained
     as_yaml = yaml.safe_load(
         wasp_crds.kubectl("get", "crd", "whatsappshards.wasp.dev", "-o", "yaml")
     )
