@@ -1,17 +1,21 @@
 """kopf handlers: the thin shell around the pure decisions of this package.
 
 - indexes keep what every decision needs in memory (shard ranges for the
-  overlap rule, shard status, StatefulSet readiness), so no handler lists;
+  overlap rule, shards, StatefulSet readiness), so no handler lists;
 - create/update/resume apply the children (`reconcile`);
-- a StatefulSet event and a per-shard timer refresh the status;
+- a StatefulSet event refreshes its shard's status at once, and one
+  operator-wide loop reads workers' /health and re-checks overlaps;
 - a validating webhook refuses overlapping ranges at admission.
 
-Blocking client calls run in threads (`asyncio.to_thread`), never on the loop.
+No handler here needs a finalizer (kopf timers would add one), so deleting a
+shard never waits for the operator: owner references let Kubernetes' garbage
+collector remove the children. Blocking client calls run in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +37,10 @@ from wasp_operator.status import Observed, shard_status
 
 SHARDS = (GROUP, VERSION, PLURAL)
 OWNED = {"app.kubernetes.io/managed-by": children.MANAGER}
+HEALTH_CONCURRENCY = 32
+log = logging.getLogger("wasp.operator")
+
+Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclass
@@ -49,12 +57,26 @@ class Context:
     kube: Kube
     metrics: OperatorMetrics
     http: aiohttp.ClientSession | None = None
-    health: dict[tuple[str, str], Health] = field(default_factory=dict)
+    health: dict[Key, Health] = field(default_factory=dict)
+    published: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    loop_task: asyncio.Task[None] | None = None
+
+    # kopf copies the memo for every object it handles; this state is operator-wide.
+    def __copy__(self) -> Context:
+        return self
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> Context:
+        return self
 
 
 @dataclass(frozen=True)
 class ShardView:
+    """A shard as the indexes hold it."""
+
     uid: str
+    created: str
+    generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
 
@@ -77,6 +99,10 @@ def parse_spec(spec: Any) -> WhatsAppShardSpec:
         raise kopf.PermanentError(f"invalid spec: {error}") from None
 
 
+def _first(store: Iterable[Any] | None) -> Any | None:
+    return next(iter(store), None) if store is not None else None
+
+
 # -- indexes ------------------------------------------------------------------
 
 
@@ -91,14 +117,15 @@ def index_ranges(
 
 
 def index_shards(
-    namespace: str, name: str, uid: str, spec: Any, status: Any, **_: Any
-) -> dict[tuple[str, str], ShardView]:
-    return {(namespace, name): ShardView(uid, dict(spec), dict(status))}
+    namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any, **_: Any
+) -> dict[Key, ShardView]:
+    view = ShardView(
+        uid, meta.get("creationTimestamp", ""), meta.get("generation", 1), dict(spec), dict(status)
+    )
+    return {(namespace, name): view}
 
 
-def index_workloads(
-    namespace: str, name: str, body: Any, **_: Any
-) -> dict[tuple[str, str], WorkloadView]:
+def index_workloads(namespace: str, name: str, body: Any, **_: Any) -> dict[Key, WorkloadView]:
     spec, status, meta = body.get("spec", {}), body.get("status", {}), body.get("metadata", {})
     replicas = spec.get("replicas", 1)
     rolled_out = (
@@ -109,25 +136,46 @@ def index_workloads(
     return {(namespace, name): WorkloadView(status.get("readyReplicas", 0), rolled_out)}
 
 
-def _first(store: Iterable[Any] | None) -> Any | None:
-    return next(iter(store), None) if store is not None else None
-
-
 # -- status -------------------------------------------------------------------
 
 
 async def publish_status(
     ctx: Context,
-    name: str,
-    namespace: str,
+    key: Key,
     spec: WhatsAppShardSpec,
-    generation: int,
+    generation: int | None,
     previous: dict[str, Any],
     conflict: Conflict | None,
     workload: WorkloadView | None,
 ) -> str:
-    """Write the shard's status if it changed; return its phase."""
-    health = ctx.health.get((namespace, name))
+    """Write the shard's status if it changed; return its phase.
+
+    `generation` is the spec generation just reconciled, or None for a refresh
+    between reconciles. What this process last wrote wins over `previous` (which
+    may come from a stale index), so a refresh never turns observedGeneration back.
+    """
+    # One writer per shard at a time: a refresh racing a reconcile must not land
+    # its older view after the reconcile's newer one.
+    async with ctx.locks.setdefault(key, asyncio.Lock()):
+        return await _publish_locked(ctx, key, spec, generation, previous, conflict, workload)
+
+
+async def _publish_locked(
+    ctx: Context,
+    key: Key,
+    spec: WhatsAppShardSpec,
+    generation: int | None,
+    previous: dict[str, Any],
+    conflict: Conflict | None,
+    workload: WorkloadView | None,
+) -> str:
+    namespace, name = key
+    before = ctx.published.get(key, previous)
+    if generation is None:
+        generation = before.get("observedGeneration")
+        if generation is None:
+            return str(before.get("phase", "Pending"))  # not reconciled yet
+    health = ctx.health.get(key)
     seen = Observed(
         generation=generation,
         statefulset_found=workload is not None,
@@ -137,22 +185,11 @@ async def publish_status(
         max_active=health.max_active if health else None,
         conflict=conflict,
     )
-    status = shard_status(name, spec, seen, previous, ctx.config.endpoint(name, namespace), now())
-    if status != {k: previous.get(k) for k in status}:
+    status = shard_status(name, spec, seen, before, ctx.config.endpoint(name, namespace), now())
+    if status != {k: before.get(k) for k in status}:
         await asyncio.to_thread(ctx.kube.patch_shard_status, name, namespace, status)
+    ctx.published[key] = status
     return str(status["phase"])
-
-
-def _conflict_of(
-    name: str,
-    uid: str,
-    meta: Any,
-    spec: WhatsAppShardSpec,
-    shard_ranges: kopf.Index[str, ShardRef],
-    namespace: str,
-) -> Conflict | None:
-    own = ShardRef(meta.get("creationTimestamp", ""), name, uid, spec.slots)
-    return losing_conflict(own, shard_ranges.get(namespace, []))
 
 
 # -- reconcile ----------------------------------------------------------------
@@ -167,21 +204,36 @@ async def reconcile(
     status: Any,
     memo: Context,
     shard_ranges: kopf.Index[str, ShardRef],
-    logger: kopf.Logger,
+    workloads: kopf.Index[Key, WorkloadView],
     **_: Any,
 ) -> None:
+    """kopf handler (create, update of spec, resume): see `reconcile_shard`."""
+    view = ShardView(
+        uid, meta.get("creationTimestamp", ""), meta.get("generation", 1), dict(spec), dict(status)
+    )
+    await reconcile_shard(memo, (namespace, name), view, shard_ranges, workloads)
+
+
+async def reconcile_shard(
+    ctx: Context,
+    key: Key,
+    view: ShardView,
+    shard_ranges: kopf.Index[str, ShardRef],
+    workloads: kopf.Index[Key, WorkloadView],
+) -> None:
     """Make the shard's Service and StatefulSet match its spec, then report status."""
-    ctx = memo
+    namespace, name = key
     started = time.perf_counter()
     result = "error"
     try:
-        model = parse_spec(spec)
-        conflict = _conflict_of(name, uid, meta, model, shard_ranges, namespace)
-        workload = await _apply_children(ctx, name, namespace, uid, model, conflict)
+        spec = parse_spec(view.spec)
+        own = ShardRef(view.created, name, view.uid, spec.slots)
+        conflict = losing_conflict(own, shard_ranges.get(namespace, []))
+        await _apply_children(ctx, key, view.uid, spec, conflict)
         if conflict is not None:
-            logger.warning(f"slot conflict: {conflict.message()}")
+            log.warning(f"shard_conflict {namespace}/{name}: {conflict.message()}")
         await publish_status(
-            ctx, name, namespace, model, meta.get("generation", 1), dict(status), conflict, workload
+            ctx, key, spec, view.generation, view.status, conflict, _first(workloads.get(key))
         )
         result = "conflict" if conflict else "ok"
     finally:
@@ -189,27 +241,21 @@ async def reconcile(
 
 
 async def _apply_children(
-    ctx: Context,
-    name: str,
-    namespace: str,
-    uid: str,
-    spec: WhatsAppShardSpec,
-    conflict: Conflict | None,
-) -> WorkloadView | None:
+    ctx: Context, key: Key, uid: str, spec: WhatsAppShardSpec, conflict: Conflict | None
+) -> None:
+    namespace, name = key
     config, kube = ctx.config, ctx.kube
     if conflict is not None:
         # Create nothing; if this shard had pods before the overlap, stop them.
         existing = await asyncio.to_thread(kube.read_statefulset, name, namespace)
         if existing is None or not _owned_by(existing, uid):
-            return None
+            return
     else:
         await asyncio.to_thread(kube.apply_service, children.service(name, namespace, uid, config))
     manifest = children.statefulset(
         name, namespace, uid, spec, config, conflicted=conflict is not None
     )
-    applied = await asyncio.to_thread(kube.apply_statefulset, manifest)
-    ready = (applied.status.ready_replicas if applied.status else 0) or 0
-    return WorkloadView(ready, rolled_out=False)
+    await asyncio.to_thread(kube.apply_statefulset, manifest)
 
 
 def _owned_by(statefulset: Any, uid: str) -> bool:
@@ -224,8 +270,8 @@ async def workload_changed(
     name: str,
     event: Any,
     memo: Context,
-    shard_views: kopf.Index[tuple[str, str], ShardView],
-    workloads: kopf.Index[tuple[str, str], WorkloadView],
+    shard_views: kopf.Index[Key, ShardView],
+    workloads: kopf.Index[Key, WorkloadView],
     shard_ranges: kopf.Index[str, ShardRef],
     **_: Any,
 ) -> None:
@@ -233,81 +279,60 @@ async def workload_changed(
     if event.get("type") == "DELETED":
         return
     view: ShardView | None = _first(shard_views.get((namespace, name)))
-    if view is None:
-        return
-    await _refresh(memo, name, namespace, view, workloads, shard_ranges)
+    if view is not None:
+        await refresh_shard(memo, (namespace, name), view, workloads, shard_ranges, poll=False)
 
 
-async def _refresh(
+async def refresh_shard(
     ctx: Context,
-    name: str,
-    namespace: str,
+    key: Key,
     view: ShardView,
-    workloads: kopf.Index[tuple[str, str], WorkloadView],
+    workloads: kopf.Index[Key, WorkloadView],
     shard_ranges: kopf.Index[str, ShardRef],
+    *,
+    poll: bool,
 ) -> None:
+    """Status between reconciles; reconcile again if the overlap verdict changed."""
+    namespace, name = key
     try:
         spec = WhatsAppShardSpec.model_validate(view.spec)
     except ValidationError:
         return
-    own = _first(ref for ref in shard_ranges.get(namespace, []) if ref.uid == view.uid)
-    conflict = losing_conflict(own, shard_ranges.get(namespace, [])) if own else None
-    generation = view.status.get("observedGeneration")
-    if generation is None:
-        return  # not reconciled yet: the create handler writes the first status
-    await publish_status(
-        ctx,
-        name,
-        namespace,
-        spec,
-        generation,
-        view.status,
-        conflict,
-        _first(workloads.get((namespace, name))),
-    )
-
-
-async def poll_worker(
-    name: str,
-    namespace: str,
-    uid: str,
-    meta: Any,
-    spec: Any,
-    status: Any,
-    memo: Context,
-    shard_ranges: kopf.Index[str, ShardRef],
-    shard_views: kopf.Index[tuple[str, str], ShardView],
-    workloads: kopf.Index[tuple[str, str], WorkloadView],
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    """Every few seconds: read the worker's /health, re-check the overlap rule, refresh."""
-    ctx = memo
-    workload: WorkloadView | None = _first(workloads.get((namespace, name)))
-    if workload is not None and workload.ready_replicas > 0:
+    workload: WorkloadView | None = _first(workloads.get(key))
+    if poll and workload is not None and workload.ready_replicas > 0:
         health = await _fetch_health(ctx, name, namespace)
         if health is not None:
-            ctx.health[(namespace, name)] = health
-    model = parse_spec(spec)
-    conflict = _conflict_of(name, uid, meta, model, shard_ranges, namespace)
-    was_conflicted = status.get("phase") == "Conflict"
-    if (conflict is not None) != was_conflicted:
-        # The other shard went away (or a new overlap appeared): apply again.
-        await reconcile(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            meta=meta,
-            spec=spec,
-            status=status,
-            memo=memo,
-            shard_ranges=shard_ranges,
-            logger=logger,
-        )
+            ctx.health[key] = health
+    own = ShardRef(view.created, name, view.uid, spec.slots)
+    conflict = losing_conflict(own, shard_ranges.get(namespace, []))
+    was_conflicted = ctx.published.get(key, view.status).get("phase") == "Conflict"
+    if key in ctx.published and (conflict is not None) != was_conflicted:
+        # The older shard went away (or a new overlap appeared): apply again.
+        await reconcile_shard(ctx, key, view, shard_ranges, workloads)
         return
-    view = _first(shard_views.get((namespace, name)))
-    if view is not None:
-        await _refresh(ctx, name, namespace, view, workloads, shard_ranges)
+    await publish_status(ctx, key, spec, None, view.status, conflict, workload)
+
+
+async def status_loop(
+    ctx: Context,
+    shard_views: kopf.Index[Key, ShardView],
+    workloads: kopf.Index[Key, WorkloadView],
+    shard_ranges: kopf.Index[str, ShardRef],
+) -> None:
+    """Every `status_interval_s`: poll each ready worker's /health and refresh every shard."""
+    gate = asyncio.Semaphore(HEALTH_CONCURRENCY)
+
+    async def one(key: Key, view: ShardView) -> None:
+        async with gate:
+            try:
+                await refresh_shard(ctx, key, view, workloads, shard_ranges, poll=True)
+            except Exception as error:  # one shard's failure must not stop the others
+                log.warning(f"status_refresh_failed {key[0]}/{key[1]}: {error!r}")
+
+    while True:
+        await asyncio.sleep(ctx.config.status_interval_s)
+        views = [(key, _first(store)) for key, store in list(shard_views.items())]
+        await asyncio.gather(*(one(key, view) for key, view in views if view is not None))
 
 
 async def _fetch_health(ctx: Context, name: str, namespace: str) -> Health | None:
@@ -322,6 +347,21 @@ async def _fetch_health(ctx: Context, name: str, namespace: str) -> Health | Non
         return Health(int(worker["active"]), int(worker["maxActive"]))
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
         return None
+
+
+async def start_status_loop(
+    memo: Context,
+    shard_views: kopf.Index[Key, ShardView],
+    workloads: kopf.Index[Key, WorkloadView],
+    shard_ranges: kopf.Index[str, ShardRef],
+    **_: Any,
+) -> None:
+    memo.loop_task = asyncio.create_task(status_loop(memo, shard_views, workloads, shard_ranges))
+
+
+async def stop_status_loop(memo: Context, **_: Any) -> None:
+    if memo.loop_task is not None:
+        memo.loop_task.cancel()
 
 
 # -- admission ----------------------------------------------------------------
@@ -358,6 +398,9 @@ def track_phase(
 ) -> None:
     if event.get("type") == "DELETED":
         memo.metrics.forget(namespace, name)
+        memo.published.pop((namespace, name), None)
+        memo.health.pop((namespace, name), None)
+        memo.locks.pop((namespace, name), None)
     else:
         memo.metrics.phase_seen(namespace, name, status.get("phase") or "Pending")
 
@@ -367,8 +410,12 @@ def _loose(handler: Any) -> Any:
     return handler
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """Attach every handler to `registry`, with the intervals of `config`."""
+def register(registry: kopf.OperatorRegistry, *, admission: bool) -> None:
+    """Attach every handler to `registry`.
+
+    The webhook handler only when an admission server is configured: kopf
+    refuses to start with admission handlers and nowhere to serve them.
+    """
     kopf.index(*SHARDS, id="shard_ranges", registry=registry)(_loose(index_ranges))
     kopf.index(*SHARDS, id="shard_views", registry=registry)(_loose(index_shards))
     kopf.index("apps", "v1", "statefulsets", labels=OWNED, id="workloads", registry=registry)(
@@ -380,14 +427,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     kopf.on.event("apps", "v1", "statefulsets", labels=OWNED, id="workload", registry=registry)(
         _loose(workload_changed)
     )
-    kopf.timer(
-        *SHARDS,
-        id="status",
-        interval=config.status_interval_s,
-        initial_delay=config.status_interval_s,
-        registry=registry,
-    )(_loose(poll_worker))
     kopf.on.event(*SHARDS, id="phase", registry=registry)(_loose(track_phase))
+    kopf.on.startup(id="status_loop", registry=registry)(_loose(start_status_loop))
+    kopf.on.cleanup(id="status_loop", registry=registry)(_loose(stop_status_loop))
+    if not admission:
+        return
     kopf.on.validate(
         *SHARDS,
         id="slot-overlap",

@@ -66,6 +66,23 @@ def api_client(kubeconfig: Path | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration the handlers use."""
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or ("Bearer" if token else None),
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
 def ensure_peering(api: client.ApiClient, name: str, namespaces: tuple[str, ...]) -> None:
     """Create the kopf peering object: without it, replicas cannot see each other."""
     custom = client.CustomObjectsApi(api)
@@ -101,11 +118,18 @@ def ensure_peering(api: client.ApiClient, name: str, namespaces: tuple[str, ...]
 
 def run(config: OperatorConfig, options: RunOptions) -> None:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
+    # kopf logs every handler run per object at INFO: thousands of lines a minute
+    # with hundreds of shards. Keep its warnings and errors, and our own events.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     api = api_client(options.kubeconfig)
     metrics = OperatorMetrics()
     context = Context(config=config, kube=Kube(api), metrics=metrics)
     registry = kopf.OperatorRegistry()
-    register(registry, config)
+    register(registry, admission=options.webhook is not None)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: object) -> kopf.ConnectionInfo:
+        return connection_info(api.configuration)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: object) -> None:

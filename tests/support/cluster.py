@@ -16,6 +16,7 @@ The binaries come from `hack/tools.sh`, which builds them once per machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -254,6 +255,49 @@ class LocalCluster:
             )
             token_file.chmod(0o600)
         return token_file.read_text().split(",", 1)[0]
+
+    def issue_certificate(self, directory: Path, name: str, ip: str = "127.0.0.1") -> Path:
+        """A serving certificate for `ip`, signed by this cluster's CA (for webhooks)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        key, csr, crt, ext = (directory / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+        ext.write_text(f"subjectAltName=IP:{ip},DNS:localhost\n")
+        run = functools.partial(subprocess.run, check=True, capture_output=True)
+        run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                f"/CN={name}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+            ]
+        )
+        run(
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(self.pki / "ca.crt"),
+                "-CAkey",
+                str(self.pki / "ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-extfile",
+                str(ext),
+                "-out",
+                str(crt),
+            ]
+        )
+        return directory
 
     def _spawn(self, state: ClusterState, name: str, argv: Sequence[str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
