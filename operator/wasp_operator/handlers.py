@@ -38,6 +38,7 @@ from wasp_operator.status import Observed, shard_status
 SHARDS = (GROUP, VERSION, PLURAL)
 OWNED = {"app.kubernetes.io/managed-by": children.MANAGER}
 HEALTH_CONCURRENCY = 32
+RETRY_S = 5  # a failed reconcile (apiserver hiccup) is retried this soon, not kopf's 60 s
 log = logging.getLogger("wasp.operator")
 
 Key = tuple[str, str]  # (namespace, name)
@@ -421,9 +422,11 @@ def register(registry: kopf.OperatorRegistry, *, admission: bool) -> None:
     kopf.index("apps", "v1", "statefulsets", labels=OWNED, id="workloads", registry=registry)(
         _loose(index_workloads)
     )
-    kopf.on.resume(*SHARDS, id="reconcile", registry=registry)(_loose(reconcile))
-    kopf.on.create(*SHARDS, id="reconcile", registry=registry)(_loose(reconcile))
-    kopf.on.update(*SHARDS, id="reconcile", field="spec", registry=registry)(_loose(reconcile))
+    kopf.on.resume(*SHARDS, id="reconcile", backoff=RETRY_S, registry=registry)(_loose(reconcile))
+    kopf.on.create(*SHARDS, id="reconcile", backoff=RETRY_S, registry=registry)(_loose(reconcile))
+    kopf.on.update(*SHARDS, id="reconcile", field="spec", backoff=RETRY_S, registry=registry)(
+        _loose(reconcile)
+    )
     kopf.on.event("apps", "v1", "statefulsets", labels=OWNED, id="workload", registry=registry)(
         _loose(workload_changed)
     )

@@ -47,7 +47,7 @@ class Kube:
         try:
             return self._apply_sts(manifest)
         except ApiException as error:
-            if error.status != 422 or "Forbidden" not in (error.body or ""):
+            if error.status != 422 or "Forbidden" not in str(error):
                 raise
         # volumeClaimTemplates are immutable: replace the StatefulSet but keep its
         # pod and claim (the new one adopts them), then grow the claim in place.
