@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import LocalCluster
-from tests.support.operator import HealthStandIn, OperatorProcess, health_stand_in
+from tests.support.operator import HealthStandIn, OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -101,17 +101,6 @@ class Cluster:
     def env(self, name: str) -> dict[str, str]:
         container = self.sts(name).spec.template.spec.containers[0]
         return {e.name: e.value for e in container.env if e.value is not None}
-
-
-@pytest.fixture
-def health() -> Iterator[HealthStandIn]:
-    with health_stand_in() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def k(wasp_crds: LocalCluster, api_client: client.ApiClient, namespace: str) -> Cluster:
-    return Cluster(wasp_crds, api_client, namespace)
 
 
 @pytest.fixture
