@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup tools run test lint format cluster-up cluster-down cluster-status bench clean
+.PHONY: setup tools run test lint format crds cluster-up cluster-down cluster-status bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+crds: setup
+	$(BIN)/python -m wasp.crd --write
 
 cluster-up: setup tools
 	$(BIN)/python -m tests.support.cluster up

@@ -1,0 +1,1 @@
+"""Speed and memory measurements of wasp (`make bench`), written to docs/benchmarks.md."""
