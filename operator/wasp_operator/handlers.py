@@ -158,39 +158,27 @@ async def publish_status(
     # One writer per shard at a time: a refresh racing a reconcile must not land
     # its older view after the reconcile's newer one.
     async with ctx.locks.setdefault(key, asyncio.Lock()):
-        return await _publish_locked(ctx, key, spec, generation, previous, conflict, workload)
-
-
-async def _publish_locked(
-    ctx: Context,
-    key: Key,
-    spec: WhatsAppShardSpec,
-    generation: int | None,
-    previous: dict[str, Any],
-    conflict: Conflict | None,
-    workload: WorkloadView | None,
-) -> str:
-    namespace, name = key
-    before = ctx.published.get(key, previous)
-    if generation is None:
-        generation = before.get("observedGeneration")
+        namespace, name = key
+        before = ctx.published.get(key, previous)
         if generation is None:
-            return str(before.get("phase", "Pending"))  # not reconciled yet
-    health = ctx.health.get(key)
-    seen = Observed(
-        generation=generation,
-        statefulset_found=workload is not None,
-        ready_replicas=workload.ready_replicas if workload else 0,
-        rolled_out=workload.rolled_out if workload else False,
-        active=health.active if health else None,
-        max_active=health.max_active if health else None,
-        conflict=conflict,
-    )
-    status = shard_status(name, spec, seen, before, ctx.config.endpoint(name, namespace), now())
-    if status != {k: before.get(k) for k in status}:
-        await asyncio.to_thread(ctx.kube.patch_shard_status, name, namespace, status)
-    ctx.published[key] = status
-    return str(status["phase"])
+            generation = before.get("observedGeneration")
+            if generation is None:
+                return str(before.get("phase", "Pending"))  # not reconciled yet
+        health = ctx.health.get(key)
+        seen = Observed(
+            generation=generation,
+            statefulset_found=workload is not None,
+            ready_replicas=workload.ready_replicas if workload else 0,
+            rolled_out=workload.rolled_out if workload else False,
+            active=health.active if health else None,
+            max_active=health.max_active if health else None,
+            conflict=conflict,
+        )
+        status = shard_status(name, spec, seen, before, ctx.config.endpoint(name, namespace), now())
+        if status != {k: before.get(k) for k in status}:
+            await asyncio.to_thread(ctx.kube.patch_shard_status, name, namespace, status)
+        ctx.published[key] = status
+        return str(status["phase"])
 
 
 # -- reconcile ----------------------------------------------------------------

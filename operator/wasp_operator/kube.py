@@ -9,6 +9,7 @@ handlers, which run in kopf's thread pool, never on the event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -21,6 +22,19 @@ APPLY = "application/apply-patch+yaml"
 log = logging.getLogger(__name__)
 
 
+def _apply(patch: Callable[..., Any], manifest: Manifest) -> Any:
+    """Server-side apply of `manifest` as the operator's field manager."""
+    meta = manifest["metadata"]
+    return patch(
+        meta["name"],
+        meta["namespace"],
+        manifest,
+        field_manager=MANAGER,
+        force=True,
+        _content_type=APPLY,
+    )
+
+
 class Kube:
     """Typed entry points to the API calls the operator makes."""
 
@@ -30,15 +44,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     def apply_service(self, manifest: Manifest) -> None:
-        meta = manifest["metadata"]
-        self.core.patch_namespaced_service(
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            field_manager=MANAGER,
-            force=True,
-            _content_type=APPLY,
-        )
+        _apply(self.core.patch_namespaced_service, manifest)
 
     def apply_statefulset(self, manifest: Manifest) -> Any:
         """Apply; recreate (orphaning pod and claim) when an immutable field changed."""
@@ -59,15 +65,7 @@ class Kube:
         return self._apply_sts(manifest)
 
     def _apply_sts(self, manifest: Manifest) -> Any:
-        meta = manifest["metadata"]
-        return self.apps.patch_namespaced_stateful_set(
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            field_manager=MANAGER,
-            force=True,
-            _content_type=APPLY,
-        )
+        return _apply(self.apps.patch_namespaced_stateful_set, manifest)
 
     def _expand_claim(self, manifest: Manifest) -> None:
         meta = manifest["metadata"]

@@ -44,20 +44,18 @@ class Cluster:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
-    def apply(self, name: str, spec: dict[str, Any]) -> None:
-        self.kube.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "wasp.dev/v1alpha1",
-                    "kind": "WhatsAppShard",
-                    "metadata": {"name": name, "namespace": self.ns},
-                    "spec": spec,
-                }
-            ),
+    def manifest(self, name: str, spec: dict[str, Any]) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "wasp.dev/v1alpha1",
+                "kind": "WhatsAppShard",
+                "metadata": {"name": name, "namespace": self.ns},
+                "spec": spec,
+            }
         )
+
+    def apply(self, name: str, spec: dict[str, Any]) -> None:
+        self.kube.kubectl("apply", "-f", "-", input=self.manifest(name, spec))
 
     def patch(self, name: str, spec: dict[str, Any]) -> None:
         self.kube.kubectl(

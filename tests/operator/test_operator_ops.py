@@ -54,17 +54,7 @@ def test_webhook_refuses_an_overlapping_range_naming_the_other_shard(
         k.phase("w1", "Ready")
 
         refused = k.kube.run_kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "wasp.dev/v1alpha1",
-                    "kind": "WhatsAppShard",
-                    "metadata": {"name": "w2", "namespace": k.ns},
-                    "spec": {"slotFrom": "A40", "slotTo": "A90"},
-                }
-            ),
+            "apply", "-f", "-", input=k.manifest("w2", {"slotFrom": "A40", "slotTo": "A90"})
         )
         assert refused.returncode != 0
         assert "denied the request" in refused.stderr

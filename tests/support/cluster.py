@@ -333,7 +333,7 @@ class LocalCluster:
                 "--log-level=warn",
             ],
         )
-        _wait(lambda: _http_ok(f"{client}/health"), "etcd", self.logs / "etcd.log", state)
+        _wait(lambda: http_ok(f"{client}/health"), "etcd", self.logs / "etcd.log", state)
 
     def _start_apiserver(self, bins: Path, state: ClusterState) -> None:
         pki = self.pki
@@ -490,7 +490,7 @@ class LocalCluster:
             return False
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)

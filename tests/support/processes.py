@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.support.cluster import free_port
+from tests.support.cluster import free_port, http_ok
 
 
 class ProgramProcess:
@@ -74,14 +74,6 @@ class ProgramProcess:
                 os.killpg(self.pid, signal.SIGKILL)
                 self.process.wait(10)
         return self.process.returncode
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def http_text(url: str) -> str:
