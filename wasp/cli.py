@@ -194,8 +194,24 @@ def master() -> None:
 
 @main.command()
 def worker() -> None:
-    """Run one shard's worker: keep the WhatsApp sessions of its slot range alive."""
-    _not_yet("worker", 4)
+    """Run one shard's worker: keep the WhatsApp sessions of its slot range alive.
+
+    Configured by the environment: SLOT_FROM, SLOT_TO, MAX_ACTIVE, MAX_INIT,
+    WARMUP_LIMIT, CONFIGDIR, WORKDIR, MASTER_INTERNAL_URL, MASTER_TOKEN, BACKEND, PORT.
+    """
+    import os
+
+    from pydantic import ValidationError
+    from wasp_worker.app import serve
+    from wasp_worker.config import WorkerConfig
+
+    try:
+        config = WorkerConfig.from_env(os.environ)
+    except ValidationError as error:
+        raise click.ClickException(f"invalid worker environment: {error}") from None
+    if config.backend == "neonize":
+        _not_yet("worker with BACKEND=neonize", 4)
+    serve(config)
 
 
 @main.command()

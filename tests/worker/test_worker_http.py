@@ -1,0 +1,174 @@
+"""The worker's HTTP contract, over a real loopback server, simulator backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker.app import build_app
+from wasp_worker.config import WorkerConfig
+from wasp_worker.events import EventLog
+
+
+def config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
+    values: dict[str, Any] = {
+        "port": 8080,
+        "slot_from": "A1",
+        "slot_to": "A50",
+        "max_active": 3,
+        "max_init": 2,
+        "warmup_limit": 10,
+        "config_dir": tmp_path / "config",
+        "work_dir": tmp_path / "data",
+        "backend": "simulator",
+        **overrides,
+    }
+    return WorkerConfig.model_validate(values)
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
+    ) as client:
+        yield client
+
+
+async def test_health_has_the_seeds_shape(worker: TestClient[Any, Any]) -> None:
+    response = await worker.get("/health")
+    assert response.status == 200
+    assert await response.json() == {
+        "ok": True,
+        "worker": {"port": 8080, "slotFrom": "A1", "slotTo": "A50", "active": 0, "maxActive": 3},
+    }
+
+
+async def test_connect_shows_a_qr_and_scan_logs_in(worker: TestClient[Any, Any]) -> None:
+    response = await worker.post("/api/accounts/A7/connect")
+    body = await response.json()
+    assert response.status == 200
+    assert body["status"] == "CONNECTING"
+    assert body["qr"].startswith("data:image/png;base64,")
+    assert (await (await worker.get("/health")).json())["worker"]["active"] == 1
+    scanned = await (await worker.post("/api/accounts/A7/scan")).json()
+    assert scanned["status"] == "CONNECTED"
+    assert scanned["qr"] is None
+    status = await (await worker.get("/api/accounts/A7/status")).json()
+    assert status["status"] == "CONNECTED"
+
+
+@pytest.mark.parametrize("op", ["connect", "logout", "destroy", "scan"])
+async def test_slot_outside_the_range_is_409_with_the_exact_body(
+    worker: TestClient[Any, Any], op: str
+) -> None:
+    response = await worker.post(f"/api/accounts/A51/{op}")
+    assert response.status == 409
+    assert await response.json() == {"ok": False, "error": "slot not in this worker"}
+    status = await worker.get("/api/accounts/B1/status")
+    assert status.status == 409
+
+
+@pytest.mark.parametrize("slot", ["a1", "A0", "A-1", "A1.5", "..%2FA1", "A" * 300])
+async def test_bad_slot_is_400_and_changes_nothing(worker: TestClient[Any, Any], slot: str) -> None:
+    response = await worker.post(f"/api/accounts/{slot}/connect")
+    assert response.status in (400, 404)
+    if response.status == 400:
+        body = await response.json()
+        assert body["ok"] is False
+        assert "invalid slot" in body["error"]
+    assert (await (await worker.get("/health")).json())["worker"]["active"] == 0
+
+
+async def test_capacity_full_is_429_with_the_exact_body_and_a_log_event(
+    worker: TestClient[Any, Any],
+) -> None:
+    for slot in ("A1", "A2", "A3"):
+        assert (await worker.post(f"/api/accounts/{slot}/connect")).status == 200
+    response = await worker.post("/api/accounts/A4/connect")
+    assert response.status == 429
+    assert await response.json() == {"ok": False, "error": "worker capacity full"}
+    again = await worker.post("/api/accounts/A1/connect")  # already held: not a new session
+    assert again.status == 200
+    logs = (await (await worker.get("/logs")).json())["logs"]
+    assert any(e["event"] == "worker_capacity_full" and e["slot"] == "A4" for e in logs)
+    assert (await worker.post("/api/accounts/A1/destroy")).status == 200
+    assert (await worker.post("/api/accounts/A4/connect")).status == 200
+
+
+async def test_logout_wipes_auth_and_a_stored_session_resumes_without_qr(
+    tmp_path: Path,
+) -> None:
+    app_config = config(tmp_path)
+    async with TestClient(
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO())))
+    ) as client:
+        await client.post("/api/accounts/A5/connect")
+        await client.post("/api/accounts/A5/scan")
+        await client.post("/api/accounts/A6/connect")
+        await client.post("/api/accounts/A6/scan")
+        assert (await client.post("/api/accounts/A6/logout")).status == 200
+    async with TestClient(
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO())))
+    ) as client:
+        resumed = await (await client.post("/api/accounts/A5/connect")).json()
+        assert resumed["status"] == "CONNECTED"
+        fresh = await (await client.post("/api/accounts/A6/connect")).json()
+        assert fresh["status"] == "CONNECTING"
+        assert fresh["qr"] is not None
+
+
+async def test_warmup_starts_bound_enabled_slots_in_slot_order(tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "roles.json").write_text(
+        json.dumps(
+            [
+                {"name": "sales", "boundSlot": "A10"},
+                {"name": "ops", "boundSlot": "A2"},
+                {"name": "off", "boundSlot": "A3"},
+                {"name": "elsewhere", "boundSlot": "A99"},
+                {"name": "broken", "boundSlot": "../A1"},
+            ]
+        )
+    )
+    (config_dir / "accounts.json").write_text(
+        json.dumps(
+            [
+                {"slot": "A2", "enabled": True},
+                {"slot": "A10", "enabled": True},
+                {"slot": "A3", "enabled": False},
+                {"slot": "A99", "enabled": True},
+            ]
+        )
+    )
+    log = EventLog(stream=io.StringIO())
+    async with TestClient(TestServer(build_app(config(tmp_path), log))) as client:
+        for _ in range(100):
+            if any(e["event"] == "warmup_done" for e in log.recent()):
+                break
+            await asyncio.sleep(0.02)
+        events = {e["event"]: e for e in log.recent()}
+        assert events["warmup_start"]["slots"] == ["A2", "A10"]
+        assert events["warmup_skip_disabled"]["slot"] == "A3"
+        assert (events["warmup_done"]["ok"], events["warmup_done"]["fail"]) == (2, 0)
+        health = await (await client.get("/health")).json()
+        assert health["worker"]["active"] == 2
+
+
+def test_warmup_respects_capacity_and_limit() -> None:
+    from wasp_worker.warmup import plan
+
+    from wasp.slots import SlotRange
+
+    roles = [{"boundSlot": f"A{i}"} for i in range(1, 11)]
+    accounts = [{"slot": f"A{i}", "enabled": True} for i in range(1, 11)]
+    slots = SlotRange.parse("A1", "A50")
+    assert [str(s) for s in plan(roles, accounts, slots, 0, 20, 3).start] == ["A1", "A2", "A3"]
+    assert len(plan(roles, accounts, slots, 18, 20, 10).start) == 2
+    assert plan(roles, accounts, slots, 20, 20, 10).capacity_left == 0

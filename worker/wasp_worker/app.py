@@ -1,0 +1,171 @@
+"""The worker's HTTP API (aiohttp): slot operations under /api/accounts/{slot}/..., /health, /logs.
+
+Every slot operation first checks the slot is this worker's (409 otherwise);
+typed errors become JSON bodies in one middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from wasp_worker import warmup
+from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.config import WorkerConfig
+from wasp_worker.errors import BadRequest, WorkerError
+from wasp_worker.events import EventLog
+from wasp_worker.sessions import SessionManager
+
+MAX_BODY_BYTES = 1 << 20
+SESSIONS = web.AppKey("sessions", SessionManager)
+CONFIG = web.AppKey("config", WorkerConfig)
+LOG = web.AppKey("log", EventLog)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except WorkerError as error:
+        return web.json_response(error.body(), status=error.status)
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response({"ok": False, "error": "request body too large"}, status=413)
+
+
+async def health(request: web.Request) -> web.Response:
+    config, sessions = request.app[CONFIG], request.app[SESSIONS]
+    return web.json_response(
+        {
+            "ok": True,
+            "worker": {
+                "port": config.port,
+                "slotFrom": str(config.slot_from),
+                "slotTo": str(config.slot_to),
+                "active": sessions.active,
+                "maxActive": config.max_active,
+            },
+        }
+    )
+
+
+async def logs(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    return web.json_response({"ok": True, "logs": request.app[LOG].recent(max(1, min(limit, 500)))})
+
+
+async def connect(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.connect(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def status(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def logout(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.logout(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def destroy(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.stop(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def scan(request: web.Request) -> web.Response:
+    """Simulator only: log the slot in as if its QR code was scanned."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    backend = sessions.backend
+    if not isinstance(backend, SimulatorBackend):
+        raise BadRequest("scan exists only for the simulator backend")
+    if not await backend.scan(slot):
+        raise BadRequest(f"slot {slot} shows no QR code to scan")
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def run_warmup(app: web.Application) -> None:
+    config, sessions, log = app[CONFIG], app[SESSIONS], app[LOG]
+    chosen = warmup.plan(
+        warmup.read_list(config.config_dir / "roles.json"),
+        warmup.read_list(config.config_dir / "accounts.json"),
+        config.slots,
+        sessions.active,
+        config.max_active,
+        config.warmup_limit,
+    )
+    for slot in chosen.disabled:
+        log.emit("warmup_skip_disabled", slot=str(slot))
+    if chosen.capacity_left == 0:
+        log.emit("warmup_capacity_full", active=sessions.active, maxActive=config.max_active)
+        return
+    log.emit("warmup_start", count=len(chosen.start), slots=[str(s) for s in chosen.start])
+    ok = fail = 0
+    for slot in chosen.start:  # one after another: gentle on WhatsApp
+        try:
+            await sessions.connect(slot)
+            ok += 1
+        except Exception as error:
+            fail += 1
+            log.emit("warmup_slot_failed", slot=str(slot), error=type(error).__name__)
+    log.emit("warmup_done", ok=ok, fail=fail)
+
+
+def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    event_log = log or EventLog()
+    backend = SimulatorBackend(config.work_dir)
+    if config.backend != "simulator":
+        raise NotImplementedError("the neonize backend is not built yet (issue 4)")
+    app[CONFIG] = config
+    app[LOG] = event_log
+    app[SESSIONS] = SessionManager(config, backend, event_log)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_warmup(app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await backend.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/health", health)
+    app.router.add_get("/logs", logs)
+    base = "/api/accounts/{slot}"
+    app.router.add_post(f"{base}/connect", connect)
+    app.router.add_get(f"{base}/status", status)
+    app.router.add_post(f"{base}/logout", logout)
+    app.router.add_post(f"{base}/destroy", destroy)
+    app.router.add_post(f"{base}/scan", scan)
+    return app
+
+
+def serve(config: WorkerConfig) -> None:
+    log = EventLog()
+    log.emit(
+        "worker_start",
+        port=config.port,
+        slotFrom=str(config.slot_from),
+        slotTo=str(config.slot_to),
+        backend=config.backend,
+    )
+    web.run_app(
+        build_app(config, log), host=config.host, port=config.port, print=None, access_log=None
+    )

@@ -1,0 +1,1 @@
+"""Session backends: real WhatsApp (neonize) and the deterministic simulator, one interface."""

@@ -1,0 +1,40 @@
+"""The interface every session backend implements, and the events it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from wasp.slots import Slot
+
+Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A session changed state; `qr` is a PNG data URL while CONNECTING for a login."""
+
+    slot: Slot
+    status: Status
+    qr: str | None = None
+    reason: str | None = None
+
+
+OnStatus = Callable[[StatusEvent], Awaitable[None]]
+
+
+class Backend(Protocol):
+    """Starts and stops the WhatsApp session of one slot; reports through `on_status`."""
+
+    async def start(self, slot: Slot, on_status: OnStatus) -> None:
+        """Begin connecting; return once the session is initialised (QR shown or resumed)."""
+
+    async def stop(self, slot: Slot) -> None:
+        """Close the session, keeping its auth state for the next start."""
+
+    async def logout(self, slot: Slot) -> None:
+        """Unlink the device and wipe the session's auth state."""
+
+    async def close(self) -> None:
+        """Stop every session (worker shutdown)."""

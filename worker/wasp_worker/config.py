@@ -1,0 +1,57 @@
+"""The worker's settings, read once from the environment SPEC.md defines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from wasp.slots import SlotId, SlotRange
+
+
+class WorkerConfig(BaseModel):
+    """Everything `wasp worker` needs; invalid environments fail at start with the reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    port: int = Field(8080, ge=0, le=65535)
+    host: str = "0.0.0.0"
+    slot_from: SlotId
+    slot_to: SlotId
+    max_active: int = Field(20, ge=1)
+    max_init: int = Field(2, ge=1)
+    warmup_limit: int = Field(10, ge=0)
+    config_dir: Path = Path("/config")
+    work_dir: Path = Path("/data")
+    master_internal_url: str = ""
+    master_token: str = Field("", repr=False)
+    backend: Literal["neonize", "simulator"] = "neonize"
+
+    @model_validator(mode="after")
+    def _range_is_valid(self) -> Self:
+        SlotRange(self.slot_from, self.slot_to)
+        return self
+
+    @property
+    def slots(self) -> SlotRange:
+        return SlotRange(self.slot_from, self.slot_to)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerConfig:
+        names = {
+            "port": "PORT",
+            "host": "HOST",
+            "slot_from": "SLOT_FROM",
+            "slot_to": "SLOT_TO",
+            "max_active": "MAX_ACTIVE",
+            "max_init": "MAX_INIT",
+            "warmup_limit": "WARMUP_LIMIT",
+            "config_dir": "CONFIGDIR",
+            "work_dir": "WORKDIR",
+            "master_internal_url": "MASTER_INTERNAL_URL",
+            "master_token": "MASTER_TOKEN",
+            "backend": "BACKEND",
+        }
+        return cls.model_validate({field: env[var] for field, var in names.items() if var in env})

@@ -1,0 +1,41 @@
+"""Typed errors of the worker, and the one place that turns them into HTTP answers."""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """An error a client caused or can act on; `status` and `message` make the body."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, object]:
+        return {"ok": False, "error": self.message}
+
+
+class BadRequest(WorkerError):
+    status = 400
+
+
+class SlotNotInWorker(WorkerError):
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("slot not in this worker")
+
+
+class CapacityFull(WorkerError):
+    status = 429
+
+    def __init__(self) -> None:
+        super().__init__("worker capacity full")
+
+
+class NoSession(WorkerError):
+    status = 404
+
+    def __init__(self, slot: str) -> None:
+        super().__init__(f"no session for slot {slot}: connect it first")
