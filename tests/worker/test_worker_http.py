@@ -172,3 +172,58 @@ def test_warmup_respects_capacity_and_limit() -> None:
     assert [str(s) for s in plan(roles, accounts, slots, 0, 20, 3).start] == ["A1", "A2", "A3"]
     assert len(plan(roles, accounts, slots, 18, 20, 10).start) == 2
     assert plan(roles, accounts, slots, 20, 20, 10).capacity_left == 0
+
+
+async def test_status_and_qr_reach_the_master_with_its_token(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    received: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def emit(request: web.Request) -> web.Response:
+        received.append((request.headers.get("x-master-token"), await request.json()))
+        return web.json_response({"ok": True})
+
+    master = web.Application()
+    master.router.add_post("/internal/emit", emit)
+    async with TestServer(master) as master_server:
+        url = str(master_server.make_url("")).rstrip("/")
+        app_config = config(tmp_path, master_internal_url=url, master_token="s3cret")
+        log = EventLog(stream=io.StringIO())
+        async with TestClient(TestServer(build_app(app_config, log))) as client:
+            await client.post("/api/accounts/A8/connect")
+            await client.post("/api/accounts/A8/scan")
+            for _ in range(100):
+                if len(received) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+    events = [(token, body["event"], body["payload"].get("status")) for token, body in received]
+    assert ("s3cret", "wa:status", "CONNECTING") in events
+    assert ("s3cret", "wa:qr", None) in events
+    assert ("s3cret", "wa:status", "CONNECTED") in events
+    assert "s3cret" not in json.dumps(log.recent())  # the token never reaches the logs
+
+
+async def test_master_down_never_fails_a_request(tmp_path: Path) -> None:
+    from tests.support.cluster import free_port
+
+    app_config = config(tmp_path, master_internal_url=f"http://127.0.0.1:{free_port()}")
+    log = EventLog(stream=io.StringIO())
+    async with TestClient(TestServer(build_app(app_config, log))) as client:
+        response = await client.post("/api/accounts/A9/connect")
+        assert response.status == 200
+        for _ in range(100):
+            if any(e["event"] == "master_emit_failed" for e in log.recent()):
+                break
+            await asyncio.sleep(0.02)
+    assert any(e["event"] == "master_emit_failed" for e in log.recent())
+
+
+async def test_metrics_report_sessions(worker: TestClient[Any, Any]) -> None:
+    await worker.post("/api/accounts/A1/connect")
+    await worker.post("/api/accounts/A2/connect")
+    await worker.post("/api/accounts/A2/scan")
+    text = await (await worker.get("/metrics")).text()
+    assert "wasp_worker_sessions_active 2.0" in text
+    assert "wasp_worker_sessions_max 3.0" in text
+    assert 'wasp_worker_sessions{state="CONNECTED"} 1.0' in text
+    assert 'wasp_worker_sessions{state="CONNECTING"} 1.0' in text

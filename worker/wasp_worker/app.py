@@ -11,18 +11,22 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wasp_worker import warmup
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, WorkerError
 from wasp_worker.events import EventLog
+from wasp_worker.master_link import MasterLink
+from wasp_worker.metrics import registry_for
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
 SESSIONS = web.AppKey("sessions", SessionManager)
 CONFIG = web.AppKey("config", WorkerConfig)
 LOG = web.AppKey("log", EventLog)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,6 +55,11 @@ async def health(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -135,19 +144,24 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         raise NotImplementedError("the neonize backend is not built yet (issue 4)")
     app[CONFIG] = config
     app[LOG] = event_log
-    app[SESSIONS] = SessionManager(config, backend, event_log)
+    link = MasterLink(config.master_internal_url, config.master_token, event_log)
+    app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link)
+    app[METRICS] = registry_for(sessions)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await link.open()
         task = asyncio.create_task(run_warmup(app))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await backend.close()
+        await link.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)
     app.router.add_get("/logs", logs)
+    app.router.add_get("/metrics", metrics)
     base = "/api/accounts/{slot}"
     app.router.add_post(f"{base}/connect", connect)
     app.router.add_get(f"{base}/status", status)

@@ -15,6 +15,7 @@ from wasp_worker.backends.base import Backend, Status, StatusEvent
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, CapacityFull, NoSession, SlotNotInWorker
 from wasp_worker.events import EventLog
+from wasp_worker.master_link import MasterLink
 
 
 @dataclass
@@ -28,6 +29,7 @@ class SessionManager:
     config: WorkerConfig
     backend: Backend
     log: EventLog
+    link: MasterLink | None = None
     states: dict[Slot, SessionState] = field(default_factory=dict)
     _init_gate: asyncio.Semaphore = field(init=False)
 
@@ -76,6 +78,10 @@ class SessionManager:
         state.status = event.status
         state.qr = event.qr if event.status == "CONNECTING" else None
         self.log.emit("wa_status", slot=str(event.slot), status=event.status, reason=event.reason)
+        if self.link is not None:
+            self.link.emit("wa:status", {"slot": str(event.slot), "status": event.status})
+            if event.qr is not None:
+                self.link.emit("wa:qr", {"slot": str(event.slot), "qr": event.qr})
 
     def status(self, slot: Slot) -> dict[str, Any]:
         state = self.states.get(slot)
