@@ -11,15 +11,18 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import ValidationError
 
 from wasp_worker import warmup
-from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.backends.simulator import Delivered, SimulatorBackend, phone_of
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
+from wasp_worker.outbound import OutboundRunner
+from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
@@ -27,6 +30,8 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 CONFIG = web.AppKey("config", WorkerConfig)
 LOG = web.AppKey("log", EventLog)
 METRICS = web.AppKey("metrics", CollectorRegistry)
+QUEUE = web.AppKey("queue", OutboundQueue)
+RUNNER = web.AppKey("runner", OutboundRunner)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,6 +102,53 @@ async def destroy(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
+async def read_body(request: web.Request, model: type[SendRequest]) -> SendRequest:
+    """Parse and validate a JSON body; anything else is a 400 that says why."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BadRequest("body is not JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
+        )
+        raise BadRequest(f"invalid request: {details}") from None
+
+
+async def send(request: web.Request) -> web.Response:
+    """Accept a message into the durable queue: 202 once it is on disk."""
+    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
+    slot = sessions.own(request.match_info["slot"])
+    body = await read_body(request, SendRequest)
+    if request.match_info.get("op") == "schedule" and body.send_at is None:
+        raise BadRequest("schedule needs `send_at` (unix time)")
+    try:
+        message, created = await queue.enqueue(slot, body)
+    except DestinationError as error:
+        raise BadRequest(str(error)) from None
+    request.app[RUNNER].wake.set()
+    return web.json_response(
+        {"ok": True, "message": message.public()}, status=202 if created else 200
+    )
+
+
+async def message_state(request: web.Request) -> web.Response:
+    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
+    slot = sessions.own(request.match_info["slot"])
+    try:
+        row = int(request.match_info["id"])
+    except ValueError:
+        raise BadRequest("message id must be an integer") from None
+    message = await queue.get(row)
+    if message is None or message.slot != str(slot):
+        return web.json_response(
+            {"ok": False, "error": f"no message {row} for slot {slot}"}, status=404
+        )
+    return web.json_response({"ok": True, "message": message.public()})
+
+
 async def scan(request: web.Request) -> web.Response:
     """Simulator only: log the slot in as if its QR code was scanned."""
     sessions = request.app[SESSIONS]
@@ -146,17 +198,51 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[LOG] = event_log
     link = MasterLink(config.master_internal_url, config.master_token, event_log)
     app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link)
-    app[METRICS] = registry_for(sessions)
+    app[METRICS] = registry = registry_for(sessions)
+    app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
+    app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
+    received = Counter(
+        "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
+    )
+
+    async def delivered(message: Delivered) -> None:
+        state = sessions.states.get(message.to_slot)
+        if state is None or state.status != "CONNECTED":
+            return
+        received.inc()
+        inbound = {
+            "slot": str(message.to_slot),
+            "from": message.from_phone,
+            "to": phone_of(message.to_slot),
+            "body": message.body,
+            "chat_id": f"{message.from_phone}@s.whatsapp.net",
+            "chat_type": "direct",
+            "sender_jid_raw": f"{message.from_phone}@s.whatsapp.net",
+            "push_name": None,
+            "wa_message_id": message.wa_message_id,
+            "timestamp": int(message.timestamp),
+            "media_type": None,
+            "media_url": None,
+            "mime_type": None,
+            "file_name": None,
+            "file_size": None,
+        }
+        event_log.emit("wa_message_in", slot=inbound["slot"], wa_message_id=message.wa_message_id)
+        link.emit("wa:message", inbound)
+
+    backend.on_delivered = delivered
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
-        task = asyncio.create_task(run_warmup(app))
+        tasks = [asyncio.create_task(run_warmup(app)), asyncio.create_task(runner.run())]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await backend.close()
         await link.close()
+        queue.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)
@@ -168,6 +254,8 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app.router.add_post(f"{base}/logout", logout)
     app.router.add_post(f"{base}/destroy", destroy)
     app.router.add_post(f"{base}/scan", scan)
+    app.router.add_post(f"{base}/{{op:send|schedule}}", send)
+    app.router.add_get(f"{base}/messages/{{id}}", message_state)
     return app
 
 

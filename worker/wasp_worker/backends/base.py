@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from wasp.slots import Slot
+from wasp_worker.queue import Outbound
 
 Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
 
@@ -36,5 +37,16 @@ class Backend(Protocol):
     async def logout(self, slot: Slot) -> None:
         """Unlink the device and wipe the session's auth state."""
 
+    async def send(self, slot: Slot, message: Outbound) -> None:
+        """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
+
     async def close(self) -> None:
         """Stop every session (worker shutdown)."""
+
+
+class SendFailed(Exception):
+    """The backend refused a message for good; `reason` is stored on the queue row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -3,6 +3,10 @@
 Not WhatsApp. A started slot shows a QR code that rotates every
 `qr_interval_s`; `scan(slot)` logs it in, as a phone scanning the code would.
 A slot that logged in once resumes without a QR, as a stored session does.
+
+Every simulated slot has a phone number (`phone_of`). A message sent to one
+is recorded in a delivery ledger on disk, deduplicated by message id as
+WhatsApp does, and arrives as inbound at the recipient if this worker serves it.
 """
 
 from __future__ import annotations
@@ -10,13 +14,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import segno
 
-from wasp.slots import Slot
-from wasp_worker.backends.base import OnStatus, StatusEvent
+from wasp.slots import Slot, SlotError
+from wasp_worker.backends.base import OnStatus, SendFailed, StatusEvent
+from wasp_worker.queue import Outbound
+
+PHONE_PREFIX = "555"
+
+
+def phone_of(slot: Slot) -> str:
+    """The simulated phone number of a slot: 555, two digits per prefix letter, 9 digits."""
+    letters = "".join(f"{ord(c) - 64:02d}" for c in slot.prefix)
+    return f"{PHONE_PREFIX}{len(slot.prefix)}{letters}{slot.number:09d}"
+
+
+def slot_of(phone: str) -> Slot | None:
+    if not phone.startswith(PHONE_PREFIX) or len(phone) < 4:
+        return None
+    size = int(phone[3])
+    letters, number = phone[4 : 4 + 2 * size], phone[4 + 2 * size :]
+    try:
+        prefix = "".join(chr(int(letters[i : i + 2]) + 64) for i in range(0, len(letters), 2))
+        return Slot(prefix, int(number))
+    except (ValueError, SlotError):
+        return None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A message as the recipient's session receives it."""
+
+    to_slot: Slot
+    from_phone: str
+    wa_message_id: str
+    kind: str
+    body: str | None
+    timestamp: float
+
+
+OnDelivered = Callable[[Delivered], Awaitable[None]]
 
 
 def qr_data_url(payload: str) -> str:
@@ -37,7 +81,68 @@ class SimulatorBackend:
 
     work_dir: Path
     qr_interval_s: float = 20.0
+    on_delivered: OnDelivered | None = None
     sessions: dict[Slot, _Session] = field(default_factory=dict)
+    _ledger: sqlite3.Connection | None = None
+    _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _record(self, message: Outbound, sender: Slot) -> bool:
+        """Add to the on-disk delivery ledger; False if this message id was delivered before."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                self._ledger = sqlite3.connect(
+                    self.work_dir / "simulator.sqlite3",
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._ledger.execute("PRAGMA journal_mode=WAL")
+                self._ledger.execute(
+                    "CREATE TABLE IF NOT EXISTS delivered (wa_message_id TEXT PRIMARY KEY, "
+                    "from_slot TEXT, destination TEXT, at REAL, attempts INTEGER DEFAULT 1)"
+                )
+            inserted = self._ledger.execute(
+                "INSERT OR IGNORE INTO delivered (wa_message_id, from_slot, destination, at) "
+                "VALUES (?, ?, ?, ?)",
+                (message.wa_message_id, str(sender), message.destination, time.time()),
+            ).rowcount
+            if not inserted:
+                self._ledger.execute(
+                    "UPDATE delivered SET attempts = attempts + 1 WHERE wa_message_id=?",
+                    (message.wa_message_id,),
+                )
+            return bool(inserted)
+
+    def ledger(self) -> tuple[int, int]:
+        """(distinct messages delivered, repeated sends deduplicated)."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                return 0, 0
+            distinct, attempts = self._ledger.execute(
+                "SELECT count(*), coalesce(sum(attempts), 0) FROM delivered"
+            ).fetchone()
+            return int(distinct), int(attempts) - int(distinct)
+
+    async def send(self, slot: Slot, message: Outbound) -> None:
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise SendFailed("not_connected")
+        user, _, server = message.destination.partition("@")
+        recipient = slot_of(user) if server == "s.whatsapp.net" else None
+        if recipient is None:
+            raise SendFailed("not_a_simulated_account")
+        fresh = await asyncio.to_thread(self._record, message, slot)
+        if fresh and self.on_delivered is not None:
+            await self.on_delivered(
+                Delivered(
+                    recipient,
+                    phone_of(slot),
+                    message.wa_message_id,
+                    message.kind,
+                    message.body,
+                    time.time(),
+                )
+            )
 
     def _auth_file(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot) / "simulator.json"
@@ -94,3 +199,7 @@ class SimulatorBackend:
     async def close(self) -> None:
         for slot in list(self.sessions):
             await self.stop(slot)
+        with self._ledger_lock:
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None

@@ -1,0 +1,175 @@
+"""Outbound messages: durable queue, only while CONNECTED, idempotent, normalised, simulated delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.worker.test_worker_http import config
+from wasp.slots import Slot
+from wasp_worker.app import QUEUE, SESSIONS, build_app
+from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
+from wasp_worker.events import EventLog
+from wasp_worker.queue import DestinationError, normalise
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(build_app(config(tmp_path),
+                                               EventLog(stream=io.StringIO())))) as client:
+        yield client
+
+
+async def login(client: Client, slot: str) -> None:
+    await client.post(f"/api/accounts/{slot}/connect")
+    await client.post(f"/api/accounts/{slot}/scan")
+
+
+async def wait_state(client: Client, slot: str, row: int, state: str) -> dict[str, Any]:
+    for _ in range(200):
+        body = await (await client.get(f"/api/accounts/{slot}/messages/{row}")).json()
+        if body["message"]["state"] == state:
+            return dict(body["message"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"message {row} never became {state}: {body}")
+
+
+def test_destinations_are_normalised() -> None:
+    assert normalise("5511999999999") == "5511999999999@s.whatsapp.net"
+    assert normalise("+5511999999999") == "5511999999999@s.whatsapp.net"
+    assert normalise("120363012345678901") == "120363012345678901@g.us"
+    assert normalise("5511999999999-1234567890") == "5511999999999-1234567890@g.us"
+    assert normalise("123456789@lid") == "123456789@lid"
+    for bad in ("", "abc", "../etc/passwd", "55@evil.com", "1" * 40):
+        with pytest.raises(DestinationError):
+            normalise(bad)
+
+
+def test_simulated_phone_numbers_round_trip() -> None:
+    for text in ("A1", "A50", "ZZ7", "B350"):
+        assert slot_of(phone_of(Slot.parse(text))) == Slot.parse(text)
+    assert slot_of("5511999999999") is None
+
+
+async def test_message_is_sent_only_once_connected_and_arrives_at_the_recipient(
+    worker: Client,
+) -> None:
+    await login(worker, "A2")
+    await worker.post("/api/accounts/A1/connect")  # CONNECTING: showing a QR
+    to = phone_of(Slot.parse("A2"))
+    accepted = await worker.post("/api/accounts/A1/send", json={"to": to, "text": "hello"})
+    assert accepted.status == 202
+    row = (await accepted.json())["message"]["id"]
+    await asyncio.sleep(0.5)
+    assert (await wait_state(worker, "A1", row, "queued"))["to"] == f"{to}@s.whatsapp.net"
+    await worker.post("/api/accounts/A1/scan")
+    await wait_state(worker, "A1", row, "sent")
+    backend = worker.server.app[SESSIONS].backend
+    assert isinstance(backend, SimulatorBackend)
+    assert backend.ledger() == (1, 0)
+    text = await (await worker.get("/metrics")).text()
+    assert "wasp_worker_messages_sent_total 1.0" in text
+    assert "wasp_worker_messages_received_total 1.0" in text
+    logs = (await (await worker.get("/logs?limit=500")).json())["logs"]
+    assert any(e["event"] == "wa_message_in" and e["slot"] == "A2" for e in logs)
+    assert "hello" not in str(logs)  # message bodies never reach the logs
+
+
+async def test_idempotency_key_makes_a_retry_return_the_first_message(worker: Client) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    body = {"to": phone_of(Slot.parse("A2")), "text": "once", "idempotency_key": "k-1"}
+    first = await worker.post("/api/accounts/A1/send", json=body)
+    second = await worker.post("/api/accounts/A1/send", json=body)
+    assert (first.status, second.status) == (202, 200)
+    row = (await first.json())["message"]["id"]
+    assert (await second.json())["message"]["id"] == row
+    await wait_state(worker, "A1", row, "sent")
+    backend = worker.server.app[SESSIONS].backend
+    assert isinstance(backend, SimulatorBackend)
+    assert backend.ledger() == (1, 0)
+
+
+async def test_lid_without_mapping_fails_with_the_reason_and_mapped_lid_resolves(
+    worker: Client,
+) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    unmapped = await worker.post("/api/accounts/A1/send", json={"to": "998877@lid", "text": "x"})
+    row = (await unmapped.json())["message"]["id"]
+    failed = await wait_state(worker, "A1", row, "failed")
+    assert failed["reason"] == "lid_without_mapping"
+    phone = phone_of(Slot.parse("A2"))
+    await worker.server.app[QUEUE].map_lid(Slot.parse("A1"), "112233@lid",
+                                           f"{phone}@s.whatsapp.net")
+    mapped = await worker.post("/api/accounts/A1/send", json={"to": "112233@lid", "text": "y"})
+    sent = await wait_state(worker, "A1", (await mapped.json())["message"]["id"], "sent")
+    assert sent["to"] == f"{phone}@s.whatsapp.net"
+
+
+async def test_unknown_recipient_ends_failed_with_a_reason(worker: Client) -> None:
+    await login(worker, "A1")
+    response = await worker.post("/api/accounts/A1/send", json={"to": "5511999999999", "text": "x"})
+    failed = await wait_state(worker, "A1", (await response.json())["message"]["id"], "failed")
+    assert failed["reason"] == "not_a_simulated_account"
+
+
+async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    to = phone_of(Slot.parse("A2"))
+    missing = await worker.post("/api/accounts/A1/schedule", json={"to": to, "text": "x"})
+    assert missing.status == 400
+    response = await worker.post("/api/accounts/A1/schedule",
+                                 json={"to": to, "text": "later", "send_at": time.time() + 1.0})
+    row = (await response.json())["message"]["id"]
+    await asyncio.sleep(0.5)
+    await wait_state(worker, "A1", row, "queued")
+    await wait_state(worker, "A1", row, "sent")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "body is not JSON"),
+        (b"[1, 2]", "invalid request"),
+        (b'{"text": "no destination"}', "to: Field required"),
+        (b'{"to": "5511999999999"}', "needs `text`"),
+        (b'{"to": "5511999999999", "type": "sticker", "media_url": "http://x"}', "type"),
+        (b'{"to": "5511999999999", "type": "image"}', "needs `media_url`"),
+        (b'{"to": "5511999999999", "type": "document", "media_url": "http://x/a",'
+         b' "file_name": "../../etc/passwd"}', "file_name"),
+        (b'{"to": "5511999999999", "type": "image", "media_url": "file:///etc/passwd"}',
+         "media_url"),
+        (b'{"to": "../../x", "text": "t"}', "invalid destination"),
+        (b'{"to": "5511999999999", "text": "t", "extra": 1}', "extra"),
+    ],
+)
+async def test_bad_send_is_400_with_the_reason_and_queues_nothing(
+    worker: Client, body: bytes, reason: str
+) -> None:
+    response = await worker.post("/api/accounts/A1/send", data=body,
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["ok"] is False
+    assert reason in answer["error"]
+    assert await worker.server.app[QUEUE].depth() == 0
+    assert (await worker.get("/api/accounts/A1/messages/1")).status == 404
+
+
+async def test_too_large_body_is_413(worker: Client) -> None:
+    huge = b'{"to": "5511999999999", "text": "' + b"x" * (2 << 20) + b'"}'
+    response = await worker.post("/api/accounts/A1/send", data=huge,
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 413
+    assert await worker.server.app[QUEUE].depth() == 0

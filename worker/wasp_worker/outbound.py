@@ -1,0 +1,73 @@
+"""Drains the outbound queue: sends due messages of CONNECTED sessions, one slot at a time.
+
+A message is only ever sent while its session is CONNECTED; a final refusal
+marks it `failed` with the backend's reason; any other error leaves it queued
+for the next round (the row's fixed message id makes the retry the same message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter
+
+from wasp.slots import Slot
+from wasp_worker.backends.base import SendFailed
+from wasp_worker.events import EventLog
+from wasp_worker.queue import OutboundQueue
+from wasp_worker.sessions import SessionManager
+
+IDLE_S = 0.2
+
+
+class OutboundRunner:
+    def __init__(
+        self,
+        queue: OutboundQueue,
+        sessions: SessionManager,
+        log: EventLog,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.queue, self.sessions, self.log = queue, sessions, log
+        self.sent = Counter(
+            "wasp_worker_messages_sent_total", "Outbound messages sent.", registry=registry
+        )
+        self.failed = Counter(
+            "wasp_worker_messages_failed_total",
+            "Outbound messages that ended failed.",
+            registry=registry,
+        )
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            connected = [
+                str(slot)
+                for slot, state in self.sessions.states.items()
+                if state.status == "CONNECTED"
+            ]
+            batch = await self.queue.due(connected)
+            for message in batch:
+                try:
+                    await self.sessions.backend.send(Slot.parse(message.slot), message)
+                except SendFailed as refusal:
+                    await self.queue.finish(message.id, "failed", refusal.reason)
+                    self.failed.inc()
+                    self.log.emit(
+                        "message_failed", slot=message.slot, id=message.id, reason=refusal.reason
+                    )
+                except Exception as error:
+                    self.log.emit(
+                        "message_send_error",
+                        slot=message.slot,
+                        id=message.id,
+                        error=type(error).__name__,
+                    )
+                else:
+                    await self.queue.finish(message.id, "sent", None)
+                    self.sent.inc()
+            if not batch:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), IDLE_S)
