@@ -11,21 +11,22 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
-from tests.worker.test_worker_http import config
-from wasp.slots import Slot
 from wasp_worker.app import QUEUE, SESSIONS, build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
 from wasp_worker.queue import DestinationError, normalise
+
+from tests.worker.test_worker_http import config
+from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
 
 
 @pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(build_app(config(tmp_path),
-                                               EventLog(stream=io.StringIO())))) as client:
+    async with TestClient(
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
+    ) as client:
         yield client
 
 
@@ -109,8 +110,9 @@ async def test_lid_without_mapping_fails_with_the_reason_and_mapped_lid_resolves
     failed = await wait_state(worker, "A1", row, "failed")
     assert failed["reason"] == "lid_without_mapping"
     phone = phone_of(Slot.parse("A2"))
-    await worker.server.app[QUEUE].map_lid(Slot.parse("A1"), "112233@lid",
-                                           f"{phone}@s.whatsapp.net")
+    await worker.server.app[QUEUE].map_lid(
+        Slot.parse("A1"), "112233@lid", f"{phone}@s.whatsapp.net"
+    )
     mapped = await worker.post("/api/accounts/A1/send", json={"to": "112233@lid", "text": "y"})
     sent = await wait_state(worker, "A1", (await mapped.json())["message"]["id"], "sent")
     assert sent["to"] == f"{phone}@s.whatsapp.net"
@@ -129,8 +131,9 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
     to = phone_of(Slot.parse("A2"))
     missing = await worker.post("/api/accounts/A1/schedule", json={"to": to, "text": "x"})
     assert missing.status == 400
-    response = await worker.post("/api/accounts/A1/schedule",
-                                 json={"to": to, "text": "later", "send_at": time.time() + 1.0})
+    response = await worker.post(
+        "/api/accounts/A1/schedule", json={"to": to, "text": "later", "send_at": time.time() + 1.0}
+    )
     row = (await response.json())["message"]["id"]
     await asyncio.sleep(0.5)
     await wait_state(worker, "A1", row, "queued")
@@ -146,10 +149,15 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
         (b'{"to": "5511999999999"}', "needs `text`"),
         (b'{"to": "5511999999999", "type": "sticker", "media_url": "http://x"}', "type"),
         (b'{"to": "5511999999999", "type": "image"}', "needs `media_url`"),
-        (b'{"to": "5511999999999", "type": "document", "media_url": "http://x/a",'
-         b' "file_name": "../../etc/passwd"}', "file_name"),
-        (b'{"to": "5511999999999", "type": "image", "media_url": "file:///etc/passwd"}',
-         "media_url"),
+        (
+            b'{"to": "5511999999999", "type": "document", "media_url": "http://x/a",'
+            b' "file_name": "../../etc/passwd"}',
+            "file_name",
+        ),
+        (
+            b'{"to": "5511999999999", "type": "image", "media_url": "file:///etc/passwd"}',
+            "media_url",
+        ),
         (b'{"to": "../../x", "text": "t"}', "invalid destination"),
         (b'{"to": "5511999999999", "text": "t", "extra": 1}', "extra"),
     ],
@@ -157,8 +165,9 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
 async def test_bad_send_is_400_with_the_reason_and_queues_nothing(
     worker: Client, body: bytes, reason: str
 ) -> None:
-    response = await worker.post("/api/accounts/A1/send", data=body,
-                                 headers={"Content-Type": "application/json"})
+    response = await worker.post(
+        "/api/accounts/A1/send", data=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
     answer = await response.json()
     assert answer["ok"] is False
@@ -169,7 +178,8 @@ async def test_bad_send_is_400_with_the_reason_and_queues_nothing(
 
 async def test_too_large_body_is_413(worker: Client) -> None:
     huge = b'{"to": "5511999999999", "text": "' + b"x" * (2 << 20) + b'"}'
-    response = await worker.post("/api/accounts/A1/send", data=huge,
-                                 headers={"Content-Type": "application/json"})
+    response = await worker.post(
+        "/api/accounts/A1/send", data=huge, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert await worker.server.app[QUEUE].depth() == 0
