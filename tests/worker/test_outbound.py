@@ -1,4 +1,4 @@
-"""Outbound messages: durable queue, only while CONNECTED, idempotent, normalised, simulated delivery."""
+"""Outbound messages: durable, sent only while CONNECTED, idempotent, normalised, delivered."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ async def test_message_is_sent_only_once_connected_and_arrives_at_the_recipient(
     assert (await wait_state(worker, "A1", row, "queued"))["to"] == f"{to}@s.whatsapp.net"
     await worker.post("/api/accounts/A1/scan")
     await wait_state(worker, "A1", row, "sent")
-    backend = worker.server.app[SESSIONS].backend
+    backend = worker.app[SESSIONS].backend
     assert isinstance(backend, SimulatorBackend)
     assert backend.ledger() == (1, 0)
     text = await (await worker.get("/metrics")).text()
@@ -95,7 +95,7 @@ async def test_idempotency_key_makes_a_retry_return_the_first_message(worker: Cl
     row = (await first.json())["message"]["id"]
     assert (await second.json())["message"]["id"] == row
     await wait_state(worker, "A1", row, "sent")
-    backend = worker.server.app[SESSIONS].backend
+    backend = worker.app[SESSIONS].backend
     assert isinstance(backend, SimulatorBackend)
     assert backend.ledger() == (1, 0)
 
@@ -110,9 +110,7 @@ async def test_lid_without_mapping_fails_with_the_reason_and_mapped_lid_resolves
     failed = await wait_state(worker, "A1", row, "failed")
     assert failed["reason"] == "lid_without_mapping"
     phone = phone_of(Slot.parse("A2"))
-    await worker.server.app[QUEUE].map_lid(
-        Slot.parse("A1"), "112233@lid", f"{phone}@s.whatsapp.net"
-    )
+    await worker.app[QUEUE].map_lid(Slot.parse("A1"), "112233@lid", f"{phone}@s.whatsapp.net")
     mapped = await worker.post("/api/accounts/A1/send", json={"to": "112233@lid", "text": "y"})
     sent = await wait_state(worker, "A1", (await mapped.json())["message"]["id"], "sent")
     assert sent["to"] == f"{phone}@s.whatsapp.net"
@@ -172,7 +170,7 @@ async def test_bad_send_is_400_with_the_reason_and_queues_nothing(
     answer = await response.json()
     assert answer["ok"] is False
     assert reason in answer["error"]
-    assert await worker.server.app[QUEUE].depth() == 0
+    assert await worker.app[QUEUE].depth() == 0
     assert (await worker.get("/api/accounts/A1/messages/1")).status == 404
 
 
@@ -182,4 +180,4 @@ async def test_too_large_body_is_413(worker: Client) -> None:
         "/api/accounts/A1/send", data=huge, headers={"Content-Type": "application/json"}
     )
     assert response.status == 413
-    assert await worker.server.app[QUEUE].depth() == 0
+    assert await worker.app[QUEUE].depth() == 0
