@@ -8,6 +8,7 @@ import sqlite3
 import urllib.request
 from pathlib import Path
 
+import pytest
 from wasp_worker.backends.simulator import phone_of
 
 from tests.support.processes import ProgramProcess, free_port, http_ok, http_text
@@ -105,3 +106,29 @@ def _queued(tmp_path: Path) -> int:
         return int(
             queue.execute("SELECT count(*) FROM outbound WHERE state='queued'").fetchone()[0]
         )
+
+
+def test_two_workers_for_one_range_only_one_serves_until_it_dies(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    first_port, second_port = free_port(), free_port()
+    first = start(tmp_path, first_port)
+    second = start(tmp_path, second_port)  # same WORKDIR, same range: a mistake
+    try:
+        assert post(f"http://127.0.0.1:{first_port}/api/accounts/A1/connect") == 200
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{second_port}/api/accounts/A2/connect", data=b"{}", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 503
+        reason = json.loads(refused.value.read())["error"]
+        assert "another worker holds this shard's lease" in reason
+        first.kill()
+        second.wait_until(
+            lambda: post(f"http://127.0.0.1:{second_port}/api/accounts/A2/connect") == 200,
+            "second worker takes over",
+            timeout=30,
+        )
+    finally:
+        first.stop()
+        second.stop()

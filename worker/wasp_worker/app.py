@@ -22,10 +22,12 @@ from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
+from wasp_worker.ownership import FileLease
 from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
+LEASE_RETRY_S = 1.0
 SESSIONS = web.AppKey("sessions", SessionManager)
 CONFIG = web.AppKey("config", WorkerConfig)
 LOG = web.AppKey("log", EventLog)
@@ -161,6 +163,19 @@ async def scan(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
+async def take_lease_then_warm_up(app: web.Application) -> None:
+    """Wait for the shard's lease (a second worker for the range waits here), then warm up."""
+    sessions, log = app[SESSIONS], app[LOG]
+    lease = sessions.lease
+    if lease is not None and not lease.try_acquire():
+        log.emit("lease_wait", path=str(lease.path))
+        # flock has no async wake-up: polling once a second is the cheap, robust way.
+        while not lease.try_acquire():  # noqa: ASYNC110
+            await asyncio.sleep(LEASE_RETRY_S)
+    log.emit("lease_acquired")
+    await run_warmup(app)
+
+
 async def run_warmup(app: web.Application) -> None:
     config, sessions, log = app[CONFIG], app[SESSIONS], app[LOG]
     chosen = warmup.plan(
@@ -197,7 +212,8 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[CONFIG] = config
     app[LOG] = event_log
     link = MasterLink(config.master_internal_url, config.master_token, event_log)
-    app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link)
+    lease = FileLease(config.work_dir / "worker.lock")
+    app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease)
     app[METRICS] = registry = registry_for(sessions)
     app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
@@ -234,7 +250,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
-        tasks = [asyncio.create_task(run_warmup(app)), asyncio.create_task(runner.run())]
+        tasks = [
+            asyncio.create_task(take_lease_then_warm_up(app)),
+            asyncio.create_task(runner.run()),
+        ]
         yield
         for task in tasks:
             task.cancel()
@@ -243,6 +262,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         await backend.close()
         await link.close()
         queue.close()
+        lease.release()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)

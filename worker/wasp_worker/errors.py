@@ -39,3 +39,12 @@ class NoSession(WorkerError):
 
     def __init__(self, slot: str) -> None:
         super().__init__(f"no session for slot {slot}: connect it first")
+
+
+class NotOwner(WorkerError):
+    status = 503
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"another worker holds this shard's lease ({where}); this one waits to take over"
+        )

@@ -13,9 +13,10 @@ from typing import Any
 from wasp.slots import Slot, SlotError
 from wasp_worker.backends.base import Backend, Status, StatusEvent
 from wasp_worker.config import WorkerConfig
-from wasp_worker.errors import BadRequest, CapacityFull, NoSession, SlotNotInWorker
+from wasp_worker.errors import BadRequest, CapacityFull, NoSession, NotOwner, SlotNotInWorker
 from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
+from wasp_worker.ownership import FileLease
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SessionManager:
     backend: Backend
     log: EventLog
     link: MasterLink | None = None
+    lease: FileLease | None = None
     states: dict[Slot, SessionState] = field(default_factory=dict)
     _init_gate: asyncio.Semaphore = field(init=False)
 
@@ -41,13 +43,15 @@ class SessionManager:
         return len(self.states)
 
     def own(self, text: str) -> Slot:
-        """Parse a slot from a request and check this worker serves it."""
+        """Parse a slot from a request, check this worker serves it and holds the lease."""
         try:
             slot = Slot.parse(text)
         except SlotError as error:
             raise BadRequest(str(error)) from None
         if slot not in self.config.slots:
             raise SlotNotInWorker()
+        if self.lease is not None and not self.lease.held:
+            raise NotOwner(str(self.lease.path))
         return slot
 
     async def connect(self, slot: Slot) -> SessionState:
