@@ -1,0 +1,106 @@
+"""The worker's durable enqueue rate next to raw SQLite inserts on the same disk,
+and resident memory per simulator session of a real `wasp worker` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from wasp_worker.queue import OutboundQueue, SendRequest
+
+from tests.support.processes import ProgramProcess, free_port, http_ok
+from wasp.slots import Slot
+
+MESSAGES = 2000
+SESSIONS = 500
+
+
+def raw_inserts(path: Path) -> float:
+    """Messages/s for bare INSERTs, one committed transaction each, WAL, synchronous=FULL."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, slot TEXT, destination TEXT, body TEXT)")
+    started = time.perf_counter()
+    for i in range(MESSAGES):
+        db.execute(
+            "INSERT INTO t (slot, destination, body) VALUES (?, ?, ?)",
+            ("A1", "5511999999999@s.whatsapp.net", f"m{i}"),
+        )
+    rate = MESSAGES / (time.perf_counter() - started)
+    db.close()
+    return rate
+
+
+async def durable_enqueues(path: Path) -> float:
+    queue = OutboundQueue(path)
+    slot = Slot.parse("A1")
+    started = time.perf_counter()
+    for i in range(MESSAGES):
+        await queue.enqueue(
+            slot, SendRequest(to="5511999999999", text=f"m{i}", idempotency_key=f"k{i}")
+        )
+    rate = MESSAGES / (time.perf_counter() - started)
+    queue.close()
+    return rate
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def simulator_memory(tmp: Path) -> tuple[float, float]:
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "SLOT_FROM": "A1",
+        "SLOT_TO": "A1000",
+        "MAX_ACTIVE": "1000",
+        "MAX_INIT": "8",
+        "WARMUP_LIMIT": "0",
+        "CONFIGDIR": str(tmp / "config"),
+        "WORKDIR": str(tmp / "data"),
+        "BACKEND": "simulator",
+    }
+    worker = ProgramProcess(["worker"], tmp / "worker.log", env=env).start()
+    try:
+        worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "worker")
+        before = rss_mb(worker.pid)
+        for n in range(1, SESSIONS + 1):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/accounts/A{n}/connect", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                json.loads(response.read())
+        after = rss_mb(worker.pid)
+    finally:
+        worker.stop()
+    return before, (after - before) / SESSIONS
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="wasp-bench-queue-", dir=Path.cwd() / ".cache") as tmp:
+        root = Path(tmp)
+        raw = raw_inserts(root / "raw.sqlite3")
+        durable = asyncio.run(durable_enqueues(root / "queue.sqlite3"))
+        base, per_session = simulator_memory(root)
+    return {
+        "messages": MESSAGES,
+        "raw_insert_per_s": round(raw),
+        "durable_enqueue_per_s": round(durable),
+        "enqueue_to_raw_ratio": round(durable / raw, 2),
+        "worker_base_rss_mb": round(base, 1),
+        "simulator_sessions": SESSIONS,
+        "simulator_mb_per_session": round(per_session, 3),
+    }
