@@ -227,3 +227,21 @@ async def test_metrics_report_sessions(worker: TestClient[Any, Any]) -> None:
     assert "wasp_worker_sessions_max 3.0" in text
     assert 'wasp_worker_sessions{state="CONNECTED"} 1.0' in text
     assert 'wasp_worker_sessions{state="CONNECTING"} 1.0' in text
+
+
+async def test_openapi_documents_exactly_the_routes_served(worker: TestClient[Any, Any]) -> None:
+    document = await (await worker.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    documented = {
+        (method.upper(), path) for path, ops in document["paths"].items() for method in ops
+    }
+    served = {
+        (r.method, r.resource.canonical)
+        for r in worker.app.router.routes()
+        if r.method != "HEAD" and r.resource is not None and r.resource.canonical != "/openapi.json"
+    }
+    assert documented == served
+    send = document["paths"]["/api/accounts/{slot}/send"]["post"]
+    schema_ref = send["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert schema_ref.endswith("/SendRequest")
+    assert {"202", "400", "409"} <= set(send["responses"])

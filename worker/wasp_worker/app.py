@@ -21,6 +21,7 @@ from wasp_worker.errors import BadRequest, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
+from wasp_worker.openapi import Route, add_routes
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import FileLease
 from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest
@@ -124,7 +125,7 @@ async def send(request: web.Request) -> web.Response:
     sessions, queue = request.app[SESSIONS], request.app[QUEUE]
     slot = sessions.own(request.match_info["slot"])
     body = await read_body(request, SendRequest)
-    if request.match_info.get("op") == "schedule" and body.send_at is None:
+    if request.path.endswith("/schedule") and body.send_at is None:
         raise BadRequest("schedule needs `send_at` (unix time)")
     try:
         message, created = await queue.enqueue(slot, body)
@@ -203,6 +204,74 @@ async def run_warmup(app: web.Application) -> None:
     log.emit("warmup_done", ok=ok, fail=fail)
 
 
+SLOT_OPS = (400, 409, 503)
+ROUTES = [
+    Route("GET", "/health", health, "Worker health: range, active and max sessions"),
+    Route(
+        "GET", "/logs", logs, "Recent log events (ring buffer), newest last", responses=(200, 400)
+    ),
+    Route("GET", "/metrics", metrics, "Prometheus metrics"),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/connect",
+        connect,
+        "Start the slot's session: CONNECTING with a QR, or CONNECTED from stored auth",
+        responses=(200, *SLOT_OPS, 429),
+    ),
+    Route(
+        "GET",
+        "/api/accounts/{slot}/status",
+        status,
+        "The slot's session state and QR",
+        responses=(200, *SLOT_OPS),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/logout",
+        logout,
+        "Unlink the device and wipe the session's auth",
+        responses=(200, *SLOT_OPS, 404),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/destroy",
+        destroy,
+        "Stop the session, keeping its auth",
+        responses=(200, *SLOT_OPS, 404),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/scan",
+        scan,
+        "Simulator only: log the slot in as if its QR was scanned",
+        responses=(200, *SLOT_OPS),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/send",
+        send,
+        "Queue a message (durable before 202)",
+        body=SendRequest,
+        responses=(200, 202, *SLOT_OPS, 413),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/schedule",
+        send,
+        "Queue a message for `send_at` (survives restarts)",
+        body=SendRequest,
+        responses=(200, 202, *SLOT_OPS, 413),
+    ),
+    Route(
+        "GET",
+        "/api/accounts/{slot}/messages/{id}",
+        message_state,
+        "State of a queued message: queued, sent or failed with a reason",
+        responses=(200, *SLOT_OPS, 404),
+    ),
+]
+
+
 def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
     event_log = log or EventLog()
@@ -265,17 +334,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         lease.release()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/health", health)
-    app.router.add_get("/logs", logs)
-    app.router.add_get("/metrics", metrics)
-    base = "/api/accounts/{slot}"
-    app.router.add_post(f"{base}/connect", connect)
-    app.router.add_get(f"{base}/status", status)
-    app.router.add_post(f"{base}/logout", logout)
-    app.router.add_post(f"{base}/destroy", destroy)
-    app.router.add_post(f"{base}/scan", scan)
-    app.router.add_post(f"{base}/{{op:send|schedule}}", send)
-    app.router.add_get(f"{base}/messages/{{id}}", message_state)
+    add_routes(app, ROUTES)
     return app
 
 

@@ -1,0 +1,108 @@
+"""The worker's routes, declared once: the router is built from this table and
+the OpenAPI document (`GET /openapi.json`) is generated from it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from wasp.slots import SLOT_PATTERN
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ERROR = {
+    "type": "object",
+    "required": ["ok", "error"],
+    "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"}},
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # OpenAPI style: /api/accounts/{slot}/connect
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    responses: tuple[int, ...] = (200,)
+
+
+def add_routes(app: web.Application, routes: list[Route]) -> None:
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
+    document = openapi(routes)
+
+    async def serve(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", serve)
+
+
+_REASONS = {
+    200: "OK",
+    202: "Accepted: stored on disk",
+    400: "Bad input; nothing changed",
+    404: "Not found",
+    409: "Slot not in this worker",
+    413: "Body too large",
+    429: "Worker capacity full",
+    503: "Another worker holds this shard's lease",
+}
+
+
+def openapi(routes: list[Route]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": ERROR}
+    for route in routes:
+        operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        parameters = []
+        if "{slot}" in route.path:
+            parameters.append(
+                {
+                    "name": "slot",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": SLOT_PATTERN},
+                }
+            )
+        if "{id}" in route.path:
+            parameters.append(
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            )
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[route.body.__name__] = schema
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
+                    }
+                },
+            }
+        for code in route.responses:
+            answer: dict[str, Any] = {"description": _REASONS[code]}
+            if code >= 400:
+                answer["content"] = {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                }
+            operation["responses"][str(code)] = answer
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wasp worker",
+            "version": "0.1.0",
+            "description": "One shard's WhatsApp sessions. Slot operations answer 409 "
+            "for slots outside SLOT_FROM..SLOT_TO.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
