@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
 from wasp_worker.openapi import Route, add_routes
 from wasp_worker.outbound import OutboundRunner
-from wasp_worker.ownership import FileLease
+from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
 from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest
 from wasp_worker.sessions import SessionManager
 
@@ -35,6 +36,7 @@ LOG = web.AppKey("log", EventLog)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -164,17 +166,33 @@ async def scan(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
-async def take_lease_then_warm_up(app: web.Application) -> None:
-    """Wait for the shard's lease (a second worker for the range waits here), then warm up."""
+async def hold_lease(app: web.Application, interval_s: float) -> None:
+    """Take the shard's lease (waiting while another worker holds it), warm up once held,
+    keep renewing it, and stop every session the moment it is lost."""
     sessions, log = app[SESSIONS], app[LOG]
     lease = sessions.lease
-    if lease is not None and not lease.try_acquire():
-        log.emit("lease_wait", path=str(lease.path))
-        # flock has no async wake-up: polling once a second is the cheap, robust way.
-        while not lease.try_acquire():  # noqa: ASYNC110
-            await asyncio.sleep(LEASE_RETRY_S)
-    log.emit("lease_acquired")
-    await run_warmup(app)
+    assert lease is not None
+    warmed, waiting = False, False
+    while True:
+        was_held = lease.held
+        try:
+            held = await lease.try_acquire()
+        except Exception as error:  # apiserver unreachable: not holding is the safe answer
+            log.emit("lease_error", lease=lease.describe(), error=type(error).__name__)
+            lease.held = held = False
+        if held and not was_held:
+            log.emit("lease_acquired", lease=lease.describe())
+            waiting = False
+            if not warmed:
+                warmed = True
+                app[BACKGROUND].append(asyncio.create_task(run_warmup(app)))
+        elif not held and was_held:
+            log.emit("lease_lost", lease=lease.describe())
+            await sessions.stop_all()
+        elif not held and not waiting:
+            log.emit("lease_wait", lease=lease.describe())
+            waiting = True
+        await asyncio.sleep(interval_s)
 
 
 async def run_warmup(app: web.Application) -> None:
@@ -279,9 +297,19 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     if config.backend != "simulator":
         raise NotImplementedError("the neonize backend is not built yet (issue 4)")
     app[CONFIG] = config
+    app[BACKGROUND] = []
     app[LOG] = event_log
     link = MasterLink(config.master_internal_url, config.master_token, event_log)
-    lease = FileLease(config.work_dir / "worker.lock")
+    lease: Lease
+    if config.shard_name and config.pod_namespace:
+        identity = config.pod_name or socket.gethostname()
+        lease = KubeLease(
+            config.shard_name, config.pod_namespace, identity, config.lease_duration_s, kube_api()
+        )
+        renew_s = config.lease_duration_s / 3
+    else:
+        lease = FileLease(config.work_dir / "worker.lock")
+        renew_s = LEASE_RETRY_S
     app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease)
     app[METRICS] = registry = registry_for(sessions)
     app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
@@ -319,8 +347,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
-        tasks = [
-            asyncio.create_task(take_lease_then_warm_up(app)),
+        tasks = app[BACKGROUND]
+        tasks += [
+            asyncio.create_task(hold_lease(app, renew_s)),
             asyncio.create_task(runner.run()),
         ]
         yield
@@ -331,7 +360,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         await backend.close()
         await link.close()
         queue.close()
-        lease.release()
+        await lease.release()
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app, ROUTES)

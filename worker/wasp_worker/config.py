@@ -28,6 +28,10 @@ class WorkerConfig(BaseModel):
     master_internal_url: str = ""
     master_token: str = Field("", repr=False)
     backend: Literal["neonize", "simulator"] = "neonize"
+    shard_name: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=52)
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+    lease_duration_s: int = Field(15, ge=2, le=300)
 
     @model_validator(mode="after")
     def _range_is_valid(self) -> Self:
@@ -53,5 +57,9 @@ class WorkerConfig(BaseModel):
             "master_internal_url": "MASTER_INTERNAL_URL",
             "master_token": "MASTER_TOKEN",
             "backend": "BACKEND",
+            "shard_name": "SHARD_NAME",
+            "pod_namespace": "POD_NAMESPACE",
+            "pod_name": "POD_NAME",
+            "lease_duration_s": "LEASE_DURATION_S",
         }
         return cls.model_validate({field: env[var] for field, var in names.items() if var in env})

@@ -16,7 +16,7 @@ from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, CapacityFull, NoSession, NotOwner, SlotNotInWorker
 from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
-from wasp_worker.ownership import FileLease
+from wasp_worker.ownership import Lease
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SessionManager:
     backend: Backend
     log: EventLog
     link: MasterLink | None = None
-    lease: FileLease | None = None
+    lease: Lease | None = None
     states: dict[Slot, SessionState] = field(default_factory=dict)
     _init_gate: asyncio.Semaphore = field(init=False)
 
@@ -51,7 +51,7 @@ class SessionManager:
         if slot not in self.config.slots:
             raise SlotNotInWorker()
         if self.lease is not None and not self.lease.held:
-            raise NotOwner(str(self.lease.path))
+            raise NotOwner(self.lease.describe())
         return slot
 
     async def connect(self, slot: Slot) -> SessionState:
@@ -98,6 +98,12 @@ class SessionManager:
             raise NoSession(str(slot))
         await self.backend.stop(slot)
         self.states.pop(slot, None)
+
+    async def stop_all(self) -> None:
+        """Close every session (the lease was lost: another worker may own them now)."""
+        for slot in list(self.states):
+            await self.backend.stop(slot)
+            self.states.pop(slot, None)
 
     async def logout(self, slot: Slot) -> None:
         if slot not in self.states:
