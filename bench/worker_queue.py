@@ -14,7 +14,8 @@ from typing import Any
 
 from wasp_worker.queue import OutboundQueue, SendRequest
 
-from tests.support.processes import ProgramProcess, free_port, http_ok
+from tests.support.processes import free_port
+from tests.support.worker import start_worker
 from wasp.slots import Slot
 
 MESSAGES = 2000
@@ -60,22 +61,17 @@ def rss_mb(pid: int) -> float:
 
 def simulator_memory(tmp: Path) -> tuple[float, float]:
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "SLOT_FROM": "A1",
-        "SLOT_TO": "A1000",
-        "MAX_ACTIVE": "1000",
-        "MAX_INIT": "8",
-        "WARMUP_LIMIT": "0",
-        "CONFIGDIR": str(tmp / "config"),
-        "WORKDIR": str(tmp / "data"),
-        "BACKEND": "simulator",
-    }
-    worker = ProgramProcess(["worker"], tmp / "worker.log", env=env).start()
+    worker = start_worker(
+        tmp / "worker.log",
+        port,
+        tmp / "data",
+        tmp / "config",
+        SLOT_TO="A1000",
+        MAX_ACTIVE="1000",
+        MAX_INIT="8",
+        WARMUP_LIMIT="0",
+    )
     try:
-        worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "worker")
         before = rss_mb(worker.pid)
         for n in range(1, SESSIONS + 1):
             request = urllib.request.Request(

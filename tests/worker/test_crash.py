@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from wasp_worker.backends.simulator import phone_of
 
-from tests.support.processes import ProgramProcess, free_port, http_ok, http_text
+from tests.support.processes import ProgramProcess, free_port, http_text
+from tests.support.worker import start_worker
 from wasp.slots import Slot
 
 MESSAGES = 1000
@@ -32,22 +33,7 @@ def post(url: str, body: dict[str, object] | None = None) -> int:
 
 
 def start(tmp_path: Path, port: int) -> ProgramProcess:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "SLOT_FROM": "A1",
-        "SLOT_TO": "A50",
-        "MAX_ACTIVE": "10",
-        "MAX_INIT": "2",
-        "WARMUP_LIMIT": "10",
-        "CONFIGDIR": str(tmp_path / "config"),
-        "WORKDIR": str(tmp_path / "data"),
-        "BACKEND": "simulator",
-    }
-    worker = ProgramProcess(["worker"], tmp_path / "worker.log", env=env).start()
-    worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "worker health")
-    return worker
+    return start_worker(tmp_path / "worker.log", port, tmp_path / "data", tmp_path / "config")
 
 
 def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(

@@ -11,7 +11,8 @@ import pytest
 from kubernetes import client
 
 from tests.support.cluster import LocalCluster
-from tests.support.processes import ProgramProcess, free_port, http_ok
+from tests.support.processes import ProgramProcess, free_port
+from tests.support.worker import start_worker
 
 pytestmark = pytest.mark.cluster
 
@@ -31,22 +32,17 @@ def start(
     cluster: LocalCluster, namespace: str, pod: str, tmp_path: Path
 ) -> tuple[ProgramProcess, int]:
     port = free_port()
-    env = {
-        **cluster.env(),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "SLOT_FROM": "A1",
-        "SLOT_TO": "A50",
-        "BACKEND": "simulator",
-        "WORKDIR": str(tmp_path / pod),
-        "CONFIGDIR": str(tmp_path / "config"),
-        "SHARD_NAME": "w1",
-        "POD_NAMESPACE": namespace,
-        "POD_NAME": pod,
-        "LEASE_DURATION_S": "3",
-    }
-    worker = ProgramProcess(["worker"], tmp_path / f"{pod}.log", env=env).start()
-    worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), f"{pod} health")
+    worker = start_worker(
+        tmp_path / f"{pod}.log",
+        port,
+        tmp_path / pod,
+        tmp_path / "config",
+        base_env=cluster.env(),
+        SHARD_NAME="w1",
+        POD_NAMESPACE=namespace,
+        POD_NAME=pod,
+        LEASE_DURATION_S="3",
+    )
     return worker, port
 
 
