@@ -181,3 +181,22 @@ async def test_too_large_body_is_413(worker: Client) -> None:
     )
     assert response.status == 413
     assert await worker.app[QUEUE].depth() == 0
+
+
+async def test_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
+    app_config = config(tmp_path)
+    to = phone_of(Slot.parse("A2"))
+    async with TestClient(TestServer(build_app(app_config, EventLog(stream=io.StringIO())))) as w:
+        await login(w, "A1")
+        await login(w, "A2")
+        response = await w.post(
+            "/api/accounts/A1/schedule",
+            json={"to": to, "text": "later", "send_at": time.time() + 1.5},
+        )
+        row = (await response.json())["message"]["id"]
+        text = await (await w.get("/metrics")).text()
+    assert "wasp_worker_queue_depth" in text
+    async with TestClient(TestServer(build_app(app_config, EventLog(stream=io.StringIO())))) as w:
+        await w.post("/api/accounts/A1/connect")  # stored auth: CONNECTED at once
+        await w.post("/api/accounts/A2/connect")
+        await wait_state(w, "A1", row, "sent")

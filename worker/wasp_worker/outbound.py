@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from wasp.slots import Slot
 from wasp_worker.backends.base import SendFailed
@@ -38,6 +38,9 @@ class OutboundRunner:
             "Outbound messages that ended failed.",
             registry=registry,
         )
+        self.depth = Gauge(
+            "wasp_worker_queue_depth", "Outbound messages waiting to be sent.", registry=registry
+        )
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -47,6 +50,7 @@ class OutboundRunner:
                 for slot, state in self.sessions.states.items()
                 if state.status == "CONNECTED"
             ]
+            self.depth.set(await self.queue.depth())
             batch = await self.queue.due(connected)
             for message in batch:
                 try:
