@@ -1,0 +1,216 @@
+"""Real WhatsApp through neonize, with sessions in supervised child processes ("cells").
+
+The worker never imports neonize: each cell (`neonize_cell.run_cell`) holds up
+to `sessions_per_cell` sessions, and a cell that dies (a Go abort, SIGKILL) is
+restarted with its sessions started again from their stores, so a logged-in
+account comes back without a new QR while the worker's API keeps answering.
+
+Per session: auth state in SQLite at `WORKDIR/auth/<slot>/session.sqlite3`;
+reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
+wiped when WhatsApp logs the device out or ends the stream with 515.
+
+Work in progress (issue 4): sending, pairing codes, inbound messages and the
+Bad MAC breaker are not wired yet, so `wasp worker` still refuses BACKEND=neonize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import shutil
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from wasp.slots import Slot
+from wasp_worker.backends.base import OnStatus, SendFailed, StatusEvent
+from wasp_worker.backends.neonize_cell import run_cell
+from wasp_worker.backends.simulator import qr_data_url
+from wasp_worker.queue import Outbound
+
+BACKOFF_S = (2, 5, 10, 20, 40, 60)
+WIPE_REASONS = {"logged_out", "stream_error_515"}
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Cell:
+    index: int
+    process: Any
+    conn: Connection
+    restarts: int = 0
+
+    def send(self, *command: Any) -> None:
+        # A dead cell: its reader reports it and the supervisor restarts it.
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send(command)
+
+
+@dataclass
+class _Session:
+    on_status: OnStatus
+    failures: int = 0
+    retry: asyncio.Task[None] | None = None
+    connected: bool = False
+
+
+@dataclass
+class NeonizeBackend:
+    work_dir: Path
+    sessions_per_cell: int = 25
+    sleep: Sleep = asyncio.sleep  # injected: tests drive the backoff without waiting
+    cells: dict[int, Cell] = field(default_factory=dict)
+    sessions: dict[Slot, _Session] = field(default_factory=dict)
+    placement: dict[Slot, int] = field(default_factory=dict)
+    _events: asyncio.Queue[tuple[Any, ...]] | None = None
+    _dispatcher: asyncio.Task[None] | None = None
+
+    def auth_dir(self, slot: Slot) -> Path:
+        return self.work_dir / "auth" / str(slot)
+
+    # -- cells --------------------------------------------------------------
+
+    def _spawn(self, index: int) -> Cell:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=run_cell, args=(child,), daemon=True, name=f"wasp-cell-{index}"
+        )
+        process.start()
+        child.close()
+        cell = Cell(index, process, parent)
+        loop = asyncio.get_running_loop()
+        events = self._events
+        assert events is not None
+
+        def read() -> None:  # one thread per cell: Connection.recv blocks
+            while True:
+                try:
+                    event = parent.recv()
+                except (EOFError, OSError):
+                    loop.call_soon_threadsafe(events.put_nowait, ("cell_died", index, process))
+                    return
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        threading.Thread(target=read, daemon=True, name=f"cell-reader-{index}").start()
+        return cell
+
+    def _cell_for(self, slot: Slot) -> Cell:
+        if self._events is None:
+            self._events = asyncio.Queue()
+            self._dispatcher = asyncio.create_task(self._dispatch())
+        index = self.placement.get(slot)
+        if index is None:
+            load = {i: 0 for i in self.cells}
+            for placed in self.placement.values():
+                load[placed] = load.get(placed, 0) + 1
+            free = [i for i, n in sorted(load.items()) if n < self.sessions_per_cell]
+            index = free[0] if free else len(self.cells)
+            self.placement[slot] = index
+        if index not in self.cells:
+            self.cells[index] = self._spawn(index)
+        return self.cells[index]
+
+    # -- Backend ------------------------------------------------------------
+
+    async def start(self, slot: Slot, on_status: OnStatus) -> None:
+        self.sessions[slot] = _Session(on_status)
+        await self._connect(slot)
+
+    async def _connect(self, slot: Slot) -> None:
+        session = self.sessions.get(slot)
+        if session is None:
+            return
+        auth = self.auth_dir(slot)
+        auth.mkdir(parents=True, exist_ok=True)
+        self._cell_for(slot).send("start", str(slot), str(auth / "session.sqlite3"))
+        await session.on_status(StatusEvent(slot, "CONNECTING"))
+
+    async def stop(self, slot: Slot) -> None:
+        session = self.sessions.pop(slot, None)
+        if session is None:
+            return
+        if session.retry is not None:
+            session.retry.cancel()
+        index = self.placement.pop(slot, None)
+        if index is not None and index in self.cells:
+            self.cells[index].send("stop", str(slot))
+        await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="stopped"))
+
+    async def logout(self, slot: Slot) -> None:
+        await self.stop(slot)
+        shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
+
+    async def send(self, slot: Slot, message: Outbound) -> None:
+        raise SendFailed("neonize_send_not_built")
+
+    async def close(self) -> None:
+        for slot in list(self.sessions):
+            await self.stop(slot)
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for cell in self.cells.values():
+            cell.conn.close()
+            cell.process.kill()
+            cell.process.join(5)
+        self.cells.clear()
+
+    # -- events -------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        assert self._events is not None
+        while True:
+            event = await self._events.get()
+            await self.handle(event)
+
+    async def handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "cell_died":
+            await self._restart_cell(event[1], event[2])
+            return
+        slot = Slot.parse(event[1])
+        session = self.sessions.get(slot)
+        if session is None:
+            return
+        if kind == "qr":
+            await session.on_status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(event[2])))
+        elif kind == "connected":
+            session.failures, session.connected = 0, True
+            await session.on_status(StatusEvent(slot, "CONNECTED"))
+        elif kind in ("logged_out", "stream_error"):
+            reason = "logged_out" if kind == "logged_out" else f"stream_error_{event[2]}"
+            if reason in WIPE_REASONS:
+                shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
+            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=reason))
+        elif kind == "ended":
+            session.connected = False
+            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
+            self._schedule_retry(slot, session)
+
+    def _schedule_retry(self, slot: Slot, session: _Session) -> None:
+        delay = BACKOFF_S[min(session.failures, len(BACKOFF_S) - 1)]
+        session.failures += 1
+
+        async def retry() -> None:
+            await self.sleep(delay)
+            if self.sessions.get(slot) is session:
+                await self._connect(slot)
+
+        session.retry = asyncio.create_task(retry())
+
+    async def _restart_cell(self, index: int, process: Any) -> None:
+        cell = self.cells.get(index)
+        if cell is None or cell.process is not process:
+            return  # already replaced, or closed on purpose
+        restarts = cell.restarts + 1
+        await asyncio.to_thread(process.join, 5)
+        self.cells[index] = self._spawn(index)
+        self.cells[index].restarts = restarts
+        for slot, placed in list(self.placement.items()):
+            if placed == index and slot in self.sessions:
+                await self._connect(slot)  # resumes from the store: no new QR if logged in

@@ -1,0 +1,109 @@
+"""A cell: a child process that holds up to K neonize sessions.
+
+neonize's Go core aborts the whole process on some calls and on two
+`connect()`s at once, so sessions never live in the worker itself. A cell
+receives commands on a pipe and sends back small event tuples; it never
+imports anything of the worker's HTTP side. Connects and stops are serialized
+inside the cell; each session's blocking `connect()` runs on its own thread.
+
+Messages on the pipe (tuples, first item the kind):
+  parent -> cell: ("start", slot, db_path) ("stop", slot)
+  cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
+                  ("logged_out", slot, reason) ("stream_error", slot, code)
+                  ("undecryptable", slot) ("ended", slot, reason)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def run_cell(conn: Connection) -> None:
+    # neonize reconfigures root logging at import and whatsmeow logs pairing
+    # details at INFO: keep the cell quiet, and its stdout away from the worker's.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    from neonize.client import NewClient
+    from neonize.events import (
+        ConnectedEv,
+        DisconnectedEv,
+        LoggedOutEv,
+        StreamErrorEv,
+        UndecryptableMessageEv,
+    )
+
+    logging.getLogger().setLevel(logging.WARNING)
+    send_lock = threading.Lock()
+    connect_lock = threading.Lock()  # never two connects (or stops) at once in one process
+    clients: dict[str, Any] = {}
+
+    def tell(*event: Any) -> None:
+        with send_lock:
+            conn.send(event)
+
+    def session(slot: str, db_path: str) -> None:
+        settled = threading.Event()
+
+        def settle() -> None:
+            # A connect holds the cell's connect lock until its first sign of life.
+            if not settled.is_set():
+                settled.set()
+                connect_lock.release()
+
+        client = NewClient(db_path, uuid=slot)
+        clients[slot] = client
+
+        @client.qr
+        def on_qr(_: Any, data: bytes) -> None:
+            settle()
+            tell("qr", slot, data.decode(errors="replace"))
+
+        @client.event(ConnectedEv)
+        def on_connected(_: Any, __: Any) -> None:
+            settle()
+            tell("connected", slot)
+
+        @client.event(DisconnectedEv)
+        def on_disconnected(_: Any, __: Any) -> None:
+            tell("disconnected", slot, "disconnected")
+
+        @client.event(LoggedOutEv)
+        def on_logged_out(_: Any, event: Any) -> None:
+            tell("logged_out", slot, str(getattr(event, "Reason", "")))
+
+        @client.event(StreamErrorEv)
+        def on_stream_error(_: Any, event: Any) -> None:
+            tell("stream_error", slot, str(getattr(event, "Code", "")))
+
+        @client.event(UndecryptableMessageEv)
+        def on_undecryptable(_: Any, __: Any) -> None:
+            tell("undecryptable", slot)
+
+        reason = "stopped"
+        connect_lock.acquire()
+        try:
+            client.connect()  # blocks for the session's life
+        except Exception as error:
+            reason = f"connect_failed: {type(error).__name__}"
+        finally:
+            settle()
+            clients.pop(slot, None)
+            tell("ended", slot, reason)
+
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:
+            break
+        kind, slot = command[0], command[1]
+        if kind == "start" and slot not in clients:
+            threading.Thread(
+                target=session, args=(slot, command[2]), daemon=True, name=f"session-{slot}"
+            ).start()
+        elif kind == "stop" and slot in clients:
+            with connect_lock:
+                clients[slot].stop()
