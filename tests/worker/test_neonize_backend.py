@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wasp_worker.backends.base import StatusEvent
 from wasp_worker.backends.neonize import BACKOFF_S, NeonizeBackend, _Session
+from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 
 from wasp.slots import Slot
 
@@ -54,7 +55,7 @@ async def test_failed_connects_back_off_2_5_10_20_40_60_and_keep_the_store(tmp_p
 async def test_connected_resets_the_backoff(tmp_path: Path) -> None:
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
-    backend.sessions[A1] = _Session(seen.on_status, failures=4)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()), failures=4)
     await backend.handle(("connected", "A1"))
     assert backend.sessions[A1].failures == 0
     assert seen.events[-1].status == "CONNECTED"
@@ -71,7 +72,7 @@ async def test_logged_out_and_stream_error_515_wipe_the_auth(tmp_path: Path) -> 
         auth = backend.auth_dir(slot)
         auth.mkdir(parents=True)
         (auth / "session.sqlite3").write_bytes(b"store")
-        backend.sessions[slot] = _Session(seen.on_status)
+        backend.sessions[slot] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
         await backend.handle(event)
         assert not auth.exists()
     assert [e.reason for e in seen.events] == ["logged_out", "stream_error_515"]
@@ -99,3 +100,34 @@ async def test_a_killed_cell_is_restarted_and_its_sessions_start_again(tmp_path:
     finally:
         await backend.close()
     assert not first.is_alive()
+
+
+def test_breaker_trips_past_the_threshold_within_the_window_only() -> None:
+    breaker = BadMacBreaker(BreakerSettings(threshold=3, window_s=10, cooldown_s=60))
+    assert [breaker.record(t) for t in (0, 1, 2)] == [False, False, False]
+    assert breaker.record(3) is True  # the 4th within 10 s: more than 3
+    assert [breaker.record(t) for t in (100, 120, 140, 160)] == [False] * 4  # spread out
+
+
+async def test_bad_mac_burst_drops_the_session_wipes_auth_and_waits_the_cooldown(
+    tmp_path: Path,
+) -> None:
+    seen = Recorder()
+    clock = [1000.0]
+    settings = BreakerSettings(threshold=2, window_s=30, cooldown_s=300)
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep, now=lambda: clock[0], breaker=settings)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(settings), connected=True)
+    auth = backend.auth_dir(A1)
+    auth.mkdir(parents=True)
+    for _ in range(2):
+        await backend.handle(("undecryptable", "A1"))
+        clock[0] += 1
+    assert seen.events == []  # two are within the threshold
+    await backend.handle(("undecryptable", "A1"))
+    assert seen.events[-1].status == "DISCONNECTED"
+    assert seen.events[-1].reason == "bad_mac_breaker"
+    assert not auth.exists()
+    await backend.handle(("ended", "A1", "stopped"))  # the cell confirms: no backoff retry
+    await asyncio.sleep(0.01)
+    assert seen.delays == [300]
+    await backend.close()

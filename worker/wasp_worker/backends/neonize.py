@@ -7,10 +7,11 @@ account comes back without a new QR while the worker's API keeps answering.
 
 Per session: auth state in SQLite at `WORKDIR/auth/<slot>/session.sqlite3`;
 reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
-wiped when WhatsApp logs the device out or ends the stream with 515.
+wiped when WhatsApp logs the device out or ends the stream with 515, and by
+the Bad MAC breaker (`wasp_worker.breaker`).
 
-Work in progress (issue 4): sending, pairing codes, inbound messages and the
-Bad MAC breaker are not wired yet, so `wasp worker` still refuses BACKEND=neonize.
+Work in progress (issue 4): sending, pairing codes and inbound messages are
+not wired yet, so `wasp worker` still refuses BACKEND=neonize.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import multiprocessing
 import shutil
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -30,6 +32,7 @@ from wasp.slots import Slot
 from wasp_worker.backends.base import OnStatus, SendFailed, StatusEvent
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.backends.simulator import qr_data_url
+from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.queue import Outbound
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
@@ -54,9 +57,11 @@ class Cell:
 @dataclass
 class _Session:
     on_status: OnStatus
+    breaker: BadMacBreaker
     failures: int = 0
     retry: asyncio.Task[None] | None = None
     connected: bool = False
+    cooling: bool = False  # the Bad MAC breaker tripped: no retry before the cooldown
 
 
 @dataclass
@@ -64,6 +69,8 @@ class NeonizeBackend:
     work_dir: Path
     sessions_per_cell: int = 25
     sleep: Sleep = asyncio.sleep  # injected: tests drive the backoff without waiting
+    now: Callable[[], float] = time.monotonic
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -119,7 +126,7 @@ class NeonizeBackend:
     # -- Backend ------------------------------------------------------------
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
-        self.sessions[slot] = _Session(on_status)
+        self.sessions[slot] = _Session(on_status, BadMacBreaker(self.breaker))
         await self._connect(slot)
 
     async def _connect(self, slot: Slot) -> None:
@@ -187,10 +194,35 @@ class NeonizeBackend:
             if reason in WIPE_REASONS:
                 shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
             await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=reason))
+        elif kind == "undecryptable":
+            if session.breaker.record(self.now()):
+                await self._trip(slot, session)
         elif kind == "ended":
             session.connected = False
+            if session.cooling:
+                return  # the breaker already reported it and owns the next connect
             await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
             self._schedule_retry(slot, session)
+
+    async def _trip(self, slot: Slot, session: _Session) -> None:
+        """Too many decrypt failures: drop the session, wipe its auth, come back with a new QR
+        after the cooldown."""
+        session.cooling, session.connected = True, False
+        if session.retry is not None:
+            session.retry.cancel()
+        index = self.placement.get(slot)
+        if index is not None and index in self.cells:
+            self.cells[index].send("stop", str(slot))
+        shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
+        await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="bad_mac_breaker"))
+
+        async def after_cooldown() -> None:
+            await self.sleep(self.breaker.cooldown_s)
+            if self.sessions.get(slot) is session:
+                session.cooling, session.failures = False, 0
+                await self._connect(slot)
+
+        session.retry = asyncio.create_task(after_cooldown())
 
     def _schedule_retry(self, slot: Slot, session: _Session) -> None:
         delay = BACKOFF_S[min(session.failures, len(BACKOFF_S) - 1)]
