@@ -131,3 +131,17 @@ async def test_bad_mac_burst_drops_the_session_wipes_auth_and_waits_the_cooldown
     await asyncio.sleep(0.01)
     assert seen.delays == [300]
     await backend.close()
+
+
+async def test_inbound_messages_from_the_cell_reach_on_inbound(tmp_path: Path) -> None:
+    seen = Recorder()
+    received: list[dict[str, object]] = []
+
+    async def on_inbound(fields: dict[str, object]) -> None:
+        received.append(fields)
+
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep, on_inbound=on_inbound)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    await backend.handle(("message", "A1", {"slot": "A1", "wa_message_id": "X", "body": "hi"}))
+    assert received == [{"slot": "A1", "wa_message_id": "X", "body": "hi"}]
+    await backend.close()

@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import ValidationError
 
+from wasp.slots import Slot
 from wasp_worker import warmup
-from wasp_worker.backends.simulator import Delivered, SimulatorBackend, phone_of
+from wasp_worker.backends.neonize import NeonizeBackend
+from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, WorkerError
 from wasp_worker.events import EventLog
@@ -293,9 +296,11 @@ ROUTES = [
 def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
     event_log = log or EventLog()
-    backend = SimulatorBackend(config.work_dir)
-    if config.backend != "simulator":
-        raise NotImplementedError("the neonize backend is not built yet (issue 4)")
+    backend: SimulatorBackend | NeonizeBackend
+    if config.backend == "simulator":
+        backend = SimulatorBackend(config.work_dir)
+    else:
+        backend = NeonizeBackend(config.work_dir)
     app[CONFIG] = config
     app[BACKGROUND] = []
     app[LOG] = event_log
@@ -318,32 +323,16 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
     )
 
-    async def delivered(message: Delivered) -> None:
-        state = sessions.states.get(message.to_slot)
+    async def inbound(fields: dict[str, Any]) -> None:
+        """A message for one of our sessions: count it, log its id (never its body), fan it out."""
+        state = sessions.states.get(Slot.parse(fields["slot"]))
         if state is None or state.status != "CONNECTED":
             return
         received.inc()
-        inbound = {
-            "slot": str(message.to_slot),
-            "from": message.from_phone,
-            "to": phone_of(message.to_slot),
-            "body": message.body,
-            "chat_id": f"{message.from_phone}@s.whatsapp.net",
-            "chat_type": "direct",
-            "sender_jid_raw": f"{message.from_phone}@s.whatsapp.net",
-            "push_name": None,
-            "wa_message_id": message.wa_message_id,
-            "timestamp": int(message.timestamp),
-            "media_type": None,
-            "media_url": None,
-            "mime_type": None,
-            "file_name": None,
-            "file_size": None,
-        }
-        event_log.emit("wa_message_in", slot=inbound["slot"], wa_message_id=message.wa_message_id)
-        link.emit("wa:message", inbound)
+        event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
+        link.emit("wa:message", fields)
 
-    backend.on_delivered = delivered
+    backend.on_inbound = inbound
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()

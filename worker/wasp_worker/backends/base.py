@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from wasp.slots import Slot
 from wasp_worker.queue import Outbound
@@ -23,10 +23,15 @@ class StatusEvent:
 
 
 OnStatus = Callable[[StatusEvent], Awaitable[None]]
+OnInbound = Callable[[dict[str, Any]], Awaitable[None]]
+"""Receives SPEC's inbound fields (slot, from, to, body, chat_id, ...) of one message."""
 
 
 class Backend(Protocol):
-    """Starts and stops the WhatsApp session of one slot; reports through `on_status`."""
+    """Starts and stops the WhatsApp session of one slot; reports through `on_status`,
+    and inbound messages through `on_inbound`."""
+
+    on_inbound: OnInbound | None
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
         """Begin connecting; return once the session is initialised (QR shown or resumed)."""

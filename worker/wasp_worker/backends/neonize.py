@@ -10,7 +10,7 @@ reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
 wiped when WhatsApp logs the device out or ends the stream with 515, and by
 the Bad MAC breaker (`wasp_worker.breaker`).
 
-Work in progress (issue 4): sending, pairing codes and inbound messages are
+Work in progress (issue 4): sending, pairing codes and inbound media are
 not wired yet, so `wasp worker` still refuses BACKEND=neonize.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from wasp.slots import Slot
-from wasp_worker.backends.base import OnStatus, SendFailed, StatusEvent
+from wasp_worker.backends.base import OnInbound, OnStatus, SendFailed, StatusEvent
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.backends.simulator import qr_data_url
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
@@ -71,6 +71,7 @@ class NeonizeBackend:
     sleep: Sleep = asyncio.sleep  # injected: tests drive the backoff without waiting
     now: Callable[[], float] = time.monotonic
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    on_inbound: OnInbound | None = None
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -194,6 +195,9 @@ class NeonizeBackend:
             if reason in WIPE_REASONS:
                 shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
             await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=reason))
+        elif kind == "message":
+            if self.on_inbound is not None:
+                await self.on_inbound(dict(event[2]))
         elif kind == "undecryptable":
             if session.breaker.record(self.now()):
                 await self._trip(slot, session)

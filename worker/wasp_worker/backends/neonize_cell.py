@@ -10,7 +10,7 @@ Messages on the pipe (tuples, first item the kind):
   parent -> cell: ("start", slot, db_path) ("stop", slot)
   cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
                   ("logged_out", slot, reason) ("stream_error", slot, code)
-                  ("undecryptable", slot) ("ended", slot, reason)
+                  ("undecryptable", slot) ("message", slot, fields) ("ended", slot, reason)
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ def run_cell(conn: Connection) -> None:
         ConnectedEv,
         DisconnectedEv,
         LoggedOutEv,
+        MessageEv,
         StreamErrorEv,
         UndecryptableMessageEv,
     )
+
+    from wasp_worker.backends.neonize_events import inbound_fields, jid_text
 
     logging.getLogger().setLevel(logging.WARNING)
     send_lock = threading.Lock()
@@ -78,6 +81,13 @@ def run_cell(conn: Connection) -> None:
         @client.event(StreamErrorEv)
         def on_stream_error(_: Any, event: Any) -> None:
             tell("stream_error", slot, str(getattr(event, "Code", "")))
+
+        @client.event(MessageEv)
+        def on_message(handle: Any, event: Any) -> None:
+            me = getattr(getattr(handle, "me", None), "JID", None)
+            fields = inbound_fields(slot, jid_text(me), event)
+            if fields is not None:
+                tell("message", slot, fields)
 
         @client.event(UndecryptableMessageEv)
         def on_undecryptable(_: Any, __: Any) -> None:

@@ -17,14 +17,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import segno
 
 from wasp.slots import Slot, SlotError
-from wasp_worker.backends.base import OnStatus, SendFailed, StatusEvent
+from wasp_worker.backends.base import OnInbound, OnStatus, SendFailed, StatusEvent
 from wasp_worker.queue import Outbound
 
 PHONE_PREFIX = "555"
@@ -48,19 +48,26 @@ def slot_of(phone: str) -> Slot | None:
         return None
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """A message as the recipient's session receives it."""
-
-    to_slot: Slot
-    from_phone: str
-    wa_message_id: str
-    kind: str
-    body: str | None
-    timestamp: float
-
-
-OnDelivered = Callable[[Delivered], Awaitable[None]]
+def inbound_fields(to: Slot, sender: Slot, message: Outbound) -> dict[str, Any]:
+    """The message as the recipient's session reports it (SPEC's inbound fields)."""
+    phone = phone_of(sender)
+    return {
+        "slot": str(to),
+        "from": phone,
+        "to": phone_of(to),
+        "body": message.body,
+        "chat_id": f"{phone}@s.whatsapp.net",
+        "chat_type": "direct",
+        "sender_jid_raw": f"{phone}@s.whatsapp.net",
+        "push_name": None,
+        "wa_message_id": message.wa_message_id,
+        "timestamp": int(time.time()),
+        "media_type": None,
+        "media_url": None,
+        "mime_type": None,
+        "file_name": None,
+        "file_size": None,
+    }
 
 
 def qr_data_url(payload: str) -> str:
@@ -81,7 +88,7 @@ class SimulatorBackend:
 
     work_dir: Path
     qr_interval_s: float = 20.0
-    on_delivered: OnDelivered | None = None
+    on_inbound: OnInbound | None = None
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     _ledger: sqlite3.Connection | None = None
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -132,17 +139,8 @@ class SimulatorBackend:
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
         fresh = await asyncio.to_thread(self._record, message, slot)
-        if fresh and self.on_delivered is not None:
-            await self.on_delivered(
-                Delivered(
-                    recipient,
-                    phone_of(slot),
-                    message.wa_message_id,
-                    message.kind,
-                    message.body,
-                    time.time(),
-                )
-            )
+        if fresh and self.on_inbound is not None:
+            await self.on_inbound(inbound_fields(recipient, slot, message))
 
     def _auth_file(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot) / "simulator.json"
