@@ -245,3 +245,44 @@ async def test_openapi_documents_exactly_the_routes_served(worker: TestClient[An
     schema_ref = send["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema_ref.endswith("/SendRequest")
     assert {"202", "400", "409"} <= set(send["responses"])
+
+
+def test_environment_is_read_with_the_spec_names() -> None:
+    config = WorkerConfig.from_env(
+        {
+            "SLOT_FROM": "B1",
+            "SLOT_TO": "B9",
+            "MAX_ACTIVE": "7",
+            "MAX_INIT": "3",
+            "WARMUP_LIMIT": "4",
+            "CONFIGDIR": "/c",
+            "WORKDIR": "/w",
+            "BACKEND": "simulator",
+            "MASTER_INTERNAL_URL": "http://m",
+            "MASTER_TOKEN": "t",
+            "PORT": "3001",
+            "BAD_MAC_THRESHOLD": "3",
+            "BAD_MAC_WINDOW_MS": "10000",
+            "BAD_MAC_COOLDOWN_MS": "5000",
+        }
+    )
+    assert (
+        str(config.slot_from),
+        str(config.slot_to),
+        config.max_active,
+        config.max_init,
+        config.warmup_limit,
+        config.port,
+    ) == ("B1", "B9", 7, 3, 4, 3001)
+    assert (str(config.config_dir), str(config.work_dir)) == ("/c", "/w")
+    assert config.breaker().threshold == 3
+    assert config.breaker().window_s == 10.0
+    assert config.breaker().cooldown_s == 5.0
+    assert "s3cr3t-token" not in repr(config)  # the token never reaches logs through repr
+    for bad in (
+        {"SLOT_FROM": "B9", "SLOT_TO": "B1"},
+        {"SLOT_FROM": "a1", "SLOT_TO": "A2"},
+        {"SLOT_FROM": "A1", "SLOT_TO": "B2"},
+    ):
+        with pytest.raises(ValueError, match=r"slot|prefix|comes after"):
+            WorkerConfig.from_env(bad)

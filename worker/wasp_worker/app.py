@@ -300,7 +300,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     if config.backend == "simulator":
         backend = SimulatorBackend(config.work_dir)
     else:
-        backend = NeonizeBackend(config.work_dir)
+        backend = NeonizeBackend(config.work_dir, breaker=config.breaker())
     app[CONFIG] = config
     app[BACKGROUND] = []
     app[LOG] = event_log

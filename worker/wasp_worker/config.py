@@ -9,6 +9,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wasp.slots import SlotId, SlotRange
+from wasp_worker.breaker import BreakerSettings
 
 
 class WorkerConfig(BaseModel):
@@ -32,11 +33,21 @@ class WorkerConfig(BaseModel):
     pod_namespace: str | None = None
     pod_name: str | None = None
     lease_duration_s: int = Field(15, ge=2, le=300)
+    bad_mac_threshold: int = Field(5, ge=1)
+    bad_mac_window_ms: int = Field(60_000, ge=1)
+    bad_mac_cooldown_ms: int = Field(300_000, ge=0)
 
     @model_validator(mode="after")
     def _range_is_valid(self) -> Self:
         SlotRange(self.slot_from, self.slot_to)
         return self
+
+    def breaker(self) -> BreakerSettings:
+        return BreakerSettings(
+            threshold=self.bad_mac_threshold,
+            window_s=self.bad_mac_window_ms / 1000,
+            cooldown_s=self.bad_mac_cooldown_ms / 1000,
+        )
 
     @property
     def slots(self) -> SlotRange:
@@ -61,5 +72,8 @@ class WorkerConfig(BaseModel):
             "pod_namespace": "POD_NAMESPACE",
             "pod_name": "POD_NAME",
             "lease_duration_s": "LEASE_DURATION_S",
+            "bad_mac_threshold": "BAD_MAC_THRESHOLD",
+            "bad_mac_window_ms": "BAD_MAC_WINDOW_MS",
+            "bad_mac_cooldown_ms": "BAD_MAC_COOLDOWN_MS",
         }
         return cls.model_validate({field: env[var] for field, var in names.items() if var in env})
