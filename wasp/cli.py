@@ -209,8 +209,6 @@ def worker() -> None:
         config = WorkerConfig.from_env(os.environ)
     except ValidationError as error:
         raise click.ClickException(f"invalid worker environment: {error}") from None
-    if config.backend == "neonize":
-        _not_yet("worker with BACKEND=neonize", 4)
     serve(config)
 
 

@@ -8,9 +8,11 @@ import os
 import signal
 from pathlib import Path
 
-from wasp_worker.backends.base import StatusEvent
+import pytest
+from wasp_worker.backends.base import SendFailed, StatusEvent
 from wasp_worker.backends.neonize import BACKOFF_S, NeonizeBackend, _Session
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
+from wasp_worker.queue import Outbound
 
 from wasp.slots import Slot
 
@@ -145,3 +147,76 @@ async def test_inbound_messages_from_the_cell_reach_on_inbound(tmp_path: Path) -
     await backend.handle(("message", "A1", {"slot": "A1", "wa_message_id": "X", "body": "hi"}))
     assert received == [{"slot": "A1", "wa_message_id": "X", "body": "hi"}]
     await backend.close()
+
+
+def _outbound(kind: str = "text", media_url: str | None = None) -> Outbound:
+    return Outbound(
+        1,
+        "A1",
+        "3EB0000000000000",
+        "5511999999999@s.whatsapp.net",
+        kind,
+        "hi",
+        media_url,
+        None,
+        "queued",
+        None,
+    )
+
+
+async def test_send_without_a_live_connection_stays_queued(tmp_path: Path) -> None:
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    try:
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 1)  # the offline connect failed
+        with pytest.raises(RuntimeError, match="not_connected"):
+            await backend.send(A1, _outbound())  # the cell answers: retry later, not failed
+    finally:
+        await backend.close()
+
+
+async def test_media_that_cannot_be_fetched_fails_the_message_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    async with TestServer(web.Application()) as media:  # every path is a 404
+        try:
+            await backend.start(A1, seen.on_status)
+            url = str(media.make_url("/missing.jpg"))
+            with pytest.raises(SendFailed, match="media_download_failed: HTTP 404"):
+                await backend.send(A1, _outbound("image", url))
+        finally:
+            await backend.close()
+
+
+async def test_worker_runs_with_the_neonize_backend_offline(tmp_path: Path) -> None:
+    import io
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from wasp_worker.app import build_app
+    from wasp_worker.events import EventLog
+
+    from tests.worker.test_worker_http import config
+
+    log = EventLog(stream=io.StringIO())
+    app = build_app(config(tmp_path, backend="neonize"), log)
+    async with TestClient(TestServer(app)) as worker:
+        answer = await (await worker.post("/api/accounts/A1/connect")).json()
+        assert answer["status"] == "CONNECTING"
+        for _ in range(200):
+            status = await (await worker.get("/api/accounts/A1/status")).json()
+            if status["status"] == "DISCONNECTED":
+                break
+            await asyncio.sleep(0.05)
+        assert status["status"] == "DISCONNECTED"  # WhatsApp is unreachable from here
+        health = await (await worker.get("/health")).json()
+        assert health["worker"]["active"] == 1  # the session is held and will retry
+    assert any(
+        e["event"] == "wa_status" and (e.get("reason") or "").startswith("connect_failed")
+        for e in log.recent()
+    )

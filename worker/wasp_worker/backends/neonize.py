@@ -10,8 +10,8 @@ reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
 wiped when WhatsApp logs the device out or ends the stream with 515, and by
 the Bad MAC breaker (`wasp_worker.breaker`).
 
-Work in progress (issue 4): sending, pairing codes and inbound media are
-not wired yet, so `wasp worker` still refuses BACKEND=neonize.
+Not built yet (issue 4): pairing by phone code, and saving inbound media to
+WORKDIR/media/<slot>/ (inbound text arrives; media arrives with its type only).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from wasp.slots import Slot
 from wasp_worker.backends.base import OnInbound, OnStatus, SendFailed, StatusEvent
 from wasp_worker.backends.neonize_cell import run_cell
@@ -36,6 +38,9 @@ from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.queue import Outbound
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
+SEND_TIMEOUT_S = 60.0
+MAX_MEDIA_BYTES = 64 << 20
+MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=60)
 WIPE_REASONS = {"logged_out", "stream_error_515"}
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -76,6 +81,8 @@ class NeonizeBackend:
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
     _events: asyncio.Queue[tuple[Any, ...]] | None = None
+    _pending: dict[int, tuple[int, asyncio.Future[tuple[str, str]]]] = field(default_factory=dict)
+    _requests: int = 0
     _dispatcher: asyncio.Task[None] | None = None
 
     def auth_dir(self, slot: Slot) -> Path:
@@ -99,11 +106,15 @@ class NeonizeBackend:
         def read() -> None:  # one thread per cell: Connection.recv blocks
             while True:
                 try:
-                    event = parent.recv()
+                    event: tuple[Any, ...] = parent.recv()
                 except (EOFError, OSError):
-                    loop.call_soon_threadsafe(events.put_nowait, ("cell_died", index, process))
+                    event = ("cell_died", index, process)
+                try:
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+                except RuntimeError:
+                    return  # the worker's loop is gone: shutting down
+                if event[0] == "cell_died":
                     return
-                loop.call_soon_threadsafe(events.put_nowait, event)
 
         threading.Thread(target=read, daemon=True, name=f"cell-reader-{index}").start()
         return cell
@@ -155,7 +166,51 @@ class NeonizeBackend:
         shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
 
     async def send(self, slot: Slot, message: Outbound) -> None:
-        raise SendFailed("neonize_send_not_built")
+        """Send through the slot's cell. A transient problem raises RuntimeError (the
+        message stays queued); a final one raises SendFailed with the reason."""
+        index = self.placement.get(slot)
+        if index is None or index not in self.cells or slot not in self.sessions:
+            raise RuntimeError("no session")
+        data = None
+        if message.kind != "text":
+            data = await self._download(message.media_url or "")
+        self._requests += 1
+        request_id = self._requests
+        reply: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (index, reply)
+        self.cells[index].send(
+            "send",
+            request_id,
+            str(slot),
+            message.destination,
+            message.kind,
+            message.body,
+            data,
+            message.file_name,
+            None,
+        )
+        try:
+            outcome, detail = await asyncio.wait_for(reply, SEND_TIMEOUT_S)
+        finally:
+            self._pending.pop(request_id, None)
+        if outcome == "failed":
+            raise SendFailed(detail)
+        if outcome == "retry":
+            raise RuntimeError(detail)
+
+    async def _download(self, url: str) -> bytes:
+        """Media is fetched here and handed to the cell as bytes (neonize would fetch URLs
+        itself without a timeout)."""
+        try:
+            async with aiohttp.ClientSession(timeout=MEDIA_TIMEOUT) as http, http.get(url) as got:
+                if got.status != 200:
+                    raise SendFailed(f"media_download_failed: HTTP {got.status}")
+                data = await got.content.read(MAX_MEDIA_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError):
+            raise SendFailed("media_download_failed") from None
+        if len(data) > MAX_MEDIA_BYTES:
+            raise SendFailed("media_too_large")
+        return data
 
     async def close(self) -> None:
         for slot in list(self.sessions):
@@ -179,7 +234,15 @@ class NeonizeBackend:
     async def handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "cell_died":
+            for index, reply in list(self._pending.values()):
+                if index == event[1] and not reply.done():
+                    reply.set_result(("retry", "cell_died"))
             await self._restart_cell(event[1], event[2])
+            return
+        if kind == "send_result":
+            pending = self._pending.get(event[1])
+            if pending is not None and not pending[1].done():
+                pending[1].set_result((event[2], event[3]))
             return
         slot = Slot.parse(event[1])
         session = self.sessions.get(slot)

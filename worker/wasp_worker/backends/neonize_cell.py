@@ -8,9 +8,11 @@ inside the cell; each session's blocking `connect()` runs on its own thread.
 
 Messages on the pipe (tuples, first item the kind):
   parent -> cell: ("start", slot, db_path) ("stop", slot)
+                  ("send", request_id, slot, to_jid, kind, text, data, file_name, mime)
   cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
                   ("logged_out", slot, reason) ("stream_error", slot, code)
                   ("undecryptable", slot) ("message", slot, fields) ("ended", slot, reason)
+                  ("send_result", request_id, outcome, detail)  outcome: sent|retry|failed
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,6 +39,7 @@ def run_cell(conn: Connection) -> None:
         StreamErrorEv,
         UndecryptableMessageEv,
     )
+    from neonize.utils import build_jid
 
     from wasp_worker.backends.neonize_events import inbound_fields, jid_text
 
@@ -104,11 +108,50 @@ def run_cell(conn: Connection) -> None:
             clients.pop(slot, None)
             tell("ended", slot, reason)
 
+    sender = ThreadPoolExecutor(max_workers=4, thread_name_prefix="send")
+
+    def send(
+        request_id: int,
+        slot: str,
+        to: str,
+        kind: str,
+        text: str | None,
+        data: bytes | None,
+        file_name: str | None,
+        mime: str | None,
+    ) -> None:
+        client = clients.get(slot)
+        if client is None or not client.is_connected:
+            tell("send_result", request_id, "retry", "not_connected")
+            return
+        user, _, server = to.partition("@")
+        jid = build_jid(user, server)
+        try:
+            if kind == "text":
+                response = client.send_message(jid, text or "")
+            elif kind == "image":
+                response = client.send_image(jid, data, caption=text)
+            elif kind == "video":
+                response = client.send_video(jid, data, caption=text)
+            elif kind == "audio":
+                response = client.send_audio(jid, data)
+            else:
+                response = client.send_document(
+                    jid, data, caption=text, filename=file_name, mimetype=mime
+                )
+        except Exception as error:
+            tell("send_result", request_id, "failed", f"send_error: {type(error).__name__}")
+            return
+        tell("send_result", request_id, "sent", str(getattr(response, "ID", "")))
+
     while True:
         try:
             command = conn.recv()
         except EOFError:
             break
+        if command[0] == "send":
+            sender.submit(send, *command[1:])
+            continue
         kind, slot = command[0], command[1]
         if kind == "start" and slot not in clients:
             threading.Thread(
