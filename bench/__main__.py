@@ -19,6 +19,8 @@ def main() -> None:
     queue = worker_queue.run()
     print(json.dumps(queue, indent=2))
     sessions, per_session = queue["simulator_sessions"], queue["simulator_mb_per_session"]
+    neonize_n, neonize_total = queue["neonize_sessions"], queue["neonize_total_mb"]
+    neonize_each = queue["neonize_mb_per_session"]
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(f"""# Benchmarks
@@ -61,8 +63,13 @@ id and hops to the queue's own thread.
 | `wasp worker` resident memory, idle | {queue["worker_base_rss_mb"]} MB |
 | simulator: extra memory per session ({sessions} sessions) | {per_session} MB |
 
-Neonize sessions (the figure that matters against WAHA's ~50 MB per session)
-are not measured yet: the neonize backend is not built.
+| neonize: extra memory for {neonize_n} sessions, cells included | {neonize_total} MB |
+| neonize: per session, cells included (goal < 5 MB; WAHA ~50 MB) | {neonize_each} MB |
+
+Neonize figures are offline: every session has made one failed connect (store
+created, Go client state held) in cells of 25 sessions; about 60 MB of each
+cell is neonize's import. A logged-in session will cost more: measure that in
+staging.
 """)
     print(f"wrote {DOC}")
 

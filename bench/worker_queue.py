@@ -20,6 +20,7 @@ from wasp.slots import Slot
 
 MESSAGES = 2000
 SESSIONS = 500
+NEONIZE_SESSIONS = 100
 
 
 def raw_inserts(path: Path) -> float:
@@ -53,10 +54,14 @@ async def durable_enqueues(path: Path) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+    return 0.0  # a process that has just exited
 
 
 def simulator_memory(tmp: Path) -> tuple[float, float]:
@@ -85,12 +90,51 @@ def simulator_memory(tmp: Path) -> tuple[float, float]:
     return before, (after - before) / SESSIONS
 
 
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its children (the neonize cells)."""
+    total = rss_mb(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        total += tree_rss_mb(int(child))
+    return total
+
+
+def neonize_memory(tmp: Path, sessions: int = NEONIZE_SESSIONS) -> tuple[float, float]:
+    """Offline, so every session has made one failed connect (store created, Go state held)."""
+    port = free_port()
+    worker = start_worker(
+        tmp / "neonize.log",
+        port,
+        tmp / "neonize",
+        tmp / "config",
+        SLOT_TO="A1000",
+        MAX_ACTIVE="1000",
+        MAX_INIT="8",
+        WARMUP_LIMIT="0",
+        BACKEND="neonize",
+    )
+    try:
+        before = tree_rss_mb(worker.pid)
+        for n in range(1, sessions + 1):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/accounts/A{n}/connect", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                json.loads(response.read())
+        time.sleep(3)  # let every cell start and every first connect fail
+        after = tree_rss_mb(worker.pid)
+    finally:
+        worker.stop()
+    return after - before, (after - before) / sessions
+
+
 def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wasp-bench-queue-", dir=Path.cwd() / ".cache") as tmp:
         root = Path(tmp)
         raw = raw_inserts(root / "raw.sqlite3")
         durable = asyncio.run(durable_enqueues(root / "queue.sqlite3"))
         base, per_session = simulator_memory(root)
+        neonize_total, neonize_per_session = neonize_memory(root)
     return {
         "messages": MESSAGES,
         "raw_insert_per_s": round(raw),
@@ -99,4 +143,7 @@ def run() -> dict[str, Any]:
         "worker_base_rss_mb": round(base, 1),
         "simulator_sessions": SESSIONS,
         "simulator_mb_per_session": round(per_session, 3),
+        "neonize_sessions": NEONIZE_SESSIONS,
+        "neonize_total_mb": round(neonize_total, 1),
+        "neonize_mb_per_session": round(neonize_per_session, 2),
     }
