@@ -50,6 +50,7 @@ async def test_failed_connects_back_off_2_5_10_20_40_60_and_keep_the_store(tmp_p
         failed = [e for e in seen.events if e.status == "DISCONNECTED"]
         assert failed[0].reason == "connect_failed: NeonizeError"
         assert (tmp_path / "auth" / "A1" / "session.sqlite3").exists()
+        assert backend.reconnects >= 7
     finally:
         await backend.close()
 
@@ -132,6 +133,7 @@ async def test_bad_mac_burst_drops_the_session_wipes_auth_and_waits_the_cooldown
     await backend.handle(("ended", "A1", "stopped"))  # the cell confirms: no backoff retry
     await asyncio.sleep(0.01)
     assert seen.delays == [300]
+    assert backend.breaker_trips == 1
     await backend.close()
 
 

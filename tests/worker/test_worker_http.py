@@ -227,6 +227,8 @@ async def test_metrics_report_sessions(worker: TestClient[Any, Any]) -> None:
     assert "wasp_worker_sessions_max 3.0" in text
     assert 'wasp_worker_sessions{state="CONNECTED"} 1.0' in text
     assert 'wasp_worker_sessions{state="CONNECTING"} 1.0' in text
+    assert "wasp_worker_reconnects_total 0.0" in text
+    assert "wasp_worker_breaker_trips_total 0.0" in text
 
 
 async def test_openapi_documents_exactly_the_routes_served(worker: TestClient[Any, Any]) -> None:

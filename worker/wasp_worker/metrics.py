@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from wasp_worker.sessions import SessionManager
@@ -18,7 +18,7 @@ class SessionCollector(Collector):
     def __init__(self, sessions: SessionManager) -> None:
         self._sessions = sessions
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         sessions = self._sessions
         yield GaugeMetricFamily(
             "wasp_worker_sessions_active",
@@ -35,6 +35,17 @@ class SessionCollector(Collector):
         for state in STATES:
             by_state.add_metric([state], counts.get(state, 0))
         yield by_state
+        backend = sessions.backend
+        yield CounterMetricFamily(
+            "wasp_worker_reconnects",
+            "Session reconnect attempts.",
+            value=getattr(backend, "reconnects", 0),
+        )
+        yield CounterMetricFamily(
+            "wasp_worker_breaker_trips",
+            "Bad MAC circuit breaker trips.",
+            value=getattr(backend, "breaker_trips", 0),
+        )
 
 
 def registry_for(sessions: SessionManager) -> CollectorRegistry:

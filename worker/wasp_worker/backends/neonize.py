@@ -83,6 +83,8 @@ class NeonizeBackend:
     _events: asyncio.Queue[tuple[Any, ...]] | None = None
     _pending: dict[int, tuple[int, asyncio.Future[tuple[str, str]]]] = field(default_factory=dict)
     _requests: int = 0
+    reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
+    breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
 
     def auth_dir(self, slot: Slot) -> Path:
@@ -275,6 +277,7 @@ class NeonizeBackend:
         """Too many decrypt failures: drop the session, wipe its auth, come back with a new QR
         after the cooldown."""
         session.cooling, session.connected = True, False
+        self.breaker_trips += 1
         if session.retry is not None:
             session.retry.cancel()
         index = self.placement.get(slot)
@@ -298,6 +301,7 @@ class NeonizeBackend:
         async def retry() -> None:
             await self.sleep(delay)
             if self.sessions.get(slot) is session:
+                self.reconnects += 1
                 await self._connect(slot)
 
         session.retry = asyncio.create_task(retry())
