@@ -200,3 +200,33 @@ async def test_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
         await w.post("/api/accounts/A1/connect")  # stored auth: CONNECTED at once
         await w.post("/api/accounts/A2/connect")
         await wait_state(w, "A1", row, "sent")
+
+
+def test_media_names_come_only_from_safe_ids_and_known_types(tmp_path: Path) -> None:
+    from wasp_worker import media
+
+    assert media.file_name("3EB0ABC", "image/jpeg") == "3EB0ABC.jpg"
+    assert media.file_name("3EB0ABC", "application/x-unknown") == "3EB0ABC.bin"
+    assert media.file_name("3EB0ABC", None) == "3EB0ABC.bin"
+    for bad in ("../etc/passwd", "a/b", "", "x" * 200, "id.with.dots", "é"):
+        with pytest.raises(ValueError, match="unsafe message id"):
+            media.file_name(bad, "image/jpeg")
+    name = media.save(tmp_path, Slot.parse("A1"), "3EB0ABC", "image/png", b"\x89PNG")
+    assert (tmp_path / "media" / "A1" / name).read_bytes() == b"\x89PNG"
+
+
+async def test_saved_media_is_served_and_bad_names_are_refused(worker: Client) -> None:
+    from wasp_worker import media
+
+    work_dir = worker.app[SESSIONS].config.work_dir
+    name = media.save(work_dir, Slot.parse("A1"), "3EB0FEED", "image/jpeg", b"jpeg-bytes")
+    served = await worker.get(f"/api/accounts/A1/media/{name}")
+    assert served.status == 200
+    assert await served.read() == b"jpeg-bytes"
+    assert (await worker.get("/api/accounts/A1/media/3EB0NONE.jpg")).status == 404
+    assert (await worker.get(f"/api/accounts/A2/media/{name}")).status == 404  # other slot
+    assert (await worker.get(f"/api/accounts/A99/media/{name}")).status == 409
+    for bad in ("..%2F..%2Fqueue.sqlite3", "queue.sqlite3.x", "a.b.c", ".hidden"):
+        assert (await worker.get(f"/api/accounts/A1/media/{bad}")).status in (400, 404)
+    escaped = await worker.get("/api/accounts/A1/media/..%2Fx.jpg")
+    assert escaped.status in (400, 404)

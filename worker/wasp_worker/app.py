@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import ValidationError
 
 from wasp.slots import Slot
-from wasp_worker import warmup
+from wasp_worker import media, warmup
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
@@ -157,6 +157,21 @@ async def message_state(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "message": message.public()})
 
 
+async def media_file(request: web.Request) -> web.StreamResponse:
+    """An inbound message's media, saved by the backend on the shard's volume."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    name = request.match_info["name"]
+    if not media.NAME.match(name):
+        raise BadRequest("invalid media name: expected <message id>.<extension>")
+    path = media.media_dir(request.app[CONFIG].work_dir, slot) / name
+    if not path.is_file():
+        return web.json_response(
+            {"ok": False, "error": f"no media {name} for slot {slot}"}, status=404
+        )
+    return web.FileResponse(path)
+
+
 async def scan(request: web.Request) -> web.Response:
     """Simulator only: log the slot in as if its QR code was scanned."""
     sessions = request.app[SESSIONS]
@@ -282,6 +297,13 @@ ROUTES = [
         "Queue a message for `send_at` (survives restarts)",
         body=SendRequest,
         responses=(200, 202, *SLOT_OPS, 413),
+    ),
+    Route(
+        "GET",
+        "/api/accounts/{slot}/media/{name}",
+        media_file,
+        "Media of an inbound message (its `media_url`)",
+        responses=(200, *SLOT_OPS, 404),
     ),
     Route(
         "GET",

@@ -69,6 +69,18 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": SLOT_PATTERN},
                 }
             )
+        if "{name}" in route.path:
+            parameters.append(
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9_-]{1,128}\\.[a-z0-9]{1,5}$",
+                    },
+                }
+            )
         if "{id}" in route.path:
             parameters.append(
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}

@@ -10,8 +10,7 @@ reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
 wiped when WhatsApp logs the device out or ends the stream with 515, and by
 the Bad MAC breaker (`wasp_worker.breaker`).
 
-Not built yet (issue 4): pairing by phone code, and saving inbound media to
-WORKDIR/media/<slot>/ (inbound text arrives; media arrives with its type only).
+Not built yet (issue 4): pairing by phone code.
 """
 
 from __future__ import annotations
@@ -149,7 +148,9 @@ class NeonizeBackend:
             return
         auth = self.auth_dir(slot)
         auth.mkdir(parents=True, exist_ok=True)
-        self._cell_for(slot).send("start", str(slot), str(auth / "session.sqlite3"))
+        self._cell_for(slot).send(
+            "start", str(slot), str(auth / "session.sqlite3"), str(self.work_dir)
+        )
         await session.on_status(StatusEvent(slot, "CONNECTING"))
 
     async def stop(self, slot: Slot) -> None:

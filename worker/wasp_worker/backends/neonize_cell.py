@@ -7,7 +7,7 @@ imports anything of the worker's HTTP side. Connects and stops are serialized
 inside the cell; each session's blocking `connect()` runs on its own thread.
 
 Messages on the pipe (tuples, first item the kind):
-  parent -> cell: ("start", slot, db_path) ("stop", slot)
+  parent -> cell: ("start", slot, db_path, work_dir) ("stop", slot)
                   ("send", request_id, slot, to_jid, kind, text, data, file_name, mime)
   cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
                   ("logged_out", slot, reason) ("stream_error", slot, code)
@@ -22,6 +22,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 
@@ -41,6 +42,8 @@ def run_cell(conn: Connection) -> None:
     )
     from neonize.utils import build_jid
 
+    from wasp.slots import Slot
+    from wasp_worker import media
     from wasp_worker.backends.neonize_events import inbound_fields, jid_text
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -52,7 +55,7 @@ def run_cell(conn: Connection) -> None:
         with send_lock:
             conn.send(event)
 
-    def session(slot: str, db_path: str) -> None:
+    def session(slot: str, db_path: str, work_dir: str) -> None:
         settled = threading.Event()
 
         def settle() -> None:
@@ -90,8 +93,22 @@ def run_cell(conn: Connection) -> None:
         def on_message(handle: Any, event: Any) -> None:
             me = getattr(getattr(handle, "me", None), "JID", None)
             fields = inbound_fields(slot, jid_text(me), event)
-            if fields is not None:
-                tell("message", slot, fields)
+            if fields is None:
+                return
+            if fields["media_type"] is not None:
+                try:  # never log the bytes; a failed download leaves media_url empty
+                    data = handle.download_any(event.Message)
+                    name = media.save(
+                        Path(work_dir),
+                        Slot.parse(slot),
+                        fields["wa_message_id"],
+                        fields["mime_type"],
+                        data,
+                    )
+                    fields["media_url"] = f"/api/accounts/{slot}/media/{name}"
+                except Exception as error:
+                    fields["media_error"] = type(error).__name__
+            tell("message", slot, fields)
 
         @client.event(UndecryptableMessageEv)
         def on_undecryptable(_: Any, __: Any) -> None:
@@ -155,7 +172,10 @@ def run_cell(conn: Connection) -> None:
         kind, slot = command[0], command[1]
         if kind == "start" and slot not in clients:
             threading.Thread(
-                target=session, args=(slot, command[2]), daemon=True, name=f"session-{slot}"
+                target=session,
+                args=(slot, command[2], command[3]),
+                daemon=True,
+                name=f"session-{slot}",
             ).start()
         elif kind == "stop" and slot in clients:
             with connect_lock:
