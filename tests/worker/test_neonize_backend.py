@@ -222,3 +222,19 @@ async def test_worker_runs_with_the_neonize_backend_offline(tmp_path: Path) -> N
         e["event"] == "wa_status" and (e.get("reason") or "").startswith("connect_failed")
         for e in log.recent()
     )
+
+
+async def test_pairing_is_refused_with_the_reason_when_no_login_runs(tmp_path: Path) -> None:
+    from wasp_worker.backends.base import PairFailed
+
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    try:
+        with pytest.raises(PairFailed, match="connect it first"):
+            await backend.pair(A1, "5511999999999")
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 1)  # offline: the connect ended
+        with pytest.raises(PairFailed, match="no login in progress"):
+            await backend.pair(A1, "5511999999999")
+    finally:
+        await backend.close()

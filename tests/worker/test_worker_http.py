@@ -288,3 +288,23 @@ def test_environment_is_read_with_the_spec_names() -> None:
     ):
         with pytest.raises(ValueError, match=r"slot|prefix|comes after"):
             WorkerConfig.from_env(bad)
+
+
+async def test_pairing_code_while_logging_in_and_refusals(worker: TestClient[Any, Any]) -> None:
+    before = await worker.post("/api/accounts/A3/pair", json={"phone": "5511999999999"})
+    assert before.status == 409
+    assert "connect it first" in (await before.json())["error"]
+    await worker.post("/api/accounts/A3/connect")
+    for bad in ({"phone": "+5511999999999"}, {"phone": "0119"}, {}, {"phone": "55", "x": 1}):
+        refused = await worker.post("/api/accounts/A3/pair", json=bad)
+        assert refused.status == 400
+    answer = await (
+        await worker.post("/api/accounts/A3/pair", json={"phone": "5511999999999"})
+    ).json()
+    assert answer["ok"] is True
+    assert len(answer["code"]) == 8
+    again = await (
+        await worker.post("/api/accounts/A3/pair", json={"phone": "5511999999999"})
+    ).json()
+    assert again["code"] == answer["code"]  # deterministic in the simulator
+    assert (await worker.post("/api/accounts/A51/pair", json={"phone": "5511999"})).status == 409

@@ -10,18 +10,19 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wasp.slots import Slot
 from wasp_worker import media, warmup
+from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
-from wasp_worker.errors import BadRequest, WorkerError
+from wasp_worker.errors import BadRequest, Conflict, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
@@ -41,6 +42,7 @@ QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 
+Body = TypeVar("Body", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -110,7 +112,30 @@ async def destroy(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
-async def read_body(request: web.Request, model: type[SendRequest]) -> SendRequest:
+class PairRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/pair."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone: str = Field(
+        pattern=r"^[1-9][0-9]{6,19}$",
+        description="International number, digits only, no + or leading 0.",
+    )
+
+
+async def pair(request: web.Request) -> web.Response:
+    """A pairing code to type on the phone, instead of scanning the QR."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    body = await read_body(request, PairRequest)
+    try:
+        code = await sessions.backend.pair(slot, body.phone)
+    except PairFailed as error:
+        raise Conflict(str(error)) from None
+    return web.json_response({"ok": True, "slot": str(slot), "code": code})
+
+
+async def read_body(request: web.Request, model: type[Body]) -> Body:
     """Parse and validate a JSON body; anything else is a 400 that says why."""
     try:
         data = await request.json()
@@ -297,6 +322,14 @@ ROUTES = [
         "Queue a message for `send_at` (survives restarts)",
         body=SendRequest,
         responses=(200, 202, *SLOT_OPS, 413),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/pair",
+        pair,
+        "A pairing code for the phone (instead of the QR) while the slot is logging in",
+        body=PairRequest,
+        responses=(200, *SLOT_OPS),
     ),
     Route(
         "GET",

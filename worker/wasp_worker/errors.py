@@ -27,6 +27,12 @@ class SlotNotInWorker(WorkerError):
         super().__init__("slot not in this worker")
 
 
+class Conflict(WorkerError):
+    """The request does not fit the session's current state (the message says which)."""
+
+    status = 409
+
+
 class CapacityFull(WorkerError):
     status = 429
 

@@ -42,6 +42,9 @@ class Backend(Protocol):
     async def logout(self, slot: Slot) -> None:
         """Unlink the device and wipe the session's auth state."""
 
+    async def pair(self, slot: Slot, phone: str) -> str:
+        """A pairing code to type on the phone instead of scanning the QR."""
+
     async def send(self, slot: Slot, message: Outbound) -> None:
         """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
 
@@ -55,3 +58,7 @@ class SendFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PairFailed(Exception):
+    """No pairing code now; the message says why (no login in progress, rejected number)."""

@@ -9,8 +9,6 @@ Per session: auth state in SQLite at `WORKDIR/auth/<slot>/session.sqlite3`;
 reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
 wiped when WhatsApp logs the device out or ends the stream with 515, and by
 the Bad MAC breaker (`wasp_worker.breaker`).
-
-Not built yet (issue 4): pairing by phone code.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from wasp.slots import Slot
-from wasp_worker.backends.base import OnInbound, OnStatus, SendFailed, StatusEvent
+from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.backends.simulator import qr_data_url
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
@@ -80,7 +78,7 @@ class NeonizeBackend:
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
     _events: asyncio.Queue[tuple[Any, ...]] | None = None
-    _pending: dict[int, tuple[int, asyncio.Future[tuple[str, str]]]] = field(default_factory=dict)
+    _pending: dict[int, tuple[int, asyncio.Future[tuple[Any, Any]]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
     breaker_trips: int = 0
@@ -177,13 +175,9 @@ class NeonizeBackend:
         data = None
         if message.kind != "text":
             data = await self._download(message.media_url or "")
-        self._requests += 1
-        request_id = self._requests
-        reply: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (index, reply)
-        self.cells[index].send(
+        outcome, detail = await self._ask(
+            index,
             "send",
-            request_id,
             str(slot),
             message.destination,
             message.kind,
@@ -192,14 +186,31 @@ class NeonizeBackend:
             message.file_name,
             None,
         )
-        try:
-            outcome, detail = await asyncio.wait_for(reply, SEND_TIMEOUT_S)
-        finally:
-            self._pending.pop(request_id, None)
         if outcome == "failed":
             raise SendFailed(detail)
         if outcome == "retry":
             raise RuntimeError(detail)
+
+    async def pair(self, slot: Slot, phone: str) -> str:
+        index = self.placement.get(slot)
+        if index is None or index not in self.cells or slot not in self.sessions:
+            raise PairFailed(f"slot {slot} is not logging in: connect it first")
+        ok, detail = await self._ask(index, "pair", str(slot), phone)
+        if ok is not True:
+            raise PairFailed(str(detail))
+        return str(detail)
+
+    async def _ask(self, index: int, kind: str, *args: Any) -> tuple[Any, Any]:
+        """One request to a cell and its answer (or a retryable error if the cell dies)."""
+        self._requests += 1
+        request_id = self._requests
+        reply: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (index, reply)
+        self.cells[index].send(kind, request_id, *args)
+        try:
+            return await asyncio.wait_for(reply, SEND_TIMEOUT_S)
+        finally:
+            self._pending.pop(request_id, None)
 
     async def _download(self, url: str) -> bytes:
         """Media is fetched here and handed to the cell as bytes (neonize would fetch URLs
@@ -242,7 +253,7 @@ class NeonizeBackend:
                     reply.set_result(("retry", "cell_died"))
             await self._restart_cell(event[1], event[2])
             return
-        if kind == "send_result":
+        if kind in ("send_result", "pair_result"):
             pending = self._pending.get(event[1])
             if pending is not None and not pending[1].done():
                 pending[1].set_result((event[2], event[3]))

@@ -9,10 +9,12 @@ inside the cell; each session's blocking `connect()` runs on its own thread.
 Messages on the pipe (tuples, first item the kind):
   parent -> cell: ("start", slot, db_path, work_dir) ("stop", slot)
                   ("send", request_id, slot, to_jid, kind, text, data, file_name, mime)
+                  ("pair", request_id, slot, phone)
   cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
                   ("logged_out", slot, reason) ("stream_error", slot, code)
                   ("undecryptable", slot) ("message", slot, fields) ("ended", slot, reason)
                   ("send_result", request_id, outcome, detail)  outcome: sent|retry|failed
+                  ("pair_result", request_id, ok, code_or_reason)
 """
 
 from __future__ import annotations
@@ -161,6 +163,18 @@ def run_cell(conn: Connection) -> None:
             return
         tell("send_result", request_id, "sent", str(getattr(response, "ID", "")))
 
+    def pair(request_id: int, slot: str, phone: str) -> None:
+        client = clients.get(slot)
+        if client is None:
+            tell("pair_result", request_id, False, "no login in progress: connect first")
+            return
+        try:  # only valid once connect() runs and the first QR came (neonize notes)
+            code = client.PairPhone(phone, True)
+        except Exception as error:
+            tell("pair_result", request_id, False, f"pairing refused: {type(error).__name__}")
+            return
+        tell("pair_result", request_id, True, str(code))
+
     while True:
         try:
             command = conn.recv()
@@ -168,6 +182,9 @@ def run_cell(conn: Connection) -> None:
             break
         if command[0] == "send":
             sender.submit(send, *command[1:])
+            continue
+        if command[0] == "pair":
+            sender.submit(pair, *command[1:])
             continue
         kind, slot = command[0], command[1]
         if kind == "start" and slot not in clients:

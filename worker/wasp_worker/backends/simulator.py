@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import segno
 
 from wasp.slots import Slot, SlotError
-from wasp_worker.backends.base import OnInbound, OnStatus, SendFailed, StatusEvent
+from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
 from wasp_worker.queue import Outbound
 
 PHONE_PREFIX = "555"
@@ -165,6 +166,14 @@ class SimulatorBackend:
             session.rotation += 1
             qr = qr_data_url(self.qr_payload(slot))
             await session.on_status(StatusEvent(slot, "CONNECTING", qr=qr))
+
+    async def pair(self, slot: Slot, phone: str) -> str:
+        """A deterministic 8-character code; `scan` completes the login as typing it would."""
+        session = self.sessions.get(slot)
+        if session is None or session.connected:
+            raise PairFailed(f"slot {slot} is not logging in: connect it first")
+        digest = hashlib.sha256(f"{slot}:{phone}:{session.rotation}".encode()).hexdigest()
+        return digest[:8].upper()
 
     async def scan(self, slot: Slot) -> bool:
         """Log the slot in as if its QR was scanned; False when no QR is showing."""
