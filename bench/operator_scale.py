@@ -70,8 +70,6 @@ def run() -> dict[str, Any]:
                 "--status-interval",
                 "10",
             )
-            # Workers do not run under kwok: probe a closed local port instead of cluster DNS.
-            operator.args += ["--health-url-template", "http://127.0.0.1:9/{namespace}/{name}"]
             operator.start()
             try:
                 started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import LocalCluster
-from tests.support.operator import HealthStandIn, OperatorProcess
+from tests.support.operator import OperatorProcess
+from tests.support.processes import free_port
+from tests.support.worker import start_worker
 
 pytestmark = pytest.mark.cluster
 
@@ -102,18 +105,40 @@ class Cluster:
 
 
 @pytest.fixture
-def operator(k: Cluster, tmp_path: Path, health: HealthStandIn) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        k.kube, k.ns, tmp_path / "operator.log", "--standalone", health=health
-    ).start()
+def operator(k: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(k.kube, k.ns, tmp_path / "operator.log", "--standalone").start()
     yield process
     process.stop()
 
 
-def test_shard_gets_service_statefulset_and_a_ready_status(
-    k: Cluster, operator: OperatorProcess, health: HealthStandIn
-) -> None:
-    health.active["w1"] = 7
+def test_shard_gets_service_statefulset_and_a_ready_status(k: Cluster, tmp_path: Path) -> None:
+    # kwok runs no containers: a real `wasp worker` on loopback plays the pod's /health.
+    port = free_port()
+    worker = start_worker(
+        tmp_path / "worker.log", port, tmp_path / "data", tmp_path / "config", MAX_ACTIVE="20"
+    )
+    operator = OperatorProcess(
+        k.kube,
+        k.ns,
+        tmp_path / "operator.log",
+        "--standalone",
+        health_url_template=f"http://127.0.0.1:{port}",
+    ).start()
+    try:
+        for slot in ("A1", "A2", "A3"):
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/accounts/{slot}/connect", method="POST"
+                ),
+                timeout=5,
+            )
+        check_shard_becomes_ready(k)
+    finally:
+        operator.stop()
+        worker.stop()
+
+
+def check_shard_becomes_ready(k: Cluster) -> None:
     k.apply("w1", {"slotFrom": "A1", "slotTo": "A50", "backend": "simulator"})
 
     sts = eventually(lambda: k.sts("w1"), "StatefulSet w1")
@@ -126,7 +151,7 @@ def test_shard_gets_service_statefulset_and_a_ready_status(
 
     k.kube.kubectl("wait", "--for=condition=Ready", "wash/w1", "-n", k.ns, "--timeout=60s")
     status = eventually(
-        lambda: (s := k.status("w1")).get("active") == 7 and s, "active from /health"
+        lambda: (s := k.status("w1")).get("active") == 3 and s, "active from /health"
     )
     assert status["phase"] == "Ready"
     assert status["readyReplicas"] == 1
@@ -136,7 +161,7 @@ def test_shard_gets_service_statefulset_and_a_ready_status(
     types = {c["type"]: c["status"] for c in status["conditions"]}
     assert types == {"Ready": "True", "Progressing": "False", "SlotConflict": "False"}
     row = k.kube.kubectl("get", "wash", "w1", "-n", k.ns, "--no-headers").split()
-    assert row[1:6] == ["A1", "A50", "7", "20", "Ready"]
+    assert row[1:6] == ["A1", "A50", "3", "20", "Ready"]
     claim = k.core.read_namespaced_persistent_volume_claim("data-w1-0", k.ns)
     assert claim.status.phase == "Bound"
 

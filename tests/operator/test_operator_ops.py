@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.operator.test_operator import Cluster, eventually
-from tests.support.operator import HealthStandIn, OperatorProcess
+from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.cluster
 
 
 def test_webhook_refuses_an_overlapping_range_naming_the_other_shard(
-    k: Cluster, tmp_path: Path, health: HealthStandIn
+    k: Cluster, tmp_path: Path
 ) -> None:
     certs = k.kube.issue_certificate(tmp_path / "certs", "webhook")
     configuration = f"{k.ns[-6:]}.test.wasp.dev"
@@ -40,7 +40,6 @@ def test_webhook_refuses_an_overlapping_range_naming_the_other_shard(
         str(k.kube.pki / "ca.crt"),
         "--webhook-configuration",
         configuration,
-        health=health,
     ).start()
     try:
         eventually(
@@ -84,15 +83,9 @@ def test_webhook_refuses_an_overlapping_range_naming_the_other_shard(
         )
 
 
-def test_two_operators_elect_one_and_do_not_fight(
-    k: Cluster, tmp_path: Path, health: HealthStandIn
-) -> None:
-    first = OperatorProcess(
-        k.kube, k.ns, tmp_path / "a.log", "--priority", "100", health=health
-    ).start()
-    second = OperatorProcess(
-        k.kube, k.ns, tmp_path / "b.log", "--priority", "50", health=health
-    ).start()
+def test_two_operators_elect_one_and_do_not_fight(k: Cluster, tmp_path: Path) -> None:
+    first = OperatorProcess(k.kube, k.ns, tmp_path / "a.log", "--priority", "100").start()
+    second = OperatorProcess(k.kube, k.ns, tmp_path / "b.log", "--priority", "50").start()
     try:
         # kopf starts paused and resumes only the highest-priority replica.
         eventually(lambda: "Resuming operations" in first.output(), "first operator active")
@@ -118,10 +111,10 @@ def test_two_operators_elect_one_and_do_not_fight(
 
 
 def test_killed_at_any_point_it_converges_without_duplicates_or_orphans(
-    k: Cluster, tmp_path: Path, health: HealthStandIn
+    k: Cluster, tmp_path: Path
 ) -> None:
     log = tmp_path / "operator.log"
-    operator = OperatorProcess(k.kube, k.ns, log, "--standalone", health=health).start()
+    operator = OperatorProcess(k.kube, k.ns, log, "--standalone").start()
     names = [f"s{i}" for i in range(20)]
     for index, name in enumerate(names):
         k.apply(name, {"slotFrom": f"A{index * 10 + 1}", "slotTo": f"A{index * 10 + 10}"})
@@ -133,7 +126,7 @@ def test_killed_at_any_point_it_converges_without_duplicates_or_orphans(
     k.patch("s2", {"capacity": {"maxActive": 33}})
     k.patch("s3", {"suspend": True})
 
-    operator = OperatorProcess(k.kube, k.ns, log, "--standalone", health=health).start()
+    operator = OperatorProcess(k.kube, k.ns, log, "--standalone").start()
     try:
         alive = names[2:]
         for name in alive:
@@ -159,10 +152,8 @@ def test_killed_at_any_point_it_converges_without_duplicates_or_orphans(
         operator.stop()
 
 
-def test_operator_metrics(k: Cluster, tmp_path: Path, health: HealthStandIn) -> None:
-    operator = OperatorProcess(
-        k.kube, k.ns, tmp_path / "operator.log", "--standalone", health=health
-    ).start()
+def test_operator_metrics(k: Cluster, tmp_path: Path) -> None:
+    operator = OperatorProcess(k.kube, k.ns, tmp_path / "operator.log", "--standalone").start()
     try:
         k.apply("w1", {"slotFrom": "A1", "slotTo": "A50"})
         k.apply("w2", {"slotFrom": "A51", "slotTo": "A60", "suspend": True})
