@@ -64,32 +64,6 @@ def rss_mb(pid: int) -> float:
     return 0.0  # a process that has just exited
 
 
-def simulator_memory(tmp: Path) -> tuple[float, float]:
-    port = free_port()
-    worker = start_worker(
-        tmp / "worker.log",
-        port,
-        tmp / "data",
-        tmp / "config",
-        SLOT_TO="A1000",
-        MAX_ACTIVE="1000",
-        MAX_INIT="8",
-        WARMUP_LIMIT="0",
-    )
-    try:
-        before = rss_mb(worker.pid)
-        for n in range(1, SESSIONS + 1):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/accounts/A{n}/connect", data=b"{}", method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=10) as response:
-                json.loads(response.read())
-        after = rss_mb(worker.pid)
-    finally:
-        worker.stop()
-    return before, (after - before) / SESSIONS
-
-
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its children (the neonize cells)."""
     total = rss_mb(pid)
@@ -99,19 +73,23 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
-def neonize_memory(tmp: Path, sessions: int = NEONIZE_SESSIONS) -> tuple[float, float]:
-    """Offline, so every session has made one failed connect (store created, Go state held)."""
+def session_memory(tmp: Path, backend: str, sessions: int, settle_s: float) -> tuple[float, float]:
+    """(worker RSS before, extra MB per session after connecting `sessions` slots).
+
+    Neonize runs offline here, so each of its sessions has made one failed connect
+    (store created, Go state held); `settle_s` lets cells start and connects fail.
+    """
     port = free_port()
     worker = start_worker(
-        tmp / "neonize.log",
+        tmp / f"{backend}.log",
         port,
-        tmp / "neonize",
+        tmp / backend,
         tmp / "config",
         SLOT_TO="A1000",
         MAX_ACTIVE="1000",
         MAX_INIT="8",
         WARMUP_LIMIT="0",
-        BACKEND="neonize",
+        BACKEND=backend,
     )
     try:
         before = tree_rss_mb(worker.pid)
@@ -121,11 +99,11 @@ def neonize_memory(tmp: Path, sessions: int = NEONIZE_SESSIONS) -> tuple[float, 
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 json.loads(response.read())
-        time.sleep(3)  # let every cell start and every first connect fail
+        time.sleep(settle_s)
         after = tree_rss_mb(worker.pid)
     finally:
         worker.stop()
-    return after - before, (after - before) / sessions
+    return before, (after - before) / sessions
 
 
 def run() -> dict[str, Any]:
@@ -133,8 +111,9 @@ def run() -> dict[str, Any]:
         root = Path(tmp)
         raw = raw_inserts(root / "raw.sqlite3")
         durable = asyncio.run(durable_enqueues(root / "queue.sqlite3"))
-        base, per_session = simulator_memory(root)
-        neonize_total, neonize_per_session = neonize_memory(root)
+        base, per_session = session_memory(root, "simulator", SESSIONS, settle_s=0)
+        _, neonize_per_session = session_memory(root, "neonize", NEONIZE_SESSIONS, settle_s=3)
+        neonize_total = neonize_per_session * NEONIZE_SESSIONS
     return {
         "messages": MESSAGES,
         "raw_insert_per_s": round(raw),

@@ -81,6 +81,12 @@ class ShardView:
     spec: dict[str, Any]
     status: dict[str, Any]
 
+    @classmethod
+    def of(cls, uid: str, meta: Any, spec: Any, status: Any) -> ShardView:
+        """From kopf's handler kwargs."""
+        created, generation = meta.get("creationTimestamp", ""), meta.get("generation", 1)
+        return cls(uid, created, generation, dict(spec), dict(status))
+
 
 @dataclass(frozen=True)
 class WorkloadView:
@@ -120,10 +126,7 @@ def index_ranges(
 def index_shards(
     namespace: str, name: str, uid: str, meta: Any, spec: Any, status: Any, **_: Any
 ) -> dict[Key, ShardView]:
-    view = ShardView(
-        uid, meta.get("creationTimestamp", ""), meta.get("generation", 1), dict(spec), dict(status)
-    )
-    return {(namespace, name): view}
+    return {(namespace, name): ShardView.of(uid, meta, spec, status)}
 
 
 def index_workloads(namespace: str, name: str, body: Any, **_: Any) -> dict[Key, WorkloadView]:
@@ -197,9 +200,7 @@ async def reconcile(
     **_: Any,
 ) -> None:
     """kopf handler (create, update of spec, resume): see `reconcile_shard`."""
-    view = ShardView(
-        uid, meta.get("creationTimestamp", ""), meta.get("generation", 1), dict(spec), dict(status)
-    )
+    view = ShardView.of(uid, meta, spec, status)
     await reconcile_shard(memo, (namespace, name), view, shard_ranges, workloads)
 
 
