@@ -230,3 +230,57 @@ async def test_saved_media_is_served_and_bad_names_are_refused(worker: Client) -
         assert (await worker.get(f"/api/accounts/A1/media/{bad}")).status in (400, 404)
     escaped = await worker.get("/api/accounts/A1/media/..%2Fx.jpg")
     assert escaped.status in (400, 404)
+
+
+async def test_open_lists_chats_and_open_chat_shows_them_and_marks_read(worker: Client) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    a1, a2 = phone_of(Slot.parse("A1")), phone_of(Slot.parse("A2"))
+    for text in ("one", "two"):
+        sent = await worker.post("/api/accounts/A1/send", json={"to": a2, "text": text})
+        await wait_state(worker, "A1", (await sent.json())["message"]["id"], "sent")
+
+    opened = await worker.post("/api/accounts/A2/open")
+    body = await opened.json()
+    assert opened.status == 200
+    assert body["status"] == "CONNECTED"
+    [chat] = body["chats"]
+    assert chat["chat_id"] == f"{a1}@s.whatsapp.net"
+    assert (chat["unread"], chat["messages"], chat["last_message"]["body"]) == (2, 2, "two")
+
+    shown = await worker.post("/api/accounts/A2/openChat", json={"chat_id": a1})
+    messages = (await shown.json())["messages"]
+    assert [(m["direction"], m["body"]) for m in messages] == [("in", "one"), ("in", "two")]
+    [chat] = (await (await worker.get("/api/accounts/A2/chats")).json())["chats"]
+    assert chat["unread"] == 0
+
+    # The sender sees its own side of the conversation, already read.
+    outgoing = await worker.post("/api/accounts/A1/openChat", json={"chat_id": a2, "limit": 1})
+    assert [(m["direction"], m["body"]) for m in (await outgoing.json())["messages"]] == [
+        ("out", "two")
+    ]
+
+
+async def test_open_starts_a_session_and_counts_against_capacity(worker: Client) -> None:
+    for slot in ("A1", "A2", "A3"):
+        assert (await worker.post(f"/api/accounts/{slot}/open")).status == 200
+    full = await worker.post("/api/accounts/A4/open")
+    assert full.status == 429
+    assert await full.json() == {"ok": False, "error": "worker capacity full"}
+    assert (await worker.post("/api/accounts/A51/open")).status == 409
+    assert (await worker.post("/api/accounts/A51/openChat", json={"chat_id": "1"})).status == 409
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"chat_id": "../etc"}, {"chat_id": "5511999999999", "limit": 0}, {"chat": "1"}, "[1]"],
+)
+async def test_bad_open_chat_is_400_with_a_reason(worker: Client, body: Any) -> None:
+    if isinstance(body, str):
+        response = await worker.post("/api/accounts/A1/openChat", data=body)
+    else:
+        response = await worker.post("/api/accounts/A1/openChat", json=body)
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["ok"] is False
+    assert answer["error"]

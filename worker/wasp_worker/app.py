@@ -24,12 +24,13 @@ from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, Conflict, WorkerError
 from wasp_worker.events import EventLog
+from wasp_worker.history import History
 from wasp_worker.master_link import MasterLink
 from wasp_worker.metrics import registry_for
 from wasp_worker.openapi import Route, add_routes
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
-from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest
+from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest, normalise
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
@@ -40,6 +41,7 @@ LOG = web.AppKey("log", EventLog)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
+HISTORY = web.AppKey("history", History)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -90,6 +92,48 @@ async def connect(request: web.Request) -> web.Response:
     slot = sessions.own(request.match_info["slot"])
     await sessions.connect(slot)
     return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def open_account(request: web.Request) -> web.Response:
+    """Make sure the slot's session runs (as connect does) and list its chats."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.connect(slot)
+    chats = await request.app[HISTORY].chats(slot)
+    return web.json_response({"ok": True, **sessions.status(slot), "chats": chats})
+
+
+async def chats(request: web.Request) -> web.Response:
+    """The slot's chats, latest first, without starting its session."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
+
+
+class OpenChatRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/openChat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chat_id: str = Field(
+        min_length=1, max_length=128, description="Chat JID, phone digits or group id."
+    )
+    limit: int = Field(50, ge=1, le=500, description="How many of the latest messages.")
+
+
+async def open_chat(request: web.Request) -> web.Response:
+    """A chat's latest messages, oldest first; its unread messages become read."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    body = await read_body(request, OpenChatRequest)
+    try:
+        chat_id = normalise(body.chat_id)
+    except DestinationError as error:
+        raise BadRequest(str(error)) from None
+    messages = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    return web.json_response(
+        {"ok": True, "slot": str(slot), "chat_id": chat_id, "messages": messages}
+    )
 
 
 async def status(request: web.Request) -> web.Response:
@@ -280,6 +324,28 @@ ROUTES = [
         responses=(200, *SLOT_OPS, 429),
     ),
     Route(
+        "POST",
+        "/api/accounts/{slot}/open",
+        open_account,
+        "Start the slot's session if needed (as connect) and list its chats",
+        responses=(200, *SLOT_OPS, 429),
+    ),
+    Route(
+        "GET",
+        "/api/accounts/{slot}/chats",
+        chats,
+        "The slot's chats, latest first, with unread counts",
+        responses=(200, *SLOT_OPS),
+    ),
+    Route(
+        "POST",
+        "/api/accounts/{slot}/openChat",
+        open_chat,
+        "A chat's latest messages; marks them read",
+        body=OpenChatRequest,
+        responses=(200, *SLOT_OPS, 413),
+    ),
+    Route(
         "GET",
         "/api/accounts/{slot}/status",
         status,
@@ -373,7 +439,8 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease)
     app[METRICS] = registry = registry_for(sessions)
     app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
-    app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
+    app[HISTORY] = history = History(config.work_dir / "history.sqlite3")
+    app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry, history)
     received = Counter(
         "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
     )
@@ -384,6 +451,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         if state is None or state.status != "CONNECTED":
             return
         received.inc()
+        await history.record(Slot.parse(fields["slot"]), "in", fields)
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
@@ -404,6 +472,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         await backend.close()
         await link.close()
         queue.close()
+        history.close()
         await lease.release()
 
     app.cleanup_ctx.append(lifecycle)

@@ -7,18 +7,15 @@ row instead of adding another. Every row has a WhatsApp message id fixed at
 enqueue time, so a send repeated after a crash is the same message, which
 WhatsApp (and the simulator) deduplicate.
 
-SQLite is blocking: every call runs on one dedicated thread that owns the
-connection, never on the event loop.
+SQLite is blocking: every call runs on the database's own thread (`db.py`),
+never on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wasp.slots import Slot
+from wasp_worker.db import SerialDatabase
 
 MessageKind = Literal["text", "image", "video", "audio", "document"]
 _DIGITS = re.compile(r"^\+?[0-9]{6,20}$")
@@ -132,20 +130,11 @@ _COLUMNS = "id, slot, wa_message_id, destination, kind, body, media_url, file_na
 
 class OutboundQueue:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue")
-        self._db: sqlite3.Connection = self._thread.submit(self._open, path).result()
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        return db
+        self._store = SerialDatabase(path, SCHEMA, "queue")
+        self._db = self._store.db
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await self._store.call(lambda _: fn(*args))
 
     async def enqueue(self, slot: Slot, request: SendRequest) -> tuple[Outbound, bool]:
         """Store the message; returns (row, created). A known idempotency key returns its row."""
@@ -259,5 +248,4 @@ class OutboundQueue:
         )
 
     def close(self) -> None:
-        self._thread.submit(self._db.close).result()
-        self._thread.shutdown()
+        self._store.close()
