@@ -308,3 +308,29 @@ async def test_pairing_code_while_logging_in_and_refusals(worker: TestClient[Any
     ).json()
     assert again["code"] == answer["code"]  # deterministic in the simulator
     assert (await worker.post("/api/accounts/A51/pair", json={"phone": "5511999"})).status == 409
+
+
+async def test_events_are_numbered_kept_and_long_polled(worker: TestClient[Any, Any]) -> None:
+    await worker.post("/api/accounts/A3/connect")
+    first = await (await worker.get("/events")).json()
+    names = [(e["event"], e["payload"]["slot"]) for e in first["events"]]
+    assert names[:2] == [("wa:status", "A3"), ("wa:qr", "A3")]
+    ids = [e["id"] for e in first["events"]]
+    assert [int(i.split(".")[1]) for i in ids] == list(range(1, len(ids) + 1))
+    assert all(i.startswith(first["epoch"] + ".") for i in ids)
+
+    # A reader waiting after the last id gets the next event as soon as it happens.
+    waiting = asyncio.create_task(worker.get(f"/events?after={ids[-1]}&wait=10"))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await worker.post("/api/accounts/A3/scan")
+    later = await (await asyncio.wait_for(waiting, 5)).json()
+    assert later["events"][0]["payload"] == {"slot": "A3", "status": "CONNECTED"}
+    assert later["gap"] is False
+
+    # A cursor from an earlier worker run (another epoch) gets everything kept.
+    again = await (await worker.get("/events?after=abc.7")).json()
+    assert [e["id"] for e in again["events"]][: len(ids)] == ids
+    for bad in ("7", "abc.", "a.b", "../x.1"):
+        response = await worker.get("/events", params={"after": bad})
+        assert response.status == 400

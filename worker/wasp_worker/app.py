@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot
 from wasp_worker import media, warmup
 from wasp_worker.backends.base import PairFailed
@@ -25,9 +26,8 @@ from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, Conflict, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
-from wasp_worker.master_link import MasterLink
+from wasp_worker.live_feed import Cursor, LiveFeed
 from wasp_worker.metrics import registry_for
-from wasp_worker.openapi import Route, add_routes
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
 from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest, normalise
@@ -42,6 +42,8 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
 HISTORY = web.AppKey("history", History)
+FEED = web.AppKey("feed", LiveFeed)
+MAX_WAIT_S = 30.0
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -85,6 +87,21 @@ async def logs(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("limit must be an integer") from None
     return web.json_response({"ok": True, "logs": request.app[LOG].recent(max(1, min(limit, 500)))})
+
+
+async def events(request: web.Request) -> web.Response:
+    """Live events after `after` (an event id), waiting up to `wait` seconds for one."""
+    try:
+        cursor = Cursor.parse(request.query["after"]) if "after" in request.query else None
+        wait_s = float(request.query.get("wait", "0"))
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    feed = request.app[FEED]
+    batch = await feed.wait(cursor, min(max(wait_s, 0.0), MAX_WAIT_S), max(1, min(limit, 5000)))
+    return web.json_response(
+        {"ok": True, "epoch": feed.epoch, "gap": batch.gap, "events": batch.events}
+    )
 
 
 async def connect(request: web.Request) -> web.Response:
@@ -309,6 +326,21 @@ async def run_warmup(app: web.Application) -> None:
     log.emit("warmup_done", ok=ok, fail=fail)
 
 
+API = ApiInfo(
+    title="wasp worker",
+    description="One shard's WhatsApp sessions. Slot operations answer 409 "
+    "for slots outside SLOT_FROM..SLOT_TO.",
+    reasons={
+        200: "OK",
+        202: "Accepted: stored on disk",
+        400: "Bad input; nothing changed",
+        404: "Not found",
+        409: "Slot not in this worker",
+        413: "Body too large",
+        429: "Worker capacity full",
+        503: "Another worker holds this shard's lease",
+    },
+)
 SLOT_OPS = (400, 409, 503)
 ROUTES = [
     Route("GET", "/health", health, "Worker health: range, active and max sessions"),
@@ -316,6 +348,14 @@ ROUTES = [
         "GET", "/logs", logs, "Recent log events (ring buffer), newest last", responses=(200, 400)
     ),
     Route("GET", "/metrics", metrics, "Prometheus metrics"),
+    Route(
+        "GET",
+        "/events",
+        events,
+        "Live events after `after` (an event id `<epoch>.<seq>`), long-polling up to `wait` s; "
+        "`gap` says events were dropped since",
+        responses=(200, 400),
+    ),
     Route(
         "POST",
         "/api/accounts/{slot}/connect",
@@ -425,7 +465,12 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[CONFIG] = config
     app[BACKGROUND] = []
     app[LOG] = event_log
-    link = MasterLink(config.master_internal_url, config.master_token, event_log)
+    app[FEED] = link = LiveFeed(
+        config.shard_name or str(config.slots),
+        config.master_internal_url,
+        config.master_token,
+        event_log,
+    )
     lease: Lease
     if config.shard_name and config.pod_namespace:
         identity = config.pod_name or socket.gethostname()
@@ -476,7 +521,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         await lease.release()
 
     app.cleanup_ctx.append(lifecycle)
-    add_routes(app, ROUTES)
+    add_routes(app, ROUTES, API)
     return app
 
 

@@ -15,7 +15,7 @@ from wasp_worker.backends.base import Backend, Status, StatusEvent
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, CapacityFull, NoSession, NotOwner, SlotNotInWorker
 from wasp_worker.events import EventLog
-from wasp_worker.master_link import MasterLink
+from wasp_worker.live_feed import LiveFeed
 from wasp_worker.ownership import Lease
 
 
@@ -30,7 +30,7 @@ class SessionManager:
     config: WorkerConfig
     backend: Backend
     log: EventLog
-    link: MasterLink | None = None
+    link: LiveFeed | None = None
     lease: Lease | None = None
     states: dict[Slot, SessionState] = field(default_factory=dict)
     _init_gate: asyncio.Semaphore = field(init=False)

@@ -1,5 +1,6 @@
-"""The worker's routes, declared once: the router is built from this table and
-the OpenAPI document (`GET /openapi.json`) is generated from it."""
+"""HTTP routes declared once, as a table: the aiohttp router is built from it and
+the OpenAPI document (`GET /openapi.json`) is generated from it, so the two
+cannot disagree. The worker and the master both declare their APIs this way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from wasp import __version__
 from wasp.slots import SLOT_PATTERN
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,10 +33,17 @@ class Route:
     responses: tuple[int, ...] = (200,)
 
 
-def add_routes(app: web.Application, routes: list[Route]) -> None:
+@dataclass(frozen=True)
+class ApiInfo:
+    title: str
+    description: str
+    reasons: dict[int, str]  # what each status code means in this API
+
+
+def add_routes(app: web.Application, routes: list[Route], info: ApiInfo) -> None:
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
-    document = openapi(routes)
+    document = openapi(routes, info)
 
     async def serve(_: web.Request) -> web.Response:
         return web.json_response(document)
@@ -42,19 +51,7 @@ def add_routes(app: web.Application, routes: list[Route]) -> None:
     app.router.add_get("/openapi.json", serve)
 
 
-_REASONS = {
-    200: "OK",
-    202: "Accepted: stored on disk",
-    400: "Bad input; nothing changed",
-    404: "Not found",
-    409: "Slot not in this worker",
-    413: "Body too large",
-    429: "Worker capacity full",
-    503: "Another worker holds this shard's lease",
-}
-
-
-def openapi(routes: list[Route]) -> dict[str, Any]:
+def openapi(routes: list[Route], info: ApiInfo) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
     for route in routes:
@@ -100,7 +97,7 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
                 },
             }
         for code in route.responses:
-            answer: dict[str, Any] = {"description": _REASONS[code]}
+            answer: dict[str, Any] = {"description": info.reasons[code]}
             if code >= 400:
                 answer["content"] = {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
@@ -109,12 +106,7 @@ def openapi(routes: list[Route]) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "wasp worker",
-            "version": "0.1.0",
-            "description": "One shard's WhatsApp sessions. Slot operations answer 409 "
-            "for slots outside SLOT_FROM..SLOT_TO.",
-        },
+        "info": {"title": info.title, "version": __version__, "description": info.description},
         "paths": paths,
         "components": {"schemas": schemas},
     }
