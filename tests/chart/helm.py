@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,18 +15,6 @@ CHART = ROOT / "charts" / "wasp"
 EXAMPLES = Path(__file__).with_name("values-examples.yaml")
 
 Manifest = dict[str, Any]
-
-
-def kube_version() -> str:
-    """The Kubernetes version of the test control plane (hack/tools.sh).
-
-    helm built from source (not a release build) assumes v1.20 for `helm
-    template`, older than the chart's kubeVersion; render for the real one.
-    """
-    tools = (ROOT / "hack" / "tools.sh").read_text()
-    found = re.search(r"^K8S_VERSION=(v[0-9.]+)$", tools, re.MULTILINE)
-    assert found, "K8S_VERSION not found in hack/tools.sh"
-    return found.group(1)
 
 
 class Helm:
@@ -54,8 +41,6 @@ class Helm:
             str(CHART),
             "--namespace",
             namespace,
-            "--kube-version",
-            kube_version(),
             *args,
         ).stdout
 

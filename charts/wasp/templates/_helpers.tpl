@@ -54,6 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-operator" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Cluster-scoped names must not clash between releases of other namespaces. */}}
+{{- define "wasp.operator.clusterRole" -}}
+{{- printf "%s:%s:operator" .Release.Namespace (include "wasp.fullname" .) }}
+{{- end }}
+
 {{- define "wasp.master.fullname" -}}
 {{- printf "%s-master" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
