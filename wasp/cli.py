@@ -7,6 +7,7 @@ holder (`wasp worker`) and the all-in-one local run (`wasp dev`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -187,9 +188,81 @@ def operator(**options: Any) -> None:
 
 
 @main.command()
-def master() -> None:
-    """Run the master: route /api/* by slot, fan live events out over Socket.IO."""
-    _not_yet("master", 5)
+@click.option("--host", envvar="HOST", default="0.0.0.0", show_default=True)
+@click.option("--port", envvar=["PORT_MASTER", "PORT"], type=int, default=3000, show_default=True)
+@click.option(
+    "-n",
+    "--namespace",
+    envvar="WATCH_NAMESPACE",
+    default=None,
+    help="Kubernetes mode: route to this namespace's WhatsAppShards (watched).",
+)
+@click.option("--shards-json", envvar="SHARDS_JSON", default=None, help="Local mode: shards.")
+@click.option(
+    "--shards-file",
+    envvar="SHARDS_FILE",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Local mode: a JSON or YAML list of {id, port, from, to, workdir}.",
+)
+@click.option(
+    "--config-dir", envvar="CONFIGDIR", type=click.Path(path_type=Path), default="/config"
+)
+@click.option(
+    "--config-map",
+    envvar="CONFIG_MAP",
+    default=None,
+    help="Kubernetes mode: the shared-config ConfigMap that writes go to.",
+)
+@click.option("--prewarm", envvar="PREWARM", type=int, default=0, show_default=True)
+@click.option("--wake-timeout", envvar="WAKE_TIMEOUT", type=float, default=60.0, show_default=True)
+@click.option(
+    "--endpoint-template",
+    envvar="ENDPOINT_TEMPLATE",
+    default=None,
+    help="Reach workers here instead of status.endpoint ({name}, {namespace}).",
+)
+@click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(path_type=Path), default=None)
+def master(**options: Any) -> None:
+    """Run the master: route /api/* by slot, wake shards, fan live events out.
+
+    Secrets come from the environment only: MASTER_TOKEN (workers' x-master-token)
+    and API_KEYS (comma-separated keys for /api/*).
+    """
+    from pydantic import ValidationError
+    from wasp_master.config import MasterConfig
+    from wasp_master.run import serve_kube, serve_local
+
+    keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
+    try:
+        config = MasterConfig(
+            host=options["host"],
+            port=options["port"],
+            master_token=os.environ.get("MASTER_TOKEN", ""),
+            api_keys=keys,
+            config_dir=options["config_dir"],
+            config_map=options["config_map"],
+            namespace=options["namespace"],
+            shards_json=options["shards_json"],
+            shards_file=options["shards_file"],
+            prewarm=options["prewarm"],
+            wake_timeout_s=options["wake_timeout"],
+            endpoint_template=options["endpoint_template"],
+            kubeconfig=options["kubeconfig"],
+        )
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+    if config.namespace:
+        serve_kube(config)
+    elif config.shards_json or config.shards_file:
+        try:
+            serve_local(config)
+        except ValueError as error:
+            raise click.UsageError(f"bad shards: {error}") from None
+    else:
+        raise click.UsageError(
+            "give --namespace (Kubernetes) or --shards-json/--shards-file (local)"
+        )
 
 
 @main.command()
@@ -199,7 +272,6 @@ def worker() -> None:
     Configured by the environment: SLOT_FROM, SLOT_TO, MAX_ACTIVE, MAX_INIT,
     WARMUP_LIMIT, CONFIGDIR, WORKDIR, MASTER_INTERNAL_URL, MASTER_TOKEN, BACKEND, PORT.
     """
-    import os
 
     from pydantic import ValidationError
     from wasp_worker.app import serve

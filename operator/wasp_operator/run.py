@@ -15,10 +15,10 @@ from pathlib import Path
 import aiohttp
 import kopf
 from kubernetes import client
-from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
+from wasp.kube import api_client, connection_info
 from wasp_operator.config import OperatorConfig
 from wasp_operator.handlers import Context, register
 from wasp_operator.kube import Kube
@@ -50,37 +50,6 @@ class RunOptions:
     liveness: str | None
     webhook: Webhook | None
     kubeconfig: Path | None
-
-
-def api_client(kubeconfig: Path | None) -> client.ApiClient:
-    configuration = client.Configuration()
-    if kubeconfig is not None:
-        kube_config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    else:
-        try:
-            kube_config.load_incluster_config(client_configuration=configuration)
-        except kube_config.ConfigException:
-            kube_config.load_kube_config(client_configuration=configuration)
-    # Handlers run concurrently in threads; one pooled connection per thread.
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
-
-
-def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
-    """kopf's credentials from the same client configuration the handlers use."""
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
-    scheme, _, token = (header or "").rpartition(" ")
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        scheme=scheme or ("Bearer" if token else None),
-        token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-    )
 
 
 def ensure_peering(api: client.ApiClient, name: str, namespaces: tuple[str, ...]) -> None:

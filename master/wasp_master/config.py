@@ -1,0 +1,38 @@
+"""The master's settings, from its command line or environment (seeds' names where they exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MasterConfig(BaseModel):
+    """Everything `wasp master` needs; a bad value fails at start with the reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(3000, ge=0, le=65535, description="PORT_MASTER: API, Socket.IO, /health.")
+    master_token: str = Field("", repr=False, description="What workers send as x-master-token.")
+    api_keys: tuple[str, ...] = Field((), repr=False, description="Keys accepted on /api/*.")
+    config_dir: Path = Field(Path("/config"), description="Shared config: accounts, roles, groups.")
+    config_map: str | None = Field(
+        None, description="In Kubernetes: the ConfigMap behind CONFIGDIR, where writes go."
+    )
+    namespace: str | None = Field(
+        None, description="Kubernetes mode: route to the WhatsAppShards of this namespace."
+    )
+    shards_json: str | None = Field(None, description="Local mode: the seeds' SHARDS_JSON.")
+    shards_file: Path | None = Field(None, description="Local mode: a JSON or YAML shards file.")
+    prewarm: int = Field(0, ge=0, description="Keep the first N shards (slot order) awake.")
+    wake_timeout_s: float = Field(60.0, gt=0, description="How long a request waits for a wake.")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0, description="Longest silence from a worker.")
+    health_interval_s: float = Field(2.0, gt=0, description="How often workers' /health is read.")
+    endpoint_template: str | None = Field(
+        None,
+        description="Reach workers here instead of status.endpoint ({name}, {namespace}); "
+        "for a master outside the cluster (tests, development).",
+    )
+    kubeconfig: Path | None = None

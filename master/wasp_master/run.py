@@ -1,0 +1,90 @@
+"""`wasp master`: serve the API and events, in Kubernetes mode or local mode.
+
+Kubernetes mode (a namespace is given): the routing table follows the
+namespace's WhatsAppShards through a kopf watch that runs in the same event
+loop; kopf also owns SIGTERM, and the HTTP server stops after it. Local mode
+(SHARDS_JSON or a shards file): a fixed table, no waking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+import kopf
+from aiohttp import web
+
+from wasp.kube import api_client
+from wasp_master.app import build_app
+from wasp_master.config import MasterConfig
+from wasp_master.shards import ShardDirectory, load_shards, watcher
+from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
+from wasp_master.wake import kube_unsuspend
+
+log = logging.getLogger("wasp.master")
+
+
+def _logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for noisy in ("aiohttp.access", "kopf", "socketio", "engineio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _started(config: MasterConfig, mode: str) -> None:
+    log.info(
+        json.dumps(
+            {
+                "event": "master_start",
+                "port": config.port,
+                "mode": mode,
+                "api_keys": len(config.api_keys),  # how many, never which
+                "master_token": bool(config.master_token),
+            }
+        )
+    )
+    if not config.api_keys:
+        log.warning(json.dumps({"event": "api_open", "reason": "no API_KEYS: /api/* is open"}))
+
+
+def serve_local(config: MasterConfig) -> None:
+    _logging()
+    directory = ShardDirectory()
+    for shard in load_shards(config.shards_json, config.shards_file):
+        directory.put(shard.route())
+    _started(config, "local")
+    app = build_app(config, directory, DirectoryStore(config.config_dir))
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+
+
+async def _serve_kube(config: MasterConfig) -> None:
+    assert config.namespace is not None
+    api = api_client(config.kubeconfig, pool_size=8)
+    directory = ShardDirectory()
+    store: ConfigStore = (
+        ConfigMapStore(api, config.namespace, config.config_map)
+        if config.config_map
+        else DirectoryStore(config.config_dir)
+    )
+    app = build_app(config, directory, store, kube_unsuspend(api, config.namespace))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    _started(config, "kubernetes")
+    try:
+        await kopf.operator(
+            registry=watcher(directory, api.configuration, config.endpoint_template),
+            standalone=True,
+            clusterwide=False,
+            namespaces=[config.namespace],
+        )
+    finally:
+        await runner.cleanup()
+
+
+def serve_kube(config: MasterConfig) -> None:
+    _logging()
+    asyncio.run(_serve_kube(config))
