@@ -4,9 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup tools run test lint format crds cluster-up cluster-down cluster-status bench clean
+.PHONY: setup tools js run test lint format crds cluster-up cluster-down cluster-status bench clean
 
 setup: $(VENV)/.installed
+
+# The real front-end pieces the tests drive (npm socket.io-client).
+js: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +29,7 @@ tools:
 run: setup
 	$(BIN)/wasp dev
 
-test: lint tools
+test: lint tools js
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -46,7 +53,7 @@ cluster-down: setup
 cluster-status: setup
 	$(BIN)/python -m tests.support.cluster status
 
-bench: setup tools
+bench: setup tools js
 	$(BIN)/python -m bench
 
 clean: cluster-down

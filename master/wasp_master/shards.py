@@ -151,6 +151,9 @@ def watcher(
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         settings.posting.enabled = False  # the master only reads: no Events either
+        # Its account may not list namespaces or CRDs; without scanning kopf uses the
+        # one namespace as given instead of retrying forbidden lists for a minute.
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
 
     @kopf.on.event("wasp.dev", "v1alpha1", "whatsappshards", registry=registry)

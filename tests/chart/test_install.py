@@ -211,8 +211,8 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     config_map = find(docs, "ConfigMap", "-config")["metadata"]["name"]
     assert release.can(master, "patch", "whatsappshards.wasp.dev")
     assert release.can(master, "watch", "whatsappshards.wasp.dev")
-    assert release.can(master, "patch", f"configmaps/{config_map}")
-    assert not release.can(master, "patch", "configmaps/something-else")
+    assert release.can(master, "update", f"configmaps/{config_map}")
+    assert not release.can(master, "update", "configmaps/something-else")
     assert not release.can(master, "get", "secrets")
     assert not release.can(master, "create", "events")
     assert not release.can(master, "delete", "whatsappshards.wasp.dev")
