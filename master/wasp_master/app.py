@@ -366,7 +366,7 @@ def attach_socketio(app: web.Application, master: Master) -> None:
         replayed = 0
         if isinstance(since, dict):
             cursors = {str(k): str(v) for k, v in since.items() if isinstance(v, (str, type(None)))}
-            for event, payload in master.hub.replay(cursors, rooms):
+            for event, payload in await master.hub.replay(cursors, rooms):
                 await sio.emit(event, payload, to=sid)
                 replayed += 1
         return {"ok": True, "rooms": sorted(rooms), "replayed": replayed}

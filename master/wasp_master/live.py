@@ -46,6 +46,7 @@ class ShardEvents:
     seen: set[str] = field(default_factory=set)
     order: deque[str] = field(default_factory=lambda: deque(maxlen=KEPT * 2))
     cursor: str | None = None  # the poller's position in the worker's feed
+    primed: asyncio.Event = field(default_factory=asyncio.Event)  # first poll done
 
     def add(self, event: dict[str, Any]) -> bool:
         """Keep the event; False if its id was seen already."""
@@ -109,8 +110,21 @@ class EventHub:
         payload["eventId"] = event["id"]
         return payload
 
-    def replay(self, since: dict[str, str], rooms: set[str]) -> list[tuple[str, dict[str, Any]]]:
-        """Events after the client's cursors, for the rooms it is in, in each shard's order."""
+    async def replay(
+        self, since: dict[str, str], rooms: set[str], prime_timeout_s: float = 3.0
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Events after the client's cursors, for the rooms it is in, in each shard's order.
+
+        A master that just started first takes in what the workers kept (briefly
+        waited for), so a client reconnecting to it right away still gets its events."""
+        waits = [
+            self.shards.setdefault(shard, ShardEvents()).primed.wait()
+            for shard in since
+            if self.directory.table.get(shard) is not None
+        ]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), prime_timeout_s)
         out: list[tuple[str, dict[str, Any]]] = []
         for shard, event_id in since.items():
             kept = self.shards.get(shard)
@@ -178,6 +192,7 @@ class EventHub:
                 kept.cursor = event["id"]
             if not batch.get("events") and kept.cursor is None:
                 kept.cursor = f"{batch.get('epoch', '0')}.0"
+            kept.primed.set()
             live = True
 
     async def close(self) -> None:
