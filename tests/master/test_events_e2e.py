@@ -127,11 +127,12 @@ def test_events_reach_clients_on_both_replicas_and_survive_a_master_restart(
     sales = Listener(f"http://127.0.0.1:{m2}", {"apiKey": KEY, "ws": "sales"})
     stranger = Listener(f"http://127.0.0.1:{m2}", {"apiKey": "wrong", "all": True})
     try:
+
+        def joined(listener: Listener) -> Callable[[], bool]:
+            return lambda: any(x["type"] == "joined" for x in listener.lines)
+
         for listener in (everything, sales):
-            listener.wait_for(
-                lambda listener=listener: any(x["type"] == "joined" for x in listener.lines),
-                "join",
-            )
+            listener.wait_for(joined(listener), "join")
         stranger.wait_for(
             lambda: any(x["type"] == "connect_error" for x in stranger.lines), "refusal"
         )
