@@ -22,6 +22,7 @@ from tests.support.worker import start_worker
 
 TOKEN = "events-token-7f3a"
 KEY = "events-key-91bc"
+BODY = "a private message body 5e1c"
 JS = ROOT / "tests" / "js"
 
 
@@ -67,8 +68,10 @@ class Listener:
         self.process.wait(10)
 
 
-def post(url: str, key: str = KEY) -> dict[str, Any]:
-    request = urllib.request.Request(url, method="POST", data=b"", headers={"x-api-key": key})
+def post(url: str, key: str = KEY, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"x-api-key": key, "Content-Type": "application/json"}
+    request = urllib.request.Request(url, method="POST", data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return dict(json.loads(response.read()))
 
@@ -138,9 +141,27 @@ def test_events_reach_clients_on_both_replicas_and_survive_a_master_restart(
         )
         assert "invalid API key" in str(stranger.lines)
 
-        for slot in ("A3", "A60"):
+        for slot in ("A3", "A4", "A60"):
             post(f"http://127.0.0.1:{m1}/api/accounts/{slot}/connect")
             post(f"http://127.0.0.1:{m1}/api/accounts/{slot}/scan")
+        # A message between two simulated accounts arrives live, body included (never logged).
+        post(
+            f"http://127.0.0.1:{m2}/api/accounts/A3/send",
+            body={"to": "555101000000004", "text": BODY},
+        )
+        everything.wait_for(
+            lambda: any(e["body"] == BODY for e in everything.events("wa:message")), "message"
+        )
+        [message] = everything.events("wa:message")
+        assert (message["slot"], message["from"], message["chat_type"]) == (
+            "A4",
+            "555101000000003",
+            "direct",
+        )
+        everything.wait_for(
+            lambda: any(e["state"] == "sent" for e in everything.events("wa:message_status")),
+            "sent state",
+        )
 
         def connected(listener: Listener, slot: str) -> Callable[[], bool]:
             return lambda: (
@@ -184,5 +205,5 @@ def test_events_reach_clients_on_both_replicas_and_survive_a_master_restart(
             listener.close()
     for program in programs:
         log = program.output()
-        for secret in (TOKEN, KEY):
-            assert secret not in log, f"a secret reached {program.log.name}"
+        for secret in (TOKEN, KEY, BODY):
+            assert secret not in log, f"a secret or a body reached {program.log.name}"
