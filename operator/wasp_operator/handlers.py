@@ -60,6 +60,9 @@ class Context:
     http: aiohttp.ClientSession | None = None
     health: dict[Key, Health] = field(default_factory=dict)
     published: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # The spec each shard's children were last made from: status between reconciles
+    # describes that one, not a newer spec the index already has but nobody applied.
+    reconciled: dict[Key, WhatsAppShardSpec] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     loop_task: asyncio.Task[None] | None = None
 
@@ -220,6 +223,7 @@ async def reconcile_shard(
         own = ShardRef(view.created, name, view.uid, spec.slots)
         conflict = losing_conflict(own, shard_ranges.get(namespace, []))
         await _apply_children(ctx, key, view.uid, spec, conflict)
+        ctx.reconciled[key] = spec
         if conflict is not None:
             log.warning(f"shard_conflict {namespace}/{name}: {conflict.message()}")
         await publish_status(
@@ -300,7 +304,10 @@ async def refresh_shard(
         # The older shard went away (or a new overlap appeared): apply again.
         await reconcile_shard(ctx, key, view, shard_ranges, workloads)
         return
-    await publish_status(ctx, key, spec, None, view.status, conflict, workload)
+    applied = ctx.reconciled.get(key)
+    if applied is None:
+        return  # not reconciled by this process yet (kopf resumes every shard at start)
+    await publish_status(ctx, key, applied, None, view.status, conflict, workload)
 
 
 async def status_loop(
@@ -389,6 +396,7 @@ def track_phase(
     if event.get("type") == "DELETED":
         memo.metrics.forget(namespace, name)
         memo.published.pop((namespace, name), None)
+        memo.reconciled.pop((namespace, name), None)
         memo.health.pop((namespace, name), None)
         memo.locks.pop((namespace, name), None)
     else:
