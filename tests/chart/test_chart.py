@@ -189,7 +189,11 @@ def test_network_policy_selects_the_operators_worker_pods(rendered: dict[str, st
 
 
 def _metric_names_in_code() -> set[str]:
-    sources = [*(ROOT / "worker" / "wasp_worker").glob("*.py"), *(ROOT / "operator").rglob("*.py")]
+    sources = [
+        *(ROOT / "worker" / "wasp_worker").glob("*.py"),
+        *(ROOT / "master" / "wasp_master").glob("*.py"),
+        *(ROOT / "operator").rglob("*.py"),
+    ]
     names = set()
     for path in sources:
         names |= set(re.findall(r"\"(wasp_[a-z_]+)\"", path.read_text()))
