@@ -496,7 +496,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         if state is None or state.status != "CONNECTED":
             return
         received.inc()
-        await history.record(Slot.parse(fields["slot"]), "in", fields)
+        try:
+            await history.record(Slot.parse(fields["slot"]), "in", fields)
+        except Exception as error:  # the live event still goes out; only the history misses it
+            event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
