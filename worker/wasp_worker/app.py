@@ -523,6 +523,12 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         history.close()
         await lease.release()
 
+    async def release_long_polls(_: web.Application) -> None:
+        # Before aiohttp waits for in-flight requests: else a poll its client left
+        # holds the shutdown for up to its `wait`.
+        link.release_waiters()
+
+    app.on_shutdown.append(release_long_polls)
     app.cleanup_ctx.append(lifecycle)
     add_routes(app, ROUTES, API)
     return app

@@ -104,6 +104,10 @@ class LiveFeed:
             return batch
         return self.since(cursor, limit)
 
+    def release_waiters(self) -> None:
+        """Answer every pending long-poll now, with what it has (the worker is stopping)."""
+        self._arrived.set()
+
     async def _send(self, record: dict[str, Any]) -> None:
         assert self._http is not None
         headers = {"x-master-token": self._token} if self._token else {}
