@@ -8,6 +8,7 @@ holder (`wasp worker`) and the all-in-one local run (`wasp dev`).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,6 @@ from wasp import __version__
 @click.version_option(__version__, prog_name="wasp")
 def main() -> None:
     """WhatsApp sessions on Kubernetes, sharded by slot."""
-
-
-def _not_yet(role: str, issue: int) -> None:
-    raise click.ClickException(f"`wasp {role}` is not built yet (tracked in issue {issue})")
 
 
 @main.command()
@@ -285,9 +282,39 @@ def worker() -> None:
 
 
 @main.command()
-def dev() -> None:
-    """Run master and workers locally from a shards file (simulator backend)."""
-    _not_yet("dev", 6)
+@click.option(
+    "--shards-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default="examples/dev-shards.yaml",
+    show_default=True,
+    help="The shards to run: a JSON or YAML list of {id, port, from, to, workdir}.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".wasp-dev",
+    show_default=True,
+    help="Workers' WORKDIRs, the shared config (seeded if absent) and the logs.",
+)
+@click.option(
+    "--backend", type=click.Choice(["simulator", "neonize"]), default="simulator", show_default=True
+)
+@click.option("--port", type=int, default=3000, show_default=True, help="The master's port.")
+@click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    help="Workers listen on this port and the next ones instead of the shards file's ports.",
+)
+def dev(**options: Any) -> None:
+    """Run the master and the workers of a shards file locally, until Ctrl-C."""
+    from wasp.dev import BadShards, DevOptions, run
+
+    try:
+        code = run(DevOptions(**options))
+    except BadShards as error:
+        raise click.UsageError(str(error)) from None
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""`wasp dev` as a real process on free ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.cluster import ROOT, free_port
+from tests.support.processes import ProgramProcess, http_ok
+
+SHARDS = ROOT / "examples" / "dev-shards.yaml"
+
+
+@dataclass
+class DevRun:
+    process: ProgramProcess
+    master_port: int
+    worker_ports: list[int]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.master_port}"
+
+    def session_pids(self) -> set[int]:
+        """Every live process of the run's session: `wasp dev`, its children and theirs."""
+        return session_members(self.process.pid)
+
+
+def session_members(sid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def start_dev(
+    tmp_path: Path, *args: str, base_port: int | None = None, wait: bool = True
+) -> DevRun:
+    """`wasp dev` in its own session on free ports; waits for the console line."""
+    master_port = free_port()
+    if base_port is None:
+        base_port = free_port()
+        while master_port in (base_port, base_port + 1):
+            base_port = free_port()
+    data_dir = tmp_path / "dev-data"
+    process = ProgramProcess(
+        [
+            "dev",
+            "--shards-file",
+            str(SHARDS),
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(master_port),
+            "--base-port",
+            str(base_port),
+            *args,
+        ],
+        tmp_path / "dev.log",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    ).start()
+    run = DevRun(process, master_port, [base_port, base_port + 1], data_dir)
+    if wait:
+        process.wait_until(
+            lambda: "Console" in process.output() and http_ok(f"{run.url}/health"),
+            "wasp dev ready",
+            timeout=90,
+        )
+    return run
