@@ -29,6 +29,7 @@ from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot, SlotError
 from wasp_master import auth
 from wasp_master.config import MasterConfig
+from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError, NoShard
 from wasp_master.live import ALL, EventHub
 from wasp_master.metrics import MasterMetrics
@@ -433,7 +434,7 @@ def build_app(
     )
     app[MASTER] = master
     attach_socketio(app, master)
-    add_routes(app, [*MASTER_ROUTES, *worker_routes()], API)
+    add_routes(app, [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()], API)
     app.router.add_route("*", "/api/{tail:.*}", route_request)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

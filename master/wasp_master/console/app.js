@@ -1,0 +1,754 @@
+// The wasp console: shards, every slot's session, QR log-in, chats and sending.
+//
+// It speaks only to the master that serves it: the HTTP API under /api/ (with
+// `x-api-key` when the master has API keys) and the live events over Socket.IO
+// (/socket.io). State comes from GET /api/shards and /api/accounts, then from
+// the events: on every (re)connect the console joins with `since`, the last
+// event id it saw per shard, and the master replays what came after, so a
+// reload or a lost connection rebuilds the same picture. No framework: a few
+// DOM helpers and text nodes only (message bodies are never parsed as HTML).
+"use strict";
+
+const KEY_STORAGE = "wasp.apiKey";
+const SHARDS_EVERY_MS = 3000;
+const SLOT_RE = /^([A-Z]{1,8})([1-9][0-9]{0,8})$/;
+
+const state = {
+  shards: [], // GET /api/shards
+  accounts: new Map(), // slot -> account from accounts.json
+  sessions: new Map(), // slot -> {status, qr}
+  unread: new Map(), // slot -> count of live messages not yet seen
+  lastIds: {}, // shard -> eventId of the last event seen
+  selected: null, // the slot whose page is open
+  chats: [],
+  chatId: null,
+  messages: [],
+  pending: [], // messages sent from this page, not yet in the chat: {id, waMessageId, to, body, state}
+  noScan: new Set(), // shards whose backend has no scan (not the simulator)
+  replaying: false,
+  loaded: false,
+};
+
+// ---------- small helpers ----------
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === "class") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function parseSlot(text) {
+  const found = SLOT_RE.exec(text || "");
+  return found ? { prefix: found[1], number: Number(found[2]) } : null;
+}
+
+function slotsOf(shard) {
+  const first = parseSlot(shard.from);
+  const last = parseSlot(shard.to);
+  const out = [];
+  if (!first || !last) return out;
+  for (let n = first.number; n <= last.number && out.length < 100000; n++) out.push(first.prefix + n);
+  return out;
+}
+
+function shardOf(slot) {
+  const parsed = parseSlot(slot);
+  if (!parsed) return null;
+  return (
+    state.shards.find((s) => {
+      const a = parseSlot(s.from);
+      const b = parseSlot(s.to);
+      return a && b && a.prefix === parsed.prefix && a.number <= parsed.number && parsed.number <= b.number;
+    }) || null
+  );
+}
+
+// The simulator's phone number of a slot (worker/wasp_worker/backends/simulator.py `phone_of`):
+// 555, the prefix length, two digits per prefix letter, the number in nine digits.
+function phoneOf(slot) {
+  const parsed = parseSlot(slot);
+  if (!parsed) return "";
+  const letters = [...parsed.prefix].map((c) => String(c.charCodeAt(0) - 64).padStart(2, "0")).join("");
+  return `555${parsed.prefix.length}${letters}${String(parsed.number).padStart(9, "0")}`;
+}
+
+function slotOfPhone(phone) {
+  const digits = String(phone || "").split("@")[0];
+  if (!digits.startsWith("555") || digits.length < 4) return null;
+  const size = Number(digits[3]);
+  const letters = digits.slice(4, 4 + 2 * size);
+  const number = Number(digits.slice(4 + 2 * size));
+  if (!size || letters.length !== 2 * size || !Number.isInteger(number) || number < 1) return null;
+  let prefix = "";
+  for (let i = 0; i < letters.length; i += 2) prefix += String.fromCharCode(Number(letters.slice(i, i + 2)) + 64);
+  const slot = prefix + number;
+  return parseSlot(slot) && phoneOf(slot) === digits ? slot : null;
+}
+
+function chatLabel(chatId) {
+  const slot = slotOfPhone(chatId);
+  const user = String(chatId).split("@")[0];
+  if (!slot) return { title: "+" + user, sub: chatId.endsWith("@g.us") ? "group" : "" };
+  const name = state.accounts.get(slot)?.name;
+  return { title: name ? `${slot} · ${name}` : slot, sub: "+" + user };
+}
+
+function statusOf(slot) {
+  return state.sessions.get(slot)?.status || "OFF";
+}
+
+function timeText(seconds) {
+  if (!seconds) return "";
+  const when = new Date(seconds * 1000);
+  const sameDay = when.toDateString() === new Date().toDateString();
+  return sameDay
+    ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : when.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+function toast(text, kind = "info") {
+  const node = h("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+  $("toasts").append(node);
+  setTimeout(() => node.classList.add("leaving"), 4200);
+  setTimeout(() => node.remove(), 4700);
+}
+
+// ---------- the API ----------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { accept: "application/json" };
+  const key = localStorage.getItem(KEY_STORAGE);
+  if (key) headers["x-api-key"] = key;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    throw new ApiError(0, "the master does not answer");
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (error) {
+    data = null;
+  }
+  if (response.status === 401) {
+    askForKey(data?.error || "This master needs an API key.");
+    throw new ApiError(401, data?.error || "API key needed");
+  }
+  if (!response.ok || (data && data.ok === false)) {
+    throw new ApiError(response.status, data?.error || `${response.status} ${response.statusText}`);
+  }
+  return data || {};
+}
+
+const slotPath = (slot, op) => `/api/accounts/${encodeURIComponent(slot)}/${op}`;
+
+// ---------- API keys ----------
+
+function askForKey(reason) {
+  const dialog = $("key-dialog");
+  $("key-button").hidden = false;
+  if (dialog.open) return;
+  $("key-reason").textContent = reason;
+  $("key-input").value = localStorage.getItem(KEY_STORAGE) || "";
+  dialog.showModal();
+}
+
+function setupKeyDialog() {
+  $("key-button").hidden = !localStorage.getItem(KEY_STORAGE);
+  $("key-button").addEventListener("click", () => askForKey("The API key this browser sends as x-api-key."));
+  $("key-form").addEventListener("submit", () => {
+    const value = $("key-input").value.trim();
+    if (value) localStorage.setItem(KEY_STORAGE, value);
+    reconnectEverything();
+  });
+  $("key-forget").addEventListener("click", () => {
+    localStorage.removeItem(KEY_STORAGE);
+    $("key-dialog").close();
+    reconnectEverything();
+  });
+}
+
+// ---------- loading ----------
+
+async function loadShards() {
+  try {
+    const data = await api("GET", "/api/shards");
+    state.shards = data.shards || [];
+    state.loaded = true;
+  } catch (error) {
+    if (!state.loaded) $("shards-empty").textContent = `Cannot load shards: ${error.message}`;
+    return;
+  }
+  render();
+}
+
+async function loadAccounts() {
+  try {
+    const data = await api("GET", "/api/accounts");
+    state.accounts = new Map((data.accounts || []).map((a) => [a.slot, a]));
+  } catch (error) {
+    return;
+  }
+  render();
+}
+
+async function refreshStatus(slot) {
+  try {
+    const data = await api("GET", slotPath(slot, "status"));
+    applyStatus(slot, data.status, data.qr);
+  } catch (error) {
+    if (error.status !== 401) applyStatus(slot, "OFF", null);
+  }
+}
+
+// ---------- live events ----------
+
+let socket = null;
+
+function connectSocket() {
+  if (socket) socket.disconnect();
+  socket = io({
+    path: "/socket.io",
+    transports: ["websocket", "polling"],
+    auth: (give) => give(localStorage.getItem(KEY_STORAGE) ? { apiKey: localStorage.getItem(KEY_STORAGE) } : {}),
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 5000,
+  });
+  socket.on("connect", () => {
+    setLive("joining");
+    const since = {};
+    for (const shard of state.shards) since[shard.id] = state.lastIds[shard.id] ?? null;
+    state.replaying = true;
+    socket.emit("join", { all: true, since }, (answer) => {
+      state.replaying = false;
+      if (answer && answer.ok) {
+        setLive("live");
+        verifySessions();
+      } else {
+        setLive("offline");
+        toast(`Live events refused: ${answer?.error || "no answer"}`, "error");
+      }
+    });
+  });
+  socket.on("disconnect", () => setLive("offline"));
+  socket.on("connect_error", (error) => {
+    setLive("offline");
+    if (/key/i.test(error.message || "")) askForKey(error.message);
+  });
+  socket.onAny((event, payload) => {
+    if (payload && payload.shard && payload.eventId) state.lastIds[payload.shard] = payload.eventId;
+    const handle = HANDLERS[event];
+    if (handle && payload) handle(payload);
+  });
+}
+
+// The master reads workers' /health every 2 s: after a session starts or stops, ask again
+// a little later so the capacity bar follows.
+let shardsTimer = 0;
+function refreshShardsSoon() {
+  if (shardsTimer) return;
+  shardsTimer = setTimeout(() => {
+    shardsTimer = 0;
+    loadShards();
+  }, 2500);
+}
+
+function setLive(mode) {
+  const node = $("live");
+  node.dataset.state = mode;
+  node.textContent = { live: "live", joining: "joining", offline: "offline", connecting: "connecting" }[mode];
+}
+
+// A replay can describe sessions of a worker that restarted since: ask the slots that
+// look alive (and the named accounts) what they are now.
+function verifySessions() {
+  const slots = new Set([...state.accounts.keys()]);
+  for (const [slot, session] of state.sessions) if (session.status !== "OFF") slots.add(slot);
+  if (state.selected) slots.add(state.selected);
+  for (const slot of slots) if (shardOf(slot)?.running) refreshStatus(slot);
+}
+
+const HANDLERS = {
+  "wa:status": (p) => applyStatus(p.slot, p.status, p.status === "CONNECTING" ? undefined : null),
+  "wa:qr": (p) => applyStatus(p.slot, "CONNECTING", p.qr),
+  "wa:message": (p) => onInbound(p),
+  "wa:message_status": (p) => onMessageStatus(p),
+};
+
+function applyStatus(slot, status, qr) {
+  if (!slot) return;
+  const before = state.sessions.get(slot) || { status: "OFF", qr: null };
+  const next = { status: status === "DISCONNECTED" ? "OFF" : status, qr: qr === undefined ? before.qr : qr };
+  if (next.status !== "CONNECTING") next.qr = null;
+  state.sessions.set(slot, next);
+  if (!state.replaying && slot === state.selected && before.status === "CONNECTING" && next.status === "CONNECTED") {
+    toast(`${slot} is connected`, "ok");
+  }
+  if (before.status !== next.status) refreshShardsSoon();
+  render();
+}
+
+function onInbound(message) {
+  if (message.slot === state.selected) {
+    if (message.chat_id === state.chatId) {
+      if (!state.messages.some((m) => m.wa_message_id === message.wa_message_id)) {
+        state.messages.push({
+          wa_message_id: message.wa_message_id,
+          direction: "in",
+          sender: message.from,
+          body: message.body || "",
+          media_type: message.media_type,
+          timestamp: message.timestamp,
+        });
+      }
+      if (!state.replaying) openChat(state.chatId, { quiet: true });
+    } else if (!state.replaying) {
+      loadChats();
+    }
+  } else if (!state.replaying) {
+    state.unread.set(message.slot, (state.unread.get(message.slot) || 0) + 1);
+    const from = slotOfPhone(message.from) || "+" + message.from;
+    toast(`${message.slot}: new message from ${from}`);
+  }
+  render();
+}
+
+function onMessageStatus(update) {
+  const mine = state.pending.find((m) => m.id === update.id && m.slot === update.slot);
+  if (!mine) return;
+  mine.state = update.state;
+  mine.reason = update.reason;
+  if (update.state === "failed" && !state.replaying) toast(`Not sent: ${update.reason || "failed"}`, "error");
+  if (update.state === "sent" && update.slot === state.selected) {
+    if (state.chatId === update.to) openChat(update.to, { quiet: true });
+    else loadChats();
+  }
+  renderConversation();
+}
+
+// ---------- slot page ----------
+
+async function loadChats() {
+  const slot = state.selected;
+  if (!slot || !shardOf(slot)?.running) return;
+  try {
+    const data = await api("GET", slotPath(slot, "chats"));
+    if (slot !== state.selected) return;
+    state.chats = data.chats || [];
+  } catch (error) {
+    state.chats = [];
+  }
+  if (!state.chatId && state.chats.length) {
+    await openChat(state.chats[0].chat_id, { quiet: true });
+    return;
+  }
+  renderChats();
+}
+
+async function openChat(chatId, { quiet = false } = {}) {
+  const slot = state.selected;
+  if (!slot) return;
+  try {
+    const data = await api("POST", slotPath(slot, "openChat"), { chat_id: chatId, limit: 100 });
+    if (slot !== state.selected) return;
+    state.chatId = data.chat_id;
+    state.messages = data.messages || [];
+    const known = new Set(state.messages.map((m) => m.wa_message_id));
+    state.pending = state.pending.filter((m) => !known.has(m.waMessageId));
+    const peer = slotOfPhone(state.chatId);
+    if (peer) {
+      $("to-slot").value = peer;
+    }
+    $("to-phone").value = state.chatId.split("@")[0];
+  } catch (error) {
+    if (!quiet) toast(`Cannot open the chat: ${error.message}`, "error");
+  }
+  // Refresh the list too: opening marked messages read.
+  try {
+    const data = await api("GET", slotPath(slot, "chats"));
+    if (slot === state.selected) state.chats = data.chats || [];
+  } catch (error) {
+    // the conversation is still shown
+  }
+  renderChats();
+  renderConversation();
+}
+
+function select(slot) {
+  if (slot === state.selected) return;
+  state.selected = slot;
+  state.chats = [];
+  state.chatId = null;
+  state.messages = [];
+  state.pending = [];
+  if (slot) {
+    state.unread.delete(slot);
+    $("to-slot").value = "";
+    $("to-phone").value = "";
+    $("message-text").value = "";
+    refreshStatus(slot);
+    loadChats();
+  }
+  render();
+}
+
+async function act(action) {
+  const slot = state.selected;
+  if (!slot) return;
+  if (action === "logout" && !confirm(`Log ${slot} out? Its device is unlinked and its session wiped.`)) return;
+  const buttons = document.querySelectorAll("[data-action]");
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    const data = await api("POST", slotPath(slot, action));
+    applyStatus(slot, data.status, data.qr ?? null);
+    if (action === "connect") loadChats();
+  } catch (error) {
+    if (action === "scan" && error.status === 400 && /simulator/.test(error.message)) {
+      const shard = shardOf(slot);
+      if (shard) state.noScan.add(shard.id);
+      toast("This shard runs real WhatsApp: scan the code with a phone.", "info");
+    } else if (error.status === 404 && (action === "destroy" || action === "logout")) {
+      applyStatus(slot, "OFF", null);
+    } else {
+      toast(`${action} ${slot}: ${error.message}`, "error");
+    }
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+    render();
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const slot = state.selected;
+  const to = $("to-phone").value.trim();
+  const text = $("message-text").value;
+  if (!slot || !to || !text.trim()) return;
+  $("send-button").disabled = true;
+  try {
+    const key = `console-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+    const data = await api("POST", slotPath(slot, "send"), { to, text, idempotency_key: key });
+    const message = data.message;
+    state.pending.push({ ...message, slot, body: text, state: message.state });
+    $("message-text").value = "";
+    if (state.chatId !== message.to) {
+      state.chatId = message.to;
+      state.messages = [];
+      await openChat(message.to, { quiet: true });
+    }
+  } catch (error) {
+    toast(`Not sent: ${error.message}`, "error");
+  } finally {
+    $("send-button").disabled = false;
+    $("message-text").focus();
+    renderConversation();
+  }
+}
+
+// The slots of the same shard to send to: accounts and connected slots first. Rebuilt
+// only when that list changes, so an open drop-down is not pulled from under the user.
+let recipientsShown = "";
+function fillRecipients() {
+  const select = $("to-slot");
+  const slot = state.selected;
+  const shard = shardOf(slot);
+  const candidates = shard
+    ? slotsOf(shard).filter((s) => s !== slot && (state.accounts.has(s) || statusOf(s) === "CONNECTED"))
+    : [];
+  const signature = JSON.stringify([slot, shard?.id, candidates.map((s) => [s, statusOf(s)])]);
+  if (signature === recipientsShown) return;
+  recipientsShown = signature;
+  const chosen = select.value;
+  select.replaceChildren(h("option", { value: "" }, "Slot…"));
+  if (!shard) return;
+  for (const s of candidates) {
+    const name = state.accounts.get(s)?.name;
+    const connected = statusOf(s) === "CONNECTED";
+    select.append(h("option", { value: s }, `${s}${name ? " · " + name : ""}${connected ? "" : " (offline)"}`));
+  }
+  const other = slotsOf(shard).filter((s) => s !== slot && !candidates.includes(s));
+  if (other.length) {
+    const group = h("optgroup", { label: "Other slots" });
+    for (const s of other) group.append(h("option", { value: s }, s));
+    select.append(group);
+  }
+  select.value = chosen && chosen !== slot ? chosen : "";
+}
+
+// ---------- rendering ----------
+
+let frame = 0;
+function render() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    renderTotals();
+    renderShards();
+    renderSlot();
+  });
+}
+
+function renderTotals() {
+  let sessions = 0;
+  let connected = 0;
+  for (const s of state.sessions.values()) {
+    if (s.status !== "OFF") sessions++;
+    if (s.status === "CONNECTED") connected++;
+  }
+  const slots = state.shards.reduce((n, s) => n + slotsOf(s).length, 0);
+  $("totals").replaceChildren(
+    h("span", {}, h("b", {}, state.shards.length), state.shards.length === 1 ? " shard" : " shards"),
+    h("span", {}, h("b", {}, slots), " slots"),
+    h("span", {}, h("b", {}, connected), " connected"),
+    h("span", {}, h("b", {}, sessions - connected), " logging in"),
+  );
+}
+
+function shardHealth(shard) {
+  if (shard.suspended) return ["suspended", "Suspended: the first request wakes it"];
+  if (!shard.running) return ["down", "The worker does not answer /health"];
+  if (shard.ready === false) return ["starting", "Not ready yet"];
+  return ["running", "Serving its slots"];
+}
+
+function renderShards() {
+  const list = $("shards");
+  if (!state.loaded) return;
+  if (!state.shards.length) {
+    list.replaceChildren(h("p", { class: "empty" }, "No shards are configured."));
+    return;
+  }
+  list.replaceChildren(...state.shards.map(renderShard));
+}
+
+function renderShard(shard) {
+  const [health, why] = shardHealth(shard);
+  const slots = slotsOf(shard);
+  // What the worker last reported, or the sessions seen live since, if more.
+  const seen = slots.filter((slot) => statusOf(slot) !== "OFF").length;
+  const active = Math.max(shard.active ?? 0, shard.running ? seen : 0);
+  const max = shard.maxActive || 0;
+  const share = max ? Math.min(1, active / max) : 0;
+  const level = share >= 1 ? "full" : share >= 0.8 ? "high" : "ok";
+  const tiles = slots.map((slot) => {
+    const status = statusOf(slot);
+    const account = state.accounts.get(slot);
+    const unread = state.unread.get(slot) || 0;
+    const label = [slot, account?.name, status === "OFF" ? "no session" : status.toLowerCase()]
+      .filter(Boolean)
+      .join(" · ");
+    return h(
+      "a",
+      {
+        class: `tile s-${status.toLowerCase()}${account ? " named" : ""}${slot === state.selected ? " selected" : ""}`,
+        href: `#/${slot}`,
+        title: label,
+        "aria-label": label,
+        dataset: { slot },
+      },
+      String(parseSlot(slot).number),
+      unread ? h("span", { class: "badge" }, unread > 9 ? "9+" : unread) : null,
+    );
+  });
+  return h(
+    "article",
+    { class: `shard h-${health}`, dataset: { shard: shard.id } },
+    h(
+      "header",
+      { class: "shard-head" },
+      h("div", {}, h("h2", {}, shard.id), h("span", { class: "range" }, `${shard.from} – ${shard.to}`)),
+      h("span", { class: `pill h-${health}`, title: why }, health),
+    ),
+    h(
+      "div",
+      { class: "capacity", title: "Sessions (logging in or connected) against MAX_ACTIVE" },
+      h(
+        "div",
+        {
+          class: `bar ${level}`,
+          role: "meter",
+          "aria-valuemin": 0,
+          "aria-valuemax": max,
+          "aria-valuenow": active,
+          "aria-label": `${shard.id} capacity`,
+        },
+        h("span", { style: `width:${(share * 100).toFixed(1)}%` }),
+      ),
+      h("span", { class: "capacity-text" }, h("b", {}, shard.running ? active : "–"), ` / ${max || "–"} active`),
+    ),
+    h("div", { class: "grid", role: "list", "aria-label": `${shard.id} slots` }, tiles),
+  );
+}
+
+function renderSlot() {
+  const slot = state.selected;
+  $("layout").classList.toggle("has-slot", Boolean(slot));
+  $("panel-empty").hidden = Boolean(slot);
+  $("slot").hidden = !slot;
+  if (!slot) return;
+  const shard = shardOf(slot);
+  const session = state.sessions.get(slot) || { status: "OFF", qr: null };
+  const account = state.accounts.get(slot);
+  $("slot-id").textContent = slot;
+  $("slot-name").textContent = account?.name || "";
+  const meta = [
+    shard ? h("span", {}, "shard ", h("b", {}, shard.id)) : h("span", {}, "no shard serves this slot"),
+    h("span", {}, "phone ", h("b", {}, "+" + phoneOf(slot)), " (simulated)"),
+  ];
+  if (account && !account.enabled) meta.push(h("span", {}, "warm-up disabled"));
+  $("slot-meta").replaceChildren(...meta);
+  const pill = $("slot-status");
+  pill.className = `pill s-${session.status.toLowerCase()}`;
+  pill.textContent = { OFF: "No session", CONNECTING: "Logging in", CONNECTED: "Connected" }[session.status] || session.status;
+
+  const has = session.status !== "OFF";
+  const buttons = $("slot-actions");
+  buttons.querySelector('[data-action="connect"]').hidden = has;
+  buttons.querySelector('[data-action="destroy"]').hidden = !has;
+  buttons.querySelector('[data-action="logout"]').hidden = !has;
+
+  const showQr = session.status === "CONNECTING";
+  $("qr-card").hidden = !showQr;
+  if (showQr) {
+    const image = $("qr-image");
+    if (session.qr && image.getAttribute("src") !== session.qr) image.src = session.qr;
+    image.classList.toggle("waiting", !session.qr);
+    const scannable = shard && !state.noScan.has(shard.id);
+    $("scan-button").hidden = !scannable;
+    $("scan-hint").hidden = !scannable;
+  }
+  fillRecipients();
+  const connected = session.status === "CONNECTED";
+  $("composer").classList.toggle("disabled", !connected);
+  $("composer-hint").textContent = connected
+    ? "Pick a slot to send to its simulated number, or type any number. The simulator delivers to slots of the same shard."
+    : "Connect this slot to send: messages wait in the queue until it is connected.";
+  renderChats();
+  renderConversation();
+}
+
+function renderChats() {
+  const list = $("chat-list");
+  if (!state.chats.length) {
+    list.replaceChildren(h("li", { class: "empty" }, "No chats yet. Send a message below."));
+    return;
+  }
+  list.replaceChildren(
+    ...state.chats.map((chat) => {
+      const label = chatLabel(chat.chat_id);
+      const last = chat.last_message || {};
+      const preview = (last.direction === "out" ? "You: " : "") + (last.body || (last.media_type ? `[${last.media_type}]` : ""));
+      return h(
+        "li",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: `chat${chat.chat_id === state.chatId ? " current" : ""}`,
+            onclick: () => openChat(chat.chat_id),
+            dataset: { chat: chat.chat_id },
+          },
+          h("span", { class: "chat-title" }, label.title),
+          h("span", { class: "chat-time" }, timeText(chat.last_timestamp)),
+          h("span", { class: "chat-preview" }, preview),
+          chat.unread ? h("span", { class: "badge" }, chat.unread) : null,
+        ),
+      );
+    }),
+  );
+}
+
+function renderConversation() {
+  const box = $("conversation");
+  if (!state.chatId) {
+    box.replaceChildren();
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const label = chatLabel(state.chatId);
+  const known = new Set(state.messages.map((m) => m.wa_message_id));
+  const pending = state.pending.filter((m) => m.to === state.chatId && !known.has(m.waMessageId));
+  const bubbles = [
+    ...state.messages.map((m) =>
+      h(
+        "div",
+        { class: `bubble ${m.direction}`, dataset: { id: m.wa_message_id } },
+        h("p", {}, m.body || (m.media_type ? `[${m.media_type}]` : "")),
+        h("span", { class: "meta" }, timeText(m.timestamp), m.direction === "out" ? " ✓" : ""),
+      ),
+    ),
+    ...pending.map((m) =>
+      h(
+        "div",
+        { class: `bubble out pending ${m.state}`, dataset: { id: m.waMessageId } },
+        h("p", {}, m.body),
+        h("span", { class: "meta" }, m.state === "failed" ? `failed: ${m.reason || "?"}` : m.state),
+      ),
+    ),
+  ];
+  box.replaceChildren(
+    h("div", { class: "conversation-head" }, h("b", {}, label.title), " ", h("span", {}, label.sub)),
+    bubbles.length ? h("div", { class: "bubbles" }, bubbles) : h("p", { class: "empty" }, "No messages in this chat yet."),
+  );
+  const scroller = box.querySelector(".bubbles");
+  if (scroller) scroller.scrollTop = scroller.scrollHeight;
+}
+
+// ---------- wiring ----------
+
+function route() {
+  const wanted = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  select(parseSlot(wanted) ? wanted : null);
+}
+
+function reconnectEverything() {
+  $("key-button").hidden = !localStorage.getItem(KEY_STORAGE);
+  loadShards().then(loadAccounts).then(connectSocket);
+}
+
+function start() {
+  setupKeyDialog();
+  document.querySelectorAll("[data-action]").forEach((button) =>
+    button.addEventListener("click", () => act(button.dataset.action)),
+  );
+  $("composer").addEventListener("submit", send);
+  $("to-slot").addEventListener("change", (event) => {
+    if (event.target.value) $("to-phone").value = phoneOf(event.target.value);
+  });
+  $("chats-refresh").addEventListener("click", () => loadChats());
+  window.addEventListener("hashchange", route);
+  loadShards()
+    .then(loadAccounts)
+    .then(() => {
+      route();
+      connectSocket();
+    });
+  setInterval(() => {
+    if (!document.hidden) loadShards();
+  }, SHARDS_EVERY_MS);
+}
+
+start();

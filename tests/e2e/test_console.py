@@ -1,0 +1,59 @@
+"""The web console in a real headless Chromium (playwright-core) against `wasp dev`:
+log A1 in with its QR code, log A2 in, send from A1 to A2, read it in A2's page.
+Screenshots land in test-artifacts/console/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import ROOT
+from tests.support.dev import start_dev
+
+JS = ROOT / "tests" / "js"
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+TIMEOUT_S = 150
+
+
+def chromium() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/lib/chromium/chromium"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_console_logs_slots_in_and_delivers_a_message(tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
+    if not (JS / "node_modules" / "playwright-core").is_dir():
+        pytest.fail("playwright-core is missing: make js")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    run = start_dev(tmp_path)
+    try:
+        done = subprocess.run(
+            ["node", str(JS / "console.mjs"), f"{run.url}/", str(ARTIFACTS)],
+            cwd=JS,
+            env={**os.environ, "CHROMIUM": browser},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    finally:
+        os.kill(run.process.pid, signal.SIGTERM)
+        assert run.process.process is not None
+        run.process.process.wait(30)
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{run.process.output()[-3000:]}"
+    assert steps[-1] == {"ms": steps[-1]["ms"], "step": "done", "ok": True}
+    names = [s["step"] for s in steps]
+    for wanted in ("A1 shows its QR code", "A1 scanned: connected", "A2 received it"):
+        assert wanted in names
+    for shot in ("01-overview", "02-a1-qr", "04-a2-received", "05-console", "06-phone-a2"):
+        assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot

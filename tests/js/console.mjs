@@ -1,0 +1,140 @@
+// The console in a real browser (headless Chromium through playwright-core), as a user
+// would use it: log A1 in with its QR code, log A2 in, send from A1 to A2, read it in A2.
+// Screenshots go to the artifacts folder; one JSON line per step goes to stdout.
+//
+//   CHROMIUM=/usr/bin/chromium node console.mjs <console url> <artifacts dir>
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, artifacts] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const TEXT = `Hello A2, from the console ${Date.now().toString(36)}`;
+const STEP_MS = 15000;
+const started = Date.now();
+const print = (record) => process.stdout.write(JSON.stringify({ ms: Date.now() - started, ...record }) + "\n");
+
+mkdirSync(artifacts, { recursive: true });
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+const page = await context.newPage();
+page.setDefaultTimeout(STEP_MS);
+const consoleErrors = [];
+page.on("console", (message) => {
+  if (message.type() === "error") consoleErrors.push(message.text());
+});
+page.on("pageerror", (error) => consoleErrors.push(String(error)));
+
+async function shot(name, target = page) {
+  const path = join(artifacts, `${name}.png`);
+  await target.screenshot({ path });
+  print({ step: "screenshot", path });
+}
+
+async function step(name, body) {
+  const at = Date.now();
+  await body();
+  print({ step: name, took: Date.now() - at });
+}
+
+async function openSlot(slot) {
+  await page.click(`a.tile[data-slot="${slot}"]`);
+  await page.waitForFunction((s) => document.getElementById("slot-id").textContent === s, slot);
+  await page.waitForSelector("#slot:not([hidden])");
+}
+
+async function logIn(slot) {
+  await openSlot(slot);
+  const connect = page.locator('#slot-actions [data-action="connect"]');
+  if (await connect.isVisible()) await connect.click();
+  await page.waitForFunction(() => {
+    const image = document.getElementById("qr-image");
+    return !document.getElementById("qr-card").hidden && image.src.startsWith("data:image/png") && image.naturalWidth > 0;
+  });
+  await page.waitForSelector(`a.tile.s-connecting[data-slot="${slot}"]`);
+}
+
+async function scan(slot) {
+  await page.click("#scan-button");
+  await page.waitForFunction(() => document.getElementById("slot-status").textContent === "Connected");
+  await page.waitForSelector(`a.tile.s-connected[data-slot="${slot}"]`);
+  await page.waitForSelector("#qr-card[hidden]", { state: "attached" });
+}
+
+try {
+  await step("open console", async () => {
+    await page.goto(url);
+    await page.waitForSelector("article.shard >> nth=1");
+    await page.waitForSelector('#live[data-state="live"]');
+    await page.waitForSelector('article.shard[data-shard="w1"] .pill.h-running');
+    await page.waitForSelector('article.shard[data-shard="w2"] .pill.h-running');
+  });
+  await shot("01-overview");
+
+  await step("A1 shows its QR code", () => logIn("A1"));
+  await shot("02-a1-qr");
+
+  await step("A1 scanned: connected", () => scan("A1"));
+
+  await step("A2 logged in", async () => {
+    await logIn("A2");
+    await scan("A2");
+  });
+
+  await step("A1 sends to A2", async () => {
+    await openSlot("A1");
+    await page.selectOption("#to-slot", "A2");
+    const phone = await page.inputValue("#to-phone");
+    if (phone !== "555101000000002") throw new Error(`A2's number in the form is ${phone}`);
+    await page.fill("#message-text", TEXT);
+    await page.click("#send-button");
+    await page.waitForSelector(`.bubble.out:not(.pending) >> text=${TEXT}`);
+  });
+  await shot("03-a1-sent");
+
+  await step("A2 received it", async () => {
+    await openSlot("A2");
+    await page.waitForSelector('#chat-list .chat >> text="A1 · Sales"');
+    await page.waitForSelector(`.bubble.in >> text=${TEXT}`);
+  });
+  await shot("04-a2-received");
+
+  await step("capacity shows the sessions", async () => {
+    await page.waitForFunction(() => {
+      const text = document.querySelector('article.shard[data-shard="w1"] .capacity-text')?.textContent || "";
+      return /^[2-9]\d* \/ 20 active$/.test(text.trim());
+    });
+    // ... and the master, from the worker's /health, agrees.
+    await page.waitForFunction(async () => {
+      const answer = await (await fetch("/api/shards")).json();
+      return answer.shards.find((shard) => shard.id === "w1").active >= 2;
+    }, null, { polling: 300 });
+  });
+  await page.waitForFunction(() => document.getElementById("toasts").childElementCount === 0, null, {
+    timeout: 8000,
+  });
+  await shot("05-console");
+
+  await step("phone-sized page", async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
+    const small = await phone.newPage();
+    small.setDefaultTimeout(STEP_MS);
+    await small.goto(url + "#/A2");
+    await small.waitForSelector(`.bubble.in >> text=${TEXT}`);
+    await shot("06-phone-a2", small);
+    await phone.close();
+  });
+
+  if (consoleErrors.length) throw new Error(`errors in the page: ${consoleErrors.join(" | ")}`);
+  print({ step: "done", ok: true });
+  await browser.close();
+} catch (error) {
+  print({ step: "failed", error: String(error && error.stack ? error.stack : error), consoleErrors });
+  await page.screenshot({ path: join(artifacts, "failure.png") }).catch(() => {});
+  await browser.close();
+  process.exit(1);
+}
