@@ -1,0 +1,301 @@
+"""What the master's proxy costs: the same request straight to a worker, through
+the master, and through nginx, side by side in one run.
+
+One simulator `wasp worker`, one `wasp master` in local mode routing to it, and
+one nginx (a single worker process, HTTP/1.1 keep-alive upstream) in front of
+the same worker; all three stay up for the whole run, so background work (the
+master's event long-poll, health probes) is the same for every target. Load
+comes from wrk in its own process: closed loop, fixed connections, a warm-up,
+then rounds that take the targets in turn (rotated each round) so the noise of
+a shared 2-core machine falls on all of them alike. Figures are medians over
+the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.master import start_master
+from tests.support.processes import ProgramProcess, free_port, http_ok
+from tests.support.worker import start_worker
+
+ROUNDS = 3
+TARGETS = ("direct", "master", "nginx")
+WARMUP_S = 1
+SEND_BODY = {"to": "5511999999999", "text": "hello", "idempotency_key": "bench-send"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One request shape at one concurrency; wrk repeats it for `seconds`."""
+
+    name: str
+    method: str
+    path: str
+    connections: int
+    seconds: int
+    body: dict[str, str] | None = None
+
+
+SCENARIOS = (
+    Scenario("status", "GET", "/api/accounts/A1/status", 32, 4),
+    Scenario("status_c1", "GET", "/api/accounts/A1/status", 1, 2),
+    # A repeated idempotency key: after the first, the worker answers from its
+    # queue (one SELECT, 200) and the disk does not grow.
+    Scenario("send", "POST", "/api/accounts/A1/send", 32, 3, SEND_BODY),
+)
+
+# wrk's end-of-run hook: one JSON line (latencies in microseconds).
+REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  upstream worker {{
+    server 127.0.0.1:{worker};
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://worker;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def lua_script(scenario: Scenario) -> str:
+    if scenario.body is None:
+        return REPORT_LUA
+    request = (
+        f'wrk.method = "{scenario.method}"\n'
+        f"wrk.body = '{json.dumps(scenario.body)}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return request + REPORT_LUA
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def nginx_version() -> str:
+    """`nginx/1.22.1`, from `nginx -v` (which prints on stderr)."""
+    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=True)
+    return out.stderr.strip().rpartition(" ")[2]
+
+
+class Nginx:
+    """nginx in the foreground with a generated config, in its own process group."""
+
+    def __init__(self, tmp: Path, port: int, worker_port: int) -> None:
+        self.tmp = tmp
+        self.port = port
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port, worker=worker_port))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Nginx:
+        binary = nginx_binary()
+        with (self.tmp / "nginx.out").open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "-p", str(self.tmp), "-c", str(self.tmp / "nginx.conf"), "-e", "stderr"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 15
+        while not http_ok(f"http://127.0.0.1:{self.port}/health"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.tmp / "nginx.out").read_text(errors="replace")
+                raise RuntimeError(f"nginx did not start:\n{log[-2000:]}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+def wrk(url: str, scenario: Scenario, script: Path, seconds: int) -> dict[str, Any]:
+    """One closed-loop wrk run; its JSON report. A run with any error is refused."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{scenario.connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url + scenario.path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    if report["errors"]:
+        raise RuntimeError(f"wrk saw {report['errors']} errors on {url}{scenario.path}:\n{out}")
+    return report
+
+
+def post(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body or {}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
+    rps = [r["requests"] / (r["duration_us"] / 1e6) for r in runs]
+    return {
+        "rps": round(statistics.median(rps)),
+        "p50_ms": round(statistics.median(r["p50_us"] for r in runs) / 1000, 2),
+        "p99_ms": round(statistics.median(r["p99_us"] for r in runs) / 1000, 2),
+    }
+
+
+def measure(urls: dict[str, str], tmp: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Warm every target, then ROUNDS rounds of every scenario on every target."""
+    scripts = {}
+    for scenario in SCENARIOS:
+        scripts[scenario.name] = tmp / f"{scenario.name}.lua"
+        scripts[scenario.name].write_text(lua_script(scenario))
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s.name: {t: [] for t in TARGETS} for s in SCENARIOS
+    }
+    for scenario in SCENARIOS:
+        for target in TARGETS:
+            wrk(urls[target], scenario, scripts[scenario.name], WARMUP_S)
+    for round_no in range(ROUNDS):
+        order = TARGETS[round_no % len(TARGETS) :] + TARGETS[: round_no % len(TARGETS)]
+        for scenario in SCENARIOS:
+            for target in order:
+                report = wrk(urls[target], scenario, scripts[scenario.name], scenario.seconds)
+                runs[scenario.name][target].append(report)
+    return {
+        name: {target: summarize(reports) for target, reports in by_target.items()}
+        for name, by_target in runs.items()
+    }
+
+
+def run() -> dict[str, Any]:
+    if shutil.which("wrk") is None or not Path(nginx_binary()).exists():
+        raise RuntimeError("wrk or nginx is missing: `make bench` installs them (Debian packages)")
+    env = {"PATH": os.environ["PATH"]}
+    with tempfile.TemporaryDirectory(prefix="wasp-bench-proxy-", dir=Path.cwd() / ".cache") as t:
+        tmp = Path(t)
+        (tmp / "config").mkdir()
+        worker_port, master_port, nginx_port = free_port(), free_port(), free_port()
+        programs: list[ProgramProcess] = []
+        nginx: Nginx | None = None
+        try:
+            programs.append(
+                start_worker(
+                    tmp / "worker.log",
+                    worker_port,
+                    tmp / "w1",
+                    tmp / "config",
+                    base_env=env,
+                    SHARD_NAME="w1",
+                )
+            )
+            shards = [{"id": "w1", "port": worker_port, "from": "A1", "to": "A50"}]
+            programs.append(
+                start_master(
+                    tmp / "master.log",
+                    master_port,
+                    tmp / "config",
+                    base_env=env,
+                    SHARDS_JSON=json.dumps(shards),
+                )
+            )
+            nginx = Nginx(tmp / "nginx", nginx_port, worker_port).start()
+            direct = f"http://127.0.0.1:{worker_port}"
+            post(f"{direct}/api/accounts/A1/connect")
+            if post(f"{direct}/api/accounts/A1/scan")["status"] != "CONNECTED":
+                raise RuntimeError("A1 did not connect on the simulator")
+            urls = {
+                "direct": direct,
+                "master": f"http://127.0.0.1:{master_port}",
+                "nginx": f"http://127.0.0.1:{nginx_port}",
+            }
+            results = measure(urls, tmp)
+        finally:
+            if nginx is not None:
+                nginx.stop()
+            for program in reversed(programs):
+                program.stop()
+    status = results["status"]
+    return {
+        "rounds": ROUNDS,
+        "nginx_version": nginx_version(),
+        "scenarios": [
+            {
+                "name": s.name,
+                "request": f"{s.method} {s.path}",
+                "connections": s.connections,
+                "seconds": s.seconds,
+            }
+            for s in SCENARIOS
+        ],
+        "results": results,
+        "master_to_nginx_rps": round(status["master"]["rps"] / status["nginx"]["rps"], 2),
+        "master_added_p99_vs_direct_ms": round(
+            status["master"]["p99_ms"] - status["direct"]["p99_ms"], 2
+        ),
+        "master_added_p99_vs_nginx_ms": round(
+            status["master"]["p99_ms"] - status["nginx"]["p99_ms"], 2
+        ),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
