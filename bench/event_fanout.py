@@ -1,0 +1,205 @@
+"""Live events from the master to 1,000 Socket.IO clients: delivered per second,
+delay from the sender to each client, and whether every client got every event
+exactly once.
+
+A simulator `wasp worker` and a `wasp master` in local mode; the clients are the
+real npm socket.io-client, SOCKETS sockets spread over a few node processes
+(bench/js/fanout.mjs), each socket joined to the room `all`. Events enter the
+master as a worker pushes them, `POST /internal/emit` with the master token and
+an event id, stamped with the sender's wall clock in ms; the clients, on the same
+machine clock, record the delay at arrival. First STEADY events at a fixed rate,
+then BURST events sent back to back. Bounded: a fixed number of events, and
+every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import queue
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support.cluster import ROOT
+from tests.support.master import start_master
+from tests.support.processes import ProgramProcess, free_port
+from tests.support.worker import start_worker
+
+SOCKETS = 1000
+NODE_PROCESSES = 2
+STEADY = 100
+STEADY_PER_S = 5
+BURST = 200
+TOKEN = "bench-master-token"
+SCRIPT = ROOT / "bench" / "js" / "fanout.mjs"
+
+
+class Clients:
+    """One node process holding `sockets` socket.io-client connections."""
+
+    def __init__(self, url: str, sockets: int) -> None:
+        self.process = subprocess.Popen(
+            ["node", str(SCRIPT), url, str(sockets)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.received = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            record = json.loads(line)
+            if record["type"] == "progress":
+                self.received = record["received"]
+            else:
+                self.lines.put(record)
+
+    def next(self, kind: str, timeout_s: float) -> dict[str, Any]:
+        record = self.lines.get(timeout=timeout_s)
+        if record["type"] != kind:
+            raise RuntimeError(f"expected {kind!r} from the clients, got {record}")
+        return record
+
+    def report(self, events: int) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"report {events}\n")
+        self.process.stdin.flush()
+        return self.next("report", 30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def wait_for(clients: list[Clients], total: int, timeout_s: float) -> None:
+    """Until the clients together have `total` events, or nothing arrives for `timeout_s`."""
+    last, since = -1, time.monotonic()
+    while (now := sum(c.received for c in clients)) < total:
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > timeout_s:
+            return
+        time.sleep(0.05)
+
+
+async def send(
+    master: str, first: int, count: int, phase: str, per_s: float | None
+) -> tuple[int, float]:
+    """POST events `first`..`first + count - 1`, paced at `per_s` (None: back to back),
+    one at a time as a worker does.
+
+    Returns how many the master did not report as delivered, and the events sent per second."""
+    refused = 0
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers={"x-master-token": TOKEN}) as http:
+        for i in range(count):
+            if per_s is not None:
+                await asyncio.sleep(max(0.0, started + i / per_s - time.monotonic()))
+            n = first + i
+            body = {
+                "event": "bench:tick",
+                "id": f"bench.{n}",
+                "shard": "w1",
+                "payload": {"slot": "A1", "n": n, "phase": phase, "sentAt": time.time_ns() / 1e6},
+            }
+            async with http.post(f"{master}/internal/emit", json=body) as response:
+                answer = await response.json()
+                refused += 0 if response.status == 200 and answer.get("delivered") else 1
+    return refused, count / (time.monotonic() - started)
+
+
+def phase_figures(reports: list[dict[str, Any]], phase: str, events: int) -> dict[str, Any]:
+    parts = [r["phases"].get(phase) for r in reports]
+    latencies = sorted(x for p in parts if p for x in p["latencies"])
+    if not latencies:
+        return {"events": events, "deliveries": 0}
+    first = min(p["firstSent"] for p in parts if p)
+    last = max(p["lastReceived"] for p in parts if p)
+    return {
+        "events": events,
+        "deliveries": len(latencies),
+        "seconds": round((last - first) / 1000, 2),
+        "deliveries_per_s": round(len(latencies) / ((last - first) / 1000)),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(latencies[math.ceil(len(latencies) * 0.99) - 1], 1),
+        "max_ms": round(latencies[-1], 1),
+    }
+
+
+def run() -> dict[str, Any]:
+    env = {"PATH": os.environ["PATH"]}
+    with tempfile.TemporaryDirectory(prefix="wasp-bench-events-", dir=Path.cwd() / ".cache") as t:
+        tmp = Path(t)
+        (tmp / "config").mkdir()
+        worker_port, master_port = free_port(), free_port()
+        programs: list[ProgramProcess] = []
+        clients: list[Clients] = []
+        try:
+            programs.append(
+                start_worker(
+                    tmp / "worker.log",
+                    worker_port,
+                    tmp / "w1",
+                    tmp / "config",
+                    base_env=env,
+                    SHARD_NAME="w1",
+                )
+            )
+            shards = [{"id": "w1", "port": worker_port, "from": "A1", "to": "A50"}]
+            programs.append(
+                start_master(
+                    tmp / "master.log",
+                    master_port,
+                    tmp / "config",
+                    base_env=env,
+                    SHARDS_JSON=json.dumps(shards),
+                    MASTER_TOKEN=TOKEN,
+                )
+            )
+            master = f"http://127.0.0.1:{master_port}"
+            started = time.monotonic()
+            clients = [Clients(master, SOCKETS // NODE_PROCESSES) for _ in range(NODE_PROCESSES)]
+            ready = [c.next("ready", 120) for c in clients]
+            connect_s = time.monotonic() - started
+            joined = sum(r["joined"] for r in ready)
+            refused, steady_sent = asyncio.run(send(master, 1, STEADY, "steady", STEADY_PER_S))
+            wait_for(clients, joined * STEADY, 10)
+            lost, burst_sent = asyncio.run(send(master, STEADY + 1, BURST, "burst", None))
+            refused += lost
+            wait_for(clients, joined * (STEADY + BURST), 10)
+            reports = [c.report(STEADY + BURST) for c in clients]
+        finally:
+            for c in clients:
+                c.stop()
+            for program in reversed(programs):
+                program.stop()
+    return {
+        "sockets": SOCKETS,
+        "node_processes": NODE_PROCESSES,
+        "joined": joined,
+        "connect_and_join_s": round(connect_s, 1),
+        "steady_per_s": STEADY_PER_S,
+        "steady": {**phase_figures(reports, "steady", STEADY), "sent_per_s": round(steady_sent, 1)},
+        "burst": {**phase_figures(reports, "burst", BURST), "sent_per_s": round(burst_sent, 1)},
+        "not_delivered_by_master": refused,
+        "missing": sum(r["missing"] for r in reports),
+        "duplicates": sum(r["duplicates"] for r in reports),
+        "disconnects": sum(r["disconnects"] for r in reports),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
