@@ -53,8 +53,11 @@ cluster-down: setup
 cluster-status: setup
 	$(BIN)/python -m tests.support.cluster status
 
+# nginx and wrk (Debian packages) for the proxy benchmark; root installs them.
 bench: setup tools js
-	$(BIN)/python -m bench
+	command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; }
+	$(BIN)/python -m bench $(BENCH)
 
 clean: cluster-down
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
