@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import itertools
 import json
 import os
@@ -220,7 +221,9 @@ def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/health", timeout=1) as response:
             return bool(response.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # HTTPException too: probing a port nobody listens on yet can connect the socket
+        # to itself (TCP self-connect) and read back its own request.
         return False
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,15 +46,30 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
+def quiet_port(count: int = 1) -> int:
+    """The first of `count` free ports below the ephemeral range (32768+ on Linux): a client
+    probing such a port before its server listens can never be connected to itself."""
+    for _ in range(200):
+        first = random.randrange(20000, 32000 - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    return free_port()
+
+
 def start_dev(
     tmp_path: Path, *args: str, base_port: int | None = None, wait: bool = True
 ) -> DevRun:
     """`wasp dev` in its own session on free ports; waits for the console line."""
-    master_port = free_port()
+    master_port = quiet_port()
     if base_port is None:
-        base_port = free_port()
+        base_port = quiet_port(2)
         while master_port in (base_port, base_port + 1):
-            base_port = free_port()
+            base_port = quiet_port(2)
     data_dir = tmp_path / "dev-data"
     process = ProgramProcess(
         [
