@@ -99,6 +99,12 @@ def proxy_section(proxy: dict[str, Any]) -> str:
     added_c1 = round(one["master"]["p50_ms"] - one["direct"]["p50_ms"], 2)
     nginx_c1 = round(one["nginx"]["p50_ms"] - one["direct"]["p50_ms"], 2)
     seconds = ", ".join(f"{s['seconds']} s" for s in proxy["scenarios"])
+    status = proxy["results"]["status"]
+    nginx, master = status["nginx"]["rps"], status["master"]["rps"]
+
+    def of_direct(rps: float) -> str:
+        return f"{rps / status['direct']['rps']:.0%}"
+
     return f"""The same request to one simulator `wasp worker`: **direct**; through the
 **master** (`wasp master`, local mode, no API keys); through **nginx**
 ({proxy["nginx_version"]}, one worker process, an `upstream` with `keepalive 64`,
@@ -121,10 +127,10 @@ the first, the worker answers from its queue (a SELECT, no new row).
 | master p99 minus nginx p99 | {vs_nginx} ms | < 2 ms: {_met(vs_nginx < 2)} |
 | at 1 connection, p50 added by the master / by nginx | {added_c1} ms / {nginx_c1} ms | |
 
-At 32 connections nginx forwards about as fast as the worker answers, so the
-ratio compares the master's single Python event loop with the worker's. The
-master does two HTTP exchanges per request in aiohttp (server side and client
-side) where the worker does one; a profile of the master under this load
+At 32 connections nginx kept {of_direct(nginx)} of the direct rate and the
+master {of_direct(master)}. The master does two HTTP exchanges per request in
+aiohttp (server side and client side), in one Python event loop, where the
+worker does one; a profile of the master under this load
 (py-spy, by hand, not part of this run) shows that time spread over aiohttp's
 request handling, its client and socket writes, with the master's own routing,
 key check and metrics a small part. Under a closed loop the p99 is mostly
@@ -220,6 +226,27 @@ def kept_sections(text: str) -> dict[str, str]:
     return found
 
 
+def write(fresh: dict[str, str]) -> None:
+    """The page: `fresh` sections by name, the others as they were."""
+    kept = kept_sections(DOC.read_text()) if DOC.exists() else {}
+    sections = [fresh.get(name) or kept.get(name) for name in SECTIONS]
+    DOC.parent.mkdir(exist_ok=True)
+    names = ", ".join(f"`{name}`" for name in SECTIONS)
+    DOC.write_text(
+        f"""# Benchmarks
+
+`make bench` (`python -m bench`) runs every benchmark below and rewrites this
+page; `python -m bench proxy events` reruns only the sections named and
+keeps the others (names: {names}). Each section
+names the command and the time of the run its figures come from, all on this
+project's 2-core machine, which other work may share: each also gives the
+1-minute load average when it started (a section that follows another
+inherits part of its load).
+"""
+        + "".join(f"\n{section}" for section in sections if section)
+    )
+
+
 def main(argv: list[str]) -> None:
     unknown = [name for name in argv if name not in SECTIONS]
     if unknown:
@@ -238,21 +265,7 @@ def main(argv: list[str]) -> None:
             f"Python {sys.version.split()[0]}; 1-minute load average {load:.1f} at its start."
         )
         fresh[name] = f"{HEADINGS[name]}\n\n{made}\n\n{body}"
-    kept = kept_sections(DOC.read_text()) if DOC.exists() else {}
-    sections = [fresh.get(name) or kept.get(name) for name in SECTIONS]
-    DOC.parent.mkdir(exist_ok=True)
-    names = ", ".join(f"`{name}`" for name in SECTIONS)
-    DOC.write_text(
-        f"""# Benchmarks
-
-`make bench` (`python -m bench`) runs every benchmark below and rewrites this
-page; `python -m bench proxy events` reruns only the sections named (any of
-{names}) and keeps the others. Each section names the command and the time
-of the run its figures come from, all on this project's 2-core machine, which
-other work may share: the load average when a section started is given too.
-"""
-        + "".join(f"\n{section}" for section in sections if section)
-    )
+    write(fresh)
     print(f"wrote {DOC}")
 
 
