@@ -1,6 +1,6 @@
 """The web console in a real headless Chromium (playwright-core) against `wasp dev`:
-log A1 in with its QR code, log A2 in, send from A1 to A2, read it in A2's page.
-Screenshots land in test-artifacts/console/."""
+log A1 in with its QR code, log A2 in, send from A1 to A2, read it in A2's page; and,
+with API keys, the key asked once and kept. Screenshots land in test-artifacts/console/."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,24 +22,25 @@ ARTIFACTS = ROOT / "test-artifacts" / "console"
 TIMEOUT_S = 150
 
 
-def chromium() -> str | None:
+def chromium() -> str:
+    if not (JS / "node_modules" / "playwright-core").is_dir():
+        pytest.fail("playwright-core is missing: make js")
     for candidate in (os.environ.get("CHROMIUM"), "/usr/lib/chromium/chromium"):
         if candidate and Path(candidate).is_file():
             return candidate
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_console_logs_slots_in_and_delivers_a_message(tmp_path: Path) -> None:
-    browser = chromium()
-    if browser is None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
         pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
-    if not (JS / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is missing: make js")
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    run = start_dev(tmp_path)
+    return found
+
+
+def drive(tmp_path: Path, *script_args: str, env: dict[str, str] | None = None) -> list[Any]:
+    """`wasp dev`, then `node console.mjs` against it; the script's steps (JSON lines)."""
+    browser = chromium()
+    run = start_dev(tmp_path, env=env)
     try:
         done = subprocess.run(
-            ["node", str(JS / "console.mjs"), f"{run.url}/", str(ARTIFACTS)],
+            ["node", str(JS / "console.mjs"), f"{run.url}/", str(ARTIFACTS), *script_args],
             cwd=JS,
             env={**os.environ, "CHROMIUM": browser},
             capture_output=True,
@@ -49,11 +51,22 @@ def test_console_logs_slots_in_and_delivers_a_message(tmp_path: Path) -> None:
         os.kill(run.process.pid, signal.SIGTERM)
         assert run.process.process is not None
         run.process.process.wait(30)
-    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{run.process.output()[-3000:]}"
-    assert steps[-1] == {"ms": steps[-1]["ms"], "step": "done", "ok": True}
-    names = [s["step"] for s in steps]
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert steps[-1]["step"] == "done"
+    return [step["step"] for step in steps]
+
+
+def test_console_logs_slots_in_and_delivers_a_message(tmp_path: Path) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    steps = drive(tmp_path)
     for wanted in ("A1 shows its QR code", "A1 scanned: connected", "A2 received it"):
-        assert wanted in names
+        assert wanted in steps
     for shot in ("01-overview", "02-a1-qr", "04-a2-received", "05-console", "06-phone-a2"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot
+
+
+def test_console_asks_for_the_api_key_once(tmp_path: Path) -> None:
+    steps = drive(tmp_path, "console-key-5d1e", env={"API_KEYS": "other-key,console-key-5d1e"})
+    assert "a wrong key is refused" in steps
+    assert "kept for the next visit" in steps

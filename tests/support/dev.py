@@ -62,7 +62,11 @@ def quiet_port(count: int = 1) -> int:
 
 
 def start_dev(
-    tmp_path: Path, *args: str, base_port: int | None = None, wait: bool = True
+    tmp_path: Path,
+    *args: str,
+    base_port: int | None = None,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> DevRun:
     """`wasp dev` in its own session on free ports; waits for the console line."""
     master_port = quiet_port()
@@ -85,7 +89,7 @@ def start_dev(
             *args,
         ],
         tmp_path / "dev.log",
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
     ).start()
     run = DevRun(process, master_port, [base_port, base_port + 1], data_dir)
     if wait:

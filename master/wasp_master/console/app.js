@@ -152,7 +152,7 @@ async function api(method, path, body) {
     data = null;
   }
   if (response.status === 401) {
-    askForKey(data?.error || "This master needs an API key.");
+    askForKey(keyReason());
     throw new ApiError(401, data?.error || "API key needed");
   }
   if (!response.ok || (data && data.ok === false)) {
@@ -164,6 +164,12 @@ async function api(method, path, body) {
 const slotPath = (slot, op) => `/api/accounts/${encodeURIComponent(slot)}/${op}`;
 
 // ---------- API keys ----------
+
+function keyReason() {
+  return localStorage.getItem(KEY_STORAGE)
+    ? "The master refused the saved key. Enter another one."
+    : "This master needs an API key (one of its API_KEYS) for its API and live events.";
+}
 
 function askForKey(reason) {
   const dialog = $("key-dialog");
@@ -254,7 +260,7 @@ function connectSocket() {
   socket.on("disconnect", () => setLive("offline"));
   socket.on("connect_error", (error) => {
     setLive("offline");
-    if (/key/i.test(error.message || "")) askForKey(error.message);
+    if (/key/i.test(error.message || "")) askForKey(keyReason());
   });
   socket.onAny((event, payload) => {
     if (payload && payload.shard && payload.eventId) state.lastIds[payload.shard] = payload.eventId;
