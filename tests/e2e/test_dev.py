@@ -37,6 +37,13 @@ def test_dev_runs_master_and_workers_and_leaves_nothing_behind(tmp_path: Path) -
         assert [s["running"] for s in shards] == [True, True]
         accounts = json.loads(http_text(f"{run.url}/api/accounts"))["accounts"]
         assert {"A1", "A51"} <= {a["slot"] for a in accounts}
+        # What the README's tour points at.
+        master_metrics = http_text(f"{run.url}/metrics")
+        for name in ("wasp_master_shard_sessions_active", "wasp_master_socketio_clients"):
+            assert name in master_metrics
+        worker_metrics = http_text(f"http://127.0.0.1:{run.worker_ports[0]}/metrics")
+        for name in ("wasp_worker_sessions_active", "wasp_worker_queue_depth"):
+            assert name in worker_metrics
         pids = run.session_pids()
         assert len(pids) >= 4, pids  # wasp dev, master, two workers
     finally:
