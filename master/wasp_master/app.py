@@ -87,8 +87,12 @@ def _master(request: web.Request) -> Master:
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API keys on /api/*, then typed errors as JSON bodies (one layer: it runs per request)."""
     try:
+        if request.path.startswith("/api/"):
+            given = auth.presented_key(request.headers)
+            auth.check_api_key(given, _master(request).config.api_keys)
         return await handler(request)
     except MasterError as error:
         return web.json_response(error.body(), status=error.status, headers=error.headers)
@@ -97,14 +101,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},
             status=413,
         )
-
-
-@web.middleware
-async def api_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
-        given = auth.presented_key(request.headers)
-        auth.check_api_key(given, _master(request).config.api_keys)
-    return await handler(request)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -235,8 +231,7 @@ async def route_request(request: web.Request) -> web.StreamResponse:
             master.metrics.wakeups.labels(shard, "timeout").inc()
         raise
     finally:
-        master.metrics.requests.labels(shard, str(code)).inc()
-        master.metrics.latency.labels(shard).observe(time.perf_counter() - started)
+        master.metrics.routed(shard, code, time.perf_counter() - started)
 
 
 def _route_for(master: Master, slot_text: str | None) -> ShardRoute:
@@ -419,7 +414,7 @@ def build_app(
     store: ConfigStore,
     unsuspend: Patch | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json, api_keys], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
     sio = socketio.AsyncServer(
         async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False
     )
