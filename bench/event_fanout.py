@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import queue
 import statistics
 import subprocess
@@ -29,10 +28,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.stack import start_pair
 from tests.support.cluster import ROOT
-from tests.support.master import start_master
-from tests.support.processes import ProgramProcess, free_port
-from tests.support.worker import start_worker
+from tests.support.processes import ProgramProcess
 
 SOCKETS = 1000
 NODE_PROCESSES = 2
@@ -140,35 +138,12 @@ def phase_figures(reports: list[dict[str, Any]], phase: str, events: int) -> dic
 
 
 def run() -> dict[str, Any]:
-    env = {"PATH": os.environ["PATH"]}
     with tempfile.TemporaryDirectory(prefix="wasp-bench-events-", dir=Path.cwd() / ".cache") as t:
         tmp = Path(t)
-        (tmp / "config").mkdir()
-        worker_port, master_port = free_port(), free_port()
         programs: list[ProgramProcess] = []
         clients: list[Clients] = []
         try:
-            programs.append(
-                start_worker(
-                    tmp / "worker.log",
-                    worker_port,
-                    tmp / "w1",
-                    tmp / "config",
-                    base_env=env,
-                    SHARD_NAME="w1",
-                )
-            )
-            shards = [{"id": "w1", "port": worker_port, "from": "A1", "to": "A50"}]
-            programs.append(
-                start_master(
-                    tmp / "master.log",
-                    master_port,
-                    tmp / "config",
-                    base_env=env,
-                    SHARDS_JSON=json.dumps(shards),
-                    MASTER_TOKEN=TOKEN,
-                )
-            )
+            _, master_port = start_pair(tmp, programs, MASTER_TOKEN=TOKEN)
             master = f"http://127.0.0.1:{master_port}"
             started = time.monotonic()
             clients = [Clients(master, SOCKETS // NODE_PROCESSES) for _ in range(NODE_PROCESSES)]

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.master import start_master
+from bench.stack import start_pair
 from tests.support.processes import ProgramProcess, free_port, http_ok
-from tests.support.worker import start_worker
 
 ROUNDS = 3
 TARGETS = ("direct", "master", "nginx")
@@ -229,34 +228,13 @@ def measure(urls: dict[str, str], tmp: Path) -> dict[str, dict[str, dict[str, fl
 def run() -> dict[str, Any]:
     if shutil.which("wrk") is None or not Path(nginx_binary()).exists():
         raise RuntimeError("wrk or nginx is missing: `make bench` installs them (Debian packages)")
-    env = {"PATH": os.environ["PATH"]}
     with tempfile.TemporaryDirectory(prefix="wasp-bench-proxy-", dir=Path.cwd() / ".cache") as t:
         tmp = Path(t)
-        (tmp / "config").mkdir()
-        worker_port, master_port, nginx_port = free_port(), free_port(), free_port()
+        nginx_port = free_port()
         programs: list[ProgramProcess] = []
         nginx: Nginx | None = None
         try:
-            programs.append(
-                start_worker(
-                    tmp / "worker.log",
-                    worker_port,
-                    tmp / "w1",
-                    tmp / "config",
-                    base_env=env,
-                    SHARD_NAME="w1",
-                )
-            )
-            shards = [{"id": "w1", "port": worker_port, "from": "A1", "to": "A50"}]
-            programs.append(
-                start_master(
-                    tmp / "master.log",
-                    master_port,
-                    tmp / "config",
-                    base_env=env,
-                    SHARDS_JSON=json.dumps(shards),
-                )
-            )
+            worker_port, master_port = start_pair(tmp, programs)
             nginx = Nginx(tmp / "nginx", nginx_port, worker_port).start()
             direct = f"http://127.0.0.1:{worker_port}"
             post(f"{direct}/api/accounts/A1/connect")

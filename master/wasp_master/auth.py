@@ -20,15 +20,13 @@ def _matches(given: str, accepted: tuple[str, ...]) -> bool:
     return found
 
 
-def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
-    """`x-api-key: <key>` or `Authorization: Bearer <key>` (or `?apiKey=` for Socket.IO)."""
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key: <key>` or `Authorization: Bearer <key>`."""
     if "x-api-key" in headers:
         return headers["x-api-key"]
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value:
         return value.strip()
-    if query is not None and "apiKey" in query:
-        return query["apiKey"]
     return None
 
 

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from wasp.slots import SlotId
+from wasp.validation import problems
 from wasp_master.errors import BadRequest, MasterError
 
 Kind = Literal["accounts", "roles", "groups"]
@@ -67,10 +68,7 @@ def validate(kind: Kind, data: Any) -> list[dict[str, Any]]:
     try:
         items = _LISTS[kind].validate_python(data)
     except ValidationError as error:
-        details = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:10]
-        )
-        raise BadRequest(f"invalid {kind}: {details}") from None
+        raise BadRequest(f"invalid {kind}: {problems(error, limit=10)}") from None
     dumped: list[dict[str, Any]] = [item.model_dump(mode="json") for item in items]
     if kind == "accounts":
         slots = [a["slot"] for a in dumped]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot
+from wasp.validation import problems
 from wasp_worker import media, warmup
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
@@ -205,10 +206,7 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        details = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
-        )
-        raise BadRequest(f"invalid request: {details}") from None
+        raise BadRequest(f"invalid request: {problems(error)}") from None
 
 
 async def send(request: web.Request) -> web.Response:
