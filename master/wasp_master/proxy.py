@@ -82,7 +82,8 @@ class Proxy:
         """Send `request` to the shard; `body` when it was already read (to find the slot)."""
         assert self._http is not None
         headers = end_to_end(request.headers, HOP_BY_HOP | PRIVATE)
-        headers["X-Forwarded-For"] = request.remote or ""
+        # Only the edge reaches the app over its unix socket (no remote address); it sets this.
+        headers["X-Forwarded-For"] = request.remote or request.headers.get("X-Forwarded-For") or ""
         headers["X-Forwarded-Host"] = request.host
         data: bytes | AsyncIterator[bytes] | None = body
         if body is None and request.body_exists:

@@ -4,21 +4,31 @@ Kubernetes mode (a namespace is given): the routing table follows the
 namespace's WhatsAppShards through a kopf watch that runs in the same event
 loop; kopf also owns SIGTERM, and the HTTP server stops after it. Local mode
 (SHARDS_JSON or a shards file): a fixed table, no waking.
+
+Either way the public port is the edge's (`wasp_master.edge`): slot requests
+go straight to workers, everything else reaches the aiohttp app, which listens
+on a private unix socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import secrets
+import signal
 import sys
+from collections.abc import AsyncIterator
 
 import kopf
 from aiohttp import web
 
 from wasp.kube import api_client
-from wasp_master.app import build_app
+from wasp_master.app import MASTER, build_app
 from wasp_master.config import MasterConfig
+from wasp_master.edge.server import Edge
 from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
 from wasp_master.wake import kube_unsuspend
@@ -50,14 +60,40 @@ def _started(config: MasterConfig, mode: str) -> None:
         log.warning(json.dumps({"event": "api_open", "reason": "no API_KEYS: /api/* is open"}))
 
 
+@contextlib.asynccontextmanager
+async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[int]:
+    """The app on a private unix socket, the edge on the public port (yielded)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    # Abstract (Linux): nothing on disk, gone with the process.
+    socket_name = f"\0wasp-master-{os.getpid()}-{secrets.token_hex(4)}"
+    await web.UnixSite(runner, socket_name).start()
+    assert runner.server is not None
+    edge = Edge(app[MASTER], runner.server, socket_name)
+    try:
+        yield await edge.start(config.host, config.port)
+    finally:
+        await edge.close()
+        await runner.cleanup()
+
+
+async def _serve_local(config: MasterConfig, app: web.Application) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with serving(config, app):
+        _started(config, "local")
+        await stop.wait()
+
+
 def serve_local(config: MasterConfig) -> None:
     _logging()
     directory = ShardDirectory()
     for shard in load_shards(config.shards_json, config.shards_file):
         directory.put(shard.route())
-    _started(config, "local")
     app = build_app(config, directory, DirectoryStore(config.config_dir))
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    asyncio.run(_serve_local(config, app))
 
 
 async def _serve_kube(config: MasterConfig) -> None:
@@ -70,19 +106,14 @@ async def _serve_kube(config: MasterConfig) -> None:
         else DirectoryStore(config.config_dir)
     )
     app = build_app(config, directory, store, kube_unsuspend(api, config.namespace))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.host, config.port).start()
-    _started(config, "kubernetes")
-    try:
+    async with serving(config, app):
+        _started(config, "kubernetes")
         await kopf.operator(
             registry=watcher(directory, api.configuration, config.endpoint_template),
             standalone=True,
             clusterwide=False,
             namespaces=[config.namespace],
         )
-    finally:
-        await runner.cleanup()
 
 
 def serve_kube(config: MasterConfig) -> None:

@@ -53,6 +53,9 @@ class Waker:
         self._waking: dict[str, asyncio.Task[ShardRoute]] = {}
         self.http: aiohttp.ClientSession | None = None
 
+    def is_waking(self, shard_id: str) -> bool:
+        return shard_id in self._waking
+
     async def ready(self, route: ShardRoute) -> ShardRoute:
         """The route once its shard can serve; wakes it if suspended. ShardDown on timeout."""
         if not route.suspended and (route.ready or route.id not in self._waking):
