@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ class EdgeTestServer(TestServer):
         self._config = config.model_copy(update={"host": "127.0.0.1", "port": 0})
         self._serving: contextlib.AbstractAsyncContextManager[int] | None = None
 
-    async def start_server(self, **kwargs: Any) -> None:
+    async def start_server(
+        self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+    ) -> None:
         self._serving = serving(self._config, self.app)
         self.port = await self._serving.__aenter__()
         self._root = URL(f"http://127.0.0.1:{self.port}")
