@@ -245,6 +245,8 @@ class Exchange:
         if self.interim:
             self.interim = False
             return
+        if self.status == 101:  # llhttp ends the head's message; the tunnel goes on
+            return
         if self.chunked_out:
             self._out.append(_LAST_CHUNK)
         self._finish()
