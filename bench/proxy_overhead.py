@@ -29,7 +29,7 @@ from typing import Any
 from bench.stack import start_pair
 from tests.support.processes import ProgramProcess, free_port, http_ok
 
-ROUNDS = 3
+ROUNDS = 5
 TARGETS = ("direct", "master", "nginx")
 WARMUP_S = 1
 SEND_BODY = {"to": "5511999999999", "text": "hello", "idempotency_key": "bench-send"}

@@ -2,9 +2,10 @@
 
 A request's way through: `auth` (API key) → `routing` (which shard owns the
 slot) → `wake` (a suspended shard is woken first) → `proxy` (the worker
-answers). Requests without a slot read and write the shared config, or go to
-the first shard, as in the seeds. Typed errors become `{"ok": false, "error"}`
-bodies in one middleware.
+answers). As deployed, `edge` sits in front: it forwards slot requests for
+awake shards itself and hands everything else to this app. Requests without
+a slot read and write the shared config, or go to the first shard, as in the
+seeds. Typed errors become `{"ok": false, "error"}` bodies in one middleware.
 """
 
 from __future__ import annotations
