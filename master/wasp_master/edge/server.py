@@ -322,6 +322,7 @@ class Edge:
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Stop listening, let answers in flight finish (up to `grace_s`), then close all."""
+        self.master.directory.listeners.remove(self._targets.clear)
         if self._server is not None:
             self._server.close()
         if self._idle_sweeper is not None:
