@@ -21,6 +21,10 @@ class BadRequest(MasterError):
     status = 400
 
 
+class HeadTooLarge(MasterError):
+    status = 431
+
+
 class Unauthorized(MasterError):
     status = 401
 

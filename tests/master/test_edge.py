@@ -294,3 +294,20 @@ async def test_forwarded_requests_are_counted_per_shard(stack: Stack) -> None:
             assert (await http.get("/api/accounts/E4/echo")).status == 200
         metrics = await (await http.get("/metrics")).text()
     assert 'wasp_master_requests_total{code="200",shard="echo"} 3.0' in metrics
+
+
+async def test_a_request_head_without_end_is_refused_before_it_fills_memory(stack: Stack) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+    writer.write(b"GET /api/accounts/E1/echo HTTP/1.1\r\nX-Long: ")
+    for _ in range(18):  # 72 KiB of one header, in pieces, never ending
+        writer.write(b"v" * 4096)
+        await writer.drain()
+        await asyncio.sleep(0.005)
+    answer = await asyncio.wait_for(read_answer(reader), 5)
+    assert answer.status == 431
+    assert "request head over" in json.loads(answer.body)["error"]
+    writer.close()
+    # A large body is not a large head.
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{stack.port}") as http:
+        big = await http.post("/api/accounts/E1/echo", data=b"b" * (512 << 10))
+        assert len((await big.json())["body"]) == 512 << 10

@@ -64,6 +64,7 @@ _REASONS = {
     400: b"Bad Request",
     401: b"Unauthorized",
     413: b"Request Entity Too Large",
+    431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
 

@@ -21,7 +21,7 @@ from wasp.slots import Slot, SlotError
 from wasp_master import auth
 from wasp_master.edge.exchange import Exchange, error_response
 from wasp_master.edge.upstream import Header, Target, UpstreamPool
-from wasp_master.errors import BadRequest, MasterError
+from wasp_master.errors import BadRequest, HeadTooLarge, MasterError
 
 if TYPE_CHECKING:
     from wasp_master.app import Master
@@ -35,6 +35,8 @@ _SLOT_URL = re.compile(
 )
 _FORWARDED_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE"})
 _FIRST_LINE_LIMIT = 8192
+# llhttp sets no bound on a request's head; a client must not grow our memory with one.
+MAX_HEAD_BYTES = 64 * 1024
 _CACHED_TARGETS = 10_000
 KEEPALIVE_TIMEOUT_S = 75.0  # as aiohttp's server
 
@@ -56,6 +58,9 @@ class EdgeConnection(asyncio.Protocol):
         self._held_by_upstream = False
         self._held_by_queue = False
         self._eof = False
+        self._head_bytes = 0  # of the head being read
+        self._in_head = True
+        self._refused = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,12 +73,15 @@ class EdgeConnection(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel.request_body_raw(data)
             return
+        if self._refused:
+            return
         if self._parser is None:
             first = self._decide(data)
             if first is None:
                 return
             data = first
         assert self._parser is not None
+        started_in_head = self._in_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -84,6 +92,11 @@ class EdgeConnection(asyncio.Protocol):
                 self._tunnel.request_body_raw(rest)
         except httptools.HttpParserError as error:
             self._bad_request(str(error))
+            return
+        if started_in_head and self._in_head:  # all of it was head (llhttp keeps no limit)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -141,6 +154,8 @@ class EdgeConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
         self._url = b""
         self._headers = []
 
@@ -151,6 +166,7 @@ class EdgeConnection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         parser = self._parser
         assert parser is not None
         method = parser.get_method()
@@ -234,14 +250,18 @@ class EdgeConnection(asyncio.Protocol):
         self.idle_since = self.edge.loop.time()
 
     def _bad_request(self, why: str) -> None:
+        self._refuse(BadRequest(f"malformed HTTP request: {why}"))
+
+    def _refuse(self, error: MasterError) -> None:
+        """Answer and hang up: the rest of the stream cannot be trusted."""
         if self.transport is None:
             return
         if self.current is None:
-            error = BadRequest(f"malformed HTTP request: {why}")
             self.transport.write(error_response(error, close=True))
             self.transport.close()
         else:
             self.transport.abort()
+        self._refused = True
 
 
 class Edge:
