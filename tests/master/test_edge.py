@@ -313,3 +313,20 @@ async def test_a_request_head_without_end_is_refused_before_it_fills_memory(stac
     async with aiohttp.ClientSession(f"http://127.0.0.1:{stack.port}") as http:
         big = await http.post("/api/accounts/E1/echo", data=b"b" * (512 << 10))
         assert len((await big.json())["body"]) == 512 << 10
+
+
+async def test_expect_100_continue_is_passed_both_ways(stack: Stack) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+    writer.write(
+        b"POST /api/accounts/E1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    # The worker asks for the body through the master before it has any of it.
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    writer.write(b"hello")
+    answer = await asyncio.wait_for(read_answer(reader), 5)
+    assert json.loads(answer.body)["body"] == "hello"
+    writer.write(b"GET /api/accounts/E1/echo?after=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert json.loads((await read_answer(reader)).body)["query"] == "after=1"  # still in step
+    writer.close()
