@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,19 @@ async def test_events_are_numbered_kept_and_long_polled(worker: TestClient[Any, 
     for bad in ("7", "abc.", "a.b", "../x.1"):
         response = await worker.get("/events", params={"after": bad})
         assert response.status == 400
+
+
+async def test_a_stopping_worker_answers_its_pending_long_polls_at_once(tmp_path: Path) -> None:
+    server = TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
+    async with TestClient(server) as worker:
+        first = await (await worker.get("/events")).json()
+        waiting = asyncio.create_task(worker.get(f"/events?after={first['epoch']}.0&wait=30"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        started = time.monotonic()
+        await server.close()  # as on SIGTERM: shutdown, then cleanup
+        answered = await asyncio.wait_for(waiting, 5)
+        assert answered.status == 200
+        assert (await answered.json())["events"] == []
+        # Without the release, shutdown would wait out the poll's 30 s.
+        assert time.monotonic() - started < 3
