@@ -109,7 +109,6 @@ class Exchange:
         length = next((v for n, v in lowered if n == b"content-length"), None)
         self.chunked_in = any(n == b"transfer-encoding" and b"chunked" in v for n, v in lowered)
         self.has_body = self.chunked_in or (length is not None and length.strip() != b"0")
-        self.content_length = int(length) if length is not None and length.isdigit() else None
         self.head = self._request_head(url, headers, lowered, length)
 
     def _request_head(
@@ -149,6 +148,7 @@ class Exchange:
         if upstream is not None:
             self._attach(upstream, reused=True)
         else:
+            self.client.hold_reading(True)  # a body waits in the client's socket, not here
             self._connecting = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -169,6 +169,8 @@ class Exchange:
         self.client.edge.pool.attach(upstream, self)
         pending, self._pending = self._pending, None
         upstream.send(b"".join([self.head, *(pending or ())]))
+        if not reused:
+            self.client.hold_reading(False)
 
     def request_body(self, data: bytes) -> None:
         framed = _chunk(data) if self.chunked_in and not self.upgrade else data
