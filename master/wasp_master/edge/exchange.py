@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from wasp_master.edge.upstream import Header, Target, UpstreamConnection
@@ -50,7 +51,7 @@ def error_response(error: MasterError, close: bool) -> bytes:
     """The same `{"ok": false, "error"}` answer the app's middleware gives."""
     body = json.dumps(error.body()).encode()
     head = [
-        b"HTTP/1.1 %d %s" % (error.status, _REASONS.get(error.status, b"Error")),
+        b"HTTP/1.1 %d %s" % (error.status, HTTPStatus(error.status).phrase.encode()),
         b"Content-Type: application/json; charset=utf-8",
         b"Content-Length: %d" % len(body),
         *(f"{k}: {v}".encode() for k, v in error.headers.items()),
@@ -58,15 +59,6 @@ def error_response(error: MasterError, close: bool) -> bytes:
     if close:
         head.append(b"Connection: close")
     return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-_REASONS = {
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    413: b"Request Entity Too Large",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
 
 
 class Exchange:
@@ -173,11 +165,7 @@ class Exchange:
             self.client.hold_reading(False)
 
     def request_body(self, data: bytes) -> None:
-        framed = _chunk(data) if self.chunked_in and not self.upgrade else data
-        if self._pending is not None:
-            self._pending.append(framed)
-        elif self.upstream is not None:
-            self.upstream.send(framed)
+        self.request_body_raw(_chunk(data) if self.chunked_in and not self.upgrade else data)
 
     def request_done(self) -> None:
         self.body_done = True
