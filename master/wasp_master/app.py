@@ -1,11 +1,18 @@
-"""The master's HTTP API (aiohttp) and Socket.IO server: route, wake, fan out.
+"""The master's HTTP API and Socket.IO server (aiohttp): route, wake, fan out.
 
-A request's way through: `auth` (API key) → `routing` (which shard owns the
-slot) → `wake` (a suspended shard is woken first) → `proxy` (the worker
-answers). As deployed, `edge` sits in front: it forwards slot requests for
-awake shards itself and hands everything else to this app. Requests without
-a slot read and write the shared config, or go to the first shard, as in the
-seeds. Typed errors become `{"ok": false, "error"}` bodies in one middleware.
+One HTTP stack: aiohttp (llhttp underneath) reads and frames every request
+and writes every answer; nothing in the master touches HTTP bytes. A request
+for a slot takes this path, one module per step:
+
+    guard (this module's middleware: API key, body limit, typed errors → JSON)
+      → routing   which shard owns the slot: the URL, else the JSON body
+      → wake      a suspended shard is woken and waited for
+      → proxy     a pooled keep-alive connection to the shard's worker,
+                  the body streamed both ways
+      → the worker's own app (`wasp_worker.app`)
+
+Requests without a slot read and write the shared config (`shared_config`),
+or go to the first shard. Live events reach Socket.IO clients through `live`.
 """
 
 from __future__ import annotations
@@ -424,7 +431,7 @@ def build_app(
         directory=directory,
         store=store,
         metrics=MasterMetrics(),
-        proxy=Proxy(config.connect_timeout_s, config.read_timeout_s),
+        proxy=Proxy(config.connect_timeout_s, config.read_timeout_s, config.worker_connections),
         waker=Waker(directory, unsuspend, config.wake_timeout_s),
         sio=sio,
     )

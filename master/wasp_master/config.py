@@ -28,6 +28,9 @@ class MasterConfig(BaseModel):
     prewarm: int = Field(0, ge=0, description="Keep the first N shards (slot order) awake.")
     wake_timeout_s: float = Field(60.0, gt=0, description="How long a request waits for a wake.")
     connect_timeout_s: float = Field(2.0, gt=0)
+    worker_connections: int = Field(
+        256, ge=1, description="Most connections kept open to one worker; past it, requests wait."
+    )
     read_timeout_s: float = Field(30.0, gt=0, description="Longest silence from a worker.")
     health_interval_s: float = Field(2.0, gt=0, description="How often workers' /health is read.")
     endpoint_template: str | None = Field(

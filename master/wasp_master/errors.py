@@ -21,10 +21,6 @@ class BadRequest(MasterError):
     status = 400
 
 
-class HeadTooLarge(MasterError):
-    status = 431
-
-
 class Unauthorized(MasterError):
     status = 401
 

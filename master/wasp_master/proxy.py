@@ -57,14 +57,20 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
 
 
 class Proxy:
-    def __init__(self, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self, connect_timeout_s: float, read_timeout_s: float, per_worker: int = 256
+    ) -> None:
+        self._per_worker = per_worker
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._http: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=30)
+        # Kept alive below aiohttp's server-side 75 s, so the worker never closes one first.
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=self._per_worker, ttl_dns_cache=30, keepalive_timeout=30
+        )
         self._http = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -82,8 +88,8 @@ class Proxy:
         """Send `request` to the shard; `body` when it was already read (to find the slot)."""
         assert self._http is not None
         headers = end_to_end(request.headers, HOP_BY_HOP | PRIVATE)
-        # Only the edge reaches the app over its unix socket (no remote address); it sets this.
-        headers["X-Forwarded-For"] = request.remote or request.headers.get("X-Forwarded-For") or ""
+        # The master's to set: these replace whatever the client sent.
+        headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Host"] = request.host
         data: bytes | AsyncIterator[bytes] | None = body
         if body is None and request.body_exists:

@@ -5,9 +5,8 @@ namespace's WhatsAppShards through a kopf watch that runs in the same event
 loop; kopf also owns SIGTERM, and the HTTP server stops after it. Local mode
 (SHARDS_JSON or a shards file): a fixed table, no waking.
 
-Either way the public port is the edge's (`wasp_master.edge`): slot requests
-go straight to workers, everything else reaches the aiohttp app, which listens
-on a private unix socket.
+Either way one aiohttp server listens on the public port and serves every
+request itself: the API, the proxy to workers, Socket.IO and the console.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,9 +23,8 @@ import kopf
 from aiohttp import web
 
 from wasp.kube import api_client
-from wasp_master.app import MASTER, build_app
+from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
-from wasp_master.edge.server import Edge
 from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
 from wasp_master.wake import kube_unsuspend
@@ -62,18 +58,13 @@ def _started(config: MasterConfig, mode: str) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[int]:
-    """The app on a private unix socket, the edge on the public port (yielded)."""
+    """The app on the public port (yielded: the bound one when the config asks for 0)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    # Abstract (Linux): nothing on disk, gone with the process.
-    socket_name = f"\0wasp-master-{os.getpid()}-{secrets.token_hex(4)}"
-    await web.UnixSite(runner, socket_name).start()
-    assert runner.server is not None
-    edge = Edge(app[MASTER], runner.server, socket_name)
     try:
-        yield await edge.start(config.host, config.port)
+        await web.TCPSite(runner, config.host, config.port).start()
+        yield runner.addresses[0][1]
     finally:
-        await edge.close()
         await runner.cleanup()
 
 

@@ -25,7 +25,6 @@ from wasp_worker.events import EventLog
 from yarl import URL
 
 from tests.support.cluster import free_port
-from tests.support.master import EdgeTestServer
 from tests.worker.test_worker_http import config as worker_config
 from wasp.slots import SlotRange
 
@@ -78,9 +77,8 @@ class Stack:
     release: asyncio.Event
 
 
-@pytest.fixture(params=["app", "edge"])
-async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    """The same contract twice: the aiohttp app alone, and behind the edge as deployed."""
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "accounts.json").write_text('[{"slot": "A1", "enabled": true}]')
@@ -122,8 +120,7 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         health_interval_s=0.2,
     )
     app = build_app(config, directory, DirectoryStore(config_dir))
-    server = TestServer(app) if request.param == "app" else EdgeTestServer(app, config)
-    async with TestClient(server, headers={"x-api-key": KEY}) as master:
+    async with TestClient(TestServer(app), headers={"x-api-key": KEY}) as master:
         yield Stack(master, config_dir, directory, workers, echo_url, release)
     for server in (*workers, echo_server):
         await server.close()
