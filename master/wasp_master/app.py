@@ -4,7 +4,8 @@ One HTTP stack: aiohttp (llhttp underneath) reads and frames every request
 and writes every answer; nothing in the master touches HTTP bytes. A request
 for a slot takes this path, one module per step:
 
-    guard (this module's middleware: API key, body limit, typed errors → JSON)
+    guard (this module's middleware: framing (`limits`), API key, body limit,
+           typed errors → JSON)
       → routing   which shard owns the slot: the URL, else the JSON body
       → wake      a suspended shard is woken and waited for
       → proxy     a pooled keep-alive connection to the shard's worker,
@@ -39,6 +40,7 @@ from wasp_master import auth
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError, NoShard
+from wasp_master.limits import check_framing
 from wasp_master.live import ALL, EventHub
 from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
@@ -96,14 +98,19 @@ def _master(request: web.Request) -> Master:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """API keys on /api/*, then typed errors as JSON bodies (one layer: it runs per request)."""
+    """Framing, API keys on /api/*, then typed errors as JSON bodies (one layer: it runs
+    on every request)."""
     try:
+        check_framing(request)
         if request.path.startswith("/api/"):
             given = auth.presented_key(request.headers)
             auth.check_api_key(given, _master(request).config.api_keys)
         return await handler(request)
     except MasterError as error:
-        return web.json_response(error.body(), status=error.status, headers=error.headers)
+        answer = web.json_response(error.body(), status=error.status, headers=error.headers)
+        if error.closes_connection:
+            answer.force_close()
+        return answer
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},

@@ -7,6 +7,7 @@ from typing import Any
 
 class MasterError(Exception):
     status = 500
+    closes_connection = False  # the request's framing cannot be trusted: no next request
 
     def __init__(self, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
@@ -19,6 +20,10 @@ class MasterError(Exception):
 
 class BadRequest(MasterError):
     status = 400
+
+
+class BadFraming(BadRequest):
+    closes_connection = True
 
 
 class Unauthorized(MasterError):
