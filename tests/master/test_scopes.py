@@ -371,3 +371,22 @@ async def until_true(check: Any) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not true within 5 s")
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({"operations": ["config"], "workspaces": ["a"]}, "`config` and `admin` are for keys"),
+        ({"operations": ["admin"], "slots": ["A1-A5"]}, "`config` and `admin` are for keys"),
+        ({"operations": ["read"], "slots": ["A1"], "workspaces": ["a"]}, "not both"),
+        ({"operations": ["read"], "slots": ["A5-A1"]}, "comes after the last"),
+        ({"operations": []}, "at least 1"),
+        ({"operations": ["write"]}, "operations.0"),
+    ],
+)
+def test_a_record_that_cannot_be_right_is_refused(record: dict[str, Any], problem: str) -> None:
+    from wasp_master.keys import KeysError, hash_key, parse_keys
+
+    text = json.dumps({"keys": [{"id": "x", "hash": hash_key("k"), **record}]})
+    with pytest.raises(KeysError, match=problem):
+        parse_keys(text, "keys.json")
