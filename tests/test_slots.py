@@ -163,3 +163,22 @@ def test_pydantic_field_parses_serialises_and_explains() -> None:
         _Request.model_validate({"slot": "../A1"})
     schema = _Request.model_json_schema()["properties"]["slot"]
     assert schema["pattern"] == SLOT_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("text", "first", "last"),
+    [
+        ("A1-A50", "A1", "A50"),
+        ("A1..A50", "A1", "A50"),
+        ("B7", "B7", "B7"),
+        (" C2 - C3 ", "C2", "C3"),
+    ],
+)
+def test_range_text_with_dash_dots_or_one_slot(text: str, first: str, last: str) -> None:
+    assert SlotRange.from_text(text) == SlotRange.parse(first, last)
+
+
+@pytest.mark.parametrize("text", ["A1-B5", "A9-A2", "A1-", "-A1", "a1-a5", "", 7])
+def test_bad_range_text_is_a_slot_error(text: object) -> None:
+    with pytest.raises(SlotError):
+        SlotRange.from_text(text)

@@ -211,6 +211,13 @@ def operator(**options: Any) -> None:
     default=None,
     help="Kubernetes mode: the shared-config ConfigMap that writes go to.",
 )
+@click.option(
+    "--api-keys-file",
+    envvar="API_KEYS_FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Hashed, scoped API key records (YAML or JSON; `wasp keys new`), re-read while running.",
+)
 @click.option("--prewarm", envvar="PREWARM", type=int, default=0, show_default=True)
 @click.option("--wake-timeout", envvar="WAKE_TIMEOUT", type=float, default=60.0, show_default=True)
 @click.option(
@@ -224,10 +231,12 @@ def master(**options: Any) -> None:
     """Run the master: route /api/* by slot, wake shards, fan live events out.
 
     Secrets come from the environment only: MASTER_TOKEN (workers' x-master-token)
-    and API_KEYS (comma-separated keys for /api/*).
+    and API_KEYS (comma-separated full-access keys for /api/*); scoped keys are
+    hashed records in --api-keys-file.
     """
     from pydantic import ValidationError
     from wasp_master.config import MasterConfig
+    from wasp_master.keys import KeyRing, KeysError
     from wasp_master.run import serve_kube, serve_local
 
     keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
@@ -237,6 +246,7 @@ def master(**options: Any) -> None:
             port=options["port"],
             master_token=os.environ.get("MASTER_TOKEN", ""),
             api_keys=keys,
+            api_keys_file=options["api_keys_file"],
             config_dir=options["config_dir"],
             config_map=options["config_map"],
             namespace=options["namespace"],
@@ -249,6 +259,10 @@ def master(**options: Any) -> None:
         )
     except ValidationError as error:
         raise click.UsageError(str(error)) from None
+    try:
+        KeyRing(config.api_keys, config.api_keys_file)  # a bad keys file stops the start
+    except KeysError as error:
+        raise click.UsageError(f"bad API keys file: {error}") from None
     if config.namespace:
         serve_kube(config)
     elif config.shards_json or config.shards_file:
@@ -260,6 +274,74 @@ def master(**options: Any) -> None:
         raise click.UsageError(
             "give --namespace (Kubernetes) or --shards-json/--shards-file (local)"
         )
+
+
+@main.group()
+def keys() -> None:
+    """API keys for the master: records to store in its keys file (API_KEYS_FILE)."""
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+@keys.command("new")
+@click.option("--id", "key_id", required=True, help="Who holds the key (logged; not secret).")
+@click.option(
+    "--ops",
+    required=True,
+    help="Comma-separated operations: read, send, session, config, admin (admin: all).",
+)
+@click.option("--workspaces", default=None, help="Only these workspaces (comma-separated).")
+@click.option("--slots", default=None, help="Only these slot ranges, e.g. A1-A50,B1-B9.")
+@click.option(
+    "--format", "form", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+def keys_new(key_id: str, ops: str, workspaces: str | None, slots: str | None, form: str) -> None:
+    """Make a key: the key once on stderr, the record (hash only) on stdout.
+
+    The YAML record is a list item, so `wasp keys new ... >> keys.yaml` appends it
+    to a file that starts with `keys:`.
+    """
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+    from wasp_master.keys import KeyRecord, hash_key, new_key
+
+    from wasp.validation import problems
+
+    key = new_key()
+    try:
+        record = KeyRecord.model_validate(
+            {
+                "id": key_id,
+                "hash": hash_key(key),
+                "operations": _csv(ops),
+                "workspaces": _csv(workspaces),
+                "slots": _csv(slots),
+            }
+        )
+    except ValidationError as error:
+        raise click.UsageError(problems(error)) from None
+    stored = record.model_dump(mode="json", exclude_none=True)
+    click.echo(f"API key for {key_id} (shown once; the file keeps only its hash):", err=True)
+    click.echo(key, err=True)
+    if form == "json":
+        click.echo(json.dumps(stored))
+    else:
+        click.echo(yaml.safe_dump([stored], sort_keys=False, default_flow_style=None).rstrip())
+
+
+@keys.command("hash")
+def keys_hash() -> None:
+    """Print the `hash` of a key read from stdin (to move an API_KEYS key into a record)."""
+    from wasp_master.keys import hash_key
+
+    given = sys.stdin.readline().strip()
+    if not given:
+        raise click.UsageError("give the key on stdin")
+    click.echo(hash_key(given))
 
 
 @main.command()

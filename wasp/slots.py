@@ -1,8 +1,9 @@
 """Slots and slot ranges: the one parser every part of wasp uses.
 
 A slot id is an upper-case prefix and a positive integer (`A1`, `B350`, `ZZ7`).
-A range is `first..last`, inclusive, same prefix, `first <= last`. Slots sort
-by prefix, then by number, so `A2` comes before `A10`.
+A range is `first..last` (written `first-last` in key files), inclusive, same
+prefix, `first <= last`. Slots sort by prefix, then by number, so `A2` comes
+before `A10`.
 
 Slot ids arrive from URLs, JSON bodies and custom resources, and end up in file
 paths (`/data/auth/<slot>/`), so the grammar is strict and bounded: anything
@@ -94,6 +95,19 @@ class SlotRange:
     @classmethod
     def parse(cls, first: object, last: object) -> SlotRange:
         return cls(Slot.parse(first), Slot.parse(last))
+
+    @classmethod
+    def from_text(cls, text: object) -> SlotRange:
+        """`A1-A50` or `A1..A50`; one slot `A7` is the range `A7-A7`."""
+        if not isinstance(text, str):
+            raise SlotError(
+                f"invalid range: expected text like 'A1-A50', got {type(text).__name__}"
+            )
+        for separator in ("..", "-"):
+            if separator in text:
+                first, _, last = text.partition(separator)
+                return cls.parse(first.strip(), last.strip())
+        return cls.parse(text.strip(), text.strip())
 
     @property
     def prefix(self) -> str:

@@ -4,8 +4,9 @@ One HTTP stack: aiohttp (llhttp underneath) reads and frames every request
 and writes every answer; nothing in the master touches HTTP bytes. A request
 for a slot takes this path, one module per step:
 
-    guard (this module's middleware: framing (`limits`), API key, body limit,
-           typed errors → JSON)
+    guard (this module's middleware: framing (`limits`), API key and its scope
+           (`auth`, `keys`), body limit, typed errors → JSON; a refused request
+           never reaches a worker)
       → routing   which shard owns the slot: the URL, else the JSON body
       → wake      a suspended shard is woken and waited for
       → proxy     a pooled keep-alive connection to the shard's worker,
@@ -40,6 +41,7 @@ from wasp_master import auth
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError, NoShard
+from wasp_master.keys import KeyRecord, KeyRing, Operation, follow
 from wasp_master.limits import check_framing
 from wasp_master.live import ALL, EventHub
 from wasp_master.metrics import MasterMetrics
@@ -72,15 +74,25 @@ class Master:
     proxy: Proxy
     waker: Waker
     sio: socketio.AsyncServer
+    keys: KeyRing
     hub: EventHub = field(init=False)
     health: dict[str, ShardHealth] = field(default_factory=dict)
     workspaces: dict[str, str] = field(default_factory=dict)  # slot -> ws, from accounts.json
+    sockets: dict[str, KeyRecord] = field(default_factory=dict)  # Socket.IO sid -> its key
 
     def __post_init__(self) -> None:
         self.hub = EventHub(self.sio, self.directory, self.metrics, self.workspace_of)
 
     def workspace_of(self, slot: str) -> str:
         return self.workspaces.get(slot, "default")
+
+    async def drop_revoked(self) -> None:
+        """After the keys changed: disconnect Socket.IO clients whose key record is gone
+        or different (revoked, rotated or rescoped); they reconnect with a current key."""
+        current = set(self.keys.records)
+        for sid, key in list(self.sockets.items()):
+            if key not in current and key is not auth.OPEN:
+                await self.sio.disconnect(sid)
 
     async def refresh_workspaces(self) -> None:
         accounts = await self.store.read("accounts")
@@ -90,6 +102,7 @@ class Master:
 
 
 MASTER = web.AppKey("master", Master)
+KEY = web.RequestKey("key", KeyRecord)
 
 
 def _master(request: web.Request) -> Master:
@@ -98,13 +111,15 @@ def _master(request: web.Request) -> Master:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Framing, API keys on /api/*, then typed errors as JSON bodies (one layer: it runs
-    on every request)."""
+    """Framing, API keys and their scope on /api/*, then typed errors as JSON bodies (one
+    layer: it runs on every request)."""
     try:
         check_framing(request)
         if request.path.startswith("/api/"):
-            given = auth.presented_key(request.headers)
-            auth.check_api_key(given, _master(request).config.api_keys)
+            master = _master(request)
+            key = auth.authenticate(auth.presented_key(request.headers), master.keys)
+            request[KEY] = key
+            _authorize(request, master, key)
         return await handler(request)
     except MasterError as error:
         answer = web.json_response(error.body(), status=error.status, headers=error.headers)
@@ -116,6 +131,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},
             status=413,
         )
+
+
+def _authorize(request: web.Request, master: Master, key: KeyRecord) -> None:
+    """The route's operation (ACCESS; admin for any route not listed) on its slot."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else ""
+    operation = ACCESS.get((request.method, template), "admin")
+    slot = auth.slot_for(key, request.match_info.get("slot"))
+    auth.authorize(key, operation, slot, master.workspace_of(str(slot)) if slot else "default")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -141,10 +165,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def shards(request: web.Request) -> web.Response:
-    """Every shard with its range, state and capacity (what the console draws)."""
-    master = _master(request)
+    """Every shard with its range, state and capacity (what the console draws); a
+    scoped key sees the shards that hold its slots."""
+    master, key = _master(request), request[KEY]
     listed = []
     for route in master.directory.table.routes:
+        if not auth.sees_shard(key, route.slots, master.workspaces):
+            continue
         seen = master.health.get(route.id, ShardHealth())
         listed.append(
             {
@@ -166,8 +193,9 @@ def _kind(request: web.Request) -> Kind:
 
 
 async def read_config(request: web.Request) -> web.Response:
-    kind = _kind(request)
-    return web.json_response({"ok": True, kind: await _master(request).store.read(kind)})
+    master, kind = _master(request), _kind(request)
+    items = auth.visible(request[KEY], kind, await master.store.read(kind), master.workspace_of)
+    return web.json_response({"ok": True, kind: items})
 
 
 async def write_config(request: web.Request) -> web.Response:
@@ -277,6 +305,7 @@ API = ApiInfo(
         202: "Accepted: stored on the shard's disk",
         400: "Bad input; nothing changed",
         401: "Missing or invalid API key or master token",
+        403: "The API key's operations or scope do not cover this request",
         404: "No shard serves this slot, or not found",
         409: "Slot not in the worker that answered, or a concurrent edit",
         413: "Body too large",
@@ -285,6 +314,28 @@ API = ApiInfo(
         "see Retry-After",
     },
 )
+
+# What a key needs for each API route: the whole access policy, one table. Any
+# /api/* route not listed (the catch-all for paths the master does not declare,
+# routed by a body's slot) needs admin. build_app refuses a declared route missing here.
+ACCESS: dict[tuple[str, str], Operation] = {
+    ("GET", "/api/shards"): "read",
+    **{("GET", f"/api/{kind}"): "read" for kind in KINDS},
+    **{("PUT", f"/api/{kind}"): "config" for kind in KINDS},
+    ("GET", "/api/accounts/{slot}/status"): "read",
+    ("GET", "/api/accounts/{slot}/chats"): "read",
+    ("POST", "/api/accounts/{slot}/openChat"): "read",
+    ("GET", "/api/accounts/{slot}/media/{name}"): "read",
+    ("GET", "/api/accounts/{slot}/messages/{id}"): "read",
+    ("POST", "/api/accounts/{slot}/send"): "send",
+    ("POST", "/api/accounts/{slot}/schedule"): "send",
+    ("POST", "/api/accounts/{slot}/connect"): "session",
+    ("POST", "/api/accounts/{slot}/open"): "session",
+    ("POST", "/api/accounts/{slot}/logout"): "session",
+    ("POST", "/api/accounts/{slot}/destroy"): "session",
+    ("POST", "/api/accounts/{slot}/pair"): "session",
+    ("POST", "/api/accounts/{slot}/scan"): "session",
+}
 
 MASTER_ROUTES = [
     Route("GET", "/health", health, "Master health and every shard's range and reachability"),
@@ -297,7 +348,9 @@ MASTER_ROUTES = [
         body=EmitRequest,
         responses=(200, 400, 401),
     ),
-    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity", responses=(200, 401)),
+    Route(
+        "GET", "/api/shards", shards, "Shards: ranges, state, capacity", responses=(200, 401, 403)
+    ),
     *[
         route
         for kind in KINDS
@@ -306,15 +359,15 @@ MASTER_ROUTES = [
                 "GET",
                 f"/api/{kind}",
                 read_config,
-                f"The shared {kind} list",
-                responses=(200, 401),
+                f"The shared {kind} list (a scoped key: the items of its slots)",
+                responses=(200, 401, 403),
             ),
             Route(
                 "PUT",
                 f"/api/{kind}",
                 write_config,
                 f"Replace the shared {kind} list (validated, written atomically)",
-                responses=(200, 400, 401, 409, 413),
+                responses=(200, 400, 401, 403, 409, 413),
             ),
         )
     ],
@@ -332,7 +385,7 @@ def worker_routes() -> list[Route]:
             route_request,
             r.summary,
             body=r.body,
-            responses=tuple(sorted({*r.responses, 401, 404, 503})),
+            responses=tuple(sorted({*r.responses, 401, 403, 404, 503})),
         )
         for r in ROUTES
         if r.path.startswith("/api/accounts/{slot}/")
@@ -350,12 +403,13 @@ def attach_socketio(app: web.Application, master: Master) -> None:
         given = auth_data.get("apiKey") if isinstance(auth_data, dict) else None
         given = given or auth.presented_key({k: v for k, v in headers.items() if v})
         try:
-            auth.check_api_key(given, master.config.api_keys)
+            master.sockets[sid] = auth.authenticate(given, master.keys)
         except MasterError as error:
             raise socketio.exceptions.ConnectionRefusedError(error.reason) from None
         master.metrics.clients.inc()
 
     async def disconnect(sid: str, reason: Any = None) -> None:
+        master.sockets.pop(sid, None)
         master.metrics.clients.dec()
 
     async def join(sid: str, data: Any = None) -> dict[str, Any]:
@@ -367,10 +421,20 @@ def attach_socketio(app: web.Application, master: Master) -> None:
         rooms = set()
         if data.get("all"):
             rooms.add(ALL)
-        if isinstance(data.get("ws"), str) and 0 < len(data["ws"]) <= 128:
-            rooms.add(f"ws:{data['ws']}")
+        workspace = data.get("ws")
+        if isinstance(workspace, str) and 0 < len(workspace) <= 128:
+            rooms.add(f"ws:{workspace}")
+        else:
+            workspace = None
         if not rooms:
             return {"ok": False, "error": "join needs `ws` (a workspace) or `all: true`"}
+        key = master.sockets.get(sid)
+        if key is None:
+            return {"ok": False, "error": "not connected"}
+        try:
+            auth.authorize_join(key, ALL in rooms, workspace)
+        except MasterError as error:
+            return error.body()
         for room in rooms:
             await sio.enter_room(sid, room)
         since = data.get("since")
@@ -429,6 +493,10 @@ def build_app(
     store: ConfigStore,
     unsuspend: Patch | None = None,
 ) -> web.Application:
+    routes = [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]
+    unlisted = {(r.method, r.path) for r in routes if r.path.startswith("/api/")} - set(ACCESS)
+    if unlisted:
+        raise RuntimeError(f"API routes without an operation in ACCESS: {sorted(unlisted)}")
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
     sio = socketio.AsyncServer(
         async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False
@@ -441,10 +509,11 @@ def build_app(
         proxy=Proxy(config.connect_timeout_s, config.read_timeout_s, config.worker_connections),
         waker=Waker(directory, unsuspend, config.wake_timeout_s),
         sio=sio,
+        keys=KeyRing(config.api_keys, config.api_keys_file),
     )
     app[MASTER] = master
     attach_socketio(app, master)
-    add_routes(app, [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()], API)
+    add_routes(app, routes, API)
     app.router.add_route("*", "/api/{tail:.*}", route_request)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -459,6 +528,10 @@ def build_app(
             asyncio.create_task(watch_health(master)),
             asyncio.create_task(master.waker.keep_awake(config.prewarm)),
         ]
+        if master.keys.path is not None:
+            tasks.append(
+                asyncio.create_task(follow(master.keys, config.keys_poll_s, master.drop_revoked))
+            )
         yield
         directory.listeners.remove(master.hub.sync)
         for task in tasks:

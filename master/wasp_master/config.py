@@ -15,7 +15,13 @@ class MasterConfig(BaseModel):
     host: str = "0.0.0.0"
     port: int = Field(3000, ge=0, le=65535, description="PORT_MASTER: API, Socket.IO, /health.")
     master_token: str = Field("", repr=False, description="What workers send as x-master-token.")
-    api_keys: tuple[str, ...] = Field((), repr=False, description="Keys accepted on /api/*.")
+    api_keys: tuple[str, ...] = Field(
+        (), repr=False, description="API_KEYS: plain keys accepted on /api/* with full access."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="API_KEYS_FILE: hashed, scoped key records; re-read while running."
+    )
+    keys_poll_s: float = Field(2.0, gt=0, description="How often the keys file is re-read.")
     config_dir: Path = Field(Path("/config"), description="Shared config: accounts, roles, groups.")
     config_map: str | None = Field(
         None, description="In Kubernetes: the ConfigMap behind CONFIGDIR, where writes go."

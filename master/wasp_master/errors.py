@@ -30,6 +30,12 @@ class Unauthorized(MasterError):
     status = 401
 
 
+class Forbidden(MasterError):
+    """A valid key asked for something outside its scope; the reason names what is missing."""
+
+    status = 403
+
+
 class NoShard(MasterError):
     status = 404
 

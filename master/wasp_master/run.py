@@ -48,12 +48,17 @@ def _started(config: MasterConfig, mode: str) -> None:
                 "port": config.port,
                 "mode": mode,
                 "api_keys": len(config.api_keys),  # how many, never which
+                "api_keys_file": str(config.api_keys_file) if config.api_keys_file else None,
                 "master_token": bool(config.master_token),
             }
         )
     )
-    if not config.api_keys:
-        log.warning(json.dumps({"event": "api_open", "reason": "no API_KEYS: /api/* is open"}))
+    if not config.api_keys and config.api_keys_file is None:
+        log.warning(
+            json.dumps(
+                {"event": "api_open", "reason": "no API_KEYS or API_KEYS_FILE: /api/* is open"}
+            )
+        )
 
 
 @contextlib.asynccontextmanager

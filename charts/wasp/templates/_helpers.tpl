@@ -76,6 +76,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-credentials" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Secret holding the master's keys file: the chart's, or apiKeys.existingSecret. */}}
+{{- define "wasp.apiKeysSecretName" -}}
+{{- .Values.apiKeys.existingSecret | default (printf "%s-api-keys" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-") }}
+{{- end }}
+
 {{/* The shared ConfigMap (accounts.json, roles.json, groups.json). */}}
 {{- define "wasp.configMapName" -}}
 {{- printf "%s-config" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
@@ -161,7 +166,7 @@ Returns a dict {"master-token": ..., "api-keys": ...} as YAML.
 {{- $token = (index $data "master-token" | default "" | b64dec) | default (randAlphaNum 48) -}}
 {{- end -}}
 {{- $keys := join "," .Values.credentials.apiKeys -}}
-{{- if not $keys -}}
+{{- if and (not $keys) .Values.credentials.generateApiKey -}}
 {{- $keys = (index $data "api-keys" | default "" | b64dec) | default (randAlphaNum 40) -}}
 {{- end -}}
 master-token: {{ $token | quote }}
