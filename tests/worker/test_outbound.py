@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import QUEUE, SESSIONS, build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
-from wasp_worker.queue import DestinationError, normalise
+from wasp_worker.messages import DestinationError, normalise
 
 from tests.worker.test_worker_http import config
 from wasp.slots import Slot
@@ -144,9 +144,9 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
         (b"not json", "body is not JSON"),
         (b"[1, 2]", "invalid request"),
         (b'{"text": "no destination"}', "to: Field required"),
-        (b'{"to": "5511999999999"}', "needs `text`"),
+        (b'{"to": "5511999999999"}', "text: Field required (type text)"),
         (b'{"to": "5511999999999", "type": "sticker", "media_url": "http://x"}', "type"),
-        (b'{"to": "5511999999999", "type": "image"}', "needs `media_url`"),
+        (b'{"to": "5511999999999", "type": "image"}', "media_url: Field required (type image)"),
         (
             b'{"to": "5511999999999", "type": "document", "media_url": "http://x/a",'
             b' "file_name": "../../etc/passwd"}',

@@ -241,9 +241,17 @@ async def test_openapi_documents_exactly_the_routes_served(worker: TestClient[An
     served = {
         (r.method, r.resource.canonical)
         for r in worker.app.router.routes()
-        if r.method != "HEAD" and r.resource is not None and r.resource.canonical != "/openapi.json"
+        if r.method not in ("HEAD", "*")
+        and r.resource is not None
+        and r.resource.canonical != "/openapi.json"
     }
     assert documented == served
+    # Every documented path answers any other method itself: 405, with Allow.
+    refusing = {r.resource.canonical for r in worker.app.router.routes() if r.method == "*"}
+    assert refusing == set(document["paths"])
+    refused = await worker.get("/api/accounts/A1/send")
+    assert (refused.status, refused.headers["Allow"]) == (405, "POST")
+    assert (await refused.json())["ok"] is False
     send = document["paths"]["/api/accounts/{slot}/send"]["post"]
     schema_ref = send["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema_ref.endswith("/SendRequest")
