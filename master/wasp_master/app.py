@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +44,7 @@ from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
 from wasp_master.routing import ShardRoute, slot_in_body, slot_in_path
 from wasp_master.shards import ShardDirectory
-from wasp_master.shared_config import KINDS, ConfigStore, Kind, validate
+from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
 from wasp_master.wake import Patch, Waker
 
 log = logging.getLogger("wasp.master")
@@ -109,6 +109,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},
             status=413,
         )
+    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
+        return web.json_response({"ok": False, "error": "no such path"}, status=404)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -264,18 +266,25 @@ API = ApiInfo(
     description="The master: every /api/accounts/{slot}/... call is routed to the shard "
     "owning the slot (woken first if suspended). /api/* needs an API key when keys are "
     "configured (`x-api-key` or `Authorization: Bearer`). Live events: Socket.IO at "
-    "/socket.io (`join` with {ws, since}).",
+    "/socket.io (`join` with {ws, since}). Every error is JSON: {ok: false, error}; a "
+    "documented path answers 405 (with Allow) for a method it does not take.",
     reasons={
         200: "OK",
         202: "Accepted: stored on the shard's disk",
-        400: "Bad input; nothing changed",
+        400: "Bad input (the error says which); nothing changed",
         401: "Missing or invalid API key or master token",
         404: "No shard serves this slot, or not found",
-        409: "Slot not in the worker that answered, or a concurrent edit",
+        409: "Slot not in the worker that answered, the session's state does not allow it, "
+        "a concurrent edit, or a slot listed twice",
         413: "Body too large",
         429: "The shard's capacity is full",
         503: "The shard cannot answer now (down, waking up or not the lease holder); "
         "see Retry-After",
+    },
+    security_schemes={
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "Bearer": {"type": "http", "scheme": "bearer"},
+        "MasterToken": {"type": "apiKey", "in": "header", "name": "x-master-token"},
     },
 )
 
@@ -286,28 +295,23 @@ MASTER_ROUTES = [
         "POST",
         "/internal/emit",
         internal_emit,
-        "A worker's live event (needs x-master-token)",
+        "A worker's live event (needs x-master-token when one is configured)",
         body=EmitRequest,
-        responses=(200, 400, 401),
+        responses=(200, 400, 413),
     ),
-    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity", responses=(200, 401)),
+    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity"),
     *[
         route
         for kind in KINDS
         for route in (
-            Route(
-                "GET",
-                f"/api/{kind}",
-                read_config,
-                f"The shared {kind} list",
-                responses=(200, 401),
-            ),
+            Route("GET", f"/api/{kind}", read_config, f"The shared {kind} list"),
             Route(
                 "PUT",
                 f"/api/{kind}",
                 write_config,
                 f"Replace the shared {kind} list (validated, written atomically)",
-                responses=(200, 400, 401, 409, 413),
+                body=LISTS[kind],
+                responses=(200, 400, 409, 413),
             ),
         )
     ],
@@ -319,17 +323,24 @@ def worker_routes() -> list[Route]:
     from wasp_worker.app import ROUTES  # one source of truth for the slot API
 
     return [
-        Route(
-            r.method,
-            r.path,
-            route_request,
-            r.summary,
-            body=r.body,
-            responses=tuple(sorted({*r.responses, 401, 404, 503})),
-        )
+        replace(r, handler=route_request, responses=tuple(sorted({*r.responses, 400, 404, 503})))
         for r in ROUTES
         if r.path.startswith("/api/accounts/{slot}/")
     ]
+
+
+def guarded(routes: list[Route], config: MasterConfig) -> list[Route]:
+    """Declare the credentials each route needs, and its 401, only where they are configured."""
+    declared = []
+    for route in routes:
+        if route.path.startswith("/api/") and config.api_keys:
+            route = replace(route, security=("ApiKey", "Bearer"))
+        elif route.path.startswith("/internal/") and config.master_token:
+            route = replace(route, security=("MasterToken",))
+        if route.security:
+            route = replace(route, responses=tuple(sorted({*route.responses, 401})))
+        declared.append(route)
+    return declared
 
 
 def attach_socketio(app: web.Application, master: Master) -> None:
@@ -437,7 +448,8 @@ def build_app(
     )
     app[MASTER] = master
     attach_socketio(app, master)
-    add_routes(app, [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()], API)
+    routes = [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]
+    add_routes(app, guarded(routes, config), API)
     app.router.add_route("*", "/api/{tail:.*}", route_request)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
