@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
 
 def problems(error: ValidationError, limit: int | None = None, tags: Collection[str] = ()) -> str:
@@ -20,3 +21,14 @@ def problems(error: ValidationError, limit: int | None = None, tags: Collection[
             suffix = f" (type {where.pop(0)})"
         lines.append(f"{'.'.join(map(str, where)) or 'body'}: {found['msg']}{suffix}")
     return "; ".join(lines)
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strict pydantic would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+"""An integer as JSON Schema means it (3 and 3.0), for strict body models."""

@@ -183,7 +183,7 @@ async def write_config(request: web.Request) -> web.Response:
 class EmitRequest(BaseModel):
     """Body of POST /internal/emit (a worker's live event)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     event: str = Field(pattern=r"^[a-z]{1,16}:[a-z_]{1,32}$")
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -329,10 +329,10 @@ def worker_routes() -> list[Route]:
     ]
 
 
-def guarded(routes: list[Route], config: MasterConfig) -> list[Route]:
-    """Declare the credentials each route needs, and its 401, only where they are configured."""
+def all_routes(config: MasterConfig) -> list[Route]:
+    """What this master serves and documents; credentials only where they are configured."""
     declared = []
-    for route in routes:
+    for route in [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]:
         if route.path.startswith("/api/") and config.api_keys:
             route = replace(route, security=("ApiKey", "Bearer"))
         elif route.path.startswith("/internal/") and config.master_token:
@@ -448,8 +448,7 @@ def build_app(
     )
     app[MASTER] = master
     attach_socketio(app, master)
-    routes = [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]
-    add_routes(app, guarded(routes, config), API)
+    add_routes(app, all_routes(config), API)
     app.router.add_route("*", "/api/{tail:.*}", route_request)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

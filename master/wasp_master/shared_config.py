@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from wasp.slots import SlotId
-from wasp.validation import problems
+from wasp.validation import JsonInt, problems
 from wasp_master.errors import BadRequest, MasterError
 
 Kind = Literal["accounts", "roles", "groups"]
@@ -32,7 +32,7 @@ KINDS: tuple[Kind, ...] = ("accounts", "roles", "groups")
 class Account(BaseModel):
     """One WhatsApp account: its slot, whether warm-up may start it, its workspace."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     slot: SlotId
     enabled: bool = True
@@ -42,15 +42,15 @@ class Account(BaseModel):
 class Role(BaseModel):
     """A CRM role; `boundSlot` is the account it works through (warm-up starts those)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     boundSlot: SlotId | None = None
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    id: str | int
+    id: str | JsonInt
 
 
 class Accounts(RootModel[list[Account]]):

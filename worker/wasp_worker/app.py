@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
-from wasp.validation import problems
+from wasp.validation import JsonInt, problems
 from wasp_worker import media, warmup
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
@@ -156,10 +156,10 @@ async def chats(request: web.Request) -> web.Response:
 class OpenChatRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/openChat."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     chat_id: Destination
-    limit: int = Field(50, ge=1, le=500, description="How many of the latest messages.")
+    limit: JsonInt = Field(50, ge=1, le=500, description="How many of the latest messages.")
 
 
 async def open_chat(request: web.Request) -> web.Response:
@@ -197,7 +197,7 @@ async def destroy(request: web.Request) -> web.Response:
 class PairRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/pair."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     phone: str = Field(
         pattern=r"^[1-9][0-9]{6,19}$",

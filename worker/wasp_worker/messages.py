@@ -86,7 +86,8 @@ Destination = Annotated[
 class _Outgoing(BaseModel):
     """What every message has: where it goes, an optional retry key and time."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: JSON types as the document says them (`false` is no number, `0` no string).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     to: Destination
     idempotency_key: str | None = Field(
