@@ -45,9 +45,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config.mkdir()
     env = {"PATH": os.environ["PATH"]}
     worker_port, master_port = free_port(), free_port()
-    # Every `A<n>` slot is this worker's, so generated slots reach the handlers, not only 409.
+    # Every `A<n>` slot is this worker's, so generated slots reach the handlers, not only
+    # 409; one session fits (A1, connected below), so connecting runs into the limit (429).
     worker = start_worker(
-        root / "worker.log", worker_port, root / "w1", config, base_env=env, SLOT_TO="A999999999"
+        root / "worker.log",
+        worker_port,
+        root / "w1",
+        config,
+        base_env=env,
+        SLOT_TO="A999999999",
+        MAX_ACTIVE="1",
     )
     shards = json.dumps([{"id": "w1", "port": worker_port, "from": "A1", "to": "A999999999"}])
     master = start_master(
