@@ -129,6 +129,7 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
     to = phone_of(Slot.parse("A2"))
     missing = await worker.post("/api/accounts/A1/schedule", json={"to": to, "text": "x"})
     assert missing.status == 400
+    assert "send_at: Field required" in (await missing.json())["error"]
     response = await worker.post(
         "/api/accounts/A1/schedule", json={"to": to, "text": "later", "send_at": time.time() + 1.0}
     )
@@ -158,6 +159,10 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
         ),
         (b'{"to": "../../x", "text": "t"}', "invalid destination"),
         (b'{"to": "5511999999999", "text": "t", "extra": 1}', "extra"),
+        (b'{"to": " 5511999999999", "text": "t"}', "surrounding whitespace"),
+        (b'{"to": "5511999999999", "text": "t", "media_url": "http://x"}', "media_url"),
+        (b'{"to": "5511999999999", "text": "t", "send_at": false}', "send_at"),
+        (b'{"to": "5511999999999", "text": "t", "send_at": 1e300}', "send_at"),
     ],
 )
 async def test_bad_send_is_400_with_the_reason_and_queues_nothing(
