@@ -4,7 +4,8 @@ and a local-mode master in front of it, with an API key and a master token set.
 Every schemathesis check is on: no 5xx, only documented status codes, schema-valid
 requests accepted, schema-invalid ones refused, 405 with Allow for methods a path
 does not take, credentials enforced where declared. The run is derandomized and
-bounded (a few examples per operation), and keeps no state in the repository.
+bounded (EXAMPLES per operation, about half a minute), and writes no example
+database. `WASP_FUZZ_EXAMPLES=400` makes a longer run with a random seed.
 """
 
 from __future__ import annotations
@@ -140,5 +141,7 @@ def test_master_api(case: schemathesis.Case[Any], stack: Stack) -> None:
 
 def test_fuzzing_reached_the_handlers() -> None:
     """Not only refusals: schema-valid requests got through to every kind of answer."""
+    if not SEEN:
+        pytest.skip("meaningful only after the fuzz tests of this module ran")
     codes = {code for (_, _, code) in SEEN}
-    assert {200, 202, 400, 405} <= codes, SEEN
+    assert {200, 202, 400, 404, 405, 409, 429} <= codes, SEEN
