@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from wasp_worker.queue import OutboundQueue, SendRequest
+from wasp_worker.messages import TextMessage
+from wasp_worker.queue import OutboundQueue
 
 from tests.support.processes import free_port
 from tests.support.worker import start_worker
@@ -46,7 +47,7 @@ async def durable_enqueues(path: Path) -> float:
     started = time.perf_counter()
     for i in range(MESSAGES):
         await queue.enqueue(
-            slot, SendRequest(to="5511999999999", text=f"m{i}", idempotency_key=f"k{i}")
+            slot, TextMessage(to="5511999999999", text=f"m{i}", idempotency_key=f"k{i}")
         )
     rate = MESSAGES / (time.perf_counter() - started)
     queue.close()

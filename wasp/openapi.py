@@ -1,26 +1,42 @@
 """HTTP routes declared once, as a table: the aiohttp router is built from it and
 the OpenAPI document (`GET /openapi.json`) is generated from it, so the two
-cannot disagree. The worker and the master both declare their APIs this way."""
+cannot disagree. The worker and the master both declare their APIs this way.
+
+Bodies, query strings and path parameters are pydantic models or annotated
+types: the handlers validate with them and the document is generated from
+them, so a request the document calls valid is one the server accepts. A
+documented path answers 405 with `Allow` for the methods it does not take.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from wasp import __version__
-from wasp.slots import SLOT_PATTERN
+from wasp.slots import SlotId
+from wasp.validation import problems
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Model = TypeVar("Model", bound=BaseModel)
 
 ERROR = {
     "type": "object",
     "required": ["ok", "error"],
     "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"}},
 }
+# Path parameters every API names the same way; a route may declare others in `params`.
+PATH_TYPES: dict[str, Any] = {"slot": SlotId}
+_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
+class InvalidInput(ValueError):
+    """A path parameter, query or body the route's types refuse; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,10 @@ class Route:
     handler: Handler
     summary: str
     body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # path parameter -> its type
     responses: tuple[int, ...] = (200,)
+    security: tuple[str, ...] = ()  # ApiInfo.security_schemes, any one of them suffices
 
 
 @dataclass(frozen=True)
@@ -38,11 +57,19 @@ class ApiInfo:
     title: str
     description: str
     reasons: dict[int, str]  # what each status code means in this API
+    security_schemes: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def add_routes(app: web.Application, routes: list[Route], info: ApiInfo) -> None:
+    """One resource per documented path: its methods, then 405 for any other method."""
+    by_path: dict[str, list[Route]] = {}
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        by_path.setdefault(route.path, []).append(route)
+    for path, group in by_path.items():
+        resource = app.router.add_resource(path)
+        for route in group:
+            resource.add_route(route.method, route.handler)
+        resource.add_route("*", _not_allowed(sorted({r.method for r in group})))
     document = openapi(routes, info)
 
     async def serve(_: web.Request) -> web.Response:
@@ -51,37 +78,83 @@ def add_routes(app: web.Application, routes: list[Route], info: ApiInfo) -> None
     app.router.add_get("/openapi.json", serve)
 
 
+def _not_allowed(methods: list[str]) -> Handler:
+    allow = ", ".join(methods)
+
+    async def not_allowed(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"ok": False, "error": f"method {request.method[:16]} not allowed here; use {allow}"},
+            status=405,
+            headers={"Allow": allow},
+        )
+
+    return not_allowed
+
+
+def path_value(request: web.Request, name: str, kind: Any) -> Any:
+    """A path parameter checked against its declared type (`InvalidInput` otherwise)."""
+    try:
+        return _adapter(kind).validate_strings(request.match_info[name])
+    except ValidationError as error:
+        raise InvalidInput(f"invalid {name}: {problems(error)}") from None
+
+
+def query_values(request: web.Request, model: type[Model]) -> Model:
+    """The query string checked against the route's query model (`InvalidInput` otherwise)."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as error:
+        raise InvalidInput(f"invalid query: {problems(error)}") from None
+
+
+_ADAPTERS: dict[int, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    found = _ADAPTERS.get(id(kind))
+    if found is None:
+        found = _ADAPTERS[id(kind)] = TypeAdapter(kind)
+    return found
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    parameters = []
+    for name in _PARAMETER.findall(route.path):
+        kind = route.params.get(name, PATH_TYPES.get(name))
+        if kind is None:
+            raise ValueError(f"{route.path}: no type declared for {{{name}}}")
+        schema = _adapter(kind).json_schema()
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if route.query is not None:
+        model = route.query.model_json_schema()
+        required = set(model.get("required", []))
+        for name, schema in model["properties"].items():
+            schema = {k: v for k, v in schema.items() if k != "title"}
+            parameter = {"name": name, "in": "query", "required": name in required}
+            if "description" in schema:
+                parameter["description"] = schema.pop("description")
+            parameter["schema"] = _absent_not_null(schema)
+            parameters.append(parameter)
+    return parameters
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None = None` in a query model means "may be left out": a query has no null."""
+    branches = schema.get("anyOf")
+    if branches is None:
+        return schema
+    kept = [b for b in branches if b.get("type") != "null"]
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**kept[0], **rest} if len(kept) == 1 else schema
+
+
 def openapi(routes: list[Route], info: ApiInfo) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
+    used_schemes: set[str] = set()
     for route in routes:
         operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
-        parameters = []
-        if "{slot}" in route.path:
-            parameters.append(
-                {
-                    "name": "slot",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": SLOT_PATTERN},
-                }
-            )
-        if "{name}" in route.path:
-            parameters.append(
-                {
-                    "name": "name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {
-                        "type": "string",
-                        "pattern": "^[A-Za-z0-9_-]{1,128}\\.[a-z0-9]{1,5}$",
-                    },
-                }
-            )
-        if "{id}" in route.path:
-            parameters.append(
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-            )
+        parameters = _parameters(route)
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:
@@ -96,6 +169,9 @@ def openapi(routes: list[Route], info: ApiInfo) -> dict[str, Any]:
                     }
                 },
             }
+        if route.security:
+            operation["security"] = [{name: []} for name in route.security]
+            used_schemes.update(route.security)
         for code in route.responses:
             answer: dict[str, Any] = {"description": info.reasons[code]}
             if code >= 400:
@@ -104,9 +180,14 @@ def openapi(routes: list[Route], info: ApiInfo) -> dict[str, Any]:
                 }
             operation["responses"][str(code)] = answer
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    components: dict[str, Any] = {"schemas": schemas}
+    if used_schemes:
+        components["securitySchemes"] = {
+            name: scheme for name, scheme in info.security_schemes.items() if name in used_schemes
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": info.title, "version": __version__, "description": info.description},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }

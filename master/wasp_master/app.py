@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +48,7 @@ from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
 from wasp_master.routing import ShardRoute, slot_in_body, slot_in_path
 from wasp_master.shards import ShardDirectory
-from wasp_master.shared_config import KINDS, ConfigStore, Kind, validate
+from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
 from wasp_master.wake import Patch, Waker
 
 log = logging.getLogger("wasp.master")
@@ -131,6 +131,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},
             status=413,
         )
+    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
+        return web.json_response({"ok": False, "error": "no such path"}, status=404)
 
 
 def _authorize(request: web.Request, master: Master, key: KeyRecord) -> None:
@@ -216,7 +218,7 @@ async def write_config(request: web.Request) -> web.Response:
 class EmitRequest(BaseModel):
     """Body of POST /internal/emit (a worker's live event)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     event: str = Field(pattern=r"^[a-z]{1,16}:[a-z_]{1,32}$")
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -299,19 +301,26 @@ API = ApiInfo(
     description="The master: every /api/accounts/{slot}/... call is routed to the shard "
     "owning the slot (woken first if suspended). /api/* needs an API key when keys are "
     "configured (`x-api-key` or `Authorization: Bearer`). Live events: Socket.IO at "
-    "/socket.io (`join` with {ws, since}).",
+    "/socket.io (`join` with {ws, since}). Every error is JSON: {ok: false, error}; a "
+    "documented path answers 405 (with Allow) for a method it does not take.",
     reasons={
         200: "OK",
         202: "Accepted: stored on the shard's disk",
-        400: "Bad input; nothing changed",
+        400: "Bad input (the error says which); nothing changed",
         401: "Missing or invalid API key or master token",
         403: "The API key's operations or scope do not cover this request",
         404: "No shard serves this slot, or not found",
-        409: "Slot not in the worker that answered, or a concurrent edit",
+        409: "Slot not in the worker that answered, the session's state does not allow it, "
+        "a concurrent edit, or a slot listed twice",
         413: "Body too large",
         429: "The shard's capacity is full",
         503: "The shard cannot answer now (down, waking up or not the lease holder); "
         "see Retry-After",
+    },
+    security_schemes={
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "Bearer": {"type": "http", "scheme": "bearer"},
+        "MasterToken": {"type": "apiKey", "in": "header", "name": "x-master-token"},
     },
 )
 
@@ -344,30 +353,23 @@ MASTER_ROUTES = [
         "POST",
         "/internal/emit",
         internal_emit,
-        "A worker's live event (needs x-master-token)",
+        "A worker's live event (needs x-master-token when one is configured)",
         body=EmitRequest,
-        responses=(200, 400, 401),
+        responses=(200, 400, 413),
     ),
-    Route(
-        "GET", "/api/shards", shards, "Shards: ranges, state, capacity", responses=(200, 401, 403)
-    ),
+    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity"),
     *[
         route
         for kind in KINDS
         for route in (
-            Route(
-                "GET",
-                f"/api/{kind}",
-                read_config,
-                f"The shared {kind} list (a scoped key: the items of its slots)",
-                responses=(200, 401, 403),
-            ),
+            Route("GET", f"/api/{kind}", read_config, f"The shared {kind} list"),
             Route(
                 "PUT",
                 f"/api/{kind}",
                 write_config,
                 f"Replace the shared {kind} list (validated, written atomically)",
-                responses=(200, 400, 401, 403, 409, 413),
+                body=LISTS[kind],
+                responses=(200, 400, 409, 413),
             ),
         )
     ],
@@ -379,17 +381,29 @@ def worker_routes() -> list[Route]:
     from wasp_worker.app import ROUTES  # one source of truth for the slot API
 
     return [
-        Route(
-            r.method,
-            r.path,
-            route_request,
-            r.summary,
-            body=r.body,
-            responses=tuple(sorted({*r.responses, 401, 403, 404, 503})),
-        )
+        replace(r, handler=route_request, responses=tuple(sorted({*r.responses, 400, 404, 503})))
         for r in ROUTES
         if r.path.startswith("/api/accounts/{slot}/")
     ]
+
+
+def all_routes(config: MasterConfig) -> list[Route]:
+    """What this master serves and documents; credentials only where they are configured."""
+    declared = []
+    for route in [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]:
+        if route.path.startswith("/api/") and (config.api_keys or config.api_keys_file):
+            # Scoped keys: a key outside its operations, slots or workspaces is a 403.
+            route = replace(
+                route,
+                security=("ApiKey", "Bearer"),
+                responses=tuple(sorted({*route.responses, 401, 403})),
+            )
+        elif route.path.startswith("/internal/") and config.master_token:
+            route = replace(route, security=("MasterToken",))
+        if route.security:
+            route = replace(route, responses=tuple(sorted({*route.responses, 401})))
+        declared.append(route)
+    return declared
 
 
 def attach_socketio(app: web.Application, master: Master) -> None:
@@ -493,7 +507,7 @@ def build_app(
     store: ConfigStore,
     unsuspend: Patch | None = None,
 ) -> web.Application:
-    routes = [*MASTER_ROUTES, *CONSOLE_ROUTES, *worker_routes()]
+    routes = all_routes(config)
     unlisted = {(r.method, r.path) for r in routes if r.path.startswith("/api/")} - set(ACCESS)
     if unlisted:
         raise RuntimeError(f"API routes without an operation in ACCESS: {sorted(unlisted)}")

@@ -13,15 +13,16 @@ import asyncio
 import json
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from wasp.slots import SlotId
-from wasp.validation import problems
+from wasp.validation import JsonInt, problems
 from wasp_master.errors import BadRequest, MasterError
 
 Kind = Literal["accounts", "roles", "groups"]
@@ -31,7 +32,7 @@ KINDS: tuple[Kind, ...] = ("accounts", "roles", "groups")
 class Account(BaseModel):
     """One WhatsApp account: its slot, whether warm-up may start it, its workspace."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     slot: SlotId
     enabled: bool = True
@@ -41,22 +42,31 @@ class Account(BaseModel):
 class Role(BaseModel):
     """A CRM role; `boundSlot` is the account it works through (warm-up starts those)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     boundSlot: SlotId | None = None
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    id: str | int
+    id: str | JsonInt
 
 
-_LISTS: dict[Kind, TypeAdapter[Any]] = {
-    "accounts": TypeAdapter(list[Account]),
-    "roles": TypeAdapter(list[Role]),
-    "groups": TypeAdapter(list[Group]),
-}
+class Accounts(RootModel[list[Account]]):
+    """Body of PUT /api/accounts: the whole list; each slot at most once."""
+
+
+class Roles(RootModel[list[Role]]):
+    """Body of PUT /api/roles: the whole list."""
+
+
+class Groups(RootModel[list[Group]]):
+    """Body of PUT /api/groups: the whole list."""
+
+
+# The models the master validates a write with, and documents it with.
+LISTS: dict[Kind, type[RootModel[Any]]] = {"accounts": Accounts, "roles": Roles, "groups": Groups}
 
 
 class Conflict(MasterError):
@@ -64,17 +74,21 @@ class Conflict(MasterError):
 
 
 def validate(kind: Kind, data: Any) -> list[dict[str, Any]]:
-    """The document as stored, or BadRequest with every problem named."""
+    """The document as stored, or BadRequest with every problem named.
+
+    A slot listed twice is a 409: no JSON Schema can say "unique by slot", so a
+    list the document calls valid may still contradict itself.
+    """
     try:
-        items = _LISTS[kind].validate_python(data)
+        items = LISTS[kind].model_validate(data).root
     except ValidationError as error:
         raise BadRequest(f"invalid {kind}: {problems(error, limit=10)}") from None
     dumped: list[dict[str, Any]] = [item.model_dump(mode="json") for item in items]
     if kind == "accounts":
-        slots = [a["slot"] for a in dumped]
-        twice = sorted({s for s in slots if slots.count(s) > 1})
+        counted = Counter(a["slot"] for a in dumped)
+        twice = sorted(slot for slot, seen in counted.items() if seen > 1)
         if twice:
-            raise BadRequest(f"invalid accounts: slot {', '.join(twice)} listed more than once")
+            raise Conflict(f"invalid accounts: slot {', '.join(twice)} listed more than once")
     return dumped
 
 

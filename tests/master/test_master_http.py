@@ -301,26 +301,27 @@ async def test_shared_config_reads_and_validated_atomic_writes(stack: Stack) -> 
 
 
 @pytest.mark.parametrize(
-    ("kind", "body", "reason"),
+    ("kind", "body", "reason", "code"),
     [
-        ("accounts", [{"slot": "a1"}], "invalid slot"),
-        ("accounts", [{"slot": "A1"}, {"slot": "A1"}], "more than once"),
-        ("accounts", {"slot": "A1"}, "valid list"),
-        ("accounts", [{"enabled": True}], "slot: Field required"),
-        ("roles", [{"boundSlot": "../A1"}], "invalid slot"),
-        ("groups", [{"name": "no id"}], "id: Field required"),
-        ("accounts", "not json", "not JSON"),
+        ("accounts", [{"slot": "a1"}], "invalid slot", 400),
+        # Well-formed per the document (no schema says "unique by slot"), yet contradictory.
+        ("accounts", [{"slot": "A1"}, {"slot": "A1"}], "more than once", 409),
+        ("accounts", {"slot": "A1"}, "valid list", 400),
+        ("accounts", [{"enabled": True}], "slot: Field required", 400),
+        ("roles", [{"boundSlot": "../A1"}], "invalid slot", 400),
+        ("groups", [{"name": "no id"}], "id: Field required", 400),
+        ("accounts", "not json", "not JSON", 400),
     ],
 )
-async def test_bad_config_writes_are_400_and_change_nothing(
-    stack: Stack, kind: str, body: Any, reason: str
+async def test_bad_config_writes_are_refused_and_change_nothing(
+    stack: Stack, kind: str, body: Any, reason: str, code: int
 ) -> None:
     before = sorted((p.name, p.read_bytes()) for p in stack.config_dir.iterdir())
     if body == "not json":
         response = await stack.master.put(f"/api/{kind}", data=b"{nope")
     else:
         response = await stack.master.put(f"/api/{kind}", json=body)
-    assert response.status == 400
+    assert response.status == code
     assert reason in (await response.json())["error"]
     assert sorted((p.name, p.read_bytes()) for p in stack.config_dir.iterdir()) == before
 
@@ -342,8 +343,13 @@ async def test_openapi_documents_what_the_master_serves(stack: Stack) -> None:
         (method.upper(), path) for path, ops in document["paths"].items() for method in ops
     }
     extra = {("*", "/api/{tail}"), ("GET", "/openapi.json")}
-    assert {s for s in served if not s[1].startswith("/socket.io/")} - documented <= extra
+    # A documented path's "*" route is its 405 for the methods it does not take.
+    refusing = {("*", path) for path in document["paths"]}
+    assert {s for s in served if not s[1].startswith("/socket.io/")} - documented - refusing <= (
+        extra
+    )
     assert documented <= served
+    assert refusing <= served
     # Every slot operation of the worker is documented by the master, and reachable.
     worker_doc = await (await stack.master.get("/api/accounts/A1/../../../openapi.json")).json()
     assert worker_doc
@@ -363,3 +369,25 @@ async def test_the_master_keeps_no_cookies_between_clients(stack: Stack) -> None
     stack.master.session.cookie_jar.clear()
     later = await (await stack.master.get("/api/accounts/E1/echo")).json()
     assert "cookie" not in later["headers"]  # never replayed by the master to the worker
+
+
+async def test_documented_paths_refuse_other_methods_and_the_rest_is_still_routed(
+    stack: Stack,
+) -> None:
+    for method, path, allow in (
+        ("GET", "/api/accounts/A3/connect", "POST"),
+        ("DELETE", "/api/accounts/E3/status", "GET"),  # never reaches the echo shard
+        ("POST", "/health", "GET"),
+        # A slot in the body does not make a documented path take another method.
+        ("POST", "/api/accounts", "GET, PUT"),
+    ):
+        response = await stack.master.request(method, path, json={"slot": "E2"})
+        assert (response.status, response.headers["Allow"]) == (405, allow), (method, path)
+        body = await response.json()
+        assert body["ok"] is False
+        assert "not allowed" in body["error"]
+    # Undocumented paths are forwarded as before, by the slot in the URL or in the body.
+    routed = await stack.master.request("PATCH", "/api/accounts/E3/things")
+    assert (await routed.json())["method"] == "PATCH"
+    by_body = await stack.master.post("/api/notes", json={"boundSlot": "E2"})
+    assert (await by_body.json())["path"] == "/api/notes"

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import QUEUE, SESSIONS, build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
-from wasp_worker.queue import DestinationError, normalise
+from wasp_worker.messages import DestinationError, normalise
 
 from tests.worker.test_worker_http import config
 from wasp.slots import Slot
@@ -129,6 +129,7 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
     to = phone_of(Slot.parse("A2"))
     missing = await worker.post("/api/accounts/A1/schedule", json={"to": to, "text": "x"})
     assert missing.status == 400
+    assert "send_at: Field required" in (await missing.json())["error"]
     response = await worker.post(
         "/api/accounts/A1/schedule", json={"to": to, "text": "later", "send_at": time.time() + 1.0}
     )
@@ -144,9 +145,9 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
         (b"not json", "body is not JSON"),
         (b"[1, 2]", "invalid request"),
         (b'{"text": "no destination"}', "to: Field required"),
-        (b'{"to": "5511999999999"}', "needs `text`"),
+        (b'{"to": "5511999999999"}', "text: Field required (type text)"),
         (b'{"to": "5511999999999", "type": "sticker", "media_url": "http://x"}', "type"),
-        (b'{"to": "5511999999999", "type": "image"}', "needs `media_url`"),
+        (b'{"to": "5511999999999", "type": "image"}', "media_url: Field required (type image)"),
         (
             b'{"to": "5511999999999", "type": "document", "media_url": "http://x/a",'
             b' "file_name": "../../etc/passwd"}',
@@ -158,6 +159,10 @@ async def test_scheduled_message_waits_for_its_time(worker: Client) -> None:
         ),
         (b'{"to": "../../x", "text": "t"}', "invalid destination"),
         (b'{"to": "5511999999999", "text": "t", "extra": 1}', "extra"),
+        (b'{"to": " 5511999999999", "text": "t"}', "surrounding whitespace"),
+        (b'{"to": "5511999999999", "text": "t", "media_url": "http://x"}', "media_url"),
+        (b'{"to": "5511999999999", "text": "t", "send_at": false}', "send_at"),
+        (b'{"to": "5511999999999", "text": "t", "send_at": 1e300}', "send_at"),
     ],
 )
 async def test_bad_send_is_400_with_the_reason_and_queues_nothing(

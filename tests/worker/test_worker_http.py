@@ -241,13 +241,70 @@ async def test_openapi_documents_exactly_the_routes_served(worker: TestClient[An
     served = {
         (r.method, r.resource.canonical)
         for r in worker.app.router.routes()
-        if r.method != "HEAD" and r.resource is not None and r.resource.canonical != "/openapi.json"
+        if r.method not in ("HEAD", "*")
+        and r.resource is not None
+        and r.resource.canonical != "/openapi.json"
     }
     assert documented == served
+    # Every documented path answers any other method itself: 405, with Allow.
+    refusing = {r.resource.canonical for r in worker.app.router.routes() if r.method == "*"}
+    assert refusing == set(document["paths"])
+    refused = await worker.get("/api/accounts/A1/send")
+    assert (refused.status, refused.headers["Allow"]) == (405, "POST")
+    assert (await refused.json())["ok"] is False
     send = document["paths"]["/api/accounts/{slot}/send"]["post"]
     schema_ref = send["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema_ref.endswith("/SendRequest")
-    assert {"202", "400", "409"} <= set(send["responses"])
+    assert {"202", "400", "409", "413"} <= set(send["responses"])
+
+
+async def test_openapi_says_what_a_send_needs(worker: TestClient[Any, Any]) -> None:
+    document = await (await worker.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    send, schedule = schemas["SendRequest"], schemas["ScheduleRequest"]
+    assert send["discriminator"]["propertyName"] == "type"
+    assert set(send["discriminator"]["mapping"]) == {"text", "image", "video", "audio", "document"}
+    assert {"to", "text"} <= set(schemas["TextMessage"]["required"])
+    assert {"to", "type", "media_url"} <= set(schemas["MediaMessage"]["required"])
+    for name in ("ScheduledText", "ScheduledMedia"):
+        assert "send_at" in schemas[name]["required"]
+    assert schedule["discriminator"]["mapping"]["text"].endswith("/ScheduledText")
+    to = schemas["TextMessage"]["properties"]["to"]
+    assert "s\\.whatsapp\\.net" in to["pattern"]
+    assert to["maxLength"] == 64
+    events = {p["name"]: p for p in document["paths"]["/events"]["get"]["parameters"]}
+    assert events["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 5000,
+        "default": 1000,
+    }
+    assert events["wait"]["schema"]["maximum"] == 30
+    assert "pattern" in events["after"]["schema"]
+    [_, row] = document["paths"]["/api/accounts/{slot}/messages/{id}"]["get"]["parameters"]
+    assert row["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/api/accounts/A1/messages/367810758379911380992", "less than or equal to"),
+        ("/api/accounts/A1/messages/0", "greater than or equal to 1"),
+        ("/api/accounts/A1/messages/abc", "valid integer"),
+        ("/events?limit=0", "limit"),
+        ("/events?wait=31", "wait"),
+        ("/events?after=../x.1", "after"),
+        ("/logs?limit=501", "limit"),
+    ],
+)
+async def test_out_of_range_parameters_are_400_with_the_reason(
+    worker: TestClient[Any, Any], path: str, reason: str
+) -> None:
+    response = await worker.get(path)
+    assert response.status == 400
+    body = await response.json()
+    assert body["ok"] is False
+    assert reason in body["error"]
 
 
 def test_environment_is_read_with_the_spec_names() -> None:

@@ -10,28 +10,36 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from functools import cache
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from wasp.openapi import ApiInfo, Route, add_routes
+from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
-from wasp.validation import problems
+from wasp.validation import JsonInt, problems
 from wasp_worker import media, warmup
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
-from wasp_worker.errors import BadRequest, Conflict, WorkerError
+from wasp_worker.errors import BadRequest, Conflict, NotFound, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
-from wasp_worker.live_feed import Cursor, LiveFeed
+from wasp_worker.live_feed import CURSOR_PATTERN, Cursor, LiveFeed
+from wasp_worker.messages import (
+    Destination,
+    Message,
+    ScheduleRequest,
+    SendRequest,
+    normalise,
+)
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
-from wasp_worker.queue import DestinationError, OutboundQueue, SendRequest, normalise
+from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
@@ -57,8 +65,12 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except WorkerError as error:
         return web.json_response(error.body(), status=error.status)
+    except InvalidInput as error:
+        return web.json_response({"ok": False, "error": str(error)}, status=400)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"ok": False, "error": "request body too large"}, status=413)
+    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
+        return web.json_response({"ok": False, "error": "no such path"}, status=404)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -82,24 +94,37 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+class LogsQuery(BaseModel):
+    """Query of GET /logs."""
+
+    limit: int = Field(100, ge=1, le=500, description="How many of the latest events.")
+
+
 async def logs(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    return web.json_response({"ok": True, "logs": request.app[LOG].recent(max(1, min(limit, 500)))})
+    limit = query_values(request, LogsQuery).limit
+    return web.json_response({"ok": True, "logs": request.app[LOG].recent(limit)})
+
+
+class EventsQuery(BaseModel):
+    """Query of GET /events."""
+
+    after: str | None = Field(
+        None,
+        pattern=CURSOR_PATTERN,
+        description="The last event id seen (`<epoch>.<seq>`); absent: every kept event.",
+    )
+    wait: float = Field(
+        0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="Seconds to wait for one."
+    )
+    limit: int = Field(1000, ge=1, le=5000, description="Most events in one answer.")
 
 
 async def events(request: web.Request) -> web.Response:
     """Live events after `after` (an event id), waiting up to `wait` seconds for one."""
-    try:
-        cursor = Cursor.parse(request.query["after"]) if "after" in request.query else None
-        wait_s = float(request.query.get("wait", "0"))
-        limit = int(request.query.get("limit", "1000"))
-    except ValueError as error:
-        raise BadRequest(str(error)) from None
+    query = query_values(request, EventsQuery)
+    cursor = Cursor.parse(query.after) if query.after is not None else None
     feed = request.app[FEED]
-    batch = await feed.wait(cursor, min(max(wait_s, 0.0), MAX_WAIT_S), max(1, min(limit, 5000)))
+    batch = await feed.wait(cursor, query.wait, query.limit)
     return web.json_response(
         {"ok": True, "epoch": feed.epoch, "gap": batch.gap, "events": batch.events}
     )
@@ -131,12 +156,10 @@ async def chats(request: web.Request) -> web.Response:
 class OpenChatRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/openChat."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    chat_id: str = Field(
-        min_length=1, max_length=128, description="Chat JID, phone digits or group id."
-    )
-    limit: int = Field(50, ge=1, le=500, description="How many of the latest messages.")
+    chat_id: Destination
+    limit: JsonInt = Field(50, ge=1, le=500, description="How many of the latest messages.")
 
 
 async def open_chat(request: web.Request) -> web.Response:
@@ -144,10 +167,7 @@ async def open_chat(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
     body = await read_body(request, OpenChatRequest)
-    try:
-        chat_id = normalise(body.chat_id)
-    except DestinationError as error:
-        raise BadRequest(str(error)) from None
+    chat_id = normalise(body.chat_id)
     messages = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
     return web.json_response(
         {"ok": True, "slot": str(slot), "chat_id": chat_id, "messages": messages}
@@ -177,7 +197,7 @@ async def destroy(request: web.Request) -> web.Response:
 class PairRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/pair."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     phone: str = Field(
         pattern=r"^[1-9][0-9]{6,19}$",
@@ -206,33 +226,38 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise BadRequest(f"invalid request: {problems(error)}") from None
+        raise BadRequest(f"invalid request: {problems(error, tags=_tags(model))}") from None
+
+
+@cache
+def _tags(model: type[BaseModel]) -> frozenset[str]:
+    """The `type` values of a body that is a discriminated union (none for other bodies)."""
+    return frozenset(model.model_json_schema().get("discriminator", {}).get("mapping", {}))
 
 
 async def send(request: web.Request) -> web.Response:
     """Accept a message into the durable queue: 202 once it is on disk."""
     sessions, queue = request.app[SESSIONS], request.app[QUEUE]
     slot = sessions.own(request.match_info["slot"])
-    body = await read_body(request, SendRequest)
-    if request.path.endswith("/schedule") and body.send_at is None:
-        raise BadRequest("schedule needs `send_at` (unix time)")
-    try:
-        message, created = await queue.enqueue(slot, body)
-    except DestinationError as error:
-        raise BadRequest(str(error)) from None
+    message: Message
+    if request.path.endswith("/schedule"):
+        message = (await read_body(request, ScheduleRequest)).root
+    else:
+        message = (await read_body(request, SendRequest)).root
+    row, created = await queue.enqueue(slot, message)
     request.app[RUNNER].wake.set()
-    return web.json_response(
-        {"ok": True, "message": message.public()}, status=202 if created else 200
-    )
+    return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
+
+
+# SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
+MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MediaName = Annotated[str, StringConstraints(pattern=media.NAME.pattern)]
 
 
 async def message_state(request: web.Request) -> web.Response:
     sessions, queue = request.app[SESSIONS], request.app[QUEUE]
     slot = sessions.own(request.match_info["slot"])
-    try:
-        row = int(request.match_info["id"])
-    except ValueError:
-        raise BadRequest("message id must be an integer") from None
+    row: int = path_value(request, "id", MessageId)
     message = await queue.get(row)
     if message is None or message.slot != str(slot):
         return web.json_response(
@@ -245,9 +270,7 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     """An inbound message's media, saved by the backend on the shard's volume."""
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
-    name = request.match_info["name"]
-    if not media.NAME.match(name):
-        raise BadRequest("invalid media name: expected <message id>.<extension>")
+    name: str = path_value(request, "name", MediaName)
     path = media.media_dir(request.app[CONFIG].work_dir, slot) / name
     if not path.is_file():
         return web.json_response(
@@ -262,9 +285,9 @@ async def scan(request: web.Request) -> web.Response:
     slot = sessions.own(request.match_info["slot"])
     backend = sessions.backend
     if not isinstance(backend, SimulatorBackend):
-        raise BadRequest("scan exists only for the simulator backend")
+        raise NotFound("scan exists only for the simulator backend")
     if not await backend.scan(slot):
-        raise BadRequest(f"slot {slot} shows no QR code to scan")
+        raise Conflict(f"slot {slot} shows no QR code to scan")
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
@@ -327,23 +350,32 @@ async def run_warmup(app: web.Application) -> None:
 API = ApiInfo(
     title="wasp worker",
     description="One shard's WhatsApp sessions. Slot operations answer 409 "
-    "for slots outside SLOT_FROM..SLOT_TO.",
+    "for slots outside SLOT_FROM..SLOT_TO. Every error is JSON: {ok: false, error}; "
+    "a documented path answers 405 (with Allow) for a method it does not take.",
     reasons={
         200: "OK",
         202: "Accepted: stored on disk",
-        400: "Bad input; nothing changed",
-        404: "Not found",
-        409: "Slot not in this worker",
+        400: "Bad input (the error says which); nothing changed",
+        404: "Not found: no such session, message, media or path",
+        409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
         429: "Worker capacity full",
         503: "Another worker holds this shard's lease",
     },
 )
-SLOT_OPS = (400, 409, 503)
+# Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
+# and a path the router does not know (a slot that changes the path's shape).
+SLOT_OPS = (400, 404, 409, 503)
+WITH_BODY = (*SLOT_OPS, 413)
 ROUTES = [
     Route("GET", "/health", health, "Worker health: range, active and max sessions"),
     Route(
-        "GET", "/logs", logs, "Recent log events (ring buffer), newest last", responses=(200, 400)
+        "GET",
+        "/logs",
+        logs,
+        "Recent log events (ring buffer), newest last",
+        query=LogsQuery,
+        responses=(200, 400),
     ),
     Route("GET", "/metrics", metrics, "Prometheus metrics"),
     Route(
@@ -352,6 +384,7 @@ ROUTES = [
         events,
         "Live events after `after` (an event id `<epoch>.<seq>`), long-polling up to `wait` s; "
         "`gap` says events were dropped since",
+        query=EventsQuery,
         responses=(200, 400),
     ),
     Route(
@@ -381,7 +414,7 @@ ROUTES = [
         open_chat,
         "A chat's latest messages; marks them read",
         body=OpenChatRequest,
-        responses=(200, *SLOT_OPS, 413),
+        responses=(200, *WITH_BODY),
     ),
     Route(
         "GET",
@@ -395,37 +428,37 @@ ROUTES = [
         "/api/accounts/{slot}/logout",
         logout,
         "Unlink the device and wipe the session's auth",
-        responses=(200, *SLOT_OPS, 404),
+        responses=(200, *SLOT_OPS),
     ),
     Route(
         "POST",
         "/api/accounts/{slot}/destroy",
         destroy,
         "Stop the session, keeping its auth",
-        responses=(200, *SLOT_OPS, 404),
+        responses=(200, *SLOT_OPS),
     ),
     Route(
         "POST",
         "/api/accounts/{slot}/scan",
         scan,
-        "Simulator only: log the slot in as if its QR was scanned",
+        "Simulator only (404 elsewhere): log the slot in as if its QR was scanned",
         responses=(200, *SLOT_OPS),
     ),
     Route(
         "POST",
         "/api/accounts/{slot}/send",
         send,
-        "Queue a message (durable before 202)",
+        "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
         body=SendRequest,
-        responses=(200, 202, *SLOT_OPS, 413),
+        responses=(200, 202, *WITH_BODY),
     ),
     Route(
         "POST",
         "/api/accounts/{slot}/schedule",
         send,
         "Queue a message for `send_at` (survives restarts)",
-        body=SendRequest,
-        responses=(200, 202, *SLOT_OPS, 413),
+        body=ScheduleRequest,
+        responses=(200, 202, *WITH_BODY),
     ),
     Route(
         "POST",
@@ -433,21 +466,23 @@ ROUTES = [
         pair,
         "A pairing code for the phone (instead of the QR) while the slot is logging in",
         body=PairRequest,
-        responses=(200, *SLOT_OPS),
+        responses=(200, *WITH_BODY),
     ),
     Route(
         "GET",
         "/api/accounts/{slot}/media/{name}",
         media_file,
         "Media of an inbound message (its `media_url`)",
-        responses=(200, *SLOT_OPS, 404),
+        params={"name": MediaName},
+        responses=(200, *SLOT_OPS),
     ),
     Route(
         "GET",
         "/api/accounts/{slot}/messages/{id}",
         message_state,
         "State of a queued message: queued, sent or failed with a reason",
-        responses=(200, *SLOT_OPS, 404),
+        params={"id": MessageId},
+        responses=(200, *SLOT_OPS),
     ),
 ]
 

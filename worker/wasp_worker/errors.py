@@ -20,6 +20,10 @@ class BadRequest(WorkerError):
     status = 400
 
 
+class NotFound(WorkerError):
+    status = 404
+
+
 class SlotNotInWorker(WorkerError):
     status = 409
 

@@ -14,6 +14,7 @@ push runs in the background, and a failure is a `master_emit_failed` event.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import aiohttp
 from wasp_worker.events import EventLog
 
 TIMEOUT = aiohttp.ClientTimeout(total=3)
+CURSOR_PATTERN = r"^[0-9A-Za-z]{1,20}\.[0-9]{1,19}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,9 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
-        epoch, dot, seq = text.partition(".")
-        if not dot or not epoch.isalnum() or not seq.isdigit() or len(text) > 40:
+        if not _CURSOR.fullmatch(text):
             raise ValueError(f"invalid event id {text[:40]!r}: expected <epoch>.<seq>")
+        epoch, _, seq = text.partition(".")
         return cls(epoch, int(seq))
 
 

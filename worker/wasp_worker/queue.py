@@ -14,22 +14,14 @@ never on the event loop.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from wasp.slots import Slot
 from wasp_worker.db import SerialDatabase
-
-MessageKind = Literal["text", "image", "video", "audio", "document"]
-_DIGITS = re.compile(r"^\+?[0-9]{6,20}$")
-# Old group ids are `<creator phone>-<timestamp>`; new ones are 120363 followed by digits.
-_GROUP = re.compile(r"^[0-9]{6,20}-[0-9]{6,20}$|^120363[0-9]{9,19}$")
-_JID = re.compile(r"^[0-9]{1,25}(-[0-9]{1,20})?@(s\.whatsapp\.net|g\.us|lid)$")
+from wasp_worker.messages import MediaMessage, Message, normalise
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbound (
@@ -54,44 +46,6 @@ CREATE TABLE IF NOT EXISTS lid_map (
   slot TEXT NOT NULL, lid TEXT NOT NULL, phone_jid TEXT NOT NULL, PRIMARY KEY (slot, lid)
 );
 """
-
-
-class SendRequest(BaseModel):
-    """Body of POST /api/accounts/{slot}/send and /schedule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    to: str = Field(min_length=1, max_length=128, description="Digits, group id or JID.")
-    type: MessageKind = "text"
-    text: str | None = Field(None, max_length=65536, description="Text, or a media caption.")
-    media_url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
-    file_name: str | None = Field(None, max_length=255, pattern=r"^[^/\\\x00]+$")
-    idempotency_key: str | None = Field(None, min_length=1, max_length=128)
-    send_at: float | None = Field(None, ge=0, description="Unix time; absent: send now.")
-
-    @model_validator(mode="after")
-    def _content_fits_type(self) -> SendRequest:
-        if self.type == "text" and not self.text:
-            raise ValueError("a text message needs `text`")
-        if self.type != "text" and not self.media_url:
-            raise ValueError(f"a {self.type} message needs `media_url`")
-        return self
-
-
-class DestinationError(ValueError):
-    """The destination is not a phone number, group id or JID."""
-
-
-def normalise(to: str) -> str:
-    """Digits -> `<digits>@s.whatsapp.net`, group ids -> `@g.us`, JIDs kept."""
-    text = to.strip()
-    if _JID.match(text):
-        return text
-    if _GROUP.match(text):
-        return f"{text}@g.us"
-    if _DIGITS.match(text):
-        return f"{text.lstrip('+')}@s.whatsapp.net"
-    raise DestinationError(f"invalid destination {to[:40]!r}: expected digits, a group id or a JID")
 
 
 def message_id(slot: Slot, row: int) -> str:
@@ -136,12 +90,13 @@ class OutboundQueue:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
-    async def enqueue(self, slot: Slot, request: SendRequest) -> tuple[Outbound, bool]:
+    async def enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
         """Store the message; returns (row, created). A known idempotency key returns its row."""
         return await self._run(self._enqueue, slot, request)  # type: ignore[no-any-return]
 
-    def _enqueue(self, slot: Slot, request: SendRequest) -> tuple[Outbound, bool]:
+    def _enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
         db = self._db
+        media = request if isinstance(request, MediaMessage) else None
         if request.idempotency_key is not None:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
@@ -167,8 +122,8 @@ class OutboundQueue:
                     destination,
                     request.type,
                     request.text,
-                    request.media_url,
-                    request.file_name,
+                    media.media_url if media else None,
+                    media.file_name if media else None,
                     state,
                     reason,
                     request.send_at or now,

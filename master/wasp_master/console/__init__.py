@@ -10,8 +10,10 @@ Only the files named here are served; nothing else in the folder is reachable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import WithJsonSchema
 
 from wasp.openapi import Route
 
@@ -22,6 +24,7 @@ ASSETS = {
     "socketio-client.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
 }
+ConsoleFile = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(ASSETS)})]
 NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate (ETag) so an upgrade shows at once
 
 
@@ -40,6 +43,11 @@ async def asset(request: web.Request) -> web.StreamResponse:
 CONSOLE_ROUTES = [
     Route("GET", "/", index, "The web console (HTML)"),
     Route(
-        "GET", "/console/{name}", asset, "The console's scripts and styles", responses=(200, 404)
+        "GET",
+        "/console/{name}",
+        asset,
+        "The console's scripts and styles",
+        params={"name": ConsoleFile},
+        responses=(200, 404),
     ),
 ]
