@@ -4,13 +4,14 @@ One HTTP stack: aiohttp (llhttp underneath) reads and frames every request
 and writes every answer; nothing in the master touches HTTP bytes. A request
 for a slot takes this path, one module per step:
 
-    guard (this module's middleware: framing (`limits`), API key and its scope
-           (`auth`, `keys`), body limit, typed errors → JSON; a refused request
-           never reaches a worker)
-      → routing   which shard owns the slot: the URL, else the JSON body
-      → wake      a suspended shard is woken and waited for
-      → proxy     a pooled keep-alive connection to the shard's worker,
-                  the body streamed both ways
+    guard       the middleware: framing (`limits`), API key and its scope
+                (`auth`, `keys`), typed errors → JSON; a refused request never
+                reaches a worker
+      → forward   a slot request, counted per shard:
+          routing   which shard owns the slot: the URL, else the JSON body
+          wake      a suspended shard is woken and waited for
+          proxy     a pooled keep-alive connection to the worker, the body
+                    streamed both ways
       → the worker's own app (`wasp_worker.app`)
 
 Requests without a slot read and write the shared config (`shared_config`),
@@ -24,8 +25,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,112 +41,24 @@ from wasp.slots import Slot, SlotError
 from wasp_master import auth
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
-from wasp_master.errors import BadRequest, MasterError, NoShard
-from wasp_master.keys import KeyRecord, KeyRing, Operation, follow
-from wasp_master.limits import check_framing
-from wasp_master.live import ALL, EventHub
+from wasp_master.errors import BadRequest, MasterError
+from wasp_master.forward import route_request
+from wasp_master.guard import MAX_BODY_BYTES, guard
+from wasp_master.keys import KeyRing, Operation, follow
+from wasp_master.live import ALL
 from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
-from wasp_master.routing import ShardRoute, slot_in_body, slot_in_path
+from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
+from wasp_master.state import KEY, MASTER, Master, ShardHealth, master_of
 from wasp_master.wake import Patch, Waker
 
 log = logging.getLogger("wasp.master")
-MAX_BODY_BYTES = 1 << 20
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class ShardHealth:
-    running: bool = False
-    active: int | None = None
-    max_active: int | None = None
-
-
-@dataclass
-class Master:
-    """Everything one master process holds; handlers reach it through the app."""
-
-    config: MasterConfig
-    directory: ShardDirectory
-    store: ConfigStore
-    metrics: MasterMetrics
-    proxy: Proxy
-    waker: Waker
-    sio: socketio.AsyncServer
-    keys: KeyRing
-    hub: EventHub = field(init=False)
-    health: dict[str, ShardHealth] = field(default_factory=dict)
-    workspaces: dict[str, str] = field(default_factory=dict)  # slot -> ws, from accounts.json
-    sockets: dict[str, KeyRecord] = field(default_factory=dict)  # Socket.IO sid -> its key
-
-    def __post_init__(self) -> None:
-        self.hub = EventHub(self.sio, self.directory, self.metrics, self.workspace_of)
-
-    def workspace_of(self, slot: str) -> str:
-        return self.workspaces.get(slot, "default")
-
-    async def drop_revoked(self) -> None:
-        """After the keys changed: disconnect Socket.IO clients whose key record is gone
-        or different (revoked, rotated or rescoped); they reconnect with a current key."""
-        current = set(self.keys.records)
-        for sid, key in list(self.sockets.items()):
-            if key not in current and key is not auth.OPEN:
-                await self.sio.disconnect(sid)
-
-    async def refresh_workspaces(self) -> None:
-        accounts = await self.store.read("accounts")
-        self.workspaces = {
-            str(a.get("slot")): str(a.get("ws") or "default") for a in accounts if a.get("slot")
-        }
-
-
-MASTER = web.AppKey("master", Master)
-KEY = web.RequestKey("key", KeyRecord)
-
-
-def _master(request: web.Request) -> Master:
-    return request.app[MASTER]
-
-
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Framing, API keys and their scope on /api/*, then typed errors as JSON bodies (one
-    layer: it runs on every request)."""
-    try:
-        check_framing(request)
-        if request.path.startswith("/api/"):
-            master = _master(request)
-            key = auth.authenticate(auth.presented_key(request.headers), master.keys)
-            request[KEY] = key
-            _authorize(request, master, key)
-        return await handler(request)
-    except MasterError as error:
-        answer = web.json_response(error.body(), status=error.status, headers=error.headers)
-        if error.closes_connection:
-            answer.force_close()
-        return answer
-    except web.HTTPRequestEntityTooLarge:
-        return web.json_response(
-            {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},
-            status=413,
-        )
-    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
-        return web.json_response({"ok": False, "error": "no such path"}, status=404)
-
-
-def _authorize(request: web.Request, master: Master, key: KeyRecord) -> None:
-    """The route's operation (ACCESS; admin for any route not listed) on its slot."""
-    resource = request.match_info.route.resource
-    template = resource.canonical if resource is not None else ""
-    operation = ACCESS.get((request.method, template), "admin")
-    slot = auth.slot_for(key, request.match_info.get("slot"))
-    auth.authorize(key, operation, slot, master.workspace_of(str(slot)) if slot else "default")
 
 
 async def health(request: web.Request) -> web.Response:
-    master = _master(request)
+    master = master_of(request)
     workers = []
     for route in master.directory.table.routes:
         url = urlsplit(route.url)
@@ -162,14 +75,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(_master(request).metrics.registry)
+    body = generate_latest(master_of(request).metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def shards(request: web.Request) -> web.Response:
     """Every shard with its range, state and capacity (what the console draws); a
     scoped key sees the shards that hold its slots."""
-    master, key = _master(request), request[KEY]
+    master, key = master_of(request), request[KEY]
     listed = []
     for route in master.directory.table.routes:
         if not auth.sees_shard(key, route.slots, master.workspaces):
@@ -195,14 +108,14 @@ def _kind(request: web.Request) -> Kind:
 
 
 async def read_config(request: web.Request) -> web.Response:
-    master, kind = _master(request), _kind(request)
+    master, kind = master_of(request), _kind(request)
     items = auth.visible(request[KEY], kind, await master.store.read(kind), master.workspace_of)
     return web.json_response({"ok": True, kind: items})
 
 
 async def write_config(request: web.Request) -> web.Response:
     """Replace the whole list, validated first; nothing changes when it is refused."""
-    master, kind = _master(request), _kind(request)
+    master, kind = master_of(request), _kind(request)
     try:
         data = await request.json()
     except ValueError:
@@ -227,7 +140,7 @@ class EmitRequest(BaseModel):
 
 
 async def internal_emit(request: web.Request) -> web.Response:
-    master = _master(request)
+    master = master_of(request)
     auth.check_master_token(request.headers.get("x-master-token"), master.config.master_token)
     try:
         body = EmitRequest.model_validate(await request.json())
@@ -247,53 +160,6 @@ async def internal_emit(request: web.Request) -> web.Response:
     if delivered:
         log.debug(json.dumps({"event": "worker_event_forwarded", "name": body.event}))
     return web.json_response({"ok": True, "delivered": delivered})
-
-
-async def route_request(request: web.Request) -> web.StreamResponse:
-    """Any other /api/* request: to the shard that owns its slot (or the first shard)."""
-    master = _master(request)
-    started = time.perf_counter()
-    slot_text = slot_in_path(request.path)
-    body: bytes | None = None
-    if slot_text is None and request.body_exists:
-        body = await request.read()
-        with contextlib.suppress(ValueError):
-            slot_text = slot_in_body(json.loads(body))
-    route = _route_for(master, slot_text)
-    shard = route.id
-    code = 500
-    try:
-        woke = route.suspended
-        route = await master.waker.ready(route)
-        if woke:
-            master.metrics.wakeups.labels(shard, "ok").inc()
-        response = await master.proxy.forward(request, route, body)
-        code = response.status
-        return response
-    except MasterError as error:
-        code = error.status
-        if route.suspended:
-            master.metrics.wakeups.labels(shard, "timeout").inc()
-        raise
-    finally:
-        master.metrics.routed(shard, code, time.perf_counter() - started)
-
-
-def _route_for(master: Master, slot_text: str | None) -> ShardRoute:
-    table = master.directory.table
-    if slot_text is None:
-        first = table.first()
-        if first is None:
-            raise NoShard("(none: no shards are configured)")
-        return first
-    try:
-        slot = Slot.parse(slot_text)
-    except SlotError as error:
-        raise BadRequest(str(error)) from None
-    route = table.lookup(slot)
-    if route is None:
-        raise NoShard(str(slot))
-    return route
 
 
 API = ApiInfo(
@@ -511,7 +377,7 @@ def build_app(
     unlisted = {(r.method, r.path) for r in routes if r.path.startswith("/api/")} - set(ACCESS)
     if unlisted:
         raise RuntimeError(f"API routes without an operation in ACCESS: {sorted(unlisted)}")
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[guard(ACCESS)], client_max_size=MAX_BODY_BYTES)
     sio = socketio.AsyncServer(
         async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False
     )

@@ -20,11 +20,12 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
-from wasp_master.app import MASTER, build_app
+from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
 from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import DirectoryStore
+from wasp_master.state import MASTER
 from wasp_worker.app import build_app as build_worker
 from wasp_worker.events import EventLog
 
