@@ -1,4 +1,4 @@
-"""The master's settings, from its command line or environment (seeds' names where they exist)."""
+"""The master's settings, from its command line or environment."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class MasterConfig(BaseModel):
     namespace: str | None = Field(
         None, description="Kubernetes mode: route to the WhatsAppShards of this namespace."
     )
-    shards_json: str | None = Field(None, description="Local mode: the seeds' SHARDS_JSON.")
+    shards_json: str | None = Field(None, description="Local mode: the shards, as JSON.")
     shards_file: Path | None = Field(None, description="Local mode: a JSON or YAML shards file.")
     prewarm: int = Field(0, ge=0, description="Keep the first N shards (slot order) awake.")
     wake_timeout_s: float = Field(60.0, gt=0, description="How long a request waits for a wake.")

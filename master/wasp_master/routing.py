@@ -70,7 +70,7 @@ class RoutingTable:
         return route if slot in route.slots else None
 
     def first(self) -> ShardRoute | None:
-        """Where requests without a slot go (the seeds' first shard)."""
+        """Where requests without a slot go (the first shard in slot order)."""
         return self._sorted[0] if self._sorted else None
 
 
@@ -81,7 +81,7 @@ def slot_in_path(path: str) -> str | None:
 
 
 def slot_in_body(body: Any) -> str | None:
-    """The seeds' body fields, in order: `slot`, `boundSlot`, `role.boundSlot`."""
+    """The body fields that name a slot, in order: `slot`, `boundSlot`, `role.boundSlot`."""
     if not isinstance(body, dict):
         return None
     for value in (body.get("slot"), body.get("boundSlot")):

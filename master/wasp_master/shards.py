@@ -3,7 +3,7 @@
 Kubernetes mode watches the namespace's shards with kopf (standalone: no
 peering, no patches, no finalizers; it only reads) and edits the table on every
 event, so creates, updates and deletes reach routing at once. Local mode reads
-the seeds' SHARDS_JSON, or a JSON/YAML file of the same shape.
+SHARDS_JSON, or a JSON/YAML file of the same shape.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger("wasp.master")
 
 
 class LocalShard(BaseModel):
-    """One entry of a shards file, in the seeds' shape (`id, port, from, to, workdir`)."""
+    """One entry of a shards file, (`id, port, from, to, workdir`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,4 +1,4 @@
-// A front-end as the seeds' one is: the real socket.io-client, joined to a room,
+// A front-end as CRM front-ends are: the real socket.io-client, joined to a room,
 // printing every live event as one JSON line. On every (re)connect it joins again
 // with `since`, the last event id it saw per shard, so the master can replay.
 //

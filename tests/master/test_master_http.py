@@ -126,7 +126,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await server.close()
 
 
-async def test_health_has_the_seeds_shape_and_running_means_the_shard_answers(
+async def test_health_has_its_documented_shape_and_running_means_the_shard_answers(
     stack: Stack,
 ) -> None:
     for _ in range(50):

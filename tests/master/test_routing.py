@@ -33,21 +33,36 @@ def test_lookup_finds_the_owner_or_nobody() -> None:
     assert table.lookup(Slot.parse("A1")) is None
 
 
+PREFIXES = ("A", "B", "AA")
+
+
 @given(
-    starts=st.lists(st.integers(1, 10_000), min_size=1, max_size=60, unique=True),
+    layout=st.dictionaries(
+        st.sampled_from(PREFIXES),
+        st.lists(st.integers(1, 10_000), min_size=1, max_size=30, unique=True),
+        min_size=1,
+    ),
+    probe_prefix=st.sampled_from((*PREFIXES, "C")),
     probe=st.integers(1, 10_100),
 )
-def test_lookup_agrees_with_a_linear_scan(starts: list[int], probe: int) -> None:
-    starts.sort()
-    ranges = []
-    for at, start in enumerate(starts):  # disjoint ranges with gaps between some of them
-        end = (starts[at + 1] - 1) if at + 1 < len(starts) else start + 7
-        ranges.append((f"A{start}", f"A{max(start, end - (start % 3))}"))
-    table = table_of(*ranges)
-    slot = Slot.parse(f"A{probe}")
-    expected = [r.id for r in table.routes if slot in r.slots]
-    found = table.lookup(slot)
-    assert [found.id] if found else expected == []
+def test_lookup_agrees_with_an_oracle_on_numbers(
+    layout: dict[str, list[int]], probe_prefix: str, probe: int
+) -> None:
+    """The oracle knows ranges only as (prefix, first, last) integers, not as slots."""
+    bounds: list[tuple[str, int, int]] = []
+    for prefix, starts in layout.items():
+        starts.sort()
+        for at, start in enumerate(starts):  # disjoint, with gaps between some of them
+            end = (starts[at + 1] - 1) if at + 1 < len(starts) else start + 7
+            bounds.append((prefix, start, max(start, end - (start % 3))))
+    table = table_of(*((f"{p}{lo}", f"{p}{hi}") for p, lo, hi in bounds))
+    expected = [
+        f"w{i}"
+        for i, (prefix, lo, hi) in enumerate(bounds)
+        if prefix == probe_prefix and lo <= probe <= hi
+    ]
+    found = table.lookup(Slot.parse(f"{probe_prefix}{probe}"))
+    assert ([found.id] if found else []) == expected
 
 
 def test_slot_comes_from_the_url_then_the_body() -> None:
@@ -62,7 +77,7 @@ def test_slot_comes_from_the_url_then_the_body() -> None:
     assert slot_in_body(["A1"]) is None
 
 
-def test_shards_file_in_the_seeds_shape_json_or_yaml() -> None:
+def test_shards_file_as_json_or_yaml() -> None:
     seeds = (
         '[{"id":"w1","port":3001,"from":"A1","to":"A50","workdir":"./data_w1"},'
         '{"id":"w2","port":3002,"from":"A51","to":"A100","workdir":"./data_w2"}]'

@@ -41,7 +41,7 @@ async def worker(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
 
 
-async def test_health_has_the_seeds_shape(worker: TestClient[Any, Any]) -> None:
+async def test_health_has_its_documented_shape(worker: TestClient[Any, Any]) -> None:
     response = await worker.get("/health")
     assert response.status == 200
     assert await response.json() == {

@@ -1,6 +1,6 @@
 """Structured log events: one JSON object per line, and the recent ones in memory.
 
-The recent-log ring buffer is what `GET /logs` serves (the seeds' recentLogs).
+The recent-log ring buffer is what `GET /logs` serves (recent logs, newest last).
 Fields are the caller's; nothing here ever receives tokens or message bodies.
 """
 

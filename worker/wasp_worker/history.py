@@ -62,7 +62,7 @@ class History:
     async def record(
         self, slot: Slot, direction: Direction, fields: dict[str, Any], read: bool = False
     ) -> None:
-        """Store one message (inbound fields of SPEC.md); a repeated id is ignored."""
+        """Store one message (the inbound event's fields); a repeated id is ignored."""
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(

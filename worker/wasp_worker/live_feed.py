@@ -5,7 +5,7 @@ starts, the sequence counts up. The recent ones stay in a ring buffer that
 masters read with `GET /events?after=<id>` (long-poll), so every master replica
 sees every event and a master that restarts resumes where it stopped. Workers
 also push each event to `MASTER_INTERNAL_URL/internal/emit` when it is set (the
-seeds' path); masters drop what they already have by id.
+push path); masters drop what they already have by id.
 
 A worker never fails or waits on a request because the master is down: each
 push runs in the background, and a failure is a `master_emit_failed` event.
