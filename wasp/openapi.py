@@ -93,10 +93,12 @@ def _not_allowed(methods: list[str]) -> Handler:
 
 def path_value(request: web.Request, name: str, kind: Any) -> Any:
     """A path parameter checked against its declared type (`InvalidInput` otherwise)."""
+    value = request.match_info[name]
     try:
-        return _adapter(kind).validate_strings(request.match_info[name])
+        return _adapter(kind).validate_strings(value)
     except ValidationError as error:
-        raise InvalidInput(f"invalid {name}: {problems(error)}") from None
+        reasons = "; ".join(found["msg"] for found in error.errors())
+        raise InvalidInput(f"invalid {name} {value[:64]!r}: {reasons}") from None
 
 
 def query_values(request: web.Request, model: type[Model]) -> Model:
