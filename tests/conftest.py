@@ -68,3 +68,11 @@ def wasp_crds(cluster: LocalCluster) -> LocalCluster:
         "crd/clusterkopfpeerings.kopf.dev",
     )
     return cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts or uses the loopback control plane is a `cluster` test,
+    whether or not its module says so: `-m "not cluster"` must never start one."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
