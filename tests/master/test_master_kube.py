@@ -41,6 +41,9 @@ def listed(master_port: int) -> dict[str, dict[str, Any]]:
     return {w["id"]: w for w in health["workers"]}
 
 
+WATCH_BOUND_S = 30.0
+
+
 def within(check: Callable[[], Any], what: str, seconds: float) -> float:
     """How long `check` took to hold; fails past `seconds`."""
     started = time.monotonic()
@@ -112,17 +115,18 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
     programs.append(master)
     base = f"http://127.0.0.1:{port}"
 
-    # Creates, updates and deletes reach the routing table within a second.
+    # Creates, updates and deletes reach the routing table (a watch: milliseconds when the
+    # machine is idle; the bound is for a loaded CI machine, not a latency target).
     k.apply("w1", {"slotFrom": "A1", "slotTo": "A50", "suspend": True})
-    seen = within(lambda: "w1" in listed(port), "w1 routed", 1.0)
+    seen = within(lambda: "w1" in listed(port), "w1 routed", WATCH_BOUND_S)
     k.patch("w1", {"slotTo": "A40"})
-    within(lambda: listed(port)["w1"]["to"] == "A40", "w1 narrowed", 1.0)
+    within(lambda: listed(port)["w1"]["to"] == "A40", "w1 narrowed", WATCH_BOUND_S)
     status, _, body = call("POST", f"{base}/api/accounts/A45/connect")
     assert (status, body["error"]) == (404, "no shard serves slot A45")
     k.apply("w9", {"slotFrom": "Z1", "slotTo": "Z9", "suspend": True})
-    within(lambda: "w9" in listed(port), "w9 routed", 1.0)
+    within(lambda: "w9" in listed(port), "w9 routed", WATCH_BOUND_S)
     k.kube.kubectl("delete", "wash", "w9", "-n", k.ns)
-    within(lambda: "w9" not in listed(port), "w9 gone", 1.0)
+    within(lambda: "w9" not in listed(port), "w9 gone", WATCH_BOUND_S)
 
     # A request for the suspended shard wakes it, waits for it, then is answered.
     started = time.monotonic()
@@ -156,13 +160,13 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
         base_env={**env, **k.kube.env()},
     )
     programs.append(impatient)
-    within(lambda: "w2" in listed(quick), "w2 routed", 5.0)
+    within(lambda: "w2" in listed(quick), "w2 routed", WATCH_BOUND_S)
     started = time.monotonic()
     status, headers, body = call("POST", f"http://127.0.0.1:{quick}/api/accounts/B1/connect")
     assert status == 503
     assert headers["Retry-After"]
     assert body["error"] == "shard w2 is unavailable: still waking up after 2 s"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # its 2 s wake timeout, not the default 60 s
 
     # PREWARM=1 keeps the first shard (w1, slot order) awake: suspending it does not last.
     k.patch("w1", {"suspend": True})
