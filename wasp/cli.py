@@ -226,6 +226,13 @@ def operator(**options: Any) -> None:
     default=None,
     help="Reach workers here instead of status.endpoint ({name}, {namespace}).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    envvar="ACCESS_LOG",
+    default=False,
+    show_default=True,
+    help="Log every request as a JSON line (event http_access): method, path, status, time.",
+)
 @click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(path_type=Path), default=None)
 def master(**options: Any) -> None:
     """Run the master: route /api/* by slot, wake shards, fan live events out.
@@ -255,6 +262,7 @@ def master(**options: Any) -> None:
             prewarm=options["prewarm"],
             wake_timeout_s=options["wake_timeout"],
             endpoint_template=options["endpoint_template"],
+            access_log=options["access_log"],
             kubeconfig=options["kubeconfig"],
         )
     except ValidationError as error:

@@ -349,8 +349,7 @@ async def watch_health(master: Master) -> None:
             for gone in set(master.health) - {r.id for r in routes}:
                 del master.health[gone]
                 master.metrics.forget(gone)
-            with contextlib.suppress(Exception):
-                await master.refresh_workspaces()
+            await master.refresh_workspaces()
             await master.directory.changed(master.config.health_interval_s)
     finally:
         await http.close()
@@ -400,8 +399,7 @@ def build_app(
         await master.proxy.open()
         http = aiohttp.ClientSession()
         master.hub.http = master.waker.http = http
-        with contextlib.suppress(Exception):
-            await master.refresh_workspaces()
+        await master.refresh_workspaces()
         master.hub.sync()
         directory.listeners.append(master.hub.sync)
         tasks = [

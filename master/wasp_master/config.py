@@ -44,4 +44,5 @@ class MasterConfig(BaseModel):
         description="Reach workers here instead of status.endpoint ({name}, {namespace}); "
         "for a master outside the cluster (tests, development).",
     )
+    access_log: bool = Field(False, description="One JSON line per request (http_access).")
     kubeconfig: Path | None = None

@@ -16,12 +16,12 @@ import contextlib
 import json
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator
 
 import kopf
 from aiohttp import web
 
+from wasp import logs
 from wasp.kube import api_client
 from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
@@ -30,14 +30,6 @@ from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStor
 from wasp_master.wake import kube_unsuspend
 
 log = logging.getLogger("wasp.master")
-
-
-def _logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for noisy in ("aiohttp.access", "kopf", "socketio", "engineio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _started(config: MasterConfig, mode: str) -> None:
@@ -64,7 +56,11 @@ def _started(config: MasterConfig, mode: str) -> None:
 @contextlib.asynccontextmanager
 async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[int]:
     """The app on the public port (yielded: the bound one when the config asks for 0)."""
-    runner = web.AppRunner(app, access_log=None)
+    if config.access_log:
+        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+        runner = web.AppRunner(app, access_log_class=logs.JsonAccessLogger)
+    else:
+        runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
@@ -84,7 +80,7 @@ async def _serve_local(config: MasterConfig, app: web.Application) -> None:
 
 
 def serve_local(config: MasterConfig) -> None:
-    _logging()
+    logs.setup()
     directory = ShardDirectory()
     for shard in load_shards(config.shards_json, config.shards_file):
         directory.put(shard.route())
@@ -113,5 +109,5 @@ async def _serve_kube(config: MasterConfig) -> None:
 
 
 def serve_kube(config: MasterConfig) -> None:
-    _logging()
+    logs.setup()
     asyncio.run(_serve_kube(config))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 
 import socketio
@@ -16,6 +18,8 @@ from wasp_master.proxy import Proxy
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import ConfigStore
 from wasp_master.wake import Waker
+
+log = logging.getLogger("wasp.master")
 
 
 @dataclass
@@ -57,7 +61,21 @@ class Master:
                 await self.sio.disconnect(sid)
 
     async def refresh_workspaces(self) -> None:
-        accounts = await self.store.read("accounts")
+        """Which workspace each slot is in, from accounts.json. On failure the last good
+        map stays (events keep their rooms) and the failure is logged, never hidden."""
+        try:
+            accounts = await self.store.read("accounts")
+        except Exception as error:  # any store failure: keep serving with the last map
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "workspaces_refresh_failed",
+                        "error": type(error).__name__,
+                        "reason": str(error)[:200],
+                    }
+                )
+            )
+            return
         self.workspaces = {
             str(a.get("slot")): str(a.get("ws") or "default") for a in accounts if a.get("slot")
         }

@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
+from wasp import logs
 from wasp.kube import api_client, connection_info
 from wasp_operator.config import OperatorConfig
 from wasp_operator.handlers import Context, register
@@ -86,10 +87,10 @@ def ensure_peering(api: client.ApiClient, name: str, namespaces: tuple[str, ...]
 
 
 def run(config: OperatorConfig, options: RunOptions) -> None:
-    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
-    # kopf logs every handler run per object at INFO: thousands of lines a minute
-    # with hundreds of shards. Keep its warnings and errors, and our own events.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # JSON lines like the other programs. kopf logs every handler run per object at
+    # INFO (thousands of lines a minute with hundreds of shards): `logs.setup` keeps
+    # its warnings and errors, and our own events.
+    logs.setup()
     api = api_client(options.kubeconfig)
     metrics = OperatorMetrics()
     context = Context(config=config, kube=Kube(api), metrics=metrics)

@@ -108,6 +108,11 @@ def test_two_operators_elect_one_and_do_not_fight(k: Cluster, tmp_path: Path) ->
     finally:
         first.stop()
         second.stop()
+    for process in (first, second):  # kopf's own lines are JSON events like ours
+        lines = [json.loads(line) for line in process.output().splitlines() if line.strip()]
+        assert lines
+        assert all(isinstance(line, dict) and "event" in line for line in lines)
+        assert any(str(line.get("message", "")).startswith("Resuming operations") for line in lines)
 
 
 def test_killed_at_any_point_it_converges_without_duplicates_or_orphans(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
@@ -17,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from wasp import logs as json_logs
 from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
 from wasp.validation import JsonInt, problems
@@ -568,6 +570,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
 
 def serve(config: WorkerConfig) -> None:
+    json_logs.setup()  # aiohttp's own lines (server errors, access) as JSON, like the events
     log = EventLog()
     log.emit(
         "worker_start",
@@ -576,6 +579,13 @@ def serve(config: WorkerConfig) -> None:
         slotTo=str(config.slot_to),
         backend=config.backend,
     )
+    if config.access_log:
+        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
     web.run_app(
-        build_app(config, log), host=config.host, port=config.port, print=None, access_log=None
+        build_app(config, log),
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log_class=json_logs.JsonAccessLogger,
+        access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
     )

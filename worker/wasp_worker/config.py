@@ -33,6 +33,7 @@ class WorkerConfig(BaseModel):
     pod_namespace: str | None = None
     pod_name: str | None = None
     lease_duration_s: int = Field(15, ge=2, le=300)
+    access_log: bool = False  # one JSON line per request (http_access)
     bad_mac_threshold: int = Field(5, ge=1)
     bad_mac_window_ms: int = Field(60_000, ge=1)
     bad_mac_cooldown_ms: int = Field(300_000, ge=0)
@@ -72,6 +73,7 @@ class WorkerConfig(BaseModel):
             "pod_namespace": "POD_NAMESPACE",
             "pod_name": "POD_NAME",
             "lease_duration_s": "LEASE_DURATION_S",
+            "access_log": "ACCESS_LOG",
             "bad_mac_threshold": "BAD_MAC_THRESHOLD",
             "bad_mac_window_ms": "BAD_MAC_WINDOW_MS",
             "bad_mac_cooldown_ms": "BAD_MAC_COOLDOWN_MS",
