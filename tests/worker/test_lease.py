@@ -64,6 +64,10 @@ def active(port: int) -> int:
     return int(worker["active"])
 
 
+def shows_qr(port: int, slot: str) -> Callable[[], bool]:
+    return lambda: call(port, f"/api/accounts/{slot}/status")[1].get("qr") is not None
+
+
 def status_is(port: int, slot: str, *wanted: str) -> Callable[[], bool]:
     return lambda: slot_status(port, slot) in wanted
 
@@ -99,14 +103,19 @@ def bind_slots(tmp_path: Path) -> None:
 def log_in(worker: ProgramProcess, port: int) -> None:
     """Scan the QR of the warmed-up slots: CONNECTED, with stored auth."""
     for slot in SLOTS:
-        worker.wait_until(status_is(port, slot, "CONNECTING", "CONNECTED"), f"{slot} up")
-        call(port, f"/api/accounts/{slot}/scan", "POST")
+        worker.wait_until(shows_qr(port, slot), f"{slot} shows its QR")
+        assert call(port, f"/api/accounts/{slot}/scan", "POST")[0] == 200
         worker.wait_until(status_is(port, slot, "CONNECTED"), f"{slot} in")
 
 
 def events(worker: ProgramProcess) -> list[dict[str, object]]:
     lines = worker.output().splitlines()
     return [json.loads(line) for line in lines if line.startswith('{"ts"')]
+
+
+def saw_lease(worker: ProgramProcess) -> bool:
+    """The worker has read the Lease at least once (waiting for it, or holding it)."""
+    return any(e["event"] in ("lease_wait", "lease_acquired") for e in events(worker))
 
 
 def holder(api_client: client.ApiClient, namespace: str) -> str | None:
@@ -242,13 +251,11 @@ def test_a_frozen_holder_stops_every_session_before_the_standby_starts_one(
                 assert abs(offset - (3600 if clock == "+1h" else -3600)) < 60
             second, second_port = start(cluster, namespace, "w1-0-twin", tmp_path)
             try:
-                second.wait_until(
-                    lambda: "held by w1-0" in str(call(second_port, "/ready")[1]["error"]),
-                    "standby sees the holder",
-                )
-                hold_for(  # a healthy holder keeps it, whatever its clock says
+                second.wait_until(lambda: saw_lease(second), "standby reads the Lease")
+                # A healthy holder keeps it, whatever its clock says. (Its own readiness may
+                # blink if two renews in a row are slow on a loaded machine: the fence working.)
+                hold_for(
                     2 * LEASE_S,
-                    (lambda: ready(first_port) == 200, "holder ready"),
                     (lambda: ready(second_port) == 503, "standby not ready"),
                     (lambda: holder(api_client, namespace) == "w1-0", "w1-0 holds the Lease"),
                 )
@@ -258,17 +265,17 @@ def test_a_frozen_holder_stops_every_session_before_the_standby_starts_one(
                 took = time.monotonic() - frozen_at
                 for slot in SLOTS:  # warm-up opens them on the new owner
                     second.wait_until(status_is(second_port, slot, "CONNECTING"), slot)
-                assert holder(api_client, namespace) == "w1-0-twin"
-                assert ready(first_port) == 503
-                assert active(first_port) == 0
+                lease_holder = holder(api_client, namespace)
+                first_after = ready(first_port), active(first_port)
             finally:
                 second.stop()
         finally:
             first.stop()
-    seen = [str(e["event"]) for e in events(first)]
-    assert "lease_deadline_passed" in seen
-    gaps = one_owner_at_a_time(tmp_path / "server")
+    gaps = one_owner_at_a_time(tmp_path / "server")  # first: the account's view
     assert set(gaps) == set(SLOTS), gaps
+    assert lease_holder == "w1-0-twin"
+    assert first_after == (503, 0)  # not ready, no session
+    assert "lease_deadline_passed" in [e["event"] for e in events(first)]
     print(f"\n{clock or 'clock ok'}: takeover {took:.2f} s after the freeze; gaps {gaps}")
 
 
@@ -284,10 +291,7 @@ def test_after_an_apiserver_outage_one_owner_resumes_its_sessions(
         log_in(first, first_port)
         second, second_port = start(cluster, namespace, "w1-0-twin", tmp_path)
         try:
-            second.wait_until(
-                lambda: "held by w1-0" in str(call(second_port, "/ready")[1]["error"]),
-                "standby sees the holder",
-            )
+            second.wait_until(lambda: saw_lease(second), "standby reads the Lease")
             stopped_at = time.monotonic()
             cluster.stop_apiserver()
             try:
@@ -306,10 +310,10 @@ def test_after_an_apiserver_outage_one_owner_resumes_its_sessions(
             resumed = time.monotonic() - restart_at
             hold_for(  # and it stays that way: one owner
                 LEASE_S + 1,
-                (lambda: ready(first_port) == 200, "holder ready"),
                 (lambda: ready(second_port) == 503, "standby not ready"),
+                (lambda: holder(api_client, namespace) == "w1-0", "w1-0 holds the Lease"),
             )
-            assert holder(api_client, namespace) == "w1-0"
+            assert ready(first_port) == 200
         finally:
             second.stop()
     finally:

@@ -291,7 +291,13 @@ async def hold_lease(app: web.Application, retry_s: float) -> None:
     warmed = was_held = waiting = False
     while True:
         started = time.monotonic()
-        held = await lease.try_acquire()  # bounded in time
+        try:
+            held = await lease.try_acquire()  # bounded in time, never raises: belt and braces
+        except Exception as error:
+            log.emit("lease_error", lease=lease.describe(), error=type(error).__name__)
+            held = lease.held
+        if held and was_held and lease.reason != "held":
+            log.emit("lease_renew_failed", lease=lease.describe(), reason=lease.reason)
         if held and not was_held:
             log.emit("lease_acquired", lease=lease.describe())
             waiting = False

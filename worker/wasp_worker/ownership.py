@@ -163,7 +163,7 @@ class KubeLease:
             async with asyncio.timeout(self.timing.call_timeout_s):
                 won = await self._attempt()
         except Exception as error:  # hung, refused, conflict, 5xx: `held` runs out by itself
-            self.reason = f"apiserver call failed: {type(error).__name__}"
+            self.reason = f"apiserver call failed: {type(error).__name__} {error}"[:300]
             return self.held
         if won:
             self._renewed_at, self.reason = started, "held"

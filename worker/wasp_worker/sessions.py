@@ -38,9 +38,11 @@ class SessionManager:
     states: dict[Slot, SessionState] = field(default_factory=dict)
     wanted: set[Slot] = field(default_factory=set)  # CONNECTED when the lease was lost
     _init_gate: asyncio.Semaphore = field(init=False)
+    _suspending: asyncio.Lock = field(init=False)
 
     def __post_init__(self) -> None:
         self._init_gate = asyncio.Semaphore(self.config.max_init)
+        self._suspending = asyncio.Lock()
 
     @property
     def active(self) -> int:
@@ -120,6 +122,10 @@ class SessionManager:
     async def suspend_all(self) -> list[Slot]:
         """Close every session (the lease is lost: another worker may own them soon),
         remembering the CONNECTED ones for `resume`; idempotent."""
+        async with self._suspending:  # the watchdog and the renew loop may both call it
+            return await self._suspend_all()
+
+    async def _suspend_all(self) -> list[Slot]:
         stopped = list(self.states)
         for slot in stopped:
             state = self.states.get(slot)
