@@ -140,7 +140,9 @@ def pod_template(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> 
         "args": ["worker"],
         "ports": [{"name": "http", "containerPort": config.worker_port}],
         "env": worker_env(name, spec, config),
-        "readinessProbe": _probe("/health", period=5, failures=3),
+        # Ready means holding the shard's lease: a standby pod gets no traffic, and a
+        # holder past its renew deadline leaves the endpoints within one period.
+        "readinessProbe": _probe("/ready", period=2, failures=1),
         "livenessProbe": _probe("/health", period=10, failures=6),
         "resources": _resources(spec),
         "securityContext": {

@@ -39,7 +39,8 @@ def test_statefulset_runs_one_worker_with_the_spec_environment() -> None:
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "example.org/wasp:1"
     assert container["args"] == ["worker"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"  # holds the lease
+    assert container["readinessProbe"]["failureThreshold"] == 1
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 

@@ -51,6 +51,12 @@ def tools_bin_dir(build: bool = True) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def libfaketime() -> Path | None:
+    """libfaketime (Debian `faketime`): runs a process with a skewed wall clock; None if absent."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    return found[0] if found else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -187,6 +193,26 @@ class LocalCluster:
             self._state_file.unlink()
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
 
+    def stop_apiserver(self) -> None:
+        """Kill kube-apiserver alone (etcd keeps every object): an outage, for tests."""
+        state = self.state
+        if state is None or "apiserver" not in state.pids:
+            raise ClusterError(f"no kube-apiserver is running in {self.state_dir}")
+        pid = state.pids.pop("apiserver")
+        os.killpg(pid, signal.SIGKILL)  # a crash: no graceful shutdown to wait for
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state.save(self._state_file)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again, on its port and the same etcd; wait until ready."""
+        state = self.state
+        if state is None:
+            raise ClusterError(f"no cluster is running in {self.state_dir}")
+        if "apiserver" not in state.pids:
+            self._start_apiserver(self.bin_dir, state)
+
     # -- pieces ------------------------------------------------------------
 
     def _ensure_pki(self) -> str:
@@ -195,9 +221,13 @@ class LocalCluster:
         token_file = self.pki / "tokens.csv"
         if not token_file.exists():
             pki = self.pki
+            # Backdated by two days when libfaketime is there: a process under test whose
+            # clock runs behind must still find the certificates valid.
+            lib = libfaketime()
+            env = {**os.environ, **({"LD_PRELOAD": str(lib), "FAKETIME": "-2d"} if lib else {})}
 
             def openssl(*args: str) -> None:
-                subprocess.run(["openssl", *args], check=True, capture_output=True)
+                subprocess.run(["openssl", *args], check=True, capture_output=True, env=env)
 
             openssl(
                 "req",

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -95,6 +97,16 @@ def reclaim(core: Any, volume: Any) -> None:
 def run() -> None:
     core = client.CoreV1Api()
     storage = client.StorageV1Api()
+    while True:
+        try:
+            serve(core, storage)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            # The apiserver went away (a test's outage): wait for it like a controller would.
+            logging.info("apiserver unreachable (%s); retrying", type(error).__name__)
+            time.sleep(1)
+
+
+def serve(core: client.CoreV1Api, storage: client.StorageV1Api) -> None:
     while True:
         classes = _our_classes(storage)
         for volume in core.list_persistent_volume().items:

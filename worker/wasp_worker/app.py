@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 from typing import Annotated, Any, TypeVar
@@ -45,7 +47,9 @@ from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
 
 MAX_BODY_BYTES = 1 << 20
-LEASE_RETRY_S = 1.0
+LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
+GUARD_MAX_SLEEP_S = 60.0
+GUARD_IDLE_S = 0.1
 SESSIONS = web.AppKey("sessions", SessionManager)
 CONFIG = web.AppKey("config", WorkerConfig)
 LOG = web.AppKey("log", EventLog)
@@ -88,6 +92,16 @@ async def health(request: web.Request) -> web.Response:
                 "maxActive": config.max_active,
             },
         }
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness is holding the shard's lease: a standby gets no traffic."""
+    lease = request.app[SESSIONS].lease
+    if lease is None or lease.held:
+        return web.json_response({"ok": True})
+    return web.json_response(
+        {"ok": False, "error": f"not holding {lease.describe()}: {lease.reason}"}, status=503
     )
 
 
@@ -293,33 +307,64 @@ async def scan(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
-async def hold_lease(app: web.Application, interval_s: float) -> None:
-    """Take the shard's lease (waiting while another worker holds it), warm up once held,
-    keep renewing it, and stop every session the moment it is lost."""
+async def hold_lease(app: web.Application, retry_s: float) -> None:
+    """Take the shard's lease (waiting while another worker holds it) and renew it every
+    `retry_s`; warm up the first time it is held, resume the suspended sessions after."""
     sessions, log = app[SESSIONS], app[LOG]
     lease = sessions.lease
     assert lease is not None
-    warmed, waiting = False, False
+    warmed = was_held = waiting = False
     while True:
-        was_held = lease.held
+        started = time.monotonic()
         try:
-            held = await lease.try_acquire()
-        except Exception as error:  # apiserver unreachable: not holding is the safe answer
+            held = await lease.try_acquire()  # bounded in time, never raises: belt and braces
+        except Exception as error:
             log.emit("lease_error", lease=lease.describe(), error=type(error).__name__)
-            lease.held = held = False
+            held = lease.held
+        if held and was_held and lease.reason != "held":
+            log.emit("lease_renew_failed", lease=lease.describe(), reason=lease.reason)
         if held and not was_held:
             log.emit("lease_acquired", lease=lease.describe())
             waiting = False
-            if not warmed:
-                warmed = True
-                app[BACKGROUND].append(asyncio.create_task(run_warmup(app)))
+            first, warmed = not warmed, True
+            work = run_warmup(app) if first else resume_sessions(app)
+            app[BACKGROUND].append(asyncio.create_task(work))
         elif not held and was_held:
-            log.emit("lease_lost", lease=lease.describe())
-            await sessions.stop_all()
+            log.emit("lease_lost", lease=lease.describe(), reason=lease.reason)
+            await suspend_sessions(app)  # the watchdog did, unless the lease went another way
         elif not held and not waiting:
-            log.emit("lease_wait", lease=lease.describe())
+            log.emit("lease_wait", lease=lease.describe(), reason=lease.reason)
             waiting = True
-        await asyncio.sleep(interval_s)
+        was_held = held
+        await asyncio.sleep(max(0.0, retry_s - (time.monotonic() - started)))
+
+
+async def guard_lease(app: web.Application) -> None:
+    """The watchdog: stop every session the moment the renew deadline passes, whatever
+    the renew loop is doing (its call may hang until its timeout)."""
+    sessions, log = app[SESSIONS], app[LOG]
+    lease = sessions.lease
+    assert lease is not None
+    while True:
+        left = lease.remaining_s()
+        if left > 0:
+            await asyncio.sleep(min(left, GUARD_MAX_SLEEP_S))
+            continue
+        if sessions.active:
+            log.emit("lease_deadline_passed", lease=lease.describe(), reason=lease.reason)
+            await suspend_sessions(app)
+        await asyncio.sleep(GUARD_IDLE_S)  # not held: no session can start; look again soon
+
+
+async def suspend_sessions(app: web.Application) -> None:
+    stopped = await app[SESSIONS].suspend_all()
+    if stopped:
+        app[LOG].emit("sessions_stopped", slots=[str(s) for s in stopped])
+
+
+async def resume_sessions(app: web.Application) -> None:
+    resumed = await app[SESSIONS].resume()
+    app[LOG].emit("sessions_resumed", slots=[str(s) for s in resumed])
 
 
 async def run_warmup(app: web.Application) -> None:
@@ -362,7 +407,7 @@ API = ApiInfo(
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
         429: "Worker capacity full",
-        503: "Another worker holds this shard's lease",
+        503: "This worker does not hold its shard's lease (another may)",
     },
 )
 # Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
@@ -371,6 +416,13 @@ SLOT_OPS = (400, 404, 409, 503)
 WITH_BODY = (*SLOT_OPS, 413)
 ROUTES = [
     Route("GET", "/health", health, "Worker health: range, active and max sessions"),
+    Route(
+        "GET",
+        "/ready",
+        ready,
+        "Readiness: 200 while this worker holds its shard's lease, 503 with the reason otherwise",
+        responses=(200, 503),
+    ),
     Route(
         "GET",
         "/logs",
@@ -493,8 +545,11 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
     event_log = log or EventLog()
     backend: SimulatorBackend | NeonizeBackend
+    identity = config.pod_name or f"{socket.gethostname()}-{os.getpid()}"
     if config.backend == "simulator":
-        backend = SimulatorBackend(config.work_dir)
+        backend = SimulatorBackend(
+            config.work_dir, owner=identity, server_dir=config.simulator_server_dir
+        )
     else:
         backend = NeonizeBackend(config.work_dir, breaker=config.breaker())
     app[CONFIG] = config
@@ -508,11 +563,15 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     )
     lease: Lease
     if config.shard_name and config.pod_namespace:
-        identity = config.pod_name or socket.gethostname()
+        timing = config.lease_timing()
         lease = KubeLease(
-            config.shard_name, config.pod_namespace, identity, config.lease_duration_s, kube_api()
+            config.shard_name,
+            config.pod_namespace,
+            config.pod_name or socket.gethostname(),
+            timing,
+            kube_api(),
         )
-        renew_s = config.lease_duration_s / 3
+        renew_s = timing.retry_period_s
     else:
         lease = FileLease(config.work_dir / "worker.lock")
         renew_s = LEASE_RETRY_S
@@ -545,6 +604,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         tasks = app[BACKGROUND]
         tasks += [
             asyncio.create_task(hold_lease(app, renew_s)),
+            asyncio.create_task(guard_lease(app)),
             asyncio.create_task(runner.run()),
         ]
         yield

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wasp.slots import SlotId, SlotRange
 from wasp_worker.breaker import BreakerSettings
+from wasp_worker.ownership import LeaseTiming
 
 
 class WorkerConfig(BaseModel):
@@ -34,6 +35,10 @@ class WorkerConfig(BaseModel):
     pod_name: str | None = None
     lease_duration_s: int = Field(15, ge=2, le=300)
     access_log: bool = False  # one JSON line per request (http_access)
+    # Unset: 2/3 and 1/5 of the duration (client-go's 15/10/2 s, a little tighter).
+    lease_renew_deadline_s: float | None = Field(None, gt=0)
+    lease_retry_period_s: float | None = Field(None, gt=0)
+    simulator_server_dir: Path | None = None
     bad_mac_threshold: int = Field(5, ge=1)
     bad_mac_window_ms: int = Field(60_000, ge=1)
     bad_mac_cooldown_ms: int = Field(300_000, ge=0)
@@ -41,7 +46,21 @@ class WorkerConfig(BaseModel):
     @model_validator(mode="after")
     def _range_is_valid(self) -> Self:
         SlotRange(self.slot_from, self.slot_to)
+        timing = self.lease_timing()
+        if not timing.retry_period_s < timing.renew_deadline_s < timing.duration_s:
+            raise ValueError(
+                "LEASE_RETRY_PERIOD_S < LEASE_RENEW_DEADLINE_S < LEASE_DURATION_S is required: "
+                "the holder must stop its sessions before a standby may take over"
+            )
         return self
+
+    def lease_timing(self) -> LeaseTiming:
+        duration = float(self.lease_duration_s)
+        return LeaseTiming(
+            duration_s=duration,
+            renew_deadline_s=self.lease_renew_deadline_s or duration * 2 / 3,
+            retry_period_s=self.lease_retry_period_s or duration / 5,
+        )
 
     def breaker(self) -> BreakerSettings:
         return BreakerSettings(
@@ -74,6 +93,9 @@ class WorkerConfig(BaseModel):
             "pod_name": "POD_NAME",
             "lease_duration_s": "LEASE_DURATION_S",
             "access_log": "ACCESS_LOG",
+            "lease_renew_deadline_s": "LEASE_RENEW_DEADLINE_S",
+            "lease_retry_period_s": "LEASE_RETRY_PERIOD_S",
+            "simulator_server_dir": "SIMULATOR_SERVER_DIR",
             "bad_mac_threshold": "BAD_MAC_THRESHOLD",
             "bad_mac_window_ms": "BAD_MAC_WINDOW_MS",
             "bad_mac_cooldown_ms": "BAD_MAC_COOLDOWN_MS",

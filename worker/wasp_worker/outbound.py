@@ -1,6 +1,7 @@
 """Drains the outbound queue: sends due messages of CONNECTED sessions, one slot at a time.
 
-A message is only ever sent while its session is CONNECTED; a final refusal
+A message is only ever sent while its session is CONNECTED and the shard's
+lease is held (checked before each send: the lease can run out mid-batch); a final refusal
 marks it `failed` with the backend's reason; any other error leaves it queued
 for the next round (the row's fixed message id makes the retry the same message).
 """
@@ -65,11 +66,13 @@ class OutboundRunner:
             connected = [
                 str(slot)
                 for slot, state in self.sessions.states.items()
-                if state.status == "CONNECTED"
+                if state.status == "CONNECTED" and self.sessions.holds_lease
             ]
             self.depth.set(await self.queue.depth())
             batch = await self.queue.due(connected)
             for message in batch:
+                if not self.sessions.holds_lease:
+                    break  # the rest stay queued for whoever holds it next
                 try:
                     await self.sessions.backend.send(Slot.parse(message.slot), message)
                 except SendFailed as refusal:

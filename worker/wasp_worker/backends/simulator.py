@@ -7,6 +7,10 @@ A slot that logged in once resumes without a QR, as a stored session does.
 Every simulated slot has a phone number (`phone_of`). A message sent to one
 is recorded in a delivery ledger on disk, deduplicated by message id as
 WhatsApp does, and arrives as inbound at the recipient if this worker serves it.
+
+WhatsApp notices an account connected from two places at once, so the
+simulator keeps the server's side too: every session opening and closing, by
+owner, in a ledger every worker on the machine shares (`ServerLedger`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -75,6 +80,47 @@ def qr_data_url(payload: str) -> str:
     return str(segno.make_qr(payload).png_data_uri(scale=6))
 
 
+class ServerLedger:
+    """The simulated WhatsApp server's record of sessions: (slot, owner, open|close,
+    CLOCK_MONOTONIC in ns), shared through a file by every worker on the machine.
+
+    CLOCK_MONOTONIC is one clock for all processes on Linux, so rows of different
+    workers compare; an `open` is written before the session starts and a `close`
+    after it stopped, so the intervals cover the real ones.
+    """
+
+    FILE = "simulator-server.sqlite3"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.FILE
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def record(self, slot: Slot, owner: str, event: str) -> None:
+        at = time.monotonic_ns()
+        with self._lock:
+            if self._db is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(
+                    self.path, timeout=10, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
+                    "monotonic_ns INTEGER, pid INTEGER)"
+                )
+            self._db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (str(slot), owner, event, at, os.getpid()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
 @dataclass
 class _Session:
     on_status: OnStatus
@@ -90,9 +136,15 @@ class SimulatorBackend:
     work_dir: Path
     qr_interval_s: float = 20.0
     on_inbound: OnInbound | None = None
+    owner: str = "simulator"
+    server_dir: Path | None = None  # the server ledger's; work_dir when unset
     sessions: dict[Slot, _Session] = field(default_factory=dict)
+    server: ServerLedger = field(init=False)
     _ledger: sqlite3.Connection | None = None
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.server = ServerLedger(self.server_dir or self.work_dir)
 
     def _record(self, message: Outbound, sender: Slot) -> bool:
         """Add to the on-disk delivery ledger; False if this message id was delivered before."""
@@ -151,6 +203,7 @@ class SimulatorBackend:
         return f"wasp-simulator:{slot}:{session.rotation}"
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
+        await asyncio.to_thread(self.server.record, slot, self.owner, "open")
         session = _Session(on_status)
         self.sessions[slot] = session
         if self._auth_file(slot).exists():
@@ -197,6 +250,7 @@ class SimulatorBackend:
             session.rotor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await session.rotor
+        await asyncio.to_thread(self.server.record, slot, self.owner, "close")
         await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="stopped"))
 
     async def logout(self, slot: Slot) -> None:
@@ -206,6 +260,7 @@ class SimulatorBackend:
     async def close(self) -> None:
         for slot in list(self.sessions):
             await self.stop(slot)
+        self.server.close()
         with self._ledger_lock:
             if self._ledger is not None:
                 self._ledger.close()
