@@ -20,8 +20,15 @@ import kopf
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from wasp.contract import (
+    CRD,
+    MAX_ACTIVE,
+    MAX_INIT,
+    WARMUP_LIMIT,
+    WORKER_PORT,
+    worker_endpoint,
+)
 from wasp.kube import connection_info
-from wasp.shard import WORKER_PORT
 from wasp.slots import SlotId, SlotRange
 from wasp_master.routing import RoutingTable, ShardRoute
 
@@ -39,9 +46,9 @@ class LocalShard(BaseModel):
     slot_to: SlotId = Field(alias="to")
     workdir: Path | None = None
     host: str = "127.0.0.1"
-    max_active: int = Field(20, alias="maxActive", ge=1)
-    max_init: int = Field(2, alias="maxInit", ge=1)
-    warmup_limit: int = Field(10, alias="warmupLimit", ge=0)
+    max_active: int = Field(MAX_ACTIVE, alias="maxActive", ge=1)
+    max_init: int = Field(MAX_INIT, alias="maxInit", ge=1)
+    warmup_limit: int = Field(WARMUP_LIMIT, alias="warmupLimit", ge=0)
 
     @model_validator(mode="after")
     def _range_is_valid(self) -> Self:
@@ -97,7 +104,7 @@ def route_of(body: Mapping[str, Any], endpoint_template: str | None) -> ShardRou
     if endpoint_template:
         url = endpoint_template.format(name=name, namespace=namespace, port=WORKER_PORT)
     else:
-        url = status.get("endpoint") or f"http://{name}-0.{name}.{namespace}.svc:{WORKER_PORT}"
+        url = status.get("endpoint") or worker_endpoint(name, namespace)
     current = status.get("observedGeneration", 0) >= metadata.get("generation", 0)
     return ShardRoute(
         id=name,
@@ -156,7 +163,7 @@ def watcher(
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300
 
-    @kopf.on.event("wasp.dev", "v1alpha1", "whatsappshards", registry=registry)
+    @kopf.on.event(*CRD.resource, registry=registry)
     async def shard_event(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
         name = body.metadata.name
         if name is None:
