@@ -18,7 +18,7 @@ from typing import Any, Self
 
 import kopf
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wasp.contract import (
     CRD,
@@ -26,10 +26,12 @@ from wasp.contract import (
     MAX_INIT,
     WARMUP_LIMIT,
     WORKER_PORT,
+    ShardName,
     worker_endpoint,
 )
 from wasp.kube import connection_info
 from wasp.slots import SlotId, SlotRange
+from wasp.validation import problems
 from wasp_master.routing import RoutingTable, ShardRoute
 
 log = logging.getLogger("wasp.master")
@@ -40,7 +42,7 @@ class LocalShard(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    id: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=52)
+    id: ShardName  # a WhatsAppShard's name: the same rule in a file as in a cluster
     port: int = Field(ge=1, le=65535)
     slot_from: SlotId = Field(alias="from")
     slot_to: SlotId = Field(alias="to")
@@ -68,11 +70,18 @@ class ShardsFile(BaseModel):
 
 
 def parse_shards(text: str) -> list[LocalShard]:
-    """A JSON or YAML list of shards (or `{shards: [...]}`); ranges must not overlap."""
+    """A JSON or YAML list of shards (or `{shards: [...]}`); ranges must not overlap.
+
+    ValueError with every problem on one line (`shards.0.id: ...`) otherwise: a shard
+    id is checked here by the rule every worker checks its SHARD_NAME with, so a file
+    `wasp dev` accepts never starts a worker that refuses its name."""
     data = yaml.safe_load(text)  # YAML is a superset of JSON
     if isinstance(data, dict):
         data = data.get("shards")
-    shards = ShardsFile.model_validate({"shards": data}).shards
+    try:
+        shards = ShardsFile.model_validate({"shards": data}).shards
+    except ValidationError as error:
+        raise ValueError(problems(error)) from None
     seen: list[LocalShard] = []
     for shard in shards:
         for other in seen:
