@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from wasp_master.config import MasterConfig
 
 from tests.chart.helm import CHART, EXAMPLES, Helm, container, documents, find, flags
 from tests.chart.schemas import LOCATION, write_schemas
@@ -220,3 +221,21 @@ def test_alerts_and_dashboard_use_metrics_the_code_exports(rendered: dict[str, s
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     assert {"WaspShardNearCapacity", "WaspShardNotReady", "WaspBadMacBreakerTripping"} <= alerts
     assert "WaspOutboundQueueBacklog" in alerts
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_prewarm_is_a_count_the_master_reads_as_one(helm: Helm, count: int) -> None:
+    docs = documents(helm.template("--set", f"master.prewarm={count}"))
+    env = {e["name"]: e.get("value") for e in container(find(docs, "Deployment", "-master"))["env"]}
+    # The master's own settings parse it: the first `count` shards are kept awake.
+    assert MasterConfig.model_validate({"prewarm": env["PREWARM"]}).prewarm == count
+
+
+@pytest.mark.parametrize("value", ["true", "false", "-1", "1.5"])
+def test_prewarm_that_is_not_a_count_is_refused_by_the_schema(helm: Helm, value: str) -> None:
+    # `true` once meant "start every shard" here while the master read it as 1 shard.
+    result = helm.run(
+        "template", "rel", str(CHART), "--set", f"master.prewarm={value}", check=False
+    )
+    assert result.returncode != 0
+    assert "prewarm" in result.stderr
