@@ -17,6 +17,7 @@ from kubernetes import client, config
 
 from tests.support.cluster import ROOT, LocalCluster
 from tests.support.operator import OperatorProcess
+from wasp.contract import CRD
 
 SHARDS = 1000
 SLOTS_PER_SHARD = 50
@@ -25,8 +26,8 @@ SLOTS_PER_SHARD = 50
 def shard_list(namespace: str, prefix: str) -> str:
     items = [
         {
-            "apiVersion": "wasp.dev/v1alpha1",
-            "kind": "WhatsAppShard",
+            "apiVersion": CRD.api_version,
+            "kind": CRD.kind,
             "metadata": {"name": f"w{i}", "namespace": namespace},
             "spec": {
                 "slotFrom": f"{prefix}{i * SLOTS_PER_SHARD + 1}",
@@ -52,7 +53,7 @@ def run() -> dict[str, Any]:
         start_s = cluster.up()
         try:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/whatsappshards.wasp.dev")
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD.crd_name}")
             cluster.kubectl("create", "namespace", "floor")
             cluster.kubectl("create", "namespace", "scale")
 
@@ -78,7 +79,7 @@ def run() -> dict[str, Any]:
                 while True:
                     sets = len(apps.list_namespaced_stateful_set("scale").items)
                     shards = custom.list_namespaced_custom_object(
-                        "wasp.dev", "v1alpha1", "scale", "whatsappshards"
+                        CRD.group, CRD.version, "scale", CRD.plural
                     )["items"]
                     with_status = sum(1 for s in shards if (s.get("status") or {}).get("phase"))
                     if sets == SHARDS and with_status == SHARDS:

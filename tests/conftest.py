@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.support.cluster import ROOT, LocalCluster
+from wasp.contract import CRD
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +64,7 @@ def wasp_crds(cluster: LocalCluster) -> LocalCluster:
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
-        "crd/whatsappshards.wasp.dev",
+        f"crd/{CRD.crd_name}",
         "crd/kopfpeerings.kopf.dev",
         "crd/clusterkopfpeerings.kopf.dev",
     )

@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from wasp import __version__
+from wasp.contract import VERSION, default_image
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="wasp")
+@click.version_option(VERSION, prog_name="wasp")
 def main() -> None:
     """WhatsApp sessions on Kubernetes, sharded by slot."""
 
@@ -35,7 +35,7 @@ def main() -> None:
 @click.option(
     "--worker-image",
     envvar="WORKER_IMAGE",
-    default="ghcr.io/wasp-dev/wasp:0.1.0",
+    default=default_image(),
     show_default=True,
     help="Image of worker pods unless a shard sets spec.image.",
 )
@@ -365,7 +365,7 @@ def worker() -> None:
     from wasp_worker.config import WorkerConfig
 
     try:
-        config = WorkerConfig.from_env(os.environ)
+        config = WorkerConfig()  # pydantic-settings: the process environment
     except ValidationError as error:
         raise click.ClickException(f"invalid worker environment: {error}") from None
     serve(config)

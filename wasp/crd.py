@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from wasp import shard
+from wasp.contract import CRD, SHARD_NAME_MAX_LENGTH, SHARD_NAME_PATTERN
 
 ROOT = Path(__file__).resolve().parent.parent
-CRD_NAME = f"{shard.PLURAL}.{shard.GROUP}"
+CRD_NAME = CRD.crd_name
 CRD_FILES = (
     ROOT / "crds" / f"{CRD_NAME}.yaml",
     ROOT / "charts" / "wasp" / "crds" / f"{CRD_NAME}.yaml",
@@ -98,23 +99,23 @@ def crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": CRD_NAME,
-            "annotations": {"wasp.dev/generated-by": "python -m wasp.crd --write"},
+            "annotations": {f"{CRD.group}/generated-by": "python -m wasp.crd --write"},
             "labels": {"app.kubernetes.io/part-of": "wasp"},
         },
         "spec": {
-            "group": shard.GROUP,
+            "group": CRD.group,
             "scope": "Namespaced",
             "names": {
-                "kind": shard.KIND,
-                "listKind": f"{shard.KIND}List",
-                "plural": shard.PLURAL,
-                "singular": shard.SINGULAR,
-                "shortNames": shard.SHORT_NAMES,
-                "categories": shard.CATEGORIES,
+                "kind": CRD.kind,
+                "listKind": f"{CRD.kind}List",
+                "plural": CRD.plural,
+                "singular": CRD.singular,
+                "shortNames": list(CRD.short_names),
+                "categories": list(CRD.categories),
             },
             "versions": [
                 {
-                    "name": shard.VERSION,
+                    "name": CRD.version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
@@ -133,10 +134,10 @@ def crd() -> dict[str, Any]:
                             "required": ["spec"],
                             "x-kubernetes-validations": [
                                 {
-                                    "rule": f"self.metadata.name.size() <= {shard.NAME_MAX_LENGTH}"
-                                    f" && self.metadata.name.matches('{shard.NAME_PATTERN}')",
+                                    "rule": f"self.metadata.name.size() <= {SHARD_NAME_MAX_LENGTH}"
+                                    f" && self.metadata.name.matches('{SHARD_NAME_PATTERN}')",
                                     "message": "name must be a DNS label of at most "
-                                    f"{shard.NAME_MAX_LENGTH} characters starting with a letter "
+                                    f"{SHARD_NAME_MAX_LENGTH} characters starting with a letter "
                                     "(it names the shard's StatefulSet and Service)",
                                     "reason": "FieldValueInvalid",
                                 }
@@ -156,8 +157,8 @@ def crd() -> dict[str, Any]:
     }
 
 
-_API_VERSION_DOC = "Versioned schema of this object: wasp.dev/v1alpha1."
-_KIND_DOC = "Kind of this object: WhatsAppShard."
+_API_VERSION_DOC = f"Versioned schema of this object: {CRD.api_version}."
+_KIND_DOC = f"Kind of this object: {CRD.kind}."
 
 
 def _column(name: str, path: str, description: str, kind: str = "string") -> dict[str, str]:

@@ -9,7 +9,10 @@ as each one answers `/health`, and on Ctrl-C or SIGTERM stops every group, so
 nothing is left behind. A child that dies stops the run with its log's tail.
 
 Like `wasp.cli` this is the top of the stack: it reuses the master's shards-file
-model and shared-config validation rather than restating them.
+model and shared-config validation rather than restating them, and renders each
+worker's environment from the contract the worker reads it with
+(`wasp.contract.WorkerEnv`), so a worker that would refuse its environment is
+refused here, before anything starts.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Literal
+from typing import IO
 
+from pydantic import ValidationError
+
+from wasp.contract import Backend, WorkerEnv
 from wasp.slots import SlotRange
 
-Backend = Literal["simulator", "neonize"]
 Say = Callable[[str], None]
 HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
@@ -122,26 +127,31 @@ def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
                 "workdir": str(work_dir),
             }
         )
+        try:
+            worker = WorkerEnv.model_validate(
+                {
+                    "port": port,
+                    "host": HOST,
+                    "slot_from": shard.slot_from,
+                    "slot_to": shard.slot_to,
+                    "max_active": shard.max_active,
+                    "max_init": shard.max_init,
+                    "warmup_limit": shard.warmup_limit,
+                    "config_dir": config_dir,
+                    "work_dir": work_dir,
+                    "backend": options.backend,
+                    "master_internal_url": master_url,
+                    "master_token": token,
+                    "shard_name": shard.id,
+                }
+            )
+        except ValidationError as error:
+            raise BadShards(f"{options.shards_file}: shard {shard.id}: {error}") from None
         children.append(
             Child(
                 name=shard.id,
                 argv=(*python, "worker"),
-                env={
-                    **env,
-                    "PORT": str(port),
-                    "HOST": HOST,
-                    "SLOT_FROM": str(shard.slot_from),
-                    "SLOT_TO": str(shard.slot_to),
-                    "MAX_ACTIVE": str(shard.max_active),
-                    "MAX_INIT": str(shard.max_init),
-                    "WARMUP_LIMIT": str(shard.warmup_limit),
-                    "CONFIGDIR": str(config_dir),
-                    "WORKDIR": str(work_dir),
-                    "BACKEND": options.backend,
-                    "MASTER_INTERNAL_URL": master_url,
-                    "MASTER_TOKEN": token,
-                    "SHARD_NAME": shard.id,
-                },
+                env={**env, **worker.as_env()},
                 url=f"http://{HOST}:{port}",
                 log=logs / f"{shard.id}.log",
                 detail=f"{shard.slot_from}..{shard.slot_to}",

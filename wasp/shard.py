@@ -4,7 +4,9 @@
 (`python -m wasp.crd --write`, checked by a test): field descriptions become the
 schema's descriptions (what `kubectl explain` shows), defaults become schema
 defaults, and the `x-kubernetes-validations` attached here become CEL rules
-that the apiserver enforces before any wasp code sees an object.
+that the apiserver enforces before any wasp code sees an object. The resource's
+names, its name rule, the worker's defaults and the variables a shard may not
+set are the programs' shared contract (`wasp.contract`), imported here.
 """
 
 from __future__ import annotations
@@ -15,44 +17,10 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic.config import JsonDict
 
+from wasp.contract import MAX_ACTIVE, MAX_INIT, RESERVED_ENV, WARMUP_LIMIT, Backend
 from wasp.slots import SLOT_PATTERN, SlotId, SlotRange
 
-GROUP = "wasp.dev"
-VERSION = "v1alpha1"
-KIND = "WhatsAppShard"
-PLURAL = "whatsappshards"
-SINGULAR = "whatsappshard"
-SHORT_NAMES = ["wash"]
-CATEGORIES = ["wasp"]
-API_VERSION = f"{GROUP}/{VERSION}"
-
-# The shard's name becomes its StatefulSet's and headless Service's name, and
-# the StatefulSet controller needs room for the revision hash it appends.
-NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
-NAME_MAX_LENGTH = 52
-
-WORKER_PORT = 8080
 MAX_SESSIONS_PER_SHARD = 5000
-BACKENDS = ("neonize", "simulator")
-
-# Variables the operator sets on every worker; a shard's extra env may not
-# override them (a wrong SLOT_FROM would let two workers own one account).
-RESERVED_ENV = (
-    "SHARD_NAME",
-    "POD_NAMESPACE",
-    "POD_NAME",
-    "PORT",
-    "SLOT_FROM",
-    "SLOT_TO",
-    "MAX_ACTIVE",
-    "MAX_INIT",
-    "WARMUP_LIMIT",
-    "CONFIGDIR",
-    "WORKDIR",
-    "BACKEND",
-    "MASTER_INTERNAL_URL",
-    "MASTER_TOKEN",
-)
 
 # Numbers are compared only once the format rule holds, so a malformed slot
 # gets the format message instead of a CEL evaluation error.
@@ -152,14 +120,14 @@ class Capacity(_Model):
     )
 
     maxActive: int = Field(
-        20,
+        MAX_ACTIVE,
         ge=1,
         le=MAX_SESSIONS_PER_SHARD,
         description="Most sessions the worker holds at once (from init through QR to ready); "
         "a connect past it is refused with 429.",
     )
     maxInit: int = Field(
-        2,
+        MAX_INIT,
         ge=1,
         le=MAX_SESSIONS_PER_SHARD,
         description="Most sessions initialising at the same time. At most maxActive.",
@@ -174,7 +142,7 @@ class Capacity(_Model):
         return self
 
     warmupLimit: int = Field(
-        10,
+        WARMUP_LIMIT,
         ge=0,
         le=MAX_SESSIONS_PER_SHARD,
         description="Most sessions started by the warm-up after the worker starts "
@@ -273,7 +241,7 @@ class WhatsAppShardSpec(_Model):
         description="Scale the shard to zero. The master clears it again when a request "
         "for one of the shard's slots arrives.",
     )
-    backend: Literal["neonize", "simulator"] = Field(
+    backend: Backend = Field(
         "neonize",
         description="Session backend: neonize (real WhatsApp through whatsmeow) or simulator "
         "(deterministic, in-process, for tests and demos).",

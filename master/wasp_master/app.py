@@ -36,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wasp.contract import MAX_BODY_BYTES
 from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot, SlotError
 from wasp_master import auth
@@ -43,7 +44,7 @@ from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError
 from wasp_master.forward import route_request
-from wasp_master.guard import MAX_BODY_BYTES, guard
+from wasp_master.guard import guard
 from wasp_master.keys import KeyRing, Operation, follow
 from wasp_master.live import ALL
 from wasp_master.metrics import MasterMetrics

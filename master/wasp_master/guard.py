@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from wasp.contract import MAX_BODY_BYTES
 from wasp_master import auth
 from wasp_master.errors import MasterError
 from wasp_master.keys import KeyRecord, Operation
 from wasp_master.limits import check_framing
 from wasp_master.state import KEY, Master, master_of
 
-MAX_BODY_BYTES = 1 << 20
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Access = Mapping[tuple[str, str], Operation]  # (method, path template) -> operation
 

@@ -18,11 +18,20 @@ from typing import Any, Self
 
 import kopf
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from wasp.contract import (
+    CRD,
+    MAX_ACTIVE,
+    MAX_INIT,
+    WARMUP_LIMIT,
+    WORKER_PORT,
+    ShardName,
+    worker_endpoint,
+)
 from wasp.kube import connection_info
-from wasp.shard import WORKER_PORT
 from wasp.slots import SlotId, SlotRange
+from wasp.validation import problems
 from wasp_master.routing import RoutingTable, ShardRoute
 
 log = logging.getLogger("wasp.master")
@@ -33,15 +42,15 @@ class LocalShard(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    id: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=52)
+    id: ShardName  # a WhatsAppShard's name: the same rule in a file as in a cluster
     port: int = Field(ge=1, le=65535)
     slot_from: SlotId = Field(alias="from")
     slot_to: SlotId = Field(alias="to")
     workdir: Path | None = None
     host: str = "127.0.0.1"
-    max_active: int = Field(20, alias="maxActive", ge=1)
-    max_init: int = Field(2, alias="maxInit", ge=1)
-    warmup_limit: int = Field(10, alias="warmupLimit", ge=0)
+    max_active: int = Field(MAX_ACTIVE, alias="maxActive", ge=1)
+    max_init: int = Field(MAX_INIT, alias="maxInit", ge=1)
+    warmup_limit: int = Field(WARMUP_LIMIT, alias="warmupLimit", ge=0)
 
     @model_validator(mode="after")
     def _range_is_valid(self) -> Self:
@@ -61,11 +70,18 @@ class ShardsFile(BaseModel):
 
 
 def parse_shards(text: str) -> list[LocalShard]:
-    """A JSON or YAML list of shards (or `{shards: [...]}`); ranges must not overlap."""
+    """A JSON or YAML list of shards (or `{shards: [...]}`); ranges must not overlap.
+
+    ValueError with every problem on one line (`shards.0.id: ...`) otherwise: a shard
+    id is checked here by the rule every worker checks its SHARD_NAME with, so a file
+    `wasp dev` accepts never starts a worker that refuses its name."""
     data = yaml.safe_load(text)  # YAML is a superset of JSON
     if isinstance(data, dict):
         data = data.get("shards")
-    shards = ShardsFile.model_validate({"shards": data}).shards
+    try:
+        shards = ShardsFile.model_validate({"shards": data}).shards
+    except ValidationError as error:
+        raise ValueError(problems(error)) from None
     seen: list[LocalShard] = []
     for shard in shards:
         for other in seen:
@@ -97,7 +113,7 @@ def route_of(body: Mapping[str, Any], endpoint_template: str | None) -> ShardRou
     if endpoint_template:
         url = endpoint_template.format(name=name, namespace=namespace, port=WORKER_PORT)
     else:
-        url = status.get("endpoint") or f"http://{name}-0.{name}.{namespace}.svc:{WORKER_PORT}"
+        url = status.get("endpoint") or worker_endpoint(name, namespace)
     current = status.get("observedGeneration", 0) >= metadata.get("generation", 0)
     return ShardRoute(
         id=name,
@@ -156,7 +172,7 @@ def watcher(
         settings.scanning.disabled = True
         settings.watching.server_timeout = 300
 
-    @kopf.on.event("wasp.dev", "v1alpha1", "whatsappshards", registry=registry)
+    @kopf.on.event(*CRD.resource, registry=registry)
     async def shard_event(event: kopf.RawEvent, body: kopf.Body, **_: object) -> None:
         name = body.metadata.name
         if name is None:

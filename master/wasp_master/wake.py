@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from kubernetes import client
 
+from wasp.contract import CRD
 from wasp_master.errors import ShardDown
 from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
@@ -32,10 +33,10 @@ def kube_unsuspend(api: client.ApiClient, namespace: str) -> Patch:
     async def patch(name: str) -> None:
         await asyncio.to_thread(
             custom.patch_namespaced_custom_object,
-            "wasp.dev",
-            "v1alpha1",
+            CRD.group,
+            CRD.version,
             namespace,
-            "whatsappshards",
+            CRD.plural,
             name,
             {"spec": {"suspend": False}},
         )

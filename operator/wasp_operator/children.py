@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from wasp.shard import API_VERSION, KIND, WhatsAppShardSpec
+from wasp.contract import CONFIG_DIR, CRD, WORK_DIR, WorkerEnv
+from wasp.shard import WhatsAppShardSpec
 from wasp_operator.config import OperatorConfig
 
 MANAGER = "wasp-operator"
-SHARD_LABEL = "wasp.dev/shard"
+SHARD_LABEL = f"{CRD.group}/shard"
 DATA_VOLUME = "data"
-DATA_PATH = "/data"
-CONFIG_PATH = "/config"
+DATA_PATH = str(WORK_DIR)
+CONFIG_PATH = str(CONFIG_DIR)
 RUN_AS = 10001
 
 Manifest = dict[str, Any]
@@ -41,8 +42,8 @@ def selector(name: str) -> dict[str, str]:
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
+        "apiVersion": CRD.api_version,
+        "kind": CRD.kind,
         "name": name,
         "uid": uid,
         "controller": True,
@@ -81,34 +82,38 @@ def service(name: str, namespace: str, uid: str, config: OperatorConfig) -> Mani
 
 
 def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> list[dict[str, Any]]:
-    """The environment of SPEC.md's worker, then the shard's own extra variables."""
+    """The worker's environment (the contract's `WorkerEnv`, validated by the rules the worker
+    reads it with), then the shard's own extra variables."""
     capacity = spec.capacity
-    env: list[dict[str, Any]] = [
-        {"name": "SHARD_NAME", "value": name},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "PORT", "value": str(config.worker_port)},
-        {"name": "SLOT_FROM", "value": str(spec.slotFrom)},
-        {"name": "SLOT_TO", "value": str(spec.slotTo)},
-        {"name": "MAX_ACTIVE", "value": str(capacity.maxActive)},
-        {"name": "MAX_INIT", "value": str(capacity.maxInit)},
-        {"name": "WARMUP_LIMIT", "value": str(capacity.warmupLimit)},
-        {"name": "CONFIGDIR", "value": CONFIG_PATH},
-        {"name": "WORKDIR", "value": DATA_PATH},
-        {"name": "BACKEND", "value": spec.backend},
-        {"name": "MASTER_INTERNAL_URL", "value": config.master_internal_url},
+    settings = WorkerEnv.model_validate(
         {
-            "name": "MASTER_TOKEN",
-            "valueFrom": {
+            "shard_name": name,
+            "port": config.worker_port,
+            "slot_from": spec.slotFrom,
+            "slot_to": spec.slotTo,
+            "max_active": capacity.maxActive,
+            "max_init": capacity.maxInit,
+            "warmup_limit": capacity.warmupLimit,
+            "config_dir": CONFIG_PATH,
+            "work_dir": DATA_PATH,
+            "backend": spec.backend,
+            "master_internal_url": config.master_internal_url,
+        }
+    )
+    env = settings.as_kubernetes_env(
+        {
+            "pod_namespace": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            "pod_name": {"fieldRef": {"fieldPath": "metadata.name"}},
+            "master_token": {
                 "secretKeyRef": {
                     "name": config.master_token_secret,
                     "key": "master-token",
                     "optional": True,
                 }
             },
-        },
-        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-    ]
+        }
+    )
+    env.append({"name": "PYTHONDONTWRITEBYTECODE", "value": "1"})
     for extra in spec.env or []:
         env.append(extra.model_dump(exclude_none=True))
     return env

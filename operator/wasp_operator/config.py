@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wasp.shard import WORKER_PORT
+from wasp.contract import WORKER_ENDPOINT, WORKER_PORT, default_image
 
 
 class OperatorConfig(BaseModel):
@@ -12,7 +12,7 @@ class OperatorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    worker_image: str = Field("ghcr.io/wasp-dev/wasp:0.1.0", description="Default worker image.")
+    worker_image: str = Field(default_image(), description="Default worker image.")
     worker_service_account: str | None = Field(
         None,
         description="ServiceAccount of worker pods (needs Leases); namespace default if unset.",
@@ -26,8 +26,7 @@ class OperatorConfig(BaseModel):
     )
     worker_port: int = WORKER_PORT
     endpoint_template: str = Field(
-        "http://{name}-0.{name}.{namespace}.svc:{port}",
-        description="The worker URL written to status.endpoint.",
+        WORKER_ENDPOINT, description="The worker URL written to status.endpoint."
     )
     health_url_template: str | None = Field(
         None,

@@ -26,7 +26,8 @@ import aiohttp
 import kopf
 from pydantic import ValidationError
 
-from wasp.shard import GROUP, PLURAL, VERSION, WhatsAppShardSpec
+from wasp.contract import CRD
+from wasp.shard import WhatsAppShardSpec
 from wasp.slots import SlotError, SlotRange
 from wasp_operator import children
 from wasp_operator.config import OperatorConfig
@@ -35,7 +36,7 @@ from wasp_operator.kube import Kube
 from wasp_operator.metrics import OperatorMetrics
 from wasp_operator.status import Observed, shard_status
 
-SHARDS = (GROUP, VERSION, PLURAL)
+SHARDS = CRD.resource
 OWNED = {"app.kubernetes.io/managed-by": children.MANAGER}
 HEALTH_CONCURRENCY = 32
 RETRY_S = 5  # a failed reconcile (apiserver hiccup) is retried this soon, not kopf's 60 s

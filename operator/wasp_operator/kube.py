@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from wasp.shard import GROUP, PLURAL, VERSION
+from wasp.contract import CRD
 from wasp_operator.children import MANAGER, Manifest, claim_name
 
 APPLY = "application/apply-patch+yaml"
@@ -94,10 +94,10 @@ class Kube:
 
     def patch_shard_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
+            CRD.group,
+            CRD.version,
             namespace,
-            PLURAL,
+            CRD.plural,
             name,
             {"status": status},
             _content_type="application/merge-patch+json",

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from wasp import logs
+from wasp.contract import CRD
 from wasp.kube import api_client, connection_info
 from wasp_operator.config import OperatorConfig
 from wasp_operator.handlers import Context, register
@@ -103,11 +104,11 @@ def run(config: OperatorConfig, options: RunOptions) -> None:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wasp.dev")
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=CRD.group)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="wasp.dev", key="last-handled-configuration"
+            prefix=CRD.group, key="last-handled-configuration"
         )
-        settings.persistence.finalizer = "wasp.dev/operator"
+        settings.persistence.finalizer = f"{CRD.group}/operator"
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = 32
         settings.watching.server_timeout = 300

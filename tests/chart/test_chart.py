@@ -9,10 +9,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from wasp_master.config import MasterConfig
+from wasp_operator import children
+from wasp_operator.config import OperatorConfig
 
 from tests.chart.helm import CHART, EXAMPLES, Helm, container, documents, find, flags
 from tests.chart.schemas import LOCATION, write_schemas
 from tests.support.cluster import ROOT, LocalCluster, tools_bin_dir
+from wasp.contract import (
+    CRD,
+    IMAGE_REPOSITORY,
+    VERSION,
+    WORKER_PORT,
+    check_shard_name,
+    default_image,
+)
+from wasp.shard import WhatsAppShardSpec
 
 # No schema for prometheus-operator's kinds exists offline (its CRDs are not
 # installed in the test cluster); their metric names are checked below instead.
@@ -220,3 +233,65 @@ def test_alerts_and_dashboard_use_metrics_the_code_exports(rendered: dict[str, s
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     assert {"WaspShardNearCapacity", "WaspShardNotReady", "WaspBadMacBreakerTripping"} <= alerts
     assert "WaspOutboundQueueBacklog" in alerts
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_prewarm_is_a_count_the_master_reads_as_one(helm: Helm, count: int) -> None:
+    docs = documents(helm.template("--set", f"master.prewarm={count}"))
+    env = {e["name"]: e.get("value") for e in container(find(docs, "Deployment", "-master"))["env"]}
+    # The master's own settings parse it: the first `count` shards are kept awake.
+    assert MasterConfig.model_validate({"prewarm": env["PREWARM"]}).prewarm == count
+
+
+@pytest.mark.parametrize("value", ["true", "false", "-1", "1.5"])
+def test_prewarm_that_is_not_a_count_is_refused_by_the_schema(helm: Helm, value: str) -> None:
+    # `true` once meant "start every shard" here while the master read it as 1 shard.
+    result = helm.run(
+        "template", "rel", str(CHART), "--set", f"master.prewarm={value}", check=False
+    )
+    assert result.returncode != 0
+    assert "prewarm" in result.stderr
+
+
+def test_chart_agrees_with_the_contract_and_the_operator(rendered: dict[str, str]) -> None:
+    """What the chart restates (YAML cannot import Python): version and image, the
+    resource's names, the example shards' names, and the worker pods' labels and port as
+    the operator renders them."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert chart["appVersion"] == VERSION
+    assert values["image"]["repository"] == IMAGE_REPOSITORY
+    docs = documents(rendered["examples"])
+    operator = container(find(docs, "Deployment", "-operator"))
+    assert flags(operator["args"][1:])["--worker-image"] == default_image()
+    shards = [d for d in docs if d.get("kind") == CRD.kind]
+    assert shards
+    for shard in shards:
+        assert shard["apiVersion"] == CRD.api_version
+        check_shard_name(shard["metadata"]["name"])
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    granted = {
+        resource
+        for role in roles
+        for rule in role["rules"]
+        if CRD.group in rule.get("apiGroups", [])
+        for resource in rule["resources"]
+    }
+    assert granted == {CRD.plural, f"{CRD.plural}/status", f"{CRD.plural}/finalizers"}
+
+    spec = WhatsAppShardSpec.model_validate(shards[0]["spec"])
+    sts = children.statefulset("w1", "wasp", "uid", spec, OperatorConfig())
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    worker_port = sts["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert worker_port == WORKER_PORT
+    policy = find(docs, "NetworkPolicy", "-workers")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert [p["port"] for p in policy["ingress"][0]["ports"]] == [worker_port]
+    budget = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    monitor = find(docs, "PodMonitor")["spec"]
+    for selector in [b["spec"]["selector"] for b in budget] + [monitor["selector"]]:
+        if selector["matchLabels"].get("app.kubernetes.io/name") == "wasp-worker":
+            assert selector["matchLabels"].items() <= pod_labels.items()
+    shard_label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-z0-9]", "_", children.SHARD_LABEL)
+    relabel = monitor["podMetricsEndpoints"][0]["relabelings"][0]
+    assert relabel["sourceLabels"] == [shard_label]

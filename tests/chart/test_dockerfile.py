@@ -13,13 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.chart.dockerfile import Stage, parse
 from tests.support.cluster import ROOT, tools_bin_dir
+from wasp.contract import VERSION
 
 DOCKERFILE = ROOT / "Dockerfile"
 BASE = "python:3.11-slim-bookworm"
@@ -59,8 +59,7 @@ def test_one_slim_image_for_all_roles_running_as_uid_10001(stages: list[Stage]) 
     assert "--gid 10001" in user
     assert install.startswith("pip install --no-index")
     # The pinned distribution is the project's own version.
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert f'"wasp=={version}"' in install
+    assert f'"wasp=={VERSION}"' in install
 
 
 def test_dockerignore_lets_in_exactly_what_is_copied(stages: list[Stage]) -> None:

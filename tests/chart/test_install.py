@@ -24,14 +24,14 @@ from tests.chart.helm import CHART, Helm, container, documents, find, flags
 from tests.support.cluster import LocalCluster
 from tests.support.operator import CLOSED_PORT
 from tests.support.processes import ProgramProcess, free_port, http_ok
+from wasp.contract import CRD
 
 pytestmark = pytest.mark.cluster
 
 RELEASE = "wasp"
-SHARD = """
-apiVersion: wasp.dev/v1alpha1
-kind: WhatsAppShard
-metadata: {{name: {name}, namespace: {namespace}}}
+SHARD = (
+    f"apiVersion: {CRD.api_version}\nkind: {CRD.kind}\n"
+    + """metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   slotFrom: {slot_from}
   slotTo: {slot_to}
@@ -39,6 +39,7 @@ spec:
   storage: {{size: 1Gi}}
   backend: simulator
 """
+)
 # Flags of the chart's operator that only make sense inside the cluster; the
 # local operator gets loopback equivalents for each (and the chart must set them).
 IN_CLUSTER_FLAGS = {
@@ -209,21 +210,21 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     # Each account can do what its program needs, and not more.
     master, worker, operator = accounts["master"], accounts["worker"], accounts["operator"]
     config_map = find(docs, "ConfigMap", "-config")["metadata"]["name"]
-    assert release.can(master, "patch", "whatsappshards.wasp.dev")
-    assert release.can(master, "watch", "whatsappshards.wasp.dev")
+    assert release.can(master, "patch", CRD.crd_name)
+    assert release.can(master, "watch", CRD.crd_name)
     assert release.can(master, "update", f"configmaps/{config_map}")
     assert not release.can(master, "update", "configmaps/something-else")
     assert not release.can(master, "get", "secrets")
     assert not release.can(master, "create", "events")
-    assert not release.can(master, "delete", "whatsappshards.wasp.dev")
+    assert not release.can(master, "delete", CRD.crd_name)
     assert release.can(worker, "update", "leases.coordination.k8s.io")
     assert release.can(worker, "create", "leases.coordination.k8s.io")
     assert not release.can(worker, "list", "pods")
     assert not release.can(worker, "get", "secrets")
-    assert not release.can(worker, "get", "whatsappshards.wasp.dev")
+    assert not release.can(worker, "get", CRD.crd_name)
     assert not release.can(operator, "get", "secrets")
     assert not release.can(operator, "list", "pods")
-    assert not release.can(operator, "delete", "whatsappshards.wasp.dev")
+    assert not release.can(operator, "delete", CRD.crd_name)
     assert not release.can(
         operator, "patch", "validatingwebhookconfigurations/another", cluster_scoped=True
     )

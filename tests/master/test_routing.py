@@ -104,6 +104,12 @@ def test_shards_file_as_json_or_yaml() -> None:
         ('[{"id":"w1","port":1,"from":"A9","to":"A1"}]', "first slot comes after"),
         ('[{"id":"w1","port":1,"from":"a1","to":"A5"}]', "invalid slot"),
         ('[{"id":"w1","port":0,"from":"A1","to":"A5"}]', "greater than or equal to 1"),
+        # A worker refuses SHARD_NAME=9w at start; the file is refused before that.
+        (
+            '[{"id":"9w","port":1,"from":"A1","to":"A5"}]',
+            r"shards\.0\.id: .*invalid shard name '9w'",
+        ),
+        ('[{"id":"w-","port":1,"from":"A1","to":"A5"}]', "starting with a letter and ending"),
         ('{"nope": 1}', "list"),
     ],
 )
@@ -126,6 +132,8 @@ def test_a_shard_resource_becomes_a_route() -> None:
     assert route == ShardRoute("w1", "http://w1-0.w1.crm.svc:8080", SlotRange.parse("A1", "A50"))
     stale = {**body, "status": {**body["status"], "observedGeneration": 2}}
     assert route_of(stale, None).ready is False  # type: ignore[union-attr]
+    unpublished = {**body, "status": {"phase": "Pending"}}
+    assert route_of(unpublished, None).url == "http://w1-0.w1.crm.svc:8080"  # type: ignore[union-attr]
     asleep = {**body, "spec": {**body["spec"], "suspend": True}, "status": {"phase": "Suspended"}}
     assert route_of(asleep, "http://127.0.0.1:9/{namespace}/{name}").suspended is True  # type: ignore[union-attr]
     assert route_of({**body, "status": {"phase": "Conflict"}}, None) is None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wasp_operator import children
 from wasp_operator.config import OperatorConfig
+from wasp_worker.config import WorkerConfig
 
+from wasp.contract import CRD, RESERVED_ENV
 from wasp.shard import WhatsAppShardSpec
 
 CONFIG = OperatorConfig(worker_image="example.org/wasp:1", master_internal_url="http://m:8080")
@@ -25,23 +32,103 @@ def test_statefulset_runs_one_worker_with_the_spec_environment() -> None:
     sts = children.statefulset("w1", "crm", "uid-1", spec(capacity={"maxActive": 30}), CONFIG)
     assert sts["spec"]["replicas"] == 1
     assert sts["spec"]["serviceName"] == "w1"
-    env = env_of(sts)
-    assert env["SLOT_FROM"] == "A1"
-    assert env["SLOT_TO"] == "A50"
-    assert env["MAX_ACTIVE"] == "30"
-    assert env["MAX_INIT"] == "2"
-    assert env["WARMUP_LIMIT"] == "10"
-    assert env["WORKDIR"] == "/data"
-    assert env["CONFIGDIR"] == "/config"
-    assert env["BACKEND"] == "neonize"
-    assert env["MASTER_INTERNAL_URL"] == "http://m:8080"
-    assert env["MASTER_TOKEN"]["secretKeyRef"]["name"] == "wasp-master"
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "example.org/wasp:1"
     assert container["args"] == ["worker"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"  # holds the lease
     assert container["readinessProbe"]["failureThreshold"] == 1
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def _kubelet_env(sts: dict[str, Any], namespace: str, secrets: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet resolves it for the StatefulSet's pod."""
+    pod = f"{sts['metadata']['name']}-0"
+    fields = {"metadata.namespace": namespace, "metadata.name": pod}
+    env: dict[str, str] = {}
+    for var in sts["spec"]["template"]["spec"]["containers"][0]["env"]:
+        source = var.get("valueFrom")
+        if source is None:
+            env[var["name"]] = var["value"]
+        elif "fieldRef" in source:
+            env[var["name"]] = fields[source["fieldRef"]["fieldPath"]]
+        else:
+            ref = source["secretKeyRef"]
+            env[var["name"]] = secrets[f"{ref['name']}/{ref['key']}"]
+    return env
+
+
+def _mount(sts: dict[str, Any], volume: str) -> Path:
+    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    return Path(next(m["mountPath"] for m in mounts if m["name"] == volume))
+
+
+@st.composite
+def _cases(draw: st.DrawFn) -> dict[str, Any]:
+    """A shard spec's inputs, the operator's settings and where the shard lives."""
+    max_active = draw(st.integers(1, 5000))
+    return {
+        "prefix": draw(st.sampled_from(["A", "B", "ZZ"])),
+        "first": draw(st.integers(1, 10_000)),
+        "length": draw(st.integers(0, 500)),
+        "maxActive": max_active,
+        "maxInit": draw(st.integers(1, max_active)),
+        "warmupLimit": draw(st.integers(0, max_active)),
+        "backend": draw(st.sampled_from(["neonize", "simulator"])),
+        "name": draw(st.from_regex(r"\A[a-z][-a-z0-9]{0,50}[a-z0-9]\Z")),
+        "namespace": draw(st.sampled_from(["crm", "default", "wasp-prod"])),
+        "port": draw(st.integers(1, 65535)),
+        "url": draw(st.sampled_from(["", "http://wasp-master.crm.svc:8080"])),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(_cases())
+def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, Any]) -> None:
+    shard = spec(
+        slotFrom=f"{case['prefix']}{case['first']}",
+        slotTo=f"{case['prefix']}{case['first'] + case['length']}",
+        capacity={k: case[k] for k in ("maxActive", "maxInit", "warmupLimit")},
+        backend=case["backend"],
+    )
+    config = OperatorConfig(
+        master_internal_url=case["url"], worker_port=case["port"], master_token_secret="tok"
+    )
+    name, namespace = case["name"], case["namespace"]
+    sts = children.statefulset(name, namespace, "u", shard, config)
+    rendered = _kubelet_env(sts, namespace, {"tok/master-token": "s3cr3t"})
+    # Every variable the operator sets is one the worker reads (a misspelt name would be
+    # ignored and the worker's default used), and it sets exactly the reserved ones.
+    worker_vars = {n: v for n, v in rendered.items() if n != "PYTHONDONTWRITEBYTECODE"}
+    assert set(worker_vars) <= set(WorkerConfig.env_names())
+    assert tuple(worker_vars) == RESERVED_ENV
+    with mock.patch.dict(os.environ, clear=False):
+        for var in WorkerConfig.env_names():
+            os.environ.pop(var, None)
+        os.environ.update(rendered)
+        worker = WorkerConfig()  # the worker's own loader (pydantic-settings)
+    expected = {
+        "shard_name": name,
+        "pod_namespace": namespace,
+        "pod_name": f"{name}-0",
+        "port": case["port"],
+        "slot_from": shard.slotFrom,
+        "slot_to": shard.slotTo,
+        "max_active": shard.capacity.maxActive,
+        "max_init": shard.capacity.maxInit,
+        "warmup_limit": shard.capacity.warmupLimit,
+        "config_dir": _mount(sts, "config"),
+        "work_dir": _mount(sts, children.DATA_VOLUME),
+        "backend": shard.backend,
+        "master_internal_url": case["url"],
+        "master_token": "s3cr3t",
+    }
+    defaults = WorkerConfig.model_construct()
+    for field in WorkerConfig.model_fields:
+        want = expected[field] if field in expected else getattr(defaults, field)
+        assert getattr(worker, field) == want, field
+    assert sts["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == (
+        worker.port
+    )
 
 
 def test_suspend_and_conflict_scale_to_zero() -> None:
@@ -62,15 +149,15 @@ def test_children_are_owned_and_labelled() -> None:
         meta = child["metadata"]
         assert meta["ownerReferences"] == [
             {
-                "apiVersion": "wasp.dev/v1alpha1",
-                "kind": "WhatsAppShard",
+                "apiVersion": CRD.api_version,
+                "kind": CRD.kind,
                 "name": "w1",
                 "uid": "uid-1",
                 "controller": True,
                 "blockOwnerDeletion": True,
             }
         ]
-        assert meta["labels"]["wasp.dev/shard"] == "w1"
+        assert meta["labels"][f"{CRD.group}/shard"] == "w1"
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "wasp-operator"
         assert meta["labels"]["app.kubernetes.io/part-of"] == "wasp"
 

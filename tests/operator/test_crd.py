@@ -10,7 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from tests.support.cluster import LocalCluster
+from tests.test_contract import EDGES, oracle, shards_file_accepts
 from wasp import crd
+from wasp.contract import CRD
 from wasp.shard import WhatsAppShardSpec
 
 
@@ -98,8 +100,8 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
 def _shard(name: str, namespace: str, spec: dict[str, Any]) -> str:
     return json.dumps(
         {
-            "apiVersion": "wasp.dev/v1alpha1",
-            "kind": "WhatsAppShard",
+            "apiVersion": CRD.api_version,
+            "kind": CRD.kind,
             "metadata": {"name": name, "namespace": namespace},
             "spec": spec,
         }
@@ -115,7 +117,7 @@ def test_apiserver_refuses_bad_spec_with_a_clear_message(
     assert result.returncode != 0, f"{name} was accepted"
     assert "is invalid" in result.stderr, result.stderr
     assert reason in result.stderr, result.stderr
-    listed = wasp_crds.kubectl("get", "whatsappshards", "-n", namespace, "-o", "name")
+    listed = wasp_crds.kubectl("get", CRD.plural, "-n", namespace, "-o", "name")
     assert listed.strip() == ""  # refused means nothing was stored
 
 
@@ -124,6 +126,17 @@ def test_bad_name_is_refused(wasp_crds: LocalCluster, namespace: str) -> None:
     result = wasp_crds.run_kubectl("apply", "-f", "-", input=_shard("x" * 60, namespace, GOOD))
     assert result.returncode != 0
     assert "name must be a DNS label of at most 52 characters" in result.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("name", EDGES)
+def test_apiserver_and_shards_file_judge_a_shard_name_alike(
+    wasp_crds: LocalCluster, namespace: str, name: str
+) -> None:
+    result = wasp_crds.run_kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=_shard(name, namespace, GOOD)
+    )
+    assert (result.returncode == 0) == shards_file_accepts(name) == oracle(name), result.stderr
 
 
 @pytest.mark.cluster
@@ -165,9 +178,7 @@ def test_defaults_printer_columns_and_explain(wasp_crds: LocalCluster, namespace
     assert "Session limits of the shard's worker." in explained
     assert "maxInit" in explained
     assert "Most sessions initialising at the same time" in explained
-    as_yaml = yaml.safe_load(
-        wasp_crds.kubectl("get", "crd", "whatsappshards.wasp.dev", "-o", "yaml")
-    )
+    as_yaml = yaml.safe_load(wasp_crds.kubectl("get", "crd", CRD.crd_name, "-o", "yaml"))
     assert as_yaml["spec"]["names"]["shortNames"] == ["wash"]
     assert as_yaml["spec"]["names"]["categories"] == ["wasp"]
     assert as_yaml["spec"]["versions"][0]["subresources"] == {"status": {}}

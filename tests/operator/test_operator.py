@@ -17,6 +17,7 @@ from tests.support.cluster import LocalCluster
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port
 from tests.support.worker import start_worker
+from wasp.contract import CRD, worker_endpoint
 
 pytestmark = pytest.mark.cluster
 
@@ -50,8 +51,8 @@ class Cluster:
     def manifest(self, name: str, spec: dict[str, Any]) -> str:
         return json.dumps(
             {
-                "apiVersion": "wasp.dev/v1alpha1",
-                "kind": "WhatsAppShard",
+                "apiVersion": CRD.api_version,
+                "kind": CRD.kind,
                 "metadata": {"name": name, "namespace": self.ns},
                 "spec": spec,
             }
@@ -67,7 +68,7 @@ class Cluster:
 
     def shard(self, name: str) -> dict[str, Any]:
         shard: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            "wasp.dev", "v1alpha1", self.ns, "whatsappshards", name
+            CRD.group, CRD.version, self.ns, CRD.plural, name
         )
         return shard
 
@@ -143,7 +144,7 @@ def check_shard_becomes_ready(k: Cluster) -> None:
 
     sts = eventually(lambda: k.sts("w1"), "StatefulSet w1")
     assert sts.spec.replicas == 1
-    assert sts.metadata.owner_references[0].kind == "WhatsAppShard"
+    assert sts.metadata.owner_references[0].kind == CRD.kind
     assert k.env("w1")["SLOT_FROM"] == "A1"
     assert k.env("w1")["BACKEND"] == "simulator"
     service = k.core.read_namespaced_service("w1", k.ns)
@@ -156,7 +157,7 @@ def check_shard_becomes_ready(k: Cluster) -> None:
     assert status["phase"] == "Ready"
     assert status["readyReplicas"] == 1
     assert status["observedGeneration"] == k.shard("w1")["metadata"]["generation"]
-    assert status["endpoint"] == f"http://w1-0.w1.{k.ns}.svc:8080"
+    assert status["endpoint"] == worker_endpoint("w1", k.ns)
     assert status["maxActive"] == 20
     types = {c["type"]: c["status"] for c in status["conditions"]}
     assert types == {"Ready": "True", "Progressing": "False", "SlotConflict": "False"}

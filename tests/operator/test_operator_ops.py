@@ -12,6 +12,7 @@ import pytest
 from tests.operator.test_operator import Cluster, eventually
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port
+from wasp.contract import CRD
 
 pytestmark = pytest.mark.cluster
 
@@ -140,7 +141,7 @@ def test_killed_at_any_point_it_converges_without_duplicates_or_orphans(
         shards = {
             s["metadata"]["name"]: s
             for s in k.custom.list_namespaced_custom_object(
-                "wasp.dev", "v1alpha1", k.ns, "whatsappshards"
+                CRD.group, CRD.version, k.ns, CRD.plural
             )["items"]
         }
         for sts in k.apps.list_namespaced_stateful_set(k.ns).items:

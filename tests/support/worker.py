@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.processes import ProgramProcess, http_ok
+from wasp.contract import WorkerEnv
 
 
 def start_worker(
@@ -15,21 +16,23 @@ def start_worker(
     base_env: dict[str, str] | None = None,
     **env: str,
 ) -> ProgramProcess:
-    """Start a worker for A1..A50 (override with SLOT_FROM=..., etc.) and wait for /health."""
-    environment = {
-        **(base_env or {"PATH": "/usr/bin:/bin"}),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "SLOT_FROM": "A1",
-        "SLOT_TO": "A50",
-        "MAX_ACTIVE": "10",
-        "MAX_INIT": "2",
-        "WARMUP_LIMIT": "10",
-        "CONFIGDIR": str(config_dir),
-        "WORKDIR": str(work_dir),
-        "BACKEND": "simulator",
-        **env,
-    }
+    """Start a worker for A1..A50 (override by variable: SLOT_FROM=..., etc.) and wait for
+    /health; the defaults are rendered from the contract the worker reads them with."""
+    defaults = WorkerEnv.model_validate(
+        {
+            "port": port,
+            "host": "127.0.0.1",
+            "slot_from": "A1",
+            "slot_to": "A50",
+            "max_active": 10,
+            "max_init": 2,
+            "warmup_limit": 10,
+            "config_dir": config_dir,
+            "work_dir": work_dir,
+            "backend": "simulator",
+        }
+    )
+    environment = {**(base_env or {"PATH": "/usr/bin:/bin"}), **defaults.as_env(), **env}
     worker = ProgramProcess(["worker"], log, env=environment).start()
     worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "worker health")
     return worker

@@ -306,8 +306,18 @@ async def test_out_of_range_parameters_are_400_with_the_reason(
     assert reason in body["error"]
 
 
-def test_environment_is_read_with_the_spec_names() -> None:
-    config = WorkerConfig.from_env(
+def worker_environ(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> WorkerConfig:
+    """The worker's settings read from a process environment holding exactly `env`."""
+    for name in WorkerConfig.env_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return WorkerConfig()
+
+
+def test_environment_is_read_with_the_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = worker_environ(
+        monkeypatch,
         {
             "SLOT_FROM": "B1",
             "SLOT_TO": "B9",
@@ -318,12 +328,13 @@ def test_environment_is_read_with_the_spec_names() -> None:
             "WORKDIR": "/w",
             "BACKEND": "simulator",
             "MASTER_INTERNAL_URL": "http://m",
-            "MASTER_TOKEN": "t",
+            "MASTER_TOKEN": "s3cr3t-token",
             "PORT": "3001",
             "BAD_MAC_THRESHOLD": "3",
             "BAD_MAC_WINDOW_MS": "10000",
             "BAD_MAC_COOLDOWN_MS": "5000",
-        }
+            "slot_to": "B2",  # names are case-sensitive: this is not SLOT_TO
+        },
     )
     assert (
         str(config.slot_from),
@@ -334,6 +345,7 @@ def test_environment_is_read_with_the_spec_names() -> None:
         config.port,
     ) == ("B1", "B9", 7, 3, 4, 3001)
     assert (str(config.config_dir), str(config.work_dir)) == ("/c", "/w")
+    assert config.master_token == "s3cr3t-token"
     assert config.breaker().threshold == 3
     assert config.breaker().window_s == 10.0
     assert config.breaker().cooldown_s == 5.0
@@ -344,7 +356,9 @@ def test_environment_is_read_with_the_spec_names() -> None:
         {"SLOT_FROM": "A1", "SLOT_TO": "B2"},
     ):
         with pytest.raises(ValueError, match=r"slot|prefix|comes after"):
-            WorkerConfig.from_env(bad)
+            worker_environ(monkeypatch, bad)
+    with pytest.raises(ValueError, match="invalid shard name '9w'"):
+        worker_environ(monkeypatch, {"SLOT_FROM": "A1", "SLOT_TO": "A2", "SHARD_NAME": "9w"})
 
 
 async def test_pairing_code_while_logging_in_and_refusals(worker: TestClient[Any, Any]) -> None:

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from wasp import logs as json_logs
+from wasp.contract import MAX_BODY_BYTES
 from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
 from wasp.validation import JsonInt, problems
@@ -46,7 +47,6 @@ from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
 
-MAX_BODY_BYTES = 1 << 20
 LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
 GUARD_MAX_SLEEP_S = 60.0
 GUARD_IDLE_S = 0.1
