@@ -39,7 +39,7 @@ from wasp_master import auth
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError, NoShard
-from wasp_master.live import ALL, EventHub
+from wasp_master.live import ALL, EventHub, socketio_server
 from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
 from wasp_master.routing import ShardRoute, slot_in_body, slot_in_path
@@ -423,9 +423,7 @@ def build_app(
     unsuspend: Patch | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
-    sio = socketio.AsyncServer(
-        async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False
-    )
+    sio = socketio_server()
     master = Master(
         config=config,
         directory=directory,

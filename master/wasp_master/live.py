@@ -1,11 +1,17 @@
 """Live events from workers to Socket.IO clients, on every master replica.
 
 Each master replica long-polls every worker's `GET /events` (so all replicas
-see all events, whichever one a client is connected to) and also accepts the
-seeds' push, `POST /internal/emit`. Events carry the worker's id
+see all events, whichever one a client is connected to) and also accepts a
+worker's push, `POST /internal/emit`. Events carry the worker's id
 `<epoch>.<seq>`; an id seen once is never delivered twice, whichever path
 brought it. Each event goes to the Socket.IO room of its account's workspace
 (`ws`, from accounts.json; `default` otherwise) and to the room `all`.
+
+Fan-out: one event goes to every socket in its rooms, 1,000 or more. The
+Socket.IO server (`socketio_server`) encodes it once and puts it on each
+socket's queue without a task per recipient (`FanoutManager`); each socket's
+writer waits on its queue without a task or timer per packet (`LeanSocket`);
+frames go out uncompressed (`PlainWebSocket`). The wire protocol is unchanged.
 
 Resuming: clients receive `shard` and `eventId` in every payload and send the
 last ones back in `join` (`since: {shard: eventId}`); the master replays what
@@ -26,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import engineio.async_socket
+import engineio.exceptions
 import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import packet as sio_packet
 
 from wasp_master.metrics import MasterMetrics
 from wasp_master.routing import ShardRoute
@@ -36,6 +48,143 @@ log = logging.getLogger("wasp.master")
 KEPT = 5000
 POLL_WAIT_S = 20
 ALL = "all"
+
+
+class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's manager with a leaner emit to rooms.
+
+    The stock emit encodes the packet once but then starts one asyncio task per
+    recipient and waits for them all; each task only puts the packet on that
+    socket's engine.io queue, which never waits (the queue is unbounded). Here
+    the same calls run one after another in the emitting task: same packet, same
+    queues, same order, without a thousand tasks per event."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if callback is not None:  # one packet per recipient (ack ids): the stock path
+            await super().emit(
+                event, data, namespace, room, skip_sid, callback=callback, to=to, **kwargs
+            )
+            return
+        room = to or room
+        if namespace not in self.rooms:
+            return
+        if isinstance(data, tuple):
+            args = list(data)
+        elif data is not None:
+            args = [data]
+        else:
+            args = []
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        packets = [
+            eio_packet.Packet(eio_packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
+        sockets = self.server.eio.sockets
+        for sid, eio_sid in self.get_participants(namespace, room):
+            socket = sockets.get(eio_sid)
+            # A closed socket is skipped, as engine.io's send does; its service task
+            # removes it.
+            if sid not in skip and socket is not None and not socket.closed:
+                for one in packets:
+                    await socket.send(one)
+
+
+class LeanSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
+    """engine.io's socket on a websocket, with cheaper waits for the packets to send.
+
+    Each websocket has a writer task that waits on the socket's queue for the next
+    packets. The stock wait is `asyncio.wait_for(queue.get(), ping_interval +
+    ping_timeout)`, which on Python 3.11 wraps every wait in a new task and a
+    timer: per packet, per socket. On a websocket that timeout is redundant: the
+    reader of the same socket waits as long for each client frame (a pong at
+    least every ping interval) and then ends the writer with `None`. So here the
+    writer waits on the queue alone, and a send puts on the queue without
+    awaiting (it is unbounded). Same queue, same order, same end."""
+
+    async def poll(self) -> list[Any]:
+        if not self.upgraded:  # long-polling: the HTTP request needs the timeout
+            packets: list[Any] = await super().poll()
+            return packets
+        queue: asyncio.Queue[Any] = self.queue
+        try:
+            first = queue.get_nowait() if queue.qsize() else await queue.get()
+        except asyncio.CancelledError:
+            raise engineio.exceptions.QueueEmpty() from None
+        queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while queue.qsize():
+            more = queue.get_nowait()
+            queue.task_done()
+            if more is None:
+                queue.put_nowait(None)  # the end, seen again by the next poll
+                break
+            packets.append(more)
+        return packets
+
+    async def send(self, pkt: Any) -> None:
+        if await self.check_ping_timeout():
+            self.queue.put_nowait(pkt)
+
+
+class PlainWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """engine.io's aiohttp websocket without permessage-deflate, on a LeanSocket.
+
+    With the extension (browsers and socket.io-client offer it; aiohttp accepts
+    it by default and has no size threshold) every frame is deflated once per
+    socket, each with its own compressor: a room of 1,000 pays 1,000 compressions
+    of the same small event. Events are small JSON; plain frames are cheaper."""
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        # The engine.io socket this websocket serves; its writer and sends from
+        # here on use LeanSocket's methods (same state, no new fields).
+        socket = self.handler.__self__
+        if type(socket) is engineio.async_socket.AsyncSocket:
+            socket.__class__ = LeanSocket
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+    async def send(self, message: str | bytes) -> None:
+        # The stock send asks `inspect` whether aiohttp's send is a coroutine, per frame.
+        if isinstance(message, bytes):
+            await self._sock.send_bytes(message)
+        else:
+            await self._sock.send_str(message)
+
+
+def socketio_server() -> socketio.AsyncServer:
+    """The master's Socket.IO server, tuned for fanning events out to many sockets."""
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins="*",
+        logger=False,
+        engineio_logger=False,
+        client_manager=FanoutManager(),
+    )
+    # engine.io takes its websocket class from the driver's module-level table;
+    # a copy keeps the change to this server.
+    sio.eio._async = {**sio.eio._async, "websocket": PlainWebSocket}
+    return sio
 
 
 @dataclass
