@@ -220,25 +220,32 @@ encodes it once; one pass over the room hands the same frame to each socket
 (the stock emit starts a task per recipient); a socket whose engine.io writer
 is idle gets the frame written at once, others on their queue, and the writers
 wait without a task and a timer per packet (stock engine.io on Python 3.11 has
-both); frames are not deflated (aiohttp deflated each one once per socket,
-and each client inflated it); the garbage collector no longer runs during the
-fan-out (it did about once per event, and in bursts for 90 to 100 ms). Before
-these changes the same benchmark, run by hand in the same hour on the same
-code as of the previous results, took about 60 ms of master CPU and 65 to 120 ms
-of client CPU per event, for a steady p99 per delivery of 250 to 680 ms.
+both); frames are not deflated (aiohttp deflated each one once per socket, and
+each client inflated it); the garbage collector no longer runs during the
+fan-out (it ran about once per event, and in bursts for 90 to 100 ms at a
+time). The code before these changes, run by hand with this benchmark in the
+same hour (3 runs each, load average 1.1 to 3.8), used about 60 ms of master
+CPU and 50 to 56 ms of client CPU per event; its steady p99 per delivery was
+130 to 380 ms, its burst 10,000 to 20,000 deliveries/s. The code measured
+here gave 31 to 45 ms (37 to 52 ms to the last client) and 77,000 to 157,000
+deliveries/s in those runs.
 
-What bounds the delay now: a profile of the master under this load (py-spy,
-by hand, not part of this run) puts about 45% of its time in the kernel's send
-of each socket's frame (one system call per socket, which on loopback also
-wakes the client), about a quarter in the fan-out's own Python, a tenth in
-epoll. The clients spend more CPU per event than the master and share its two
-cores, as does whatever else runs on the machine: at a load average near 2 the
-master and the clients each get about a core; above, both wait for one. In a
-burst the sender posts as fast as the master answers (after writing to every
-socket) and the single node process falls behind, so the delay to the last
-client grows through the burst. With two node processes (by hand, same hour),
-the steady p99 was 10 to 20 ms higher: the clients' work then preempts the
-master on both cores.
+What bounds the delay now. The master: about 11 ms of CPU per event in steady
+state, 6 ms in a burst; a profile under this load (py-spy, by hand, not part of
+this run) puts about 45% of its time in the kernel's send of each socket's
+frame (one system call per socket, which on loopback also does the receiving
+side's work), about a quarter in the fan-out's own Python, a tenth in epoll.
+The first client has an event 2 to 3 ms after it is posted (p50). The clients:
+about 20 µs of CPU per message in socket.io-client, ws and the kernel (a node
+profile shows the benchmark's own handler at a few percent of it), so 1,000
+sockets take more CPU per event than the master, on the same two cores; the
+last client's delay follows the clients' CPU more than the master's. Both
+share the cores with whatever else runs on the machine, which sets the tail.
+In a burst the sender posts as fast as the master answers (after writing to
+every socket), the master and the clients together need more than the two
+cores, and the delay grows through the burst. With two node processes (by
+hand, same hour) the steady p99 per delivery was 42 to 81 ms against 31 to
+45 ms with one: the clients' work then preempted the master on both cores.
 """
 
 

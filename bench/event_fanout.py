@@ -18,6 +18,7 @@ Bounded: a fixed number of events, and every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -85,6 +86,9 @@ class Clients:
         return self.next("report", 30)
 
     def stop(self) -> None:
+        # After its report the process exits by itself; a moment for that first.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
