@@ -197,8 +197,10 @@ one at a time the way a worker pushes them (`POST /internal/emit` with the
 master token and an event id), each stamped just before its POST with the
 machine's monotonic clock; each client reads the same clock when the event
 arrives, so a delay covers the POST, the master's fan-out to all clients and
-the client's own handling. Per delivery: over every event at every socket. To
-the last client: per event, until its last socket had it. CPU: what the
+the client's own handling. First {events["warmup_events"]} events at the steady rate, not counted
+(the first after connecting run through code not yet optimized, in node
+mostly); every socket must still get them. Per delivery: over every event at
+every socket. To the last client: per event, until its last socket had it. CPU: what the
 master and the node processes used during the phase (from /proc), per event;
 the 1-minute load average was {events["load_after"]} at the end.
 
