@@ -163,8 +163,8 @@ master's p99 was 1 to 4 ms above direct, and direct's own p99 moved between
 EVENTS_HEAD = (
     "| phase | events | sent/s | client deliveries | deliveries/s "
     "| per delivery p50 / p99 / max | to the last client p50 / p99 "
-    "| CPU per event, master / clients |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| master's answer p50 / p99 | CPU per event, master / clients |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -181,6 +181,7 @@ def events_section(events: dict[str, Any]) -> str:
             f"| {got['deliveries']:,} | {got['deliveries_per_s']:,} "
             f"| {got['p50_ms']} / {got['p99_ms']} / {got['max_ms']} ms "
             f"| {got['last_p50_ms']} / {got['last_p99_ms']} ms "
+            f"| {got['post_p50_ms']} / {got['post_p99_ms']} ms "
             f"| {cpu['master']} / {cpu['clients']} ms |"
         )
     table = "\n".join(rows)
@@ -200,7 +201,10 @@ arrives, so a delay covers the POST, the master's fan-out to all clients and
 the client's own handling. First {events["warmup_events"]} events at the steady rate, not counted
 (the first after connecting run through code not yet optimized, in node
 mostly); every socket must still get them. Per delivery: over every event at
-every socket. To the last client: per event, until its last socket had it. CPU: what the
+every socket. To the last client: per event, until its last socket had it.
+The master's answer: the POST's round trip; the master answers once it has
+written the event to every socket (or queued it, for a socket still busy
+writing), so this is the master's own part without the clients'. CPU: what the
 master and the node processes used during the phase (from /proc), per event;
 the 1-minute load average was {events["load_after"]} at the end.
 

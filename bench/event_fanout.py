@@ -112,18 +112,23 @@ def wait_for(clients: list[Clients], total: int, timeout_s: float) -> None:
 
 async def send(
     master: str, first: int, count: int, phase: str, per_s: float | None
-) -> tuple[int, float]:
+) -> tuple[int, float, dict[str, float]]:
     """POST events `first`..`first + count - 1`, paced at `per_s` (None: back to back),
     one at a time as a worker does.
 
-    Returns how many the master did not report as delivered, and the events sent per second."""
+    Returns how many the master did not report as delivered, the events sent per
+    second, and the POSTs' round trip p50/p99: the master answers once it has
+    written the event to every socket (or queued it, for a socket still busy
+    writing), so this is its own part of the delay, without the clients'."""
     refused = 0
+    answered: list[float] = []
     started = time.monotonic()
     async with aiohttp.ClientSession(headers={"x-master-token": TOKEN}) as http:
         for i in range(count):
             if per_s is not None:
                 await asyncio.sleep(max(0.0, started + i / per_s - time.monotonic()))
             n = first + i
+            sent_at = time.monotonic_ns() / 1e6
             body = {
                 "event": "bench:tick",
                 "id": f"bench.{n}",
@@ -132,13 +137,19 @@ async def send(
                     "slot": "A1",
                     "n": n,
                     "phase": phase,
-                    "sentAt": time.monotonic_ns() / 1e6,
+                    "sentAt": sent_at,
                 },
             }
             async with http.post(f"{master}/internal/emit", json=body) as response:
                 answer = await response.json()
                 refused += 0 if response.status == 200 and answer.get("delivered") else 1
-    return refused, count / (time.monotonic() - started)
+            answered.append(time.monotonic_ns() / 1e6 - sent_at)
+    answered.sort()
+    post = {
+        "post_p50_ms": round(statistics.median(answered), 1),
+        "post_p99_ms": _percentile(answered, 0.99),
+    }
+    return refused, count / (time.monotonic() - started), post
 
 
 def cpu_s(pid: int) -> float:
@@ -212,16 +223,18 @@ def run() -> dict[str, Any]:
             ready = [c.next("ready", 120) for c in clients]
             connect_s = time.monotonic() - started
             joined = sum(r["joined"] for r in ready)
-            refused, _ = asyncio.run(send(master, 1, WARMUP, "warmup", STEADY_PER_S))
+            refused, _, _ = asyncio.run(send(master, 1, WARMUP, "warmup", STEADY_PER_S))
             wait_for(clients, joined * WARMUP, 10)
             cpu = CpuMeter(programs[-1].pid, clients)
-            lost, steady_sent = asyncio.run(
+            lost, steady_sent, steady_post = asyncio.run(
                 send(master, WARMUP + 1, STEADY, "steady", STEADY_PER_S)
             )
             refused += lost
             wait_for(clients, joined * (WARMUP + STEADY), 10)
             steady_cpu = cpu.per_event_ms(STEADY)
-            lost, burst_sent = asyncio.run(send(master, WARMUP + STEADY + 1, BURST, "burst", None))
+            lost, burst_sent, burst_post = asyncio.run(
+                send(master, WARMUP + STEADY + 1, BURST, "burst", None)
+            )
             refused += lost
             wait_for(clients, joined * EVENTS, 10)
             burst_cpu = cpu.per_event_ms(BURST)
@@ -242,11 +255,13 @@ def run() -> dict[str, Any]:
         "steady": {
             **phase_figures(reports, "steady", STEADY),
             "sent_per_s": round(steady_sent, 1),
+            **steady_post,
             "cpu_ms_per_event": steady_cpu,
         },
         "burst": {
             **phase_figures(reports, "burst", BURST),
             "sent_per_s": round(burst_sent, 1),
+            **burst_post,
             "cpu_ms_per_event": burst_cpu,
         },
         "load_after": round(load_after, 1),
