@@ -246,7 +246,11 @@ about 20 µs of CPU per message in socket.io-client, ws and the kernel (a node
 profile shows the benchmark's own handler at a few percent of it), so 1,000
 sockets take more CPU per event than the master, on the same two cores; the
 last client's delay follows the clients' CPU more than the master's. Both
-share the cores with whatever else runs on the machine, which sets the tail.
+share the cores with whatever else runs on the machine, which sets the tail:
+in three runs by hand just before this one, at load averages from 2.8 to 4.2,
+the steady p99 per delivery was 29, 43 and 97 ms and the master's own answer's
+p99 28, 63 and 97 ms, for the same 11 ms of master CPU per event; at the
+higher loads the master waited for a core.
 In a burst the sender posts as fast as the master answers (after writing to
 every socket), the master and the clients together need more than the two
 cores, and the delay grows through the burst. With two node processes (by
