@@ -154,6 +154,14 @@ the throughput row is bounded by the worker as much as by the master.
 """
 
 
+EVENTS_HEAD = (
+    "| phase | events | sent/s | client deliveries | deliveries/s "
+    "| per delivery p50 / p99 / max | to the last client p50 / p99 "
+    "| master's answer p50 / p99 | CPU per event, master / clients |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
 def events_section(events: dict[str, Any]) -> str:
     rows = []
     for phase, what in (
@@ -161,41 +169,87 @@ def events_section(events: dict[str, Any]) -> str:
         ("burst", "back to back"),
     ):
         got = events[phase]
+        cpu = got["cpu_ms_per_event"]
         rows.append(
             f"| {phase}, {what} | {got['events']} | {got['sent_per_s']} "
             f"| {got['deliveries']:,} | {got['deliveries_per_s']:,} "
-            f"| {got['p50_ms']} ms | {got['p99_ms']} ms | {got['max_ms']} ms |"
+            f"| {got['p50_ms']} / {got['p99_ms']} / {got['max_ms']} ms "
+            f"| {got['last_p50_ms']} / {got['last_p99_ms']} ms "
+            f"| {got['post_p50_ms']} / {got['post_p99_ms']} ms "
+            f"| {cpu['master']} / {cpu['clients']} ms |"
         )
     table = "\n".join(rows)
     joined = f"{events['joined']:,} of {events['sockets']:,}"
+    steady = events["steady"]
+    to_last = f"{steady['last_p99_ms']} ms: {_met(steady['last_p99_ms'] <= 50)}"
+    per_delivery = f"{steady['p99_ms']} ms: {_met(steady['p99_ms'] <= 50)}"
+    processes = events["node_processes"]
     return f"""One simulator `wasp worker` and one `wasp master` (local mode) on 127.0.0.1;
 {events["sockets"]:,} sockets of the npm `socket.io-client` (websocket only, one
-connection each, no reconnection) in {events["node_processes"]} node processes
+connection each, no reconnection) in {processes} node process{"es" * (processes != 1)}
 (`bench/js/fanout.mjs`), each joined to the room `all`. Events enter the master
 one at a time the way a worker pushes them (`POST /internal/emit` with the
-master token and an event id), each stamped with the sender's wall clock; each
-client measures the delay on the same clock when the event arrives, so the
-delay includes the POST and the fan-out to all clients before it.
+master token and an event id), each stamped just before its POST with the
+machine's monotonic clock; each client reads the same clock when the event
+arrives, so a delay covers the POST, the master's fan-out to all clients and
+the client's own handling. First {events["warmup_events"]} events at the steady rate, not counted
+(the first after connecting run through code not yet optimized, in node
+mostly); every socket must still get them. Per delivery: over every event at
+every socket. To the last client: per event, until its last socket had it.
+The master's answer: the POST's round trip; the master answers once it has
+written the event to every socket (or queued it, for a socket still busy
+writing), so this is the master's own part without the clients'. CPU: what the
+master and the node processes used during the phase (from /proc), per event;
+the 1-minute load average was {events["load_after"]} at the end.
 
-| phase | events | sent/s | client deliveries | deliveries/s | p50 | p99 | max |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+{EVENTS_HEAD}
 {table}
 
 | check | value |
 | --- | --- |
+| steady: p99 to the last client ≤ 50 ms | {to_last} |
+| steady: p99 per delivery ≤ 50 ms | {per_delivery} |
 | sockets connected and joined | {joined} in {events["connect_and_join_s"]} s |
 | events the master did not deliver (its answer) | {events["not_delivered_by_master"]} |
 | events missing at some client | {events["missing"]} |
 | events a client got twice | {events["duplicates"]} |
 | sockets disconnected during the run | {events["disconnects"]} |
 
-The master sends every event to each client on its own websocket, one after
-another in one event loop: one event reaches its last client about
-1,000 / (deliveries/s) seconds after its first, which sets the p50 even at a
-low rate. A profile of the master under this load (py-spy, by hand, not part
-of this run) shows engine.io's per-socket writer tasks (an `asyncio.wait_for`
-on a queue for every packet), permessage-deflate compressing the same small
-frame once per client, and the emit loop itself.
+How the master fans an event out (`master/wasp_master/live.py`): python-socketio
+encodes it once; one pass over the room hands the same frame to each socket
+(the stock emit starts a task per recipient); a socket whose engine.io writer
+is idle gets the frame written at once, others on their queue, and the writers
+wait without a task and a timer per packet (stock engine.io on Python 3.11 has
+both); frames are not deflated (aiohttp deflated each one once per socket, and
+each client inflated it); the garbage collector no longer runs during the
+fan-out (it ran about once per event, and in bursts for 90 to 100 ms at a
+time). The code before these changes, run by hand with this benchmark in the
+same hour (3 runs each, load average 1.1 to 3.8), used about 60 ms of master
+CPU and 50 to 56 ms of client CPU per event; its steady p99 per delivery was
+130 to 380 ms, its burst 10,000 to 20,000 deliveries/s. The code measured
+here gave 31 to 45 ms (37 to 52 ms to the last client) and 77,000 to 157,000
+deliveries/s in those runs.
+
+What bounds the delay now. The master: about 11 ms of CPU per event in steady
+state, 6 ms in a burst; a profile under this load (py-spy, by hand, not part of
+this run) puts about 45% of its time in the kernel's send of each socket's
+frame (one system call per socket, which on loopback also does the receiving
+side's work), about a quarter in the fan-out's own Python, a tenth in epoll.
+The first client has an event 2 to 3 ms after it is posted (p50). The clients:
+about 20 µs of CPU per message in socket.io-client, ws and the kernel (a node
+profile shows the benchmark's own handler at a few percent of it), so 1,000
+sockets take more CPU per event than the master, on the same two cores; the
+last client's delay follows the clients' CPU more than the master's. Both
+share the cores with whatever else runs on the machine, which sets the tail:
+in three runs by hand just before this one, at load averages from 2.8 to 4.2,
+the steady p99 per delivery was 29, 43 and 97 ms and the master's own answer's
+p99 28, 63 and 97 ms, for the same 11 ms of master CPU per event; at the
+higher loads the master waited for a core.
+In a burst the sender posts as fast as the master answers (after writing to
+every socket), the master and the clients together need more than the two
+cores, and the delay grows through the burst. With two node processes (by
+hand, same hour) the steady p99 per delivery was 42 to 81 ms against 31 to
+45 ms with one: the clients' work then preempted the master on both cores.
 """
 
 

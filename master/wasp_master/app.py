@@ -46,7 +46,7 @@ from wasp_master.errors import BadRequest, MasterError
 from wasp_master.forward import route_request
 from wasp_master.guard import guard
 from wasp_master.keys import KeyRing, Operation, follow
-from wasp_master.live import ALL
+from wasp_master.live import ALL, socketio_server
 from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
 from wasp_master.routing import ShardRoute
@@ -378,9 +378,7 @@ def build_app(
     if unlisted:
         raise RuntimeError(f"API routes without an operation in ACCESS: {sorted(unlisted)}")
     app = web.Application(middlewares=[guard(ACCESS)], client_max_size=MAX_BODY_BYTES)
-    sio = socketio.AsyncServer(
-        async_mode="aiohttp", cors_allowed_origins="*", logger=False, engineio_logger=False
-    )
+    sio = socketio_server()
     master = Master(
         config=config,
         directory=directory,

@@ -25,6 +25,7 @@ from wasp import logs
 from wasp.kube import api_client
 from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
+from wasp_master.live import settle_gc
 from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
 from wasp_master.wake import kube_unsuspend
@@ -64,6 +65,7 @@ async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[i
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
+        settle_gc()  # the app is built: what exists now lives as long as the process
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
