@@ -30,8 +30,8 @@ import aiohttp
 from wasp.slots import Slot
 from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
 from wasp_worker.backends.neonize_cell import run_cell
-from wasp_worker.backends.simulator import qr_data_url
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
+from wasp_worker.qr import qr_data_url
 from wasp_worker.queue import Outbound
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)

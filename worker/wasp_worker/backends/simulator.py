@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import segno
-
 from wasp.slots import Slot, SlotError
 from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
+from wasp_worker.qr import qr_data_url
 from wasp_worker.queue import Outbound
 
 PHONE_PREFIX = "555"
@@ -74,10 +73,6 @@ def inbound_fields(to: Slot, sender: Slot, message: Outbound) -> dict[str, Any]:
         "file_name": None,
         "file_size": None,
     }
-
-
-def qr_data_url(payload: str) -> str:
-    return str(segno.make_qr(payload).png_data_uri(scale=6))
 
 
 class ServerLedger:
