@@ -28,9 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from wasp.slots import Slot, SlotError
-from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
+from wasp_worker.backends.base import (
+    OnInbound,
+    OnStatus,
+    Outgoing,
+    PairFailed,
+    SendFailed,
+    StatusEvent,
+)
 from wasp_worker.qr import qr_data_url
-from wasp_worker.queue import Outbound
 
 PHONE_PREFIX = "555"
 
@@ -53,7 +59,7 @@ def slot_of(phone: str) -> Slot | None:
         return None
 
 
-def inbound_fields(to: Slot, sender: Slot, message: Outbound) -> dict[str, Any]:
+def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
     """The message as the recipient's session reports it (SPEC's inbound fields)."""
     phone = phone_of(sender)
     return {
@@ -141,7 +147,7 @@ class SimulatorBackend:
     def __post_init__(self) -> None:
         self.server = ServerLedger(self.server_dir or self.work_dir)
 
-    def _record(self, message: Outbound, sender: Slot) -> bool:
+    def _record(self, message: Outgoing, sender: Slot) -> bool:
         """Add to the on-disk delivery ledger; False if this message id was delivered before."""
         with self._ledger_lock:
             if self._ledger is None:
@@ -178,7 +184,7 @@ class SimulatorBackend:
             ).fetchone()
             return int(distinct), int(attempts) - int(distinct)
 
-    async def send(self, slot: Slot, message: Outbound) -> None:
+    async def send(self, slot: Slot, message: Outgoing) -> None:
         session = self.sessions.get(slot)
         if session is None or not session.connected:
             raise SendFailed("not_connected")
