@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from wasp import logs as json_logs
+from wasp.kube import api_client
 from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
 from wasp.validation import JsonInt, problems
@@ -42,7 +43,7 @@ from wasp_worker.messages import (
 )
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
-from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
+from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
 
@@ -569,7 +570,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             config.pod_namespace,
             config.pod_name or socket.gethostname(),
             timing,
-            kube_api(),
+            api_client(None, pool_size=LEASE_THREADS),
         )
         renew_s = timing.retry_period_s
     else:
