@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from wasp import __version__
+from wasp.errors import ApiError
 from wasp.slots import SlotId
 from wasp.validation import problems
 
@@ -35,8 +36,10 @@ PATH_TYPES: dict[str, Any] = {"slot": SlotId}
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-class InvalidInput(ValueError):
+class InvalidInput(ApiError):
     """A path parameter, query or body the route's types refuse; the message says why."""
+
+    status = 400
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from wasp import logs as json_logs
+from wasp.errors import ApiError, error_response
 from wasp.kube import api_client
-from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
+from wasp.openapi import ApiInfo, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
 from wasp.validation import JsonInt, problems
 from wasp_worker import media, warmup
@@ -30,7 +31,7 @@ from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
-from wasp_worker.errors import BadRequest, Conflict, NotFound, WorkerError
+from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
 from wasp_worker.live_feed import CURSOR_PATTERN, Cursor, LiveFeed
@@ -70,10 +71,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except WorkerError as error:
-        return web.json_response(error.body(), status=error.status)
-    except InvalidInput as error:
-        return web.json_response({"ok": False, "error": str(error)}, status=400)
+    except ApiError as error:  # the worker's own, and a path, query or body its types refuse
+        return error_response(error)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"ok": False, "error": "request body too large"}, status=413)
     except web.HTTPNotFound:  # no route: JSON like every other answer of this API
