@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import QUEUE, SESSIONS, build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
-from wasp_worker.messages import DestinationError, normalise
 
 from tests.worker.test_worker_http import config
+from wasp.messages import DestinationError, normalise
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]

@@ -23,6 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from wasp import logs as json_logs
 from wasp.errors import ApiError, error_response
 from wasp.kube import api_client
+from wasp.messages import (
+    Destination,
+    Message,
+    ScheduleRequest,
+    SendRequest,
+    normalise,
+)
 from wasp.openapi import ApiInfo, Route, add_routes, path_value, query_values
 from wasp.slots import Slot
 from wasp.validation import JsonInt, problems
@@ -35,13 +42,6 @@ from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
 from wasp_worker.live_feed import CURSOR_PATTERN, Cursor, LiveFeed
-from wasp_worker.messages import (
-    Destination,
-    Message,
-    ScheduleRequest,
-    SendRequest,
-    normalise,
-)
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
