@@ -14,25 +14,33 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from wasp import logs as json_logs
+from wasp import worker_api
 from wasp.errors import ApiError, error_response
 from wasp.kube import api_client
 from wasp.messages import (
-    Destination,
     Message,
     ScheduleRequest,
     SendRequest,
     normalise,
 )
-from wasp.openapi import ApiInfo, Route, add_routes, path_value, query_values
+from wasp.openapi import add_routes, bind, path_value, query_values
 from wasp.slots import Slot
-from wasp.validation import JsonInt, problems
+from wasp.validation import problems
+from wasp.worker_api import (
+    EventsQuery,
+    LogsQuery,
+    MediaName,
+    MessageId,
+    OpenChatRequest,
+    PairRequest,
+)
 from wasp_worker import media, warmup
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
@@ -41,7 +49,7 @@ from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
-from wasp_worker.live_feed import CURSOR_PATTERN, Cursor, LiveFeed
+from wasp_worker.live_feed import Cursor, LiveFeed
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
@@ -60,7 +68,6 @@ QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
 HISTORY = web.AppKey("history", History)
 FEED = web.AppKey("feed", LiveFeed)
-MAX_WAIT_S = 30.0
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -110,29 +117,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-class LogsQuery(BaseModel):
-    """Query of GET /logs."""
-
-    limit: int = Field(100, ge=1, le=500, description="How many of the latest events.")
-
-
 async def logs(request: web.Request) -> web.Response:
     limit = query_values(request, LogsQuery).limit
     return web.json_response({"ok": True, "logs": request.app[LOG].recent(limit)})
-
-
-class EventsQuery(BaseModel):
-    """Query of GET /events."""
-
-    after: str | None = Field(
-        None,
-        pattern=CURSOR_PATTERN,
-        description="The last event id seen (`<epoch>.<seq>`); absent: every kept event.",
-    )
-    wait: float = Field(
-        0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="Seconds to wait for one."
-    )
-    limit: int = Field(1000, ge=1, le=5000, description="Most events in one answer.")
 
 
 async def events(request: web.Request) -> web.Response:
@@ -169,15 +156,6 @@ async def chats(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
 
 
-class OpenChatRequest(BaseModel):
-    """Body of POST /api/accounts/{slot}/openChat."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    chat_id: Destination
-    limit: JsonInt = Field(50, ge=1, le=500, description="How many of the latest messages.")
-
-
 async def open_chat(request: web.Request) -> web.Response:
     """A chat's latest messages, oldest first; its unread messages become read."""
     sessions = request.app[SESSIONS]
@@ -208,17 +186,6 @@ async def destroy(request: web.Request) -> web.Response:
     slot = sessions.own(request.match_info["slot"])
     await sessions.stop(slot)
     return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-class PairRequest(BaseModel):
-    """Body of POST /api/accounts/{slot}/pair."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    phone: str = Field(
-        pattern=r"^[1-9][0-9]{6,19}$",
-        description="International number, digits only, no + or leading 0.",
-    )
 
 
 async def pair(request: web.Request) -> web.Response:
@@ -263,11 +230,6 @@ async def send(request: web.Request) -> web.Response:
     row, created = await queue.enqueue(slot, message)
     request.app[RUNNER].wake.set()
     return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
-
-
-# SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
-MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-MediaName = Annotated[str, StringConstraints(pattern=media.NAME.pattern)]
 
 
 async def message_state(request: web.Request) -> web.Response:
@@ -394,151 +356,27 @@ async def run_warmup(app: web.Application) -> None:
     log.emit("warmup_done", ok=ok, fail=fail)
 
 
-API = ApiInfo(
-    title="wasp worker",
-    description="One shard's WhatsApp sessions. Slot operations answer 409 "
-    "for slots outside SLOT_FROM..SLOT_TO. Every error is JSON: {ok: false, error}; "
-    "a documented path answers 405 (with Allow) for a method it does not take.",
-    reasons={
-        200: "OK",
-        202: "Accepted: stored on disk",
-        400: "Bad input (the error says which); nothing changed",
-        404: "Not found: no such session, message, media or path",
-        409: "Slot not in this worker, or the session's state does not allow it now",
-        413: "Body too large",
-        429: "Worker capacity full",
-        503: "This worker does not hold its shard's lease (another may)",
-    },
-)
-# Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
-# and a path the router does not know (a slot that changes the path's shape).
-SLOT_OPS = (400, 404, 409, 503)
-WITH_BODY = (*SLOT_OPS, 413)
-ROUTES = [
-    Route("GET", "/health", health, "Worker health: range, active and max sessions"),
-    Route(
-        "GET",
-        "/ready",
-        ready,
-        "Readiness: 200 while this worker holds its shard's lease, 503 with the reason otherwise",
-        responses=(200, 503),
-    ),
-    Route(
-        "GET",
-        "/logs",
-        logs,
-        "Recent log events (ring buffer), newest last",
-        query=LogsQuery,
-        responses=(200, 400),
-    ),
-    Route("GET", "/metrics", metrics, "Prometheus metrics"),
-    Route(
-        "GET",
-        "/events",
-        events,
-        "Live events after `after` (an event id `<epoch>.<seq>`), long-polling up to `wait` s; "
-        "`gap` says events were dropped since",
-        query=EventsQuery,
-        responses=(200, 400),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/connect",
-        connect,
-        "Start the slot's session: CONNECTING with a QR, or CONNECTED from stored auth",
-        responses=(200, *SLOT_OPS, 429),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/open",
-        open_account,
-        "Start the slot's session if needed (as connect) and list its chats",
-        responses=(200, *SLOT_OPS, 429),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/chats",
-        chats,
-        "The slot's chats, latest first, with unread counts",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/openChat",
-        open_chat,
-        "A chat's latest messages; marks them read",
-        body=OpenChatRequest,
-        responses=(200, *WITH_BODY),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/status",
-        status,
-        "The slot's session state and QR",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/logout",
-        logout,
-        "Unlink the device and wipe the session's auth",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/destroy",
-        destroy,
-        "Stop the session, keeping its auth",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/scan",
-        scan,
-        "Simulator only (404 elsewhere): log the slot in as if its QR was scanned",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/send",
-        send,
-        "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
-        body=SendRequest,
-        responses=(200, 202, *WITH_BODY),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/schedule",
-        send,
-        "Queue a message for `send_at` (survives restarts)",
-        body=ScheduleRequest,
-        responses=(200, 202, *WITH_BODY),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/pair",
-        pair,
-        "A pairing code for the phone (instead of the QR) while the slot is logging in",
-        body=PairRequest,
-        responses=(200, *WITH_BODY),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/media/{name}",
-        media_file,
-        "Media of an inbound message (its `media_url`)",
-        params={"name": MediaName},
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/messages/{id}",
-        message_state,
-        "State of a queued message: queued, sent or failed with a reason",
-        params={"id": MessageId},
-        responses=(200, *SLOT_OPS),
-    ),
-]
+# Each operation of the worker's API (declared in `wasp.worker_api`) and its handler.
+HANDLERS: dict[str, Handler] = {
+    "health": health,
+    "ready": ready,
+    "logs": logs,
+    "metrics": metrics,
+    "events": events,
+    "connect": connect,
+    "open": open_account,
+    "chats": chats,
+    "openChat": open_chat,
+    "status": status,
+    "logout": logout,
+    "destroy": destroy,
+    "scan": scan,
+    "send": send,
+    "schedule": send,
+    "pair": pair,
+    "media": media_file,
+    "message": message_state,
+}
 
 
 def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
@@ -625,7 +463,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     app.on_shutdown.append(release_long_polls)
     app.cleanup_ctx.append(lifecycle)
-    add_routes(app, ROUTES, API)
+    add_routes(app, bind(worker_api.ENDPOINTS, HANDLERS), worker_api.API)
     return app
 
 
