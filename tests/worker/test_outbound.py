@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from wasp_worker.app import QUEUE, SESSIONS, build_app
+from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
+from wasp_worker.state import QUEUE, SESSIONS
 
 from tests.worker.test_worker_http import config
 from wasp.messages import DestinationError, normalise
