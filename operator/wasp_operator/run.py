@@ -21,7 +21,8 @@ from prometheus_client import start_http_server
 from wasp import logs
 from wasp.kube import api_client, connection_info
 from wasp_operator.config import OperatorConfig
-from wasp_operator.handlers import Context, register
+from wasp_operator.context import Context
+from wasp_operator.handlers import register
 from wasp_operator.kube import Kube
 from wasp_operator.metrics import OperatorMetrics
 
