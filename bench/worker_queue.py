@@ -12,11 +12,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from wasp_worker.messages import TextMessage
 from wasp_worker.queue import OutboundQueue
 
 from tests.support.processes import free_port
 from tests.support.worker import start_worker
+from wasp.messages import TextMessage
 from wasp.slots import Slot
 
 MESSAGES = 2000

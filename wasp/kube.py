@@ -1,7 +1,7 @@
-"""Kubernetes credentials shared by the operator and the master.
+"""Kubernetes credentials shared by the operator, the master and the worker (its lease).
 
-Both programs talk to the apiserver through the kubernetes client and run kopf
-watches; one client configuration feeds both, in a pod or from a kubeconfig.
+One factory builds every kubernetes client, in a pod or from a kubeconfig; the
+operator and the master also hand the same configuration to their kopf watches.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """HTTP routes declared once, as a table: the aiohttp router is built from it and
 the OpenAPI document (`GET /openapi.json`) is generated from it, so the two
 cannot disagree. The worker and the master both declare their APIs this way.
+An API that two programs serve (the worker's slot operations, which the master
+routes) is declared as `Endpoint`s, without handlers; each program `bind`s its
+own handlers to them by name.
 
 Bodies, query strings and path parameters are pydantic models or annotated
 types: the handlers validate with them and the document is generated from
@@ -11,7 +14,7 @@ documented path answers 405 with `Allow` for the methods it does not take.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from wasp import __version__
+from wasp.errors import ApiError
 from wasp.slots import SlotId
 from wasp.validation import problems
 
@@ -35,8 +39,10 @@ PATH_TYPES: dict[str, Any] = {"slot": SlotId}
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-class InvalidInput(ValueError):
+class InvalidInput(ApiError):
     """A path parameter, query or body the route's types refuse; the message says why."""
+
+    status = 400
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,49 @@ class Route:
     params: Mapping[str, Any] = field(default_factory=dict)  # path parameter -> its type
     responses: tuple[int, ...] = (200,)
     security: tuple[str, ...] = ()  # ApiInfo.security_schemes, any one of them suffices
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A route declared without its handler, named: a program serving an API
+    declared elsewhere binds its handlers to the names (`bind`)."""
+
+    name: str
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    responses: tuple[int, ...] = (200,)
+    security: tuple[str, ...] = ()
+
+    def bind(self, handler: Handler) -> Route:
+        return Route(
+            self.method,
+            self.path,
+            handler,
+            self.summary,
+            self.body,
+            self.query,
+            self.params,
+            self.responses,
+            self.security,
+        )
+
+
+def bind(endpoints: Sequence[Endpoint], handlers: Mapping[str, Handler]) -> list[Route]:
+    """Each endpoint with the handler of its name: every one, and nothing else,
+    so a handler missing or misnamed stops the program as it starts."""
+    names = [endpoint.name for endpoint in endpoints]
+    twice = {name for name in names if names.count(name) > 1}
+    missing, unknown = set(names) - set(handlers), set(handlers) - set(names)
+    if missing or unknown or twice:
+        raise ValueError(
+            f"handlers do not match the endpoints: missing {sorted(missing)}, "
+            f"unknown {sorted(unknown)}, declared twice {sorted(twice)}"
+        )
+    return [endpoint.bind(handlers[endpoint.name]) for endpoint in endpoints]
 
 
 @dataclass(frozen=True)
@@ -119,7 +168,7 @@ def _adapter(kind: Any) -> TypeAdapter[Any]:
     return found
 
 
-def _parameters(route: Route) -> list[dict[str, Any]]:
+def _parameters(route: Route | Endpoint) -> list[dict[str, Any]]:
     parameters = []
     for name in _PARAMETER.findall(route.path):
         kind = route.params.get(name, PATH_TYPES.get(name))
@@ -150,7 +199,7 @@ def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**kept[0], **rest} if len(kept) == 1 else schema
 
 
-def openapi(routes: list[Route], info: ApiInfo) -> dict[str, Any]:
+def openapi(routes: Sequence[Route | Endpoint], info: ApiInfo) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
     used_schemes: set[str] = set()

@@ -11,9 +11,11 @@ set are the programs' shared contract (`wasp.contract`), imported here.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
+from kubernetes.utils.quantity import parse_quantity as kubernetes_quantity
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic.config import JsonDict
 
@@ -44,38 +46,20 @@ def _schema(**schema: Any) -> WithJsonSchema:
     return WithJsonSchema(schema)
 
 
-_SUFFIXES: dict[str, int | Decimal] = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-}
+# The apiserver's grammar of a quantity; the client library's parser is looser (`1K`, ` 1Gi`).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 MIN_STORAGE = 64 * 2**20
 MAX_STORAGE = 16 * 2**40
 
 
 def parse_quantity(text: str) -> Decimal:
     """A Kubernetes quantity as a number (`1Gi` -> 1073741824); ValueError if it is not one."""
-    number = text.rstrip("KMGTPEikmnu")
-    suffix = text[len(number) :]
-    if suffix not in _SUFFIXES or not number:
+    if not re.fullmatch(QUANTITY_PATTERN, text):
         raise ValueError(f"not a quantity: {text!r}")
-    try:
-        return Decimal(number) * Decimal(_SUFFIXES[suffix])
-    except InvalidOperation:
-        raise ValueError(f"not a quantity: {text!r}") from None
+    return Decimal(kubernetes_quantity(text))
 
 
 Quantity = Annotated[
@@ -83,7 +67,7 @@ Quantity = Annotated[
     _schema(
         **{"x-kubernetes-int-or-string": True},
         anyOf=[{"type": "integer"}, {"type": "string"}],
-        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        pattern=QUANTITY_PATTERN,
     ),
 ]
 """A Kubernetes resource quantity (`500m`, `1Gi`, `2`)."""

@@ -36,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wasp import worker_api
 from wasp.contract import MAX_BODY_BYTES
 from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot, SlotError
@@ -244,13 +245,15 @@ MASTER_ROUTES = [
 
 
 def worker_routes() -> list[Route]:
-    """The worker's slot operations, as the master serves them (routed by slot)."""
-    from wasp_worker.app import ROUTES  # one source of truth for the slot API
-
+    """The worker's slot operations (declared in the core, one source of truth for the
+    slot API), as the master serves them: each one routed to the slot's shard."""
     return [
-        replace(r, handler=route_request, responses=tuple(sorted({*r.responses, 400, 404, 503})))
-        for r in ROUTES
-        if r.path.startswith("/api/accounts/{slot}/")
+        replace(
+            endpoint.bind(route_request),
+            responses=tuple(sorted({*endpoint.responses, 400, 404, 503})),
+        )
+        for endpoint in worker_api.ENDPOINTS
+        if endpoint.path.startswith("/api/accounts/{slot}/")
     ]
 
 

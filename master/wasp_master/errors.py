@@ -1,21 +1,12 @@
-"""The master's typed errors; one middleware turns them into `{"ok": false, "error"}` bodies."""
+"""The master's typed errors; its middleware answers them with `wasp.errors.error_response`."""
 
 from __future__ import annotations
 
-from typing import Any
+from wasp.errors import ApiError
 
 
-class MasterError(Exception):
-    status = 500
-    closes_connection = False  # the request's framing cannot be trusted: no next request
-
-    def __init__(self, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"ok": False, "error": self.reason}
+class MasterError(ApiError):
+    """An error of the master's own (a worker's errors reach clients as the worker wrote them)."""
 
 
 class BadRequest(MasterError):

@@ -7,7 +7,7 @@ One middleware (it runs on every request, so one layer, not three):
 2. on /api/*: `auth.authenticate` (which key) and `auth.authorize` (its
    operations and scope against the route's operation and slot), so a refused
    request never reaches a worker;
-3. typed errors (`errors.MasterError`) become `{"ok": false, "error"}` bodies,
+3. typed errors (`wasp.errors.ApiError`) become `{"ok": false, "error"}` bodies,
    as do aiohttp's own 413 and 404.
 """
 
@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from wasp.contract import MAX_BODY_BYTES
+from wasp.errors import ApiError, error_response
 from wasp_master import auth
-from wasp_master.errors import MasterError
 from wasp_master.keys import KeyRecord, Operation
 from wasp_master.limits import check_framing
 from wasp_master.state import KEY, Master, master_of
@@ -48,11 +48,8 @@ async def _guard(request: web.Request, handler: Handler, access: Access) -> web.
             request[KEY] = key
             _authorize(request, master, key, access)
         return await handler(request)
-    except MasterError as error:
-        answer = web.json_response(error.body(), status=error.status, headers=error.headers)
-        if error.closes_connection:
-            answer.force_close()
-        return answer
+    except ApiError as error:
+        return error_response(error)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(
             {"ok": False, "error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"},

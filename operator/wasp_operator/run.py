@@ -22,7 +22,8 @@ from wasp import logs
 from wasp.contract import CRD
 from wasp.kube import api_client, connection_info
 from wasp_operator.config import OperatorConfig
-from wasp_operator.handlers import Context, register
+from wasp_operator.context import Context
+from wasp_operator.handlers import register
 from wasp_operator.kube import Kube
 from wasp_operator.metrics import OperatorMetrics
 

@@ -88,12 +88,12 @@ def documents() -> dict[str, dict[str, Any]]:
     from wasp_master.app import API as MASTER_API
     from wasp_master.app import all_routes
     from wasp_master.config import MasterConfig
-    from wasp_worker.app import API as WORKER_API
-    from wasp_worker.app import ROUTES
+
+    from wasp import worker_api
 
     keyed = MasterConfig(api_keys=(KEY,), master_token=TOKEN)
     return {
-        "worker": openapi(ROUTES, WORKER_API),
+        "worker": openapi(worker_api.ENDPOINTS, worker_api.API),
         "master": openapi(all_routes(keyed), MASTER_API),
     }
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from wasp_worker.app import SESSIONS, build_app
+from wasp_worker.app import build_app
 from wasp_worker.events import EventLog
+from wasp_worker.state import SESSIONS
 
 from tests.worker.test_worker_http import config
 

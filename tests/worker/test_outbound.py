@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,12 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from wasp_worker.app import QUEUE, SESSIONS, build_app
+from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
-from wasp_worker.messages import DestinationError, normalise
+from wasp_worker.state import QUEUE, SESSIONS
 
 from tests.worker.test_worker_http import config
+from wasp.messages import DestinationError, normalise
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
@@ -218,6 +220,16 @@ def test_media_names_come_only_from_safe_ids_and_known_types(tmp_path: Path) -> 
             media.file_name(bad, "image/jpeg")
     name = media.save(tmp_path, Slot.parse("A1"), "3EB0ABC", "image/png", b"\x89PNG")
     assert (tmp_path / "media" / "A1" / name).read_bytes() == b"\x89PNG"
+
+
+def test_every_media_name_the_worker_makes_is_one_its_api_serves() -> None:
+    from wasp_worker import media
+
+    from wasp.worker_api import MEDIA_NAME_PATTERN
+
+    for mime in [*media.EXTENSIONS, None, "application/x-unknown"]:
+        for message_id in ("3EB0ABC", "x" * 128, "a_b-C9"):
+            assert re.fullmatch(MEDIA_NAME_PATTERN, media.file_name(message_id, mime))
 
 
 async def test_saved_media_is_served_and_bad_names_are_refused(worker: Client) -> None:

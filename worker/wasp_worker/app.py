@@ -1,7 +1,8 @@
-"""The worker's HTTP API (aiohttp): slot operations under /api/accounts/{slot}/..., /health, /logs.
+"""The worker's composition root: build the application from its parts, and serve it.
 
-Every slot operation first checks the slot is this worker's (409 otherwise);
-typed errors become JSON bodies in one middleware.
+The parts: the HTTP handlers (`http_api`, bound to the operations the core
+declares in `wasp.worker_api`), the lease loop and its watchdog (`lease_loop`),
+the warm-up (`warmup`), the outbound runner, the live feed to the masters.
 """
 
 from __future__ import annotations
@@ -11,534 +12,44 @@ import contextlib
 import logging
 import os
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import cache
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from prometheus_client import Counter
 
 from wasp import logs as json_logs
+from wasp import worker_api
 from wasp.contract import MAX_BODY_BYTES
-from wasp.openapi import ApiInfo, InvalidInput, Route, add_routes, path_value, query_values
+from wasp.kube import api_client
+from wasp.openapi import add_routes, bind
 from wasp.slots import Slot
-from wasp.validation import JsonInt, problems
-from wasp_worker import media, warmup
-from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
-from wasp_worker.errors import BadRequest, Conflict, NotFound, WorkerError
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
-from wasp_worker.live_feed import CURSOR_PATTERN, Cursor, LiveFeed
-from wasp_worker.messages import (
-    Destination,
-    Message,
-    ScheduleRequest,
-    SendRequest,
-    normalise,
-)
+from wasp_worker.http_api import HANDLERS, errors_as_json
+from wasp_worker.lease_loop import guard_lease, hold_lease
+from wasp_worker.live_feed import LiveFeed
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
-from wasp_worker.ownership import FileLease, KubeLease, Lease, kube_api
+from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
+from wasp_worker.state import (
+    BACKGROUND,
+    CONFIG,
+    FEED,
+    HISTORY,
+    LOG,
+    METRICS,
+    QUEUE,
+    RUNNER,
+    SESSIONS,
+)
 
 LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
-GUARD_MAX_SLEEP_S = 60.0
-GUARD_IDLE_S = 0.1
-SESSIONS = web.AppKey("sessions", SessionManager)
-CONFIG = web.AppKey("config", WorkerConfig)
-LOG = web.AppKey("log", EventLog)
-METRICS = web.AppKey("metrics", CollectorRegistry)
-QUEUE = web.AppKey("queue", OutboundQueue)
-RUNNER = web.AppKey("runner", OutboundRunner)
-HISTORY = web.AppKey("history", History)
-FEED = web.AppKey("feed", LiveFeed)
-MAX_WAIT_S = 30.0
-BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
-
-Body = TypeVar("Body", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except WorkerError as error:
-        return web.json_response(error.body(), status=error.status)
-    except InvalidInput as error:
-        return web.json_response({"ok": False, "error": str(error)}, status=400)
-    except web.HTTPRequestEntityTooLarge:
-        return web.json_response({"ok": False, "error": "request body too large"}, status=413)
-    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
-        return web.json_response({"ok": False, "error": "no such path"}, status=404)
-
-
-async def health(request: web.Request) -> web.Response:
-    config, sessions = request.app[CONFIG], request.app[SESSIONS]
-    return web.json_response(
-        {
-            "ok": True,
-            "worker": {
-                "port": config.port,
-                "slotFrom": str(config.slot_from),
-                "slotTo": str(config.slot_to),
-                "active": sessions.active,
-                "maxActive": config.max_active,
-            },
-        }
-    )
-
-
-async def ready(request: web.Request) -> web.Response:
-    """Readiness is holding the shard's lease: a standby gets no traffic."""
-    lease = request.app[SESSIONS].lease
-    if lease is None or lease.held:
-        return web.json_response({"ok": True})
-    return web.json_response(
-        {"ok": False, "error": f"not holding {lease.describe()}: {lease.reason}"}, status=503
-    )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-class LogsQuery(BaseModel):
-    """Query of GET /logs."""
-
-    limit: int = Field(100, ge=1, le=500, description="How many of the latest events.")
-
-
-async def logs(request: web.Request) -> web.Response:
-    limit = query_values(request, LogsQuery).limit
-    return web.json_response({"ok": True, "logs": request.app[LOG].recent(limit)})
-
-
-class EventsQuery(BaseModel):
-    """Query of GET /events."""
-
-    after: str | None = Field(
-        None,
-        pattern=CURSOR_PATTERN,
-        description="The last event id seen (`<epoch>.<seq>`); absent: every kept event.",
-    )
-    wait: float = Field(
-        0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="Seconds to wait for one."
-    )
-    limit: int = Field(1000, ge=1, le=5000, description="Most events in one answer.")
-
-
-async def events(request: web.Request) -> web.Response:
-    """Live events after `after` (an event id), waiting up to `wait` seconds for one."""
-    query = query_values(request, EventsQuery)
-    cursor = Cursor.parse(query.after) if query.after is not None else None
-    feed = request.app[FEED]
-    batch = await feed.wait(cursor, query.wait, query.limit)
-    return web.json_response(
-        {"ok": True, "epoch": feed.epoch, "gap": batch.gap, "events": batch.events}
-    )
-
-
-async def connect(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    await sessions.connect(slot)
-    return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-async def open_account(request: web.Request) -> web.Response:
-    """Make sure the slot's session runs (as connect does) and list its chats."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    await sessions.connect(slot)
-    chats = await request.app[HISTORY].chats(slot)
-    return web.json_response({"ok": True, **sessions.status(slot), "chats": chats})
-
-
-async def chats(request: web.Request) -> web.Response:
-    """The slot's chats, latest first, without starting its session."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
-
-
-class OpenChatRequest(BaseModel):
-    """Body of POST /api/accounts/{slot}/openChat."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    chat_id: Destination
-    limit: JsonInt = Field(50, ge=1, le=500, description="How many of the latest messages.")
-
-
-async def open_chat(request: web.Request) -> web.Response:
-    """A chat's latest messages, oldest first; its unread messages become read."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    body = await read_body(request, OpenChatRequest)
-    chat_id = normalise(body.chat_id)
-    messages = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
-    return web.json_response(
-        {"ok": True, "slot": str(slot), "chat_id": chat_id, "messages": messages}
-    )
-
-
-async def status(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-async def logout(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    await sessions.logout(slot)
-    return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-async def destroy(request: web.Request) -> web.Response:
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    await sessions.stop(slot)
-    return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-class PairRequest(BaseModel):
-    """Body of POST /api/accounts/{slot}/pair."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    phone: str = Field(
-        pattern=r"^[1-9][0-9]{6,19}$",
-        description="International number, digits only, no + or leading 0.",
-    )
-
-
-async def pair(request: web.Request) -> web.Response:
-    """A pairing code to type on the phone, instead of scanning the QR."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    body = await read_body(request, PairRequest)
-    try:
-        code = await sessions.backend.pair(slot, body.phone)
-    except PairFailed as error:
-        raise Conflict(str(error)) from None
-    return web.json_response({"ok": True, "slot": str(slot), "code": code})
-
-
-async def read_body(request: web.Request, model: type[Body]) -> Body:
-    """Parse and validate a JSON body; anything else is a 400 that says why."""
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadRequest("body is not JSON") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise BadRequest(f"invalid request: {problems(error, tags=_tags(model))}") from None
-
-
-@cache
-def _tags(model: type[BaseModel]) -> frozenset[str]:
-    """The `type` values of a body that is a discriminated union (none for other bodies)."""
-    return frozenset(model.model_json_schema().get("discriminator", {}).get("mapping", {}))
-
-
-async def send(request: web.Request) -> web.Response:
-    """Accept a message into the durable queue: 202 once it is on disk."""
-    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
-    slot = sessions.own(request.match_info["slot"])
-    message: Message
-    if request.path.endswith("/schedule"):
-        message = (await read_body(request, ScheduleRequest)).root
-    else:
-        message = (await read_body(request, SendRequest)).root
-    row, created = await queue.enqueue(slot, message)
-    request.app[RUNNER].wake.set()
-    return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
-
-
-# SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
-MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-MediaName = Annotated[str, StringConstraints(pattern=media.NAME.pattern)]
-
-
-async def message_state(request: web.Request) -> web.Response:
-    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
-    slot = sessions.own(request.match_info["slot"])
-    row: int = path_value(request, "id", MessageId)
-    message = await queue.get(row)
-    if message is None or message.slot != str(slot):
-        return web.json_response(
-            {"ok": False, "error": f"no message {row} for slot {slot}"}, status=404
-        )
-    return web.json_response({"ok": True, "message": message.public()})
-
-
-async def media_file(request: web.Request) -> web.StreamResponse:
-    """An inbound message's media, saved by the backend on the shard's volume."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    name: str = path_value(request, "name", MediaName)
-    path = media.media_dir(request.app[CONFIG].work_dir, slot) / name
-    if not path.is_file():
-        return web.json_response(
-            {"ok": False, "error": f"no media {name} for slot {slot}"}, status=404
-        )
-    return web.FileResponse(path)
-
-
-async def scan(request: web.Request) -> web.Response:
-    """Simulator only: log the slot in as if its QR code was scanned."""
-    sessions = request.app[SESSIONS]
-    slot = sessions.own(request.match_info["slot"])
-    backend = sessions.backend
-    if not isinstance(backend, SimulatorBackend):
-        raise NotFound("scan exists only for the simulator backend")
-    if not await backend.scan(slot):
-        raise Conflict(f"slot {slot} shows no QR code to scan")
-    return web.json_response({"ok": True, **sessions.status(slot)})
-
-
-async def hold_lease(app: web.Application, retry_s: float) -> None:
-    """Take the shard's lease (waiting while another worker holds it) and renew it every
-    `retry_s`; warm up the first time it is held, resume the suspended sessions after."""
-    sessions, log = app[SESSIONS], app[LOG]
-    lease = sessions.lease
-    assert lease is not None
-    warmed = was_held = waiting = False
-    while True:
-        started = time.monotonic()
-        try:
-            held = await lease.try_acquire()  # bounded in time, never raises: belt and braces
-        except Exception as error:
-            log.emit("lease_error", lease=lease.describe(), error=type(error).__name__)
-            held = lease.held
-        if held and was_held and lease.reason != "held":
-            log.emit("lease_renew_failed", lease=lease.describe(), reason=lease.reason)
-        if held and not was_held:
-            log.emit("lease_acquired", lease=lease.describe())
-            waiting = False
-            first, warmed = not warmed, True
-            work = run_warmup(app) if first else resume_sessions(app)
-            app[BACKGROUND].append(asyncio.create_task(work))
-        elif not held and was_held:
-            log.emit("lease_lost", lease=lease.describe(), reason=lease.reason)
-            await suspend_sessions(app)  # the watchdog did, unless the lease went another way
-        elif not held and not waiting:
-            log.emit("lease_wait", lease=lease.describe(), reason=lease.reason)
-            waiting = True
-        was_held = held
-        await asyncio.sleep(max(0.0, retry_s - (time.monotonic() - started)))
-
-
-async def guard_lease(app: web.Application) -> None:
-    """The watchdog: stop every session the moment the renew deadline passes, whatever
-    the renew loop is doing (its call may hang until its timeout)."""
-    sessions, log = app[SESSIONS], app[LOG]
-    lease = sessions.lease
-    assert lease is not None
-    while True:
-        left = lease.remaining_s()
-        if left > 0:
-            await asyncio.sleep(min(left, GUARD_MAX_SLEEP_S))
-            continue
-        if sessions.active:
-            log.emit("lease_deadline_passed", lease=lease.describe(), reason=lease.reason)
-            await suspend_sessions(app)
-        await asyncio.sleep(GUARD_IDLE_S)  # not held: no session can start; look again soon
-
-
-async def suspend_sessions(app: web.Application) -> None:
-    stopped = await app[SESSIONS].suspend_all()
-    if stopped:
-        app[LOG].emit("sessions_stopped", slots=[str(s) for s in stopped])
-
-
-async def resume_sessions(app: web.Application) -> None:
-    resumed = await app[SESSIONS].resume()
-    app[LOG].emit("sessions_resumed", slots=[str(s) for s in resumed])
-
-
-async def run_warmup(app: web.Application) -> None:
-    config, sessions, log = app[CONFIG], app[SESSIONS], app[LOG]
-    chosen = warmup.plan(
-        warmup.read_list(config.config_dir / "roles.json"),
-        warmup.read_list(config.config_dir / "accounts.json"),
-        config.slots,
-        sessions.active,
-        config.max_active,
-        config.warmup_limit,
-    )
-    for slot in chosen.disabled:
-        log.emit("warmup_skip_disabled", slot=str(slot))
-    if chosen.capacity_left == 0:
-        log.emit("warmup_capacity_full", active=sessions.active, maxActive=config.max_active)
-        return
-    log.emit("warmup_start", count=len(chosen.start), slots=[str(s) for s in chosen.start])
-    ok = fail = 0
-    for slot in chosen.start:  # one after another: gentle on WhatsApp
-        try:
-            await sessions.connect(slot)
-            ok += 1
-        except Exception as error:
-            fail += 1
-            log.emit("warmup_slot_failed", slot=str(slot), error=type(error).__name__)
-    log.emit("warmup_done", ok=ok, fail=fail)
-
-
-API = ApiInfo(
-    title="wasp worker",
-    description="One shard's WhatsApp sessions. Slot operations answer 409 "
-    "for slots outside SLOT_FROM..SLOT_TO. Every error is JSON: {ok: false, error}; "
-    "a documented path answers 405 (with Allow) for a method it does not take.",
-    reasons={
-        200: "OK",
-        202: "Accepted: stored on disk",
-        400: "Bad input (the error says which); nothing changed",
-        404: "Not found: no such session, message, media or path",
-        409: "Slot not in this worker, or the session's state does not allow it now",
-        413: "Body too large",
-        429: "Worker capacity full",
-        503: "This worker does not hold its shard's lease (another may)",
-    },
-)
-# Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
-# and a path the router does not know (a slot that changes the path's shape).
-SLOT_OPS = (400, 404, 409, 503)
-WITH_BODY = (*SLOT_OPS, 413)
-ROUTES = [
-    Route("GET", "/health", health, "Worker health: range, active and max sessions"),
-    Route(
-        "GET",
-        "/ready",
-        ready,
-        "Readiness: 200 while this worker holds its shard's lease, 503 with the reason otherwise",
-        responses=(200, 503),
-    ),
-    Route(
-        "GET",
-        "/logs",
-        logs,
-        "Recent log events (ring buffer), newest last",
-        query=LogsQuery,
-        responses=(200, 400),
-    ),
-    Route("GET", "/metrics", metrics, "Prometheus metrics"),
-    Route(
-        "GET",
-        "/events",
-        events,
-        "Live events after `after` (an event id `<epoch>.<seq>`), long-polling up to `wait` s; "
-        "`gap` says events were dropped since",
-        query=EventsQuery,
-        responses=(200, 400),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/connect",
-        connect,
-        "Start the slot's session: CONNECTING with a QR, or CONNECTED from stored auth",
-        responses=(200, *SLOT_OPS, 429),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/open",
-        open_account,
-        "Start the slot's session if needed (as connect) and list its chats",
-        responses=(200, *SLOT_OPS, 429),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/chats",
-        chats,
-        "The slot's chats, latest first, with unread counts",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/openChat",
-        open_chat,
-        "A chat's latest messages; marks them read",
-        body=OpenChatRequest,
-        responses=(200, *WITH_BODY),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/status",
-        status,
-        "The slot's session state and QR",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/logout",
-        logout,
-        "Unlink the device and wipe the session's auth",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/destroy",
-        destroy,
-        "Stop the session, keeping its auth",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/scan",
-        scan,
-        "Simulator only (404 elsewhere): log the slot in as if its QR was scanned",
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/send",
-        send,
-        "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
-        body=SendRequest,
-        responses=(200, 202, *WITH_BODY),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/schedule",
-        send,
-        "Queue a message for `send_at` (survives restarts)",
-        body=ScheduleRequest,
-        responses=(200, 202, *WITH_BODY),
-    ),
-    Route(
-        "POST",
-        "/api/accounts/{slot}/pair",
-        pair,
-        "A pairing code for the phone (instead of the QR) while the slot is logging in",
-        body=PairRequest,
-        responses=(200, *WITH_BODY),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/media/{name}",
-        media_file,
-        "Media of an inbound message (its `media_url`)",
-        params={"name": MediaName},
-        responses=(200, *SLOT_OPS),
-    ),
-    Route(
-        "GET",
-        "/api/accounts/{slot}/messages/{id}",
-        message_state,
-        "State of a queued message: queued, sent or failed with a reason",
-        params={"id": MessageId},
-        responses=(200, *SLOT_OPS),
-    ),
-]
 
 
 def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
@@ -569,7 +80,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             config.pod_namespace,
             config.pod_name or socket.gethostname(),
             timing,
-            kube_api(),
+            api_client(None, pool_size=LEASE_THREADS),
         )
         renew_s = timing.retry_period_s
     else:
@@ -625,7 +136,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     app.on_shutdown.append(release_long_polls)
     app.cleanup_ctx.append(lifecycle)
-    add_routes(app, ROUTES, API)
+    add_routes(app, bind(worker_api.ENDPOINTS, HANDLERS), worker_api.API)
     return app
 
 

@@ -1,19 +1,14 @@
-"""Typed errors of the worker, and the one place that turns them into HTTP answers."""
+"""Typed errors of the worker; its middleware answers them with `wasp.errors.error_response`."""
 
 from __future__ import annotations
 
+from wasp.errors import ApiError
 
-class WorkerError(Exception):
-    """An error a client caused or can act on; `status` and `message` make the body."""
+
+class WorkerError(ApiError):
+    """An error of the worker's own; the message is its `reason`."""
 
     status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def body(self) -> dict[str, object]:
-        return {"ok": False, "error": self.message}
 
 
 class BadRequest(WorkerError):

@@ -22,10 +22,10 @@ from typing import Any
 
 import aiohttp
 
+from wasp.worker_api import CURSOR_PATTERN
 from wasp_worker.events import EventLog
 
 TIMEOUT = aiohttp.ClientTimeout(total=3)
-CURSOR_PATTERN = r"^[0-9A-Za-z]{1,20}\.[0-9]{1,19}$"
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 

@@ -28,7 +28,6 @@ EXTENSIONS = {
     "text/plain": "txt",
 }
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,5}$")
 
 
 def file_name(message_id: str, mime: str | None) -> str:

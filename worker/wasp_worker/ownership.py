@@ -37,10 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
+# Apiserver calls run on this many threads; the client pools as many connections.
+LEASE_THREADS = 2
 
 
 class Lease(Protocol):
@@ -139,7 +141,7 @@ class KubeLease:
         self.reason = "not acquired yet"
         self._api = client.CoordinationV1Api(api)
         # Its own threads: a hung call never waits behind, nor holds up, other work.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
+        self._pool = ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
         self._renewed_at: float | None = None  # monotonic START of the last successful renew
         self._seen: Record | None = None
         self._seen_at = 0.0  # monotonic: when `_seen` was first read
@@ -238,13 +240,3 @@ class KubeLease:
             pass  # it expires on its own
         self.reason = "released"
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def kube_api() -> Any:
-    """The in-cluster client, or the kubeconfig's outside a cluster."""
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)

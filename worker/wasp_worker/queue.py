@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from wasp.messages import MediaMessage, Message, normalise
 from wasp.slots import Slot
 from wasp_worker.db import SerialDatabase
-from wasp_worker.messages import MediaMessage, Message, normalise
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbound (

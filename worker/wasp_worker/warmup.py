@@ -1,4 +1,5 @@
-"""Warm-up after listen: which slots to start, in which order (pure), and starting them."""
+"""Warm-up once the lease is first held: which slots to start, in which order (`plan`,
+pure), and starting them (`run_warmup`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from wasp.slots import Slot, SlotError, SlotRange
+from wasp_worker.state import CONFIG, LOG, SESSIONS
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,30 @@ def read_list(path: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+async def run_warmup(app: web.Application) -> None:
+    config, sessions, log = app[CONFIG], app[SESSIONS], app[LOG]
+    chosen = plan(
+        read_list(config.config_dir / "roles.json"),
+        read_list(config.config_dir / "accounts.json"),
+        config.slots,
+        sessions.active,
+        config.max_active,
+        config.warmup_limit,
+    )
+    for slot in chosen.disabled:
+        log.emit("warmup_skip_disabled", slot=str(slot))
+    if chosen.capacity_left == 0:
+        log.emit("warmup_capacity_full", active=sessions.active, maxActive=config.max_active)
+        return
+    log.emit("warmup_start", count=len(chosen.start), slots=[str(s) for s in chosen.start])
+    ok = fail = 0
+    for slot in chosen.start:  # one after another: gentle on WhatsApp
+        try:
+            await sessions.connect(slot)
+            ok += 1
+        except Exception as error:
+            fail += 1
+            log.emit("warmup_slot_failed", slot=str(slot), error=type(error).__name__)
+    log.emit("warmup_done", ok=ok, fail=fail)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from wasp.slots import Slot
-from wasp_worker.queue import Outbound
 
 Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
 
@@ -20,6 +19,24 @@ class StatusEvent:
     status: Status
     qr: str | None = None
     reason: str | None = None
+
+
+class Outgoing(Protocol):
+    """What a backend reads of a queued message (the queue's row has these and more):
+    the interface names its own needs instead of depending on the queue's storage."""
+
+    @property
+    def wa_message_id(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def media_url(self) -> str | None: ...
+    @property
+    def file_name(self) -> str | None: ...
 
 
 OnStatus = Callable[[StatusEvent], Awaitable[None]]
@@ -45,7 +62,7 @@ class Backend(Protocol):
     async def pair(self, slot: Slot, phone: str) -> str:
         """A pairing code to type on the phone instead of scanning the QR."""
 
-    async def send(self, slot: Slot, message: Outbound) -> None:
+    async def send(self, slot: Slot, message: Outgoing) -> None:
         """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
 
     async def close(self) -> None:

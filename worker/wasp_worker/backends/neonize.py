@@ -28,11 +28,17 @@ from typing import Any
 import aiohttp
 
 from wasp.slots import Slot
-from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
+from wasp_worker.backends.base import (
+    OnInbound,
+    OnStatus,
+    Outgoing,
+    PairFailed,
+    SendFailed,
+    StatusEvent,
+)
 from wasp_worker.backends.neonize_cell import run_cell
-from wasp_worker.backends.simulator import qr_data_url
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
-from wasp_worker.queue import Outbound
+from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
 SEND_TIMEOUT_S = 60.0
@@ -166,7 +172,7 @@ class NeonizeBackend:
         await self.stop(slot)
         shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
 
-    async def send(self, slot: Slot, message: Outbound) -> None:
+    async def send(self, slot: Slot, message: Outgoing) -> None:
         """Send through the slot's cell. A transient problem raises RuntimeError (the
         message stays queued); a final one raises SendFailed with the reason."""
         index = self.placement.get(slot)

@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import segno
-
 from wasp.slots import Slot, SlotError
-from wasp_worker.backends.base import OnInbound, OnStatus, PairFailed, SendFailed, StatusEvent
-from wasp_worker.queue import Outbound
+from wasp_worker.backends.base import (
+    OnInbound,
+    OnStatus,
+    Outgoing,
+    PairFailed,
+    SendFailed,
+    StatusEvent,
+)
+from wasp_worker.qr import qr_data_url
 
 PHONE_PREFIX = "555"
 
@@ -54,7 +59,7 @@ def slot_of(phone: str) -> Slot | None:
         return None
 
 
-def inbound_fields(to: Slot, sender: Slot, message: Outbound) -> dict[str, Any]:
+def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
     """The message as the recipient's session reports it (SPEC's inbound fields)."""
     phone = phone_of(sender)
     return {
@@ -74,10 +79,6 @@ def inbound_fields(to: Slot, sender: Slot, message: Outbound) -> dict[str, Any]:
         "file_name": None,
         "file_size": None,
     }
-
-
-def qr_data_url(payload: str) -> str:
-    return str(segno.make_qr(payload).png_data_uri(scale=6))
 
 
 class ServerLedger:
@@ -146,7 +147,7 @@ class SimulatorBackend:
     def __post_init__(self) -> None:
         self.server = ServerLedger(self.server_dir or self.work_dir)
 
-    def _record(self, message: Outbound, sender: Slot) -> bool:
+    def _record(self, message: Outgoing, sender: Slot) -> bool:
         """Add to the on-disk delivery ledger; False if this message id was delivered before."""
         with self._ledger_lock:
             if self._ledger is None:
@@ -183,7 +184,7 @@ class SimulatorBackend:
             ).fetchone()
             return int(distinct), int(attempts) - int(distinct)
 
-    async def send(self, slot: Slot, message: Outbound) -> None:
+    async def send(self, slot: Slot, message: Outgoing) -> None:
         session = self.sessions.get(slot)
         if session is None or not session.connected:
             raise SendFailed("not_connected")

@@ -1,11 +1,13 @@
 """The bodies of POST /send and /schedule, and the grammar of a destination.
 
-One source of truth: the worker validates requests with these models, and the
-OpenAPI document is generated from the same models, so a request the document
-calls valid is one the worker accepts. A body is a union discriminated by
-`type`: a text message needs `text`, a media message (image, video, audio,
-document) needs `media_url`; `type` may be left out for text. The schedule body
-is the same union with `send_at` required.
+One source of truth, in the core because both APIs declare these bodies: the
+worker validates requests with these models and queues what they describe, and
+both OpenAPI documents (the worker's, the master's) are generated from the same
+models, so a request the document calls valid is one the worker accepts.
+
+A body is a union discriminated by `type`: a text message needs `text`, a media
+message (image, video, audio, document) needs `media_url`; `type` may be left
+out for text. The schedule body is the same union with `send_at` required.
 """
 
 from __future__ import annotations

@@ -1,0 +1,220 @@
+"""The worker's HTTP API, declared once: every operation's method, path, summary,
+body, query and path parameters and answers, without the code that serves it.
+
+Two programs serve these operations. The worker binds a handler to each one by
+name (`openapi.bind`, which refuses a table with an operation left unbound) and
+answers them; the master serves the slot operations under the same paths and
+routes each request to the worker of the shard that owns the slot. Both OpenAPI
+documents are generated from this table and its models, so the master cannot
+document a slot operation differently from the worker that answers it, and
+neither program has to import the other.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from wasp.messages import Destination, ScheduleRequest, SendRequest
+from wasp.openapi import ApiInfo, Endpoint
+from wasp.validation import JsonInt
+
+# An event id of `GET /events`: `<epoch>.<seq>`.
+CURSOR_PATTERN = r"^[0-9A-Za-z]{1,20}\.[0-9]{1,19}$"
+# A media file's name on the shard's volume, as the worker makes them (a safe message id and
+# an extension): a test holds the worker's names to it.
+MEDIA_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,5}$"
+MAX_WAIT_S = 30.0
+
+
+class LogsQuery(BaseModel):
+    """Query of GET /logs."""
+
+    limit: int = Field(100, ge=1, le=500, description="How many of the latest events.")
+
+
+class EventsQuery(BaseModel):
+    """Query of GET /events."""
+
+    after: str | None = Field(
+        None,
+        pattern=CURSOR_PATTERN,
+        description="The last event id seen (`<epoch>.<seq>`); absent: every kept event.",
+    )
+    wait: float = Field(
+        0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False, description="Seconds to wait for one."
+    )
+    limit: int = Field(1000, ge=1, le=5000, description="Most events in one answer.")
+
+
+class OpenChatRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/openChat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    chat_id: Destination
+    limit: JsonInt = Field(50, ge=1, le=500, description="How many of the latest messages.")
+
+
+class PairRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/pair."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    phone: str = Field(
+        pattern=r"^[1-9][0-9]{6,19}$",
+        description="International number, digits only, no + or leading 0.",
+    )
+
+
+# SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
+MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MediaName = Annotated[str, StringConstraints(pattern=MEDIA_NAME_PATTERN)]
+
+
+API = ApiInfo(
+    title="wasp worker",
+    description="One shard's WhatsApp sessions. Slot operations answer 409 "
+    "for slots outside SLOT_FROM..SLOT_TO. Every error is JSON: {ok: false, error}; "
+    "a documented path answers 405 (with Allow) for a method it does not take.",
+    reasons={
+        200: "OK",
+        202: "Accepted: stored on disk",
+        400: "Bad input (the error says which); nothing changed",
+        404: "Not found: no such session, message, media or path",
+        409: "Slot not in this worker, or the session's state does not allow it now",
+        413: "Body too large",
+        429: "Worker capacity full",
+        503: "This worker does not hold its shard's lease (another may)",
+    },
+)
+# Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
+# and a path the router does not know (a slot that changes the path's shape).
+SLOT_OPS = (400, 404, 409, 503)
+WITH_BODY = (*SLOT_OPS, 413)
+ENDPOINTS = [
+    Endpoint("health", "GET", "/health", "Worker health: range, active and max sessions"),
+    Endpoint(
+        "ready",
+        "GET",
+        "/ready",
+        "Readiness: 200 while this worker holds its shard's lease, 503 with the reason otherwise",
+        responses=(200, 503),
+    ),
+    Endpoint(
+        "logs",
+        "GET",
+        "/logs",
+        "Recent log events (ring buffer), newest last",
+        query=LogsQuery,
+        responses=(200, 400),
+    ),
+    Endpoint("metrics", "GET", "/metrics", "Prometheus metrics"),
+    Endpoint(
+        "events",
+        "GET",
+        "/events",
+        "Live events after `after` (an event id `<epoch>.<seq>`), long-polling up to `wait` s; "
+        "`gap` says events were dropped since",
+        query=EventsQuery,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "connect",
+        "POST",
+        "/api/accounts/{slot}/connect",
+        "Start the slot's session: CONNECTING with a QR, or CONNECTED from stored auth",
+        responses=(200, *SLOT_OPS, 429),
+    ),
+    Endpoint(
+        "open",
+        "POST",
+        "/api/accounts/{slot}/open",
+        "Start the slot's session if needed (as connect) and list its chats",
+        responses=(200, *SLOT_OPS, 429),
+    ),
+    Endpoint(
+        "chats",
+        "GET",
+        "/api/accounts/{slot}/chats",
+        "The slot's chats, latest first, with unread counts",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "openChat",
+        "POST",
+        "/api/accounts/{slot}/openChat",
+        "A chat's latest messages; marks them read",
+        body=OpenChatRequest,
+        responses=(200, *WITH_BODY),
+    ),
+    Endpoint(
+        "status",
+        "GET",
+        "/api/accounts/{slot}/status",
+        "The slot's session state and QR",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "logout",
+        "POST",
+        "/api/accounts/{slot}/logout",
+        "Unlink the device and wipe the session's auth",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "destroy",
+        "POST",
+        "/api/accounts/{slot}/destroy",
+        "Stop the session, keeping its auth",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "scan",
+        "POST",
+        "/api/accounts/{slot}/scan",
+        "Simulator only (404 elsewhere): log the slot in as if its QR was scanned",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "send",
+        "POST",
+        "/api/accounts/{slot}/send",
+        "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
+        body=SendRequest,
+        responses=(200, 202, *WITH_BODY),
+    ),
+    Endpoint(
+        "schedule",
+        "POST",
+        "/api/accounts/{slot}/schedule",
+        "Queue a message for `send_at` (survives restarts)",
+        body=ScheduleRequest,
+        responses=(200, 202, *WITH_BODY),
+    ),
+    Endpoint(
+        "pair",
+        "POST",
+        "/api/accounts/{slot}/pair",
+        "A pairing code for the phone (instead of the QR) while the slot is logging in",
+        body=PairRequest,
+        responses=(200, *WITH_BODY),
+    ),
+    Endpoint(
+        "media",
+        "GET",
+        "/api/accounts/{slot}/media/{name}",
+        "Media of an inbound message (its `media_url`)",
+        params={"name": MediaName},
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "message",
+        "GET",
+        "/api/accounts/{slot}/messages/{id}",
+        "State of a queued message: queued, sent or failed with a reason",
+        params={"id": MessageId},
+        responses=(200, *SLOT_OPS),
+    ),
+]

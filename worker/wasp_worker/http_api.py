@@ -1,0 +1,256 @@
+"""The worker's HTTP handlers: slot operations under /api/accounts/{slot}/..., /health, /logs.
+
+The operations are declared in the core (`wasp.worker_api`); `HANDLERS` names
+the handler of each. Every slot operation first checks the slot is this
+worker's (409 otherwise); typed errors become JSON bodies in one middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from wasp.errors import ApiError, error_response
+from wasp.messages import Message, ScheduleRequest, SendRequest, normalise
+from wasp.openapi import path_value, query_values
+from wasp.validation import problems
+from wasp.worker_api import (
+    EventsQuery,
+    LogsQuery,
+    MediaName,
+    MessageId,
+    OpenChatRequest,
+    PairRequest,
+)
+from wasp_worker import media
+from wasp_worker.backends.base import PairFailed
+from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.errors import BadRequest, Conflict, NotFound
+from wasp_worker.live_feed import Cursor
+from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, METRICS, QUEUE, RUNNER, SESSIONS
+
+Body = TypeVar("Body", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:  # the worker's own, and a path, query or body its types refuse
+        return error_response(error)
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response({"ok": False, "error": "request body too large"}, status=413)
+    except web.HTTPNotFound:  # no route: JSON like every other answer of this API
+        return web.json_response({"ok": False, "error": "no such path"}, status=404)
+
+
+async def health(request: web.Request) -> web.Response:
+    config, sessions = request.app[CONFIG], request.app[SESSIONS]
+    return web.json_response(
+        {
+            "ok": True,
+            "worker": {
+                "port": config.port,
+                "slotFrom": str(config.slot_from),
+                "slotTo": str(config.slot_to),
+                "active": sessions.active,
+                "maxActive": config.max_active,
+            },
+        }
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness is holding the shard's lease: a standby gets no traffic."""
+    lease = request.app[SESSIONS].lease
+    if lease is None or lease.held:
+        return web.json_response({"ok": True})
+    return web.json_response(
+        {"ok": False, "error": f"not holding {lease.describe()}: {lease.reason}"}, status=503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def logs(request: web.Request) -> web.Response:
+    limit = query_values(request, LogsQuery).limit
+    return web.json_response({"ok": True, "logs": request.app[LOG].recent(limit)})
+
+
+async def events(request: web.Request) -> web.Response:
+    """Live events after `after` (an event id), waiting up to `wait` seconds for one."""
+    query = query_values(request, EventsQuery)
+    cursor = Cursor.parse(query.after) if query.after is not None else None
+    feed = request.app[FEED]
+    batch = await feed.wait(cursor, query.wait, query.limit)
+    return web.json_response(
+        {"ok": True, "epoch": feed.epoch, "gap": batch.gap, "events": batch.events}
+    )
+
+
+async def connect(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.connect(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def open_account(request: web.Request) -> web.Response:
+    """Make sure the slot's session runs (as connect does) and list its chats."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.connect(slot)
+    chats = await request.app[HISTORY].chats(slot)
+    return web.json_response({"ok": True, **sessions.status(slot), "chats": chats})
+
+
+async def chats(request: web.Request) -> web.Response:
+    """The slot's chats, latest first, without starting its session."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
+
+
+async def open_chat(request: web.Request) -> web.Response:
+    """A chat's latest messages, oldest first; its unread messages become read."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    body = await read_body(request, OpenChatRequest)
+    chat_id = normalise(body.chat_id)
+    messages = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    return web.json_response(
+        {"ok": True, "slot": str(slot), "chat_id": chat_id, "messages": messages}
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def logout(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.logout(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def destroy(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    await sessions.stop(slot)
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+async def pair(request: web.Request) -> web.Response:
+    """A pairing code to type on the phone, instead of scanning the QR."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    body = await read_body(request, PairRequest)
+    try:
+        code = await sessions.backend.pair(slot, body.phone)
+    except PairFailed as error:
+        raise Conflict(str(error)) from None
+    return web.json_response({"ok": True, "slot": str(slot), "code": code})
+
+
+async def read_body(request: web.Request, model: type[Body]) -> Body:
+    """Parse and validate a JSON body; anything else is a 400 that says why."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BadRequest("body is not JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise BadRequest(f"invalid request: {problems(error, tags=_tags(model))}") from None
+
+
+@cache
+def _tags(model: type[BaseModel]) -> frozenset[str]:
+    """The `type` values of a body that is a discriminated union (none for other bodies)."""
+    return frozenset(model.model_json_schema().get("discriminator", {}).get("mapping", {}))
+
+
+async def send(request: web.Request) -> web.Response:
+    """Accept a message into the durable queue: 202 once it is on disk."""
+    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
+    slot = sessions.own(request.match_info["slot"])
+    message: Message
+    if request.path.endswith("/schedule"):
+        message = (await read_body(request, ScheduleRequest)).root
+    else:
+        message = (await read_body(request, SendRequest)).root
+    row, created = await queue.enqueue(slot, message)
+    request.app[RUNNER].wake.set()
+    return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
+
+
+async def message_state(request: web.Request) -> web.Response:
+    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
+    slot = sessions.own(request.match_info["slot"])
+    row: int = path_value(request, "id", MessageId)
+    message = await queue.get(row)
+    if message is None or message.slot != str(slot):
+        return web.json_response(
+            {"ok": False, "error": f"no message {row} for slot {slot}"}, status=404
+        )
+    return web.json_response({"ok": True, "message": message.public()})
+
+
+async def media_file(request: web.Request) -> web.StreamResponse:
+    """An inbound message's media, saved by the backend on the shard's volume."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    name: str = path_value(request, "name", MediaName)
+    path = media.media_dir(request.app[CONFIG].work_dir, slot) / name
+    if not path.is_file():
+        return web.json_response(
+            {"ok": False, "error": f"no media {name} for slot {slot}"}, status=404
+        )
+    return web.FileResponse(path)
+
+
+async def scan(request: web.Request) -> web.Response:
+    """Simulator only: log the slot in as if its QR code was scanned."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
+    backend = sessions.backend
+    if not isinstance(backend, SimulatorBackend):
+        raise NotFound("scan exists only for the simulator backend")
+    if not await backend.scan(slot):
+        raise Conflict(f"slot {slot} shows no QR code to scan")
+    return web.json_response({"ok": True, **sessions.status(slot)})
+
+
+# Each operation of the worker's API (declared in `wasp.worker_api`) and its handler.
+HANDLERS: dict[str, Handler] = {
+    "health": health,
+    "ready": ready,
+    "logs": logs,
+    "metrics": metrics,
+    "events": events,
+    "connect": connect,
+    "open": open_account,
+    "chats": chats,
+    "openChat": open_chat,
+    "status": status,
+    "logout": logout,
+    "destroy": destroy,
+    "scan": scan,
+    "send": send,
+    "schedule": send,
+    "pair": pair,
+    "media": media_file,
+    "message": message_state,
+}
