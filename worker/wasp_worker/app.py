@@ -128,6 +128,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         queue.close()
         history.close()
         await lease.release()
+        event_log.emit("lease_released", lease=lease.describe(), result=lease.reason)
 
     async def release_long_polls(_: web.Application) -> None:
         # Before aiohttp waits for in-flight requests: else a poll its client left

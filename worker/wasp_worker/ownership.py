@@ -236,7 +236,9 @@ class KubeLease:
                     await self._call(
                         self._api.replace_namespaced_lease, self.name, self.namespace, lease
                     )
-        except Exception:
-            pass  # it expires on its own
+        except Exception as error:  # any failure: the lease then expires on its own
+            self.reason = f"release failed ({type(error).__name__}); expires on its own"
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            return
         self.reason = "released"
         self._pool.shutdown(wait=False, cancel_futures=True)
