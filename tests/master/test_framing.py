@@ -12,7 +12,6 @@ answer. Requests are written by hand; answers are read with llhttp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import socket
@@ -51,6 +50,7 @@ class Upstreams:
     flood_written: int = 0
     flood_cut: asyncio.Event = field(default_factory=asyncio.Event)
     flaky_requests: list[bytes] = field(default_factory=list)
+    flaky_connections: dict[int, int] = field(default_factory=dict)
 
 
 SEEN = web.AppKey("seen", Upstreams)
@@ -95,31 +95,19 @@ async def echo(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def flaky(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Upstreams
-) -> None:
-    """Answers the first request of a connection and keeps it alive; hangs up on the second.
-
-    (A test double for a worker whose keep-alive timer fires just as a request arrives:
-    the fault a real worker produces only by chance.)"""
-    answered = 0
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            method, path, _ = head.split(b" ", 2)
-            if path.startswith(b"/api/"):
-                seen.flaky_requests.append(method)
-            if answered:
-                break
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-            answered += 1
-    writer.close()
+async def flaky(request: web.Request) -> web.StreamResponse:
+    """Answers the first request of a connection and keeps it alive; hangs up on the second,
+    unanswered: a worker whose keep-alive timer fires just as a request arrives (a fault a
+    real worker produces only by chance)."""
+    seen = request.app[SEEN]
+    await request.read()
+    if request.path.startswith("/api/"):  # not the master's own event polls
+        seen.flaky_requests.append(request.method.encode())
+    connection = id(request.protocol)
+    seen.flaky_connections[connection] = seen.flaky_connections.get(connection, 0) + 1
+    if seen.flaky_connections[connection] > 1 and request.transport is not None:
+        request.transport.abort()
+    return web.Response(text="ok")
 
 
 @dataclass
@@ -145,26 +133,26 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     upstream = web.Application()
     upstream[SEEN] = seen
     upstream.router.add_route("*", "/{tail:.*}", echo)
-    runners = [web.AppRunner(worker), web.AppRunner(upstream)]
+    hangs_up = web.Application()
+    hangs_up[SEEN] = seen
+    hangs_up.router.add_route("*", "/{tail:.*}", flaky)
+    runners = [web.AppRunner(worker), web.AppRunner(upstream), web.AppRunner(hangs_up)]
     ports = []
     for runner in runners:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         ports.append(runner.addresses[0][1])
-    flaky_server = await asyncio.start_server(lambda r, w: flaky(r, w, seen), "127.0.0.1", 0)
-    flaky_port = flaky_server.sockets[0].getsockname()[1]
     directory = ShardDirectory()
     for shard, port, first, last in (
         ("w1", ports[0], "A1", "A50"),
         ("echo", ports[1], "E1", "E9"),
-        ("flaky", flaky_port, "F1", "F9"),
+        ("flaky", ports[2], "F1", "F9"),
     ):
         directory.put(ShardRoute(shard, f"http://127.0.0.1:{port}", SlotRange.parse(first, last)))
     config = MasterConfig(host="127.0.0.1", port=0, config_dir=config_dir, api_keys=(KEY,))
     app = build_app(config, directory, DirectoryStore(config_dir))
     async with serving(config, app) as port:
         yield Stack(port, seen)
-    flaky_server.close()
     for runner in runners:
         await runner.cleanup()
 
