@@ -116,8 +116,16 @@ async def test_logout_wipes_auth_and_a_stored_session_resumes_without_qr(
     async with TestClient(
         TestServer(build_app(app_config, EventLog(stream=io.StringIO())))
     ) as client:
-        resumed = await (await client.post("/api/accounts/A5/connect")).json()
-        assert resumed["status"] == "CONNECTED"
+        # A5 logged in, so it is wanted: it comes back by itself, from its stored auth.
+        for _ in range(100):
+            resumed = await (await client.get("/api/accounts/A5/status")).json()
+            if resumed["status"] == "CONNECTED":
+                break
+            await asyncio.sleep(0.05)
+        assert (resumed["status"], resumed["qr"]) == ("CONNECTED", None)
+        assert (await (await client.get("/api/accounts/A6/status")).json())["status"] == (
+            "DISCONNECTED"
+        )  # logged out: not wanted any more
         fresh = await (await client.post("/api/accounts/A6/connect")).json()
         assert fresh["status"] == "CONNECTING"
         assert fresh["qr"] is not None

@@ -48,6 +48,7 @@ from wasp_worker.state import (
     RUNNER,
     SESSIONS,
 )
+from wasp_worker.wanted import WantedSessions
 
 LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
 
@@ -86,7 +87,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     else:
         lease = FileLease(config.work_dir / "worker.lock")
         renew_s = LEASE_RETRY_S
-    app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease)
+    wanted = WantedSessions(config.work_dir / "wanted.json")
+    for refused in wanted.load():
+        event_log.emit("wanted_entry_refused", entry=refused)
+    app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease, wanted)
     app[METRICS] = registry = registry_for(sessions)
     app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
     app[HISTORY] = history = History(config.work_dir / "history.sqlite3")

@@ -1,8 +1,8 @@
 """The worker's side of its shard's lease: hold it, and stop every session without it.
 
 `hold_lease` takes the lease (waiting while another worker holds it) and renews
-it; the first time it is held the warm-up runs, after a loss and a regain the
-suspended sessions resume. `guard_lease` is the watchdog: it stops the sessions
+it; each time it is held the wanted sessions resume (`sessions.resume`), and the
+first time the bound slots warm up after them. `guard_lease` is the watchdog: it stops the sessions
 the moment the renew deadline passes, whatever the renew loop is doing.
 """
 
@@ -40,7 +40,7 @@ async def hold_lease(app: web.Application, retry_s: float) -> None:
             log.emit("lease_acquired", lease=lease.describe())
             waiting = False
             first, warmed = not warmed, True
-            work = run_warmup(app) if first else resume_sessions(app)
+            work = start_up(app) if first else resume_sessions(app)
             app[BACKGROUND].append(asyncio.create_task(work))
         elif not held and was_held:
             log.emit("lease_lost", lease=lease.describe(), reason=lease.reason)
@@ -73,6 +73,12 @@ async def suspend_sessions(app: web.Application) -> None:
     stopped = await app[SESSIONS].suspend_all()
     if stopped:
         app[LOG].emit("sessions_stopped", slots=[str(s) for s in stopped])
+
+
+async def start_up(app: web.Application) -> None:
+    """What ran before comes back first; then warm-up fills what capacity is left."""
+    await resume_sessions(app)
+    await run_warmup(app)
 
 
 async def resume_sessions(app: web.Application) -> None:

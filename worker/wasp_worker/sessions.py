@@ -2,9 +2,10 @@
 
 A session counts against `max_active` from the moment it starts (init, QR,
 ready) until it is stopped; at most `max_init` initialise at the same time.
-No session starts unless the shard's lease is held. When it is lost, every
-session stops and the CONNECTED ones are remembered, to resume from their
-stored auth once the lease is held again.
+No session starts unless the shard's lease is held; when it is lost, every
+session stops. A session that logged in is *wanted* (`wanted.py`, on the volume)
+until it is logged out or destroyed, and `resume` brings the wanted ones back
+from their stored auth: after a restart, a crash or a regained lease.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from wasp_worker.errors import BadRequest, CapacityFull, NoSession, NotOwner, Sl
 from wasp_worker.events import EventLog
 from wasp_worker.live_feed import LiveFeed
 from wasp_worker.ownership import Lease
+from wasp_worker.wanted import WantedSessions
 
 
 @dataclass
@@ -35,8 +37,8 @@ class SessionManager:
     log: EventLog
     link: LiveFeed | None = None
     lease: Lease | None = None
+    wanted: WantedSessions | None = None  # None: nothing is remembered (tests of one part)
     states: dict[Slot, SessionState] = field(default_factory=dict)
-    wanted: set[Slot] = field(default_factory=set)  # CONNECTED when the lease was lost
     _init_gate: asyncio.Semaphore = field(init=False)
     _suspending: asyncio.Lock = field(init=False)
 
@@ -101,6 +103,8 @@ class SessionManager:
             return
         state.status = event.status
         state.qr = event.qr if event.status == "CONNECTING" else None
+        if event.status == "CONNECTED" and self.wanted is not None:
+            await self.wanted.add(event.slot)  # logged in: wanted until logout or destroy
         self.log.emit("wa_status", slot=str(event.slot), status=event.status, reason=event.reason)
         if self.link is not None:
             self.link.emit("wa:status", {"slot": str(event.slot), "status": event.status})
@@ -114,44 +118,55 @@ class SessionManager:
         return {"slot": str(slot), "status": state.status, "qr": state.qr}
 
     async def stop(self, slot: Slot) -> None:
+        """Destroy: stop the session, keep its auth, and no longer bring it back by itself."""
         if slot not in self.states:
             raise NoSession(str(slot))
         await self.backend.stop(slot)
         self.states.pop(slot, None)
+        if self.wanted is not None:
+            await self.wanted.discard(slot)
 
     async def suspend_all(self) -> list[Slot]:
-        """Close every session (the lease is lost: another worker may own them soon),
-        remembering the CONNECTED ones for `resume`; idempotent."""
+        """Close every session (the lease is lost: another worker may own them soon); they
+        stay wanted, for `resume`. Idempotent."""
         async with self._suspending:  # the watchdog and the renew loop may both call it
-            return await self._suspend_all()
-
-    async def _suspend_all(self) -> list[Slot]:
-        stopped = list(self.states)
-        for slot in stopped:
-            state = self.states.get(slot)
-            if state is not None and state.status == "CONNECTED":
-                self.wanted.add(slot)
-            await self.backend.stop(slot)
-            self.states.pop(slot, None)
-        return stopped
+            stopped = list(self.states)
+            for slot in stopped:
+                await self.backend.stop(slot)
+                self.states.pop(slot, None)
+            return stopped
 
     async def resume(self) -> list[Slot]:
-        """Reconnect the sessions `suspend_all` stopped, from their stored auth."""
-        resumed = []
-        for slot in sorted(self.wanted):
-            try:
-                await self.connect(slot)
-            except NotOwner:
-                break  # lost again: they stay wanted
-            except Exception as error:
-                self.log.emit("session_resume_failed", slot=str(slot), error=type(error).__name__)
-            else:
-                resumed.append(slot)
-            self.wanted.discard(slot)
-        return resumed
+        """Bring the wanted sessions back from their stored auth: within `max_active`, at
+        most `max_init` initialising at once (the init gate); the ones that came back."""
+        if self.wanted is None:
+            return []
+        pending = [s for s in self.wanted if s not in self.states and s in self.config.slots]
+        room = max(0, self.config.max_active - self.active)
+        if len(pending) > room:
+            self.log.emit(
+                "resume_capacity_full",
+                skipped=[str(s) for s in pending[room:]],
+                maxActive=self.config.max_active,
+            )
+        chosen = pending[:room]
+        came_back = await asyncio.gather(*(self._resume_one(slot) for slot in chosen))
+        return [slot for slot, ok in zip(chosen, came_back, strict=True) if ok]
+
+    async def _resume_one(self, slot: Slot) -> bool:
+        try:
+            await self.connect(slot)
+        except NotOwner:
+            return False  # lost again: it stays wanted for the next holder
+        except Exception as error:
+            self.log.emit("session_resume_failed", slot=str(slot), error=type(error).__name__)
+            return False
+        return True
 
     async def logout(self, slot: Slot) -> None:
         if slot not in self.states:
             raise NoSession(str(slot))
         await self.backend.logout(slot)
         self.states.pop(slot, None)
+        if self.wanted is not None:
+            await self.wanted.discard(slot)

@@ -28,15 +28,17 @@ def plan(
     active: int,
     max_active: int,
     limit: int,
+    running: frozenset[Slot] = frozenset(),
 ) -> WarmupPlan:
-    """Bound slots in range, enabled, in slot order, at most min(max_active - active, limit)."""
+    """Bound slots in range, enabled, not running already (resumed), in slot order, at most
+    min(max_active - active, limit)."""
     bound: set[Slot] = set()
     for role in roles:
         try:
             slot = Slot.parse(role.get("boundSlot"))
         except SlotError:
             continue
-        if slot in slots:
+        if slot in slots and slot not in running:
             bound.add(slot)
     enabled = set()
     for account in accounts:
@@ -72,6 +74,7 @@ async def run_warmup(app: web.Application) -> None:
         sessions.active,
         config.max_active,
         config.warmup_limit,
+        frozenset(sessions.states),
     )
     for slot in chosen.disabled:
         log.emit("warmup_skip_disabled", slot=str(slot))

@@ -1,0 +1,154 @@
+"""Every session that was running comes back by itself: the wanted set on the volume.
+
+A real `wasp worker` (simulator) with 30 logged-in slots, 5 of them bound in roles, is
+killed with SIGKILL and started again: all 30 are CONNECTED from their stored auth, no
+QR code is shown, and the status events go out. Logout and destroy end the wish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from wasp_worker.wanted import WantedSessions
+
+from tests.support.processes import ProgramProcess, free_port
+from tests.support.worker import start_worker
+from wasp.slots import Slot
+
+LOGGED_IN = [f"A{n}" for n in range(1, 31)]
+BOUND = ["A3", "A9", "A17", "A25", "A30"]
+
+
+def call(method: str, url: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.loads(error.read())
+
+
+def start(tmp_path: Path, port: int) -> ProgramProcess:
+    return start_worker(
+        tmp_path / "worker.log",
+        port,
+        tmp_path / "data",
+        tmp_path / "config",
+        base_env={"PATH": os.environ["PATH"]},
+        MAX_ACTIVE="40",
+        MAX_INIT="4",
+        WARMUP_LIMIT="10",
+    )
+
+
+def statuses(base: str, slots: list[str]) -> dict[str, str]:
+    return {slot: call("GET", f"{base}/{slot}/status")[1]["status"] for slot in slots}
+
+
+def wait_for(check: Any, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def test_thirty_logged_in_sessions_come_back_after_a_sigkill_without_a_qr(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "roles.json").write_text(json.dumps([{"boundSlot": slot} for slot in BOUND]))
+    (config / "accounts.json").write_text(
+        json.dumps([{"slot": slot, "enabled": True} for slot in LOGGED_IN])
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api/accounts"
+    worker = start(tmp_path, port)
+    try:
+        for slot in LOGGED_IN:
+            assert call("POST", f"{base}/{slot}/connect")[0] == 200
+            assert call("POST", f"{base}/{slot}/scan")[0] == 200
+        assert set(statuses(base, LOGGED_IN).values()) == {"CONNECTED"}
+        # Destroyed and logged out: no longer wanted, so they stay down after the crash.
+        assert call("POST", f"{base}/A31/connect")[0] == 200
+        assert call("POST", f"{base}/A31/scan")[0] == 200
+        assert call("POST", f"{base}/A31/destroy")[0] == 200
+        assert call("POST", f"{base}/A32/connect")[0] == 200
+        assert call("POST", f"{base}/A32/scan")[0] == 200
+        assert call("POST", f"{base}/A32/logout")[0] == 200
+    finally:
+        worker.kill()
+
+    restarted = start(tmp_path, port)
+    try:
+        wait_for(
+            lambda: set(statuses(base, LOGGED_IN).values()) == {"CONNECTED"},
+            "all 30 sessions CONNECTED again",
+        )
+        assert statuses(base, ["A31", "A32"]) == {"A31": "DISCONNECTED", "A32": "DISCONNECTED"}
+        feed = call("GET", f"http://127.0.0.1:{port}/events?limit=5000")[1]["events"]
+        qr_shown = [e for e in feed if e["event"] == "wa:qr"]
+        assert qr_shown == []
+        connected = {
+            e["payload"]["slot"]
+            for e in feed
+            if e["event"] == "wa:status" and e["payload"]["status"] == "CONNECTED"
+        }
+        assert connected == set(LOGGED_IN)
+        logs = [json.loads(line) for line in restarted.output().splitlines() if line.strip()]
+        resumed = [line for line in logs if line["event"] == "sessions_resumed"]
+        assert sorted(resumed[-1]["slots"]) == sorted(LOGGED_IN)
+        # Warm-up came after, with nothing left to start: the bound slots were wanted too.
+        warmups = [line for line in logs if line["event"] == "warmup_start"]
+        assert warmups[-1]["count"] == 0
+    finally:
+        restarted.stop()
+
+
+def test_capacity_bounds_what_comes_back(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wanted.json").write_text(json.dumps(LOGGED_IN[:6]))
+    (tmp_path / "config").mkdir()
+    port = free_port()
+    worker = start_worker(
+        tmp_path / "worker.log",
+        port,
+        tmp_path / "data",
+        tmp_path / "config",
+        base_env={"PATH": os.environ["PATH"]},
+        MAX_ACTIVE="4",
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/accounts"
+        wait_for(
+            lambda: list(statuses(base, LOGGED_IN[:6]).values()).count("DISCONNECTED") == 2,
+            "four of six back",
+        )
+        logs = [json.loads(line) for line in worker.output().splitlines() if line.strip()]
+        full = [line for line in logs if line["event"] == "resume_capacity_full"]
+        assert full[0]["skipped"] == LOGGED_IN[4:6]
+    finally:
+        worker.stop()
+
+
+async def test_the_wanted_set_is_replaced_whole_and_survives_a_reload(tmp_path: Path) -> None:
+    path = tmp_path / "wanted.json"
+    wanted = WantedSessions(path)
+    assert wanted.load() == []
+    for text in ("A10", "A2", "A2"):
+        await wanted.add(Slot.parse(text))
+    await wanted.discard(Slot.parse("A7"))  # not there: nothing changes
+    assert json.loads(path.read_text()) == ["A2", "A10"]  # slot order, no duplicates
+    assert not path.with_suffix(".tmp").exists()
+    path.write_text(json.dumps(["A2", "../A1", "a3"]))
+    reloaded = WantedSessions(path)
+    assert reloaded.load() == ["../A1", "a3"]  # refused, named; the rest is kept
+    assert [str(slot) for slot in reloaded] == ["A2"]
