@@ -35,7 +35,7 @@ from wasp_worker.state import FEED, SESSIONS
 from tests.worker.test_worker_http import config
 from wasp import worker_api
 from wasp.contract import WORKER_TOKEN_HEADER
-from wasp.openapi import Endpoint
+from wasp.openapi import Endpoint, openapi
 from wasp.slots import Slot, SlotRange
 
 Client = TestClient[Any, Any]
@@ -225,3 +225,28 @@ async def test_rotation_keeps_the_master_working_and_retires_the_old_token(
             assert direct.status == (401 if OLD not in worker_tokens else 200), at
         finally:
             await worker.close()
+
+
+async def test_the_documents_say_who_may_call(rotated: Client) -> None:
+    """The worker's document declares the token and the 401 on every protected operation;
+    the master's declares neither on the same operations (clients show it API keys)."""
+    from wasp_master.app import API as MASTER_API
+    from wasp_master.app import all_routes
+
+    document = await (await rotated.get("/openapi.json", headers={WORKER_TOKEN_HEADER: NEW})).json()
+    scheme = document["components"]["securitySchemes"]["WorkerToken"]
+    assert scheme == {"type": "apiKey", "in": "header", "name": WORKER_TOKEN_HEADER}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in worker_api.OPEN:
+                assert "security" not in operation, path
+                assert "401" not in operation["responses"], path
+            else:
+                assert operation["security"] == [{"WorkerToken": []}], path
+                assert "401" in operation["responses"], path
+    master = openapi(all_routes(MasterConfig()), MASTER_API)
+    assert "securitySchemes" not in master["components"]
+    status = master["paths"]["/api/accounts/{slot}/status"]["get"]
+    assert "401" not in status["responses"]
+    assert "/metrics" not in master["paths"]
+    assert "/metrics" not in document["paths"]
