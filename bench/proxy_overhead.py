@@ -34,6 +34,8 @@ from typing import Any
 from bench.stack import start_pair
 from tests.support.cluster import tools_bin_dir
 from tests.support.processes import ProgramProcess, free_port, http_ok
+from tests.support.worker import CREDENTIAL, WORKER_TOKEN
+from wasp.contract import WORKER_TOKEN_HEADER
 
 ROUNDS = 5
 TARGETS = ("direct", "master", "nginx")
@@ -104,6 +106,7 @@ http {{
       proxy_pass http://worker;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header {header} {token};
     }}
   }}
 }}
@@ -111,14 +114,16 @@ http {{
 
 
 def lua_script(scenario: Scenario) -> str:
+    # The worker answers only the master's token: a baseline straight to it sends it too.
+    credential = f'wrk.headers["{WORKER_TOKEN_HEADER}"] = "{WORKER_TOKEN}"\n'
     if scenario.body is None:
-        return REPORT_LUA
+        return credential + REPORT_LUA
     request = (
         f'wrk.method = "{scenario.method}"\n'
         f"wrk.body = '{json.dumps(scenario.body)}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    return request + REPORT_LUA
+    return credential + request + REPORT_LUA
 
 
 def nginx_binary() -> str:
@@ -138,7 +143,10 @@ class Nginx:
         self.tmp = tmp
         self.port = port
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port, worker=worker_port))
+        conf = NGINX_CONF.format(
+            tmp=tmp, port=port, worker=worker_port, header=WORKER_TOKEN_HEADER, token=WORKER_TOKEN
+        )
+        (tmp / "nginx.conf").write_text(conf)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Nginx:
@@ -269,7 +277,7 @@ def post(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         url,
         data=json.dumps(body or {}).encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **CREDENTIAL},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.loads(response.read())

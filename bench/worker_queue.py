@@ -15,7 +15,7 @@ from typing import Any
 from wasp_worker.queue import OutboundQueue
 
 from tests.support.processes import free_port
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 from wasp.messages import TextMessage
 from wasp.slots import Slot
 
@@ -96,7 +96,10 @@ def session_memory(tmp: Path, backend: str, sessions: int, settle_s: float) -> t
         before = tree_rss_mb(worker.pid)
         for n in range(1, sessions + 1):
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/accounts/A{n}/connect", data=b"{}", method="POST"
+                f"http://127.0.0.1:{port}/api/accounts/A{n}/connect",
+                data=b"{}",
+                method="POST",
+                headers=CREDENTIAL,
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 json.loads(response.read())

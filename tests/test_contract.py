@@ -27,11 +27,16 @@ from wasp_worker.config import WorkerConfig
 from wasp import crd
 from wasp.contract import (
     CRD,
+    MASTER_METRICS_PORT,
     MAX_BODY_BYTES,
     RESERVED_ENV,
     VERSION,
+    WORKER_METRICS_PORT,
+    WORKER_TOKEN_HEADER,
+    WORKER_TOKEN_MIN_LENGTH,
     WorkerEnv,
     default_image,
+    parse_tokens,
     worker_endpoint,
 )
 from wasp.dev import BadShards, DevOptions, plan
@@ -144,9 +149,16 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
         "- {id: w1, port: 7001, from: A1, to: A50, maxActive: 7, maxInit: 3, warmupLimit: 4}\n"
         "- {id: w2, port: 7002, from: B1, to: B9, workdir: elsewhere}\n"
     )
-    options = DevOptions(shards, data_dir=tmp_path / "dev", port=7000)
-    base = {"PATH": "/usr/bin", "PORT": "1", "LEASE_DURATION_S": "30"}
-    layout = plan(options, base, "s3cr3t")
+    options = DevOptions(shards, data_dir=tmp_path / "dev", port=7000, metrics_base_port=7100)
+    # A stray WORKER_TOKENS or METRICS_PORT of the caller's does not reach the children.
+    base = {
+        "PATH": "/usr/bin",
+        "PORT": "1",
+        "LEASE_DURATION_S": "30",
+        "WORKER_TOKENS": "stray-token-0123456789",
+        "METRICS_PORT": "1",
+    }
+    layout = plan(options, base, "s3cr3t", "worker-token-of-this-run")
     data = (tmp_path / "dev").resolve()
     expected: list[dict[str, Any]] = [
         {
@@ -158,6 +170,7 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
             "max_init": 3,
             "warmup_limit": 4,
             "work_dir": data / "w1",
+            "metrics_port": 7101,
         },
         {
             "shard_name": "w2",
@@ -165,6 +178,7 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
             "slot_from": "B1",
             "slot_to": "B9",
             "work_dir": data / "elsewhere",
+            "metrics_port": 7102,
         },
     ]
     common = {
@@ -173,6 +187,7 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
         "backend": "simulator",
         "master_internal_url": "http://127.0.0.1:7000",
         "master_token": "s3cr3t",
+        "worker_tokens": "worker-token-of-this-run",
         "lease_duration_s": 30,  # the caller's environment passes through
     }
     defaults = WorkerConfig.model_construct()
@@ -186,6 +201,33 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
             expected_value = want[field] if field in want else getattr(defaults, field)
             assert shown == expected_value, (child.name, field)
         assert child.url == f"http://127.0.0.1:{worker.port}"
+    # The master sends what the workers accept, and serves its metrics on its own port.
+    assert layout.master.env["WORKER_TOKENS"] == "worker-token-of-this-run"
+    assert layout.master.env["METRICS_PORT"] == "7100"
+    assert layout.metrics["master"] == "http://127.0.0.1:7100/metrics"
+
+
+def test_wasp_dev_makes_a_worker_token_per_run(tmp_path: Path) -> None:
+    shards = tmp_path / "shards.yaml"
+    shards.write_text("- {id: w1, port: 7001, from: A1, to: A50}\n")
+    options = DevOptions(shards, data_dir=tmp_path / "dev", port=7000)
+    runs = [plan(options, {}, "token") for _ in range(2)]
+    tokens = [run.master.env["WORKER_TOKENS"] for run in runs]
+    assert tokens[0] != tokens[1]
+    for run, token in zip(runs, tokens, strict=True):
+        assert run.children[0].env["WORKER_TOKENS"] == token
+        assert len(token) >= WORKER_TOKEN_MIN_LENGTH
+
+
+@pytest.mark.parametrize("text", ["short", "has space in it 0123456789", "ok-token-0123456789,bad"])
+def test_worker_tokens_are_refused_by_the_rule_without_showing_them(text: str) -> None:
+    with pytest.raises(ValueError, match="WORKER_TOKENS: token") as refused:
+        WorkerEnv.model_validate({"slot_from": "A1", "slot_to": "A2", "worker_tokens": text})
+    assert text not in str(refused.value)
+    assert parse_tokens(" new-token-0123456789 , old-token-0123456789 ") == (
+        "new-token-0123456789",
+        "old-token-0123456789",
+    )
 
 
 def test_the_published_values_stay_as_published() -> None:
@@ -216,6 +258,9 @@ def test_the_published_values_stay_as_published() -> None:
         "BACKEND",
         "MASTER_INTERNAL_URL",
         "MASTER_TOKEN",
+        "WORKER_TOKENS",
+        "WORKER_INSECURE",
+        "METRICS_PORT",
         "HOST",
         "LEASE_DURATION_S",
         "LEASE_RENEW_DEADLINE_S",
@@ -226,7 +271,9 @@ def test_the_published_values_stay_as_published() -> None:
         "BAD_MAC_WINDOW_MS",
         "BAD_MAC_COOLDOWN_MS",
     )
-    assert WorkerEnv.env_names()[:14] == RESERVED_ENV
+    assert WorkerEnv.env_names()[:17] == RESERVED_ENV
+    assert (WORKER_METRICS_PORT, MASTER_METRICS_PORT) == (9090, 9091)
+    assert WORKER_TOKEN_HEADER == "x-wasp-worker-token"
 
 
 def test_the_shared_core_imports_no_program() -> None:

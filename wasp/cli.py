@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from wasp.contract import VERSION, default_image
+from wasp.contract import MASTER_METRICS_PORT, VERSION, default_image, parse_tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,6 +64,13 @@ def main() -> None:
     default="wasp-master",
     show_default=True,
     help="Secret with the `master-token` workers send.",
+)
+@click.option(
+    "--worker-tokens-secret",
+    envvar="WORKER_TOKENS_SECRET",
+    default=None,
+    help="Secret with the `worker-tokens` workers accept from the master "
+    "(WORKER_TOKENS); the --master-token-secret when unset.",
 )
 @click.option(
     "--health-url-template",
@@ -151,6 +158,7 @@ def operator(**options: Any) -> None:
         config_map=options["config_map"],
         master_internal_url=options["master_internal_url"],
         master_token_secret=options["master_token_secret"],
+        worker_tokens_secret=options["worker_tokens_secret"] or options["master_token_secret"],
         health_url_template=options["health_url_template"],
         status_interval_s=options["status_interval"],
     )
@@ -187,6 +195,14 @@ def operator(**options: Any) -> None:
 @main.command()
 @click.option("--host", envvar="HOST", default="0.0.0.0", show_default=True)
 @click.option("--port", envvar=["PORT_MASTER", "PORT"], type=int, default=3000, show_default=True)
+@click.option(
+    "--metrics-port",
+    envvar="METRICS_PORT",
+    type=int,
+    default=MASTER_METRICS_PORT,
+    show_default=True,
+    help="Port of /metrics (not served on --port); 0 to disable.",
+)
 @click.option(
     "-n",
     "--namespace",
@@ -237,9 +253,10 @@ def operator(**options: Any) -> None:
 def master(**options: Any) -> None:
     """Run the master: route /api/* by slot, wake shards, fan live events out.
 
-    Secrets come from the environment only: MASTER_TOKEN (workers' x-master-token)
-    and API_KEYS (comma-separated full-access keys for /api/*); scoped keys are
-    hashed records in --api-keys-file.
+    Secrets come from the environment only: MASTER_TOKEN (workers' x-master-token),
+    WORKER_TOKENS (comma-separated; the first is sent to workers as
+    x-wasp-worker-token) and API_KEYS (comma-separated full-access keys for /api/*);
+    scoped keys are hashed records in --api-keys-file.
     """
     from pydantic import ValidationError
     from wasp_master.config import MasterConfig
@@ -248,10 +265,16 @@ def master(**options: Any) -> None:
 
     keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
     try:
+        worker_tokens = parse_tokens(os.environ.get("WORKER_TOKENS", ""))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
         config = MasterConfig(
             host=options["host"],
             port=options["port"],
+            metrics_port=options["metrics_port"] or None,
             master_token=os.environ.get("MASTER_TOKEN", ""),
+            worker_tokens=worker_tokens,
             api_keys=keys,
             api_keys_file=options["api_keys_file"],
             config_dir=options["config_dir"],
@@ -357,7 +380,9 @@ def worker() -> None:
     """Run one shard's worker: keep the WhatsApp sessions of its slot range alive.
 
     Configured by the environment: SLOT_FROM, SLOT_TO, MAX_ACTIVE, MAX_INIT,
-    WARMUP_LIMIT, CONFIGDIR, WORKDIR, MASTER_INTERNAL_URL, MASTER_TOKEN, BACKEND, PORT.
+    WARMUP_LIMIT, CONFIGDIR, WORKDIR, MASTER_INTERNAL_URL, MASTER_TOKEN, BACKEND, PORT,
+    METRICS_PORT, and WORKER_TOKENS: what the master sends (comma-separated, two during
+    a rotation); without it the worker does not start, unless WORKER_INSECURE=true.
     """
 
     from pydantic import ValidationError
@@ -395,6 +420,13 @@ def worker() -> None:
     type=int,
     default=None,
     help="Workers listen on this port and the next ones instead of the shards file's ports.",
+)
+@click.option(
+    "--metrics-base-port",
+    type=int,
+    default=MASTER_METRICS_PORT,
+    show_default=True,
+    help="The master's /metrics on this port, the workers' on the next ones.",
 )
 def dev(**options: Any) -> None:
     """Run the master and the workers of a shards file locally, until Ctrl-C."""

@@ -106,6 +106,11 @@ ShardName = Annotated[
 """A shard's name: the WhatsAppShard's metadata.name, a shards file's `id`, SHARD_NAME."""
 
 WORKER_PORT = 8080
+# /metrics has a port of its own, so the API port serves only the API (and the
+# master's console): a NetworkPolicy can then let Prometheus reach the metrics
+# and nothing else. The operator's is 9090 too, in a pod of its own.
+WORKER_METRICS_PORT = 9090
+MASTER_METRICS_PORT = 9091
 WORKER_ENDPOINT = "http://{name}-0.{name}.{namespace}.svc:{port}"
 
 
@@ -117,6 +122,28 @@ def worker_endpoint(name: str, namespace: str, port: int = WORKER_PORT) -> str:
 # Largest request body either HTTP server reads; the master forwards bodies to
 # workers, so a body one accepts the other must accept too.
 MAX_BODY_BYTES = 1 << 20
+
+# The master's credential on every worker route but the probes (/health, /ready):
+# a shared token, sent by the master in this header. WORKER_TOKENS lists the valid
+# ones, comma-separated; the master sends the first, a worker accepts any, so a
+# rotation is two tokens for a while (docs/operations.md).
+WORKER_TOKEN_HEADER = "x-wasp-worker-token"
+WORKER_TOKEN_MIN_LENGTH = 16
+_TOKEN_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")  # printable ASCII, no comma or space
+
+
+def parse_tokens(text: str) -> tuple[str, ...]:
+    """WORKER_TOKENS as a tuple (empty for ''); ValueError naming the rule a token breaks,
+    never the token."""
+    tokens = tuple(part.strip() for part in text.split(",") if part.strip())
+    for at, token in enumerate(tokens, 1):
+        if len(token) < WORKER_TOKEN_MIN_LENGTH or not _TOKEN_RE.fullmatch(token):
+            raise ValueError(
+                f"WORKER_TOKENS: token {at} of {len(tokens)} must be at least "
+                f"{WORKER_TOKEN_MIN_LENGTH} printable ASCII characters without spaces or commas"
+            )
+    return tokens
+
 
 Backend = Literal["neonize", "simulator"]
 
@@ -146,6 +173,8 @@ class WorkerEnv(BaseSettings):
         validate_by_alias=True,
         # Every variable is one scalar; a slot like A1 is not JSON to decode.
         enable_decoding=False,
+        # An error names the variable and the rule, never the value: it may be a token.
+        hide_input_in_errors=True,
     )
 
     shard_name: ShardName | None = Field(None, alias="SHARD_NAME")
@@ -162,6 +191,11 @@ class WorkerEnv(BaseSettings):
     backend: Backend = Field("neonize", alias="BACKEND")
     master_internal_url: str = Field("", alias="MASTER_INTERNAL_URL")
     master_token: str = Field("", alias="MASTER_TOKEN", repr=False)
+    # What callers must send (WORKER_TOKEN_HEADER); unset, `wasp worker` refuses to start
+    # unless WORKER_INSECURE (a worker on one's own machine) opens every route.
+    worker_tokens: str = Field("", alias="WORKER_TOKENS", repr=False)
+    insecure: bool = Field(False, alias="WORKER_INSECURE")
+    metrics_port: int = Field(WORKER_METRICS_PORT, alias="METRICS_PORT", ge=0, le=65535)
     host: str = Field("0.0.0.0", alias="HOST")
     lease_duration_s: int = Field(15, alias="LEASE_DURATION_S", ge=2, le=300)
     # Unset: 2/3 and 1/5 of the duration (client-go's 15/10/2 s, a little tighter).
@@ -176,6 +210,7 @@ class WorkerEnv(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         SlotRange(self.slot_from, self.slot_to)
+        parse_tokens(self.worker_tokens)
         duration, renew, retry = self.lease_seconds()
         if not retry < renew < duration:
             raise ValueError(
@@ -196,6 +231,11 @@ class WorkerEnv(BaseSettings):
     @property
     def slots(self) -> SlotRange:
         return SlotRange(self.slot_from, self.slot_to)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every token a caller may send (two during a rotation)."""
+        return parse_tokens(self.worker_tokens)
 
     @classmethod
     def env_name(cls, field: str) -> str:
@@ -258,5 +298,8 @@ RESERVED_ENV: tuple[str, ...] = tuple(
         "backend",
         "master_internal_url",
         "master_token",
+        "worker_tokens",
+        "insecure",
+        "metrics_port",
     )
 )

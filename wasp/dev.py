@@ -37,7 +37,7 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from wasp.contract import Backend, WorkerEnv
+from wasp.contract import MASTER_METRICS_PORT, Backend, WorkerEnv
 from wasp.slots import SlotRange
 
 Say = Callable[[str], None]
@@ -45,6 +45,8 @@ HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
 TAIL_LINES = 25
+# What `wasp dev` sets itself: a value left in the caller's environment must not win.
+OWN_ENV = ("PORT", "PORT_MASTER", "SHARDS_JSON", "METRICS_PORT", "WORKER_TOKENS", "WORKER_INSECURE")
 ACCOUNT_NAMES = ("Sales", "Support", "Billing", "Onboarding", "Partners", "Field team")
 
 
@@ -57,8 +59,10 @@ class DevOptions:
     shards_file: Path
     data_dir: Path = Path(".wasp-dev")
     backend: Backend = "simulator"
-    port: int = 3000  # the master: console, API, Socket.IO, /metrics
+    port: int = 3000  # the master: console, API, Socket.IO
     base_port: int | None = None  # workers on base_port, base_port+1, ... (else the file's)
+    # /metrics of the master on this port, of the workers on the next ones.
+    metrics_base_port: int = MASTER_METRICS_PORT
     start_timeout_s: float = 60.0
 
 
@@ -89,14 +93,22 @@ class Plan:
     config_dir: Path
     shards_path: Path
     token: str = field(repr=False, default="")
+    metrics: dict[str, str] = field(default_factory=dict)  # child name -> its /metrics URL
 
     @property
     def master(self) -> Child:
         return self.children[-1]
 
 
-def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
-    """What to start for these options: every worker of the shards file, then the master."""
+def plan(
+    options: DevOptions, base_env: Mapping[str, str], token: str, worker_token: str | None = None
+) -> Plan:
+    """What to start for these options: every worker of the shards file, then the master.
+
+    `token` is what workers send the master (MASTER_TOKEN), `worker_token` what the
+    master sends workers (WORKER_TOKENS; a fresh one when not given): one run, one
+    pair, never asked of the user."""
+    worker_token = worker_token or secrets.token_urlsafe(32)
     from wasp_master.shards import load_shards
 
     data_dir = options.data_dir.resolve()
@@ -105,7 +117,7 @@ def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
     shards_path = data_dir / "shards.json"
     python = (sys.executable, "-m", "wasp.cli")
     master_url = f"http://{HOST}:{options.port}"
-    env = {k: v for k, v in base_env.items() if k not in ("PORT", "PORT_MASTER", "SHARDS_JSON")}
+    env = {k: v for k, v in base_env.items() if k not in OWN_ENV}
     try:
         shards = load_shards(None, options.shards_file)
     except ValueError as error:  # pydantic's ValidationError is one too
@@ -113,11 +125,17 @@ def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
     ports = [
         s.port if options.base_port is None else options.base_port + i for i, s in enumerate(shards)
     ]
-    if len({*ports, options.port}) != len(ports) + 1:
-        raise BadShards(f"ports collide: master {options.port}, workers {ports}")
+    metrics_ports = [options.metrics_base_port + i for i in range(len(shards) + 1)]
+    taken = [*ports, options.port, *metrics_ports]
+    if len(set(taken)) != len(taken):
+        raise BadShards(
+            f"ports collide: master {options.port}, workers {ports}, metrics {metrics_ports}"
+        )
     children: list[Child] = []
     resolved: list[dict[str, object]] = []
-    for shard, port in zip(shards, ports, strict=True):
+    metrics: dict[str, str] = {}
+    for shard, port, metrics_port in zip(shards, ports, metrics_ports[1:], strict=True):
+        metrics[shard.id] = f"http://{HOST}:{metrics_port}/metrics"
         work_dir = data_dir / (shard.workdir or Path(shard.id))
         resolved.append(
             {
@@ -142,6 +160,8 @@ def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
                     "backend": options.backend,
                     "master_internal_url": master_url,
                     "master_token": token,
+                    "worker_tokens": worker_token,
+                    "metrics_port": metrics_port,
                     "shard_name": shard.id,
                 }
             )
@@ -168,13 +188,21 @@ def plan(options: DevOptions, base_env: Mapping[str, str], token: str) -> Plan:
                 "--config-dir",
                 str(config_dir),
             ),
-            env={**env, "PORT_MASTER": str(options.port), "HOST": HOST, "MASTER_TOKEN": token},
+            env={
+                **env,
+                "PORT_MASTER": str(options.port),
+                "METRICS_PORT": str(metrics_ports[0]),
+                "HOST": HOST,
+                "MASTER_TOKEN": token,
+                "WORKER_TOKENS": worker_token,
+            },
             url=master_url,
             log=logs / "master.log",
             detail="console, API, live events",
         )
     )
-    return Plan(children, resolved, config_dir, shards_path, token)
+    metrics["master"] = f"http://{HOST}:{metrics_ports[0]}/metrics"
+    return Plan(children, resolved, config_dir, shards_path, token, metrics)
 
 
 def seed_accounts(
@@ -344,11 +372,11 @@ def run(options: DevOptions, say: Say | None = None) -> int:
         if supervisor.stop_requested is not None:
             return 0
         master = layout.master.url
-        workers = ", ".join(f"{c.url}/metrics" for c in layout.children[:-1])
+        workers = ", ".join(layout.metrics[c.name] for c in layout.children[:-1])
         say("")
         say(f"  Console   {master}/")
         say(f"  API       {master}/openapi.json")
-        say(f"  Metrics   {master}/metrics  (workers: {workers})")
+        say(f"  Metrics   {layout.metrics['master']}  (workers: {workers})")
         say("")
         say("Ctrl-C stops everything.")
         gone = supervisor.watch()

@@ -12,10 +12,12 @@ neither program has to import the other.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.validation import JsonInt
@@ -77,23 +79,32 @@ API = ApiInfo(
     title="wasp worker",
     description="One shard's WhatsApp sessions. Slot operations answer 409 "
     "for slots outside SLOT_FROM..SLOT_TO. Every error is JSON: {ok: false, error}; "
-    "a documented path answers 405 (with Allow) for a method it does not take.",
+    "a documented path answers 405 (with Allow) for a method it does not take. "
+    f"Only the master may call it: every operation but the probes (/health, /ready) needs "
+    f"`{WORKER_TOKEN_HEADER}`, one of the worker's WORKER_TOKENS. Metrics are on their "
+    "own port (METRICS_PORT), not this one.",
     reasons={
         200: "OK",
         202: "Accepted: stored on disk",
         400: "Bad input (the error says which); nothing changed",
+        401: f"Missing or invalid {WORKER_TOKEN_HEADER}; nothing changed",
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
         429: "Worker capacity full",
         503: "This worker does not hold its shard's lease (another may)",
     },
+    security_schemes={
+        "WorkerToken": {"type": "apiKey", "in": "header", "name": WORKER_TOKEN_HEADER},
+    },
 )
+# Probes: kubelet and the operator call them without a credential.
+OPEN = frozenset({"/health", "/ready"})
 # Any slot operation: a bad slot, a slot another worker serves, a lease held elsewhere,
 # and a path the router does not know (a slot that changes the path's shape).
 SLOT_OPS = (400, 404, 409, 503)
 WITH_BODY = (*SLOT_OPS, 413)
-ENDPOINTS = [
+_ENDPOINTS = [
     Endpoint("health", "GET", "/health", "Worker health: range, active and max sessions"),
     Endpoint(
         "ready",
@@ -110,7 +121,6 @@ ENDPOINTS = [
         query=LogsQuery,
         responses=(200, 400),
     ),
-    Endpoint("metrics", "GET", "/metrics", "Prometheus metrics"),
     Endpoint(
         "events",
         "GET",
@@ -218,3 +228,14 @@ ENDPOINTS = [
         responses=(200, *SLOT_OPS),
     ),
 ]
+ENDPOINTS = [
+    endpoint
+    if endpoint.path in OPEN
+    else replace(
+        endpoint,
+        security=("WorkerToken",),
+        responses=tuple(sorted({*endpoint.responses, 401})),
+    )
+    for endpoint in _ENDPOINTS
+]
+"""Every operation; all but the probes need the master's token (`WorkerToken`)."""

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import socketio
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wasp import worker_api
@@ -74,11 +73,6 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {"ok": True, "master": {"port": master.config.port}, "workers": workers}
     )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(master_of(request).metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def shards(request: web.Request) -> web.Response:
@@ -216,7 +210,6 @@ ACCESS: dict[tuple[str, str], Operation] = {
 
 MASTER_ROUTES = [
     Route("GET", "/health", health, "Master health and every shard's range and reachability"),
-    Route("GET", "/metrics", metrics, "Prometheus metrics"),
     Route(
         "POST",
         "/internal/emit",
@@ -250,7 +243,9 @@ def worker_routes() -> list[Route]:
     return [
         replace(
             endpoint.bind(route_request),
-            responses=tuple(sorted({*endpoint.responses, 400, 404, 503})),
+            # The worker's token is the master's to send: clients show API keys instead.
+            security=(),
+            responses=tuple(sorted({*endpoint.responses, 400, 404, 503} - {401})),
         )
         for endpoint in worker_api.ENDPOINTS
         if endpoint.path.startswith("/api/accounts/{slot}/")
@@ -387,7 +382,12 @@ def build_app(
         directory=directory,
         store=store,
         metrics=MasterMetrics(),
-        proxy=Proxy(config.connect_timeout_s, config.read_timeout_s, config.worker_connections),
+        proxy=Proxy(
+            config.connect_timeout_s,
+            config.read_timeout_s,
+            config.worker_connections,
+            credentials=config.worker_headers(),
+        ),
         waker=Waker(directory, unsuspend, config.wake_timeout_s),
         sio=sio,
         keys=KeyRing(config.api_keys, config.api_keys_file),
@@ -399,7 +399,8 @@ def build_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await master.proxy.open()
-        http = aiohttp.ClientSession()
+        # The event long polls need the worker token; the wake's /health probe does not.
+        http = aiohttp.ClientSession(headers=config.worker_headers())
         master.hub.http = master.waker.http = http
         await master.refresh_workspaces()
         master.hub.sync()

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wasp.contract import WORKER_TOKEN_HEADER, parse_tokens
 
 
 class MasterConfig(BaseModel):
     """Everything `wasp master` needs; a bad value fails at start with the reason."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     host: str = "0.0.0.0"
-    port: int = Field(3000, ge=0, le=65535, description="PORT_MASTER: API, Socket.IO, /health.")
+    port: int = Field(
+        3000, ge=0, le=65535, description="PORT_MASTER: API, Socket.IO, console, /health."
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="METRICS_PORT: /metrics, on its own port; None: off."
+    )
     master_token: str = Field("", repr=False, description="What workers send as x-master-token.")
+    worker_tokens: tuple[str, ...] = Field(
+        (),
+        repr=False,
+        description=f"WORKER_TOKENS: the first is sent to workers as {WORKER_TOKEN_HEADER} "
+        "(the others are what workers also accept during a rotation).",
+    )
     api_keys: tuple[str, ...] = Field(
         (), repr=False, description="API_KEYS: plain keys accepted on /api/* with full access."
     )
@@ -46,3 +59,20 @@ class MasterConfig(BaseModel):
     )
     access_log: bool = Field(False, description="One JSON line per request (http_access).")
     kubeconfig: Path | None = None
+
+    @field_validator("worker_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any("," in token for token in value):
+            raise ValueError("WORKER_TOKENS: a token has no commas; give a list")
+        return parse_tokens(",".join(value))
+
+    @property
+    def worker_token(self) -> str | None:
+        """What this master sends to workers: the first of WORKER_TOKENS."""
+        return self.worker_tokens[0] if self.worker_tokens else None
+
+    def worker_headers(self) -> dict[str, str]:
+        """The credential every request to a worker carries (none without WORKER_TOKENS)."""
+        token = self.worker_token
+        return {WORKER_TOKEN_HEADER: token} if token else {}

@@ -3,7 +3,8 @@
 Method, path, query, end-to-end headers and body pass through; hop-by-hop
 headers do not. Large bodies stream both ways instead of being held in memory.
 A worker that cannot be reached, or stays silent past the read timeout, is a
-503 with the reason, never a hang.
+503 with the reason, never a hang. Every forwarded request carries the master's
+worker token (a client's own is dropped): workers answer only the master.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from wasp.contract import WORKER_TOKEN_HEADER
 from wasp_master.errors import ShardDown
 from wasp_master.routing import ShardRoute
 
@@ -34,8 +36,8 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-# Credentials meant for the master, not for workers.
-PRIVATE = frozenset({"x-api-key", "authorization", "x-master-token"})
+# Credentials meant for the master, not for workers; the worker token is the master's to set.
+PRIVATE = frozenset({"x-api-key", "authorization", "x-master-token", WORKER_TOKEN_HEADER})
 SMALL_BODY = 256 * 1024  # read whole below this: one write instead of a chunked stream
 
 
@@ -58,9 +60,14 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
 
 class Proxy:
     def __init__(
-        self, connect_timeout_s: float, read_timeout_s: float, per_worker: int = 256
+        self,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        per_worker: int = 256,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self._per_worker = per_worker
+        self._credentials = dict(credentials or {})
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -91,6 +98,7 @@ class Proxy:
         # The master's to set: these replace whatever the client sent.
         headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Host"] = request.host
+        headers.update(self._credentials)
         data: bytes | AsyncIterator[bytes] | None = body
         if body is None and request.body_exists:
             length = request.content_length

@@ -7,6 +7,7 @@ loop; kopf also owns SIGTERM, and the HTTP server stops after it. Local mode
 
 Either way one aiohttp server listens on the public port and serves every
 request itself: the API, the proxy to workers, Socket.IO and the console.
+/metrics has a port of its own (METRICS_PORT), for Prometheus only.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from aiohttp import web
 
 from wasp import logs
 from wasp.kube import api_client
+from wasp.metrics_port import serving_metrics
 from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
 from wasp_master.live import settle_gc
 from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
+from wasp_master.state import MASTER
 from wasp_master.wake import kube_unsuspend
 
 log = logging.getLogger("wasp.master")
@@ -43,9 +46,20 @@ def _started(config: MasterConfig, mode: str) -> None:
                 "api_keys": len(config.api_keys),  # how many, never which
                 "api_keys_file": str(config.api_keys_file) if config.api_keys_file else None,
                 "master_token": bool(config.master_token),
+                "worker_tokens": len(config.worker_tokens),  # how many, never which
+                "metrics_port": config.metrics_port,
             }
         )
     )
+    if not config.worker_tokens:
+        log.warning(
+            json.dumps(
+                {
+                    "event": "worker_token_missing",
+                    "reason": "no WORKER_TOKENS: workers that require one refuse this master",
+                }
+            )
+        )
     if not config.api_keys and config.api_keys_file is None:
         log.warning(
             json.dumps(
@@ -56,7 +70,8 @@ def _started(config: MasterConfig, mode: str) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[int]:
-    """The app on the public port (yielded: the bound one when the config asks for 0)."""
+    """The app on the public port (yielded: the bound one when the config asks for 0), and
+    /metrics on the metrics port when one is configured."""
     if config.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
         runner = web.AppRunner(app, access_log_class=logs.JsonAccessLogger)
@@ -65,8 +80,10 @@ async def serving(config: MasterConfig, app: web.Application) -> AsyncIterator[i
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
-        settle_gc()  # the app is built: what exists now lives as long as the process
-        yield runner.addresses[0][1]
+        registry = app[MASTER].metrics.registry
+        async with serving_metrics(registry, config.host, config.metrics_port):
+            settle_gc()  # the app is built: what exists now lives as long as the process
+            yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
 

@@ -89,6 +89,8 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
         {
             "shard_name": name,
             "port": config.worker_port,
+            "metrics_port": config.worker_metrics_port,
+            "insecure": False,  # explicit, and reserved: a shard's env cannot open a worker
             "slot_from": spec.slotFrom,
             "slot_to": spec.slotTo,
             "max_active": capacity.maxActive,
@@ -109,6 +111,14 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
                     "name": config.master_token_secret,
                     "key": "master-token",
                     "optional": True,
+                }
+            },
+            # Not optional: without its tokens a worker would refuse the master (and
+            # `wasp worker` does not start), so the pod waits for the Secret instead.
+            "worker_tokens": {
+                "secretKeyRef": {
+                    "name": config.worker_tokens_secret,
+                    "key": config.worker_tokens_key,
                 }
             },
         }
@@ -143,7 +153,10 @@ def pod_template(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> 
         "name": "worker",
         "image": spec.image or config.worker_image,
         "args": ["worker"],
-        "ports": [{"name": "http", "containerPort": config.worker_port}],
+        "ports": [
+            {"name": "http", "containerPort": config.worker_port},
+            {"name": "metrics", "containerPort": config.worker_metrics_port},
+        ],
         "env": worker_env(name, spec, config),
         # Ready means holding the shard's lease: a standby pod gets no traffic, and a
         # holder past its renew deadline leaves the endpoints within one period.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wasp.contract import WORKER_ENDPOINT, WORKER_PORT, default_image
+from wasp.contract import WORKER_ENDPOINT, WORKER_METRICS_PORT, WORKER_PORT, default_image
 
 
 class OperatorConfig(BaseModel):
@@ -24,7 +24,16 @@ class OperatorConfig(BaseModel):
     master_token_secret: str = Field(
         "wasp-master", description="Secret holding the `master-token` key workers send."
     )
+    worker_tokens_secret: str = Field(
+        "wasp-master",
+        description="Secret holding the `worker-tokens` key: what workers accept from the "
+        "master (WORKER_TOKENS). Required: a worker pod does not start without it.",
+    )
+    worker_tokens_key: str = Field("worker-tokens", description="Its key in that Secret.")
     worker_port: int = WORKER_PORT
+    worker_metrics_port: int = Field(
+        WORKER_METRICS_PORT, ge=1, le=65535, description="Workers' METRICS_PORT (/metrics)."
+    )
     endpoint_template: str = Field(
         WORKER_ENDPOINT, description="The worker URL written to status.endpoint."
     )

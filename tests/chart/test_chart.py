@@ -3,6 +3,7 @@ the real apiserver's schemas, kube-score; and the properties the chart promises.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -20,10 +21,13 @@ from tests.support.cluster import ROOT, LocalCluster, tools_bin_dir
 from wasp.contract import (
     CRD,
     IMAGE_REPOSITORY,
+    MASTER_METRICS_PORT,
     VERSION,
+    WORKER_METRICS_PORT,
     WORKER_PORT,
     check_shard_name,
     default_image,
+    parse_tokens,
 )
 from wasp.shard import WhatsAppShardSpec
 
@@ -164,6 +168,7 @@ def test_operator_and_master_are_wired_together(rendered: dict[str, str]) -> Non
     assert args["--config-map"] == configmap
     assert args["--master-internal-url"] == f"http://{master_svc}.wasp.svc:8080"
     assert args["--master-token-secret"] == secret
+    assert args["--worker-tokens-secret"] == secret
     assert args["--metrics-port"] == "9090"
     assert args["--liveness"] == "http://0.0.0.0:8081/healthz"
     assert args["--webhook-port"] == "9443"
@@ -177,6 +182,11 @@ def test_operator_and_master_are_wired_together(rendered: dict[str, str]) -> Non
     assert env["WATCH_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["MASTER_TOKEN"] == {"secretKeyRef": {"name": secret, "key": "master-token"}}
     assert env["API_KEYS"] == {"secretKeyRef": {"name": secret, "key": "api-keys"}}
+    # What the master sends workers: from the Secret the operator points workers at.
+    assert env["WORKER_TOKENS"] == {"secretKeyRef": {"name": secret, "key": "worker-tokens"}}
+    assert env["METRICS_PORT"] == str(MASTER_METRICS_PORT)
+    ports = {p["name"]: p["containerPort"] for p in master["ports"]}
+    assert ports == {"http": 8080, "metrics": MASTER_METRICS_PORT}
     assert env["PREWARM"] == "0"
     assert env["WAKE_TIMEOUT"] == "60"
     data = find(docs, "ConfigMap", "-config")["data"]
@@ -194,11 +204,78 @@ def test_example_shards_render_as_whatsappshards(rendered: dict[str, str]) -> No
 def test_network_policy_selects_the_operators_worker_pods(rendered: dict[str, str]) -> None:
     from wasp_operator.children import labels
 
-    policy = find(documents(rendered["default"]), "NetworkPolicy", "-workers")
+    docs = documents(rendered["default"])
+    policy = find(docs, "NetworkPolicy", "-workers")
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= labels("w1").items()
-    (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    api, metrics = policy["spec"]["ingress"]
+    # The API port from the master (and the operator, for /health); metrics from Prometheus.
+    assert api["ports"] == [{"port": WORKER_PORT, "protocol": "TCP"}]
+    components = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in api["from"]
+    }
+    assert components == {"master", "operator"}
+    assert all(set(peer) == {"podSelector"} for peer in api["from"])  # this namespace only
+    assert metrics["ports"] == [{"port": WORKER_METRICS_PORT, "protocol": "TCP"}]
+    (prometheus,) = metrics["from"]
+    assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    # The master's API port is open to all, its metrics port to Prometheus only.
+    master = find(docs, "NetworkPolicy", "-master")["spec"]["ingress"]
+    assert master[0] == {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    assert master[1]["ports"] == [{"port": MASTER_METRICS_PORT, "protocol": "TCP"}]
+    assert master[1]["from"] == metrics["from"]
+
+
+def test_metrics_are_scraped_on_their_own_ports_only(rendered: dict[str, str]) -> None:
+    docs = documents(rendered["examples"])
+    public = find(docs, "Service", "-master")
+    assert [p["name"] for p in public["spec"]["ports"]] == ["http"]
+    assert "wasp.dev/metrics" not in public["metadata"]["labels"]
+    scraped = [
+        d for d in docs if d["kind"] == "Service" and "wasp.dev/metrics" in d["metadata"]["labels"]
+    ]
+    assert {d["metadata"]["name"] for d in scraped} == {
+        "rel-wasp-master-metrics",
+        "rel-wasp-operator-metrics",
+    }
+    for service in scraped:
+        assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    monitor = find(docs, "ServiceMonitor")["spec"]
+    assert [e["port"] for e in monitor["endpoints"]] == ["metrics"]
+    pods = find(docs, "PodMonitor")["spec"]
+    assert [e["port"] for e in pods["podMetricsEndpoints"]] == ["metrics"]
+
+
+def test_worker_tokens_are_generated_kept_or_given(helm: Helm) -> None:
+    def tokens(*args: str) -> str:
+        secret = find(documents(helm.template(*args)), "Secret", "-credentials")
+        return base64.b64decode(secret["data"]["worker-tokens"]).decode()
+
+    generated = tokens()
+    assert parse_tokens(generated) == (generated,)
+    assert tokens() != generated  # fresh per install (kept on upgrade: test_install)
+    given = ("new-token-0123456789", "old-token-0123456789")
+    args = [f"--set=credentials.workerTokens[{i}]={t}" for i, t in enumerate(given)]
+    assert tokens(*args) == ",".join(given)
+    # What the master sends is the first, and workers accept both.
+    assert MasterConfig(worker_tokens=parse_tokens(tokens(*args))).worker_token == given[0]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["credentials.workerTokens[0]=short"],
+        ["credentials.workerTokens[0]=has\\,a-comma-0123456789"],
+        [f"credentials.workerTokens[{i}]=token-number-{i}-0123456789" for i in range(3)],
+    ],
+)
+def test_worker_tokens_the_workers_would_refuse_are_refused_by_the_schema(
+    helm: Helm, values: list[str]
+) -> None:
+    args = [f"--set={v}" for v in values]
+    result = helm.run("template", "rel", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert "workerTokens" in result.stderr
 
 
 def _metric_names_in_code() -> set[str]:
@@ -287,6 +364,12 @@ def test_chart_agrees_with_the_contract_and_the_operator(rendered: dict[str, str
     policy = find(docs, "NetworkPolicy", "-workers")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert [p["port"] for p in policy["ingress"][0]["ports"]] == [worker_port]
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert [p["port"] for p in policy["ingress"][1]["ports"]] == [ports["metrics"]]
+    assert ports["metrics"] == WORKER_METRICS_PORT
     budget = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     monitor = find(docs, "PodMonitor")["spec"]
     for selector in [b["spec"]["selector"] for b in budget] + [monitor["selector"]]:

@@ -24,7 +24,13 @@ from tests.chart.helm import CHART, Helm, container, documents, find, flags
 from tests.support.cluster import LocalCluster
 from tests.support.operator import CLOSED_PORT
 from tests.support.processes import ProgramProcess, free_port, http_ok
-from wasp.contract import CRD
+from wasp.contract import (
+    CRD,
+    MASTER_METRICS_PORT,
+    WORKER_METRICS_PORT,
+    WORKER_PORT,
+    parse_tokens,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -72,6 +78,7 @@ class Release:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     def install(self, command: str, *values: str) -> None:
         self.helm.run(
@@ -204,6 +211,41 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     generated = release.secret(credentials)
     assert len(base64.b64decode(generated["master-token"])) >= 32
     assert base64.b64decode(generated["api-keys"])
+    (worker_token,) = parse_tokens(base64.b64decode(generated["worker-tokens"]).decode())
+    assert len(worker_token) >= 48
+
+    # The master reads the worker token from the Secret and serves metrics on their port.
+    master_name = find(docs, "Deployment", "-master")["metadata"]["name"]
+    installed = release.apps.read_namespaced_deployment(master_name, release.namespace)
+    master_container = installed.spec.template.spec.containers[0]
+    master_env = {e.name: e for e in master_container.env}
+    ref = master_env["WORKER_TOKENS"].value_from.secret_key_ref
+    assert (ref.name, ref.key) == (credentials, "worker-tokens")
+    assert master_env["METRICS_PORT"].value == str(MASTER_METRICS_PORT)
+    assert {p.name: p.container_port for p in master_container.ports}["metrics"] == (
+        MASTER_METRICS_PORT
+    )
+
+    # The policies as the apiserver stored them: workers' API port from the master and
+    # the operator, their metrics port and the master's from Prometheus only.
+    policies = {
+        p.metadata.name: p.spec
+        for p in release.networking.list_namespaced_network_policy(release.namespace).items
+    }
+    workers_policy = policies[find(docs, "NetworkPolicy", "-workers")["metadata"]["name"]]
+    api_rule, metrics_rule = workers_policy.ingress
+    assert [p.port for p in api_rule.ports] == [WORKER_PORT]
+    assert {
+        peer.pod_selector.match_labels["app.kubernetes.io/component"] for peer in api_rule._from
+    } == {"master", "operator"}
+    assert [p.port for p in metrics_rule.ports] == [WORKER_METRICS_PORT]
+    (scraper,) = metrics_rule._from
+    assert scraper.pod_selector.match_labels == {"app.kubernetes.io/name": "prometheus"}
+    master_policy = policies[find(docs, "NetworkPolicy", "-master")["metadata"]["name"]]
+    assert [p.port for p in master_policy.ingress[1].ports] == [MASTER_METRICS_PORT]
+    assert master_policy.ingress[1]._from[0].pod_selector.match_labels == (
+        scraper.pod_selector.match_labels
+    )
     cert = release.secret(webhook_secret)
     assert {"ca.crt", "tls.crt", "tls.key"} <= cert.keys()
 
@@ -245,6 +287,17 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
         assert {v.config_map.name for v in pod.volumes if v.config_map} == {config_map}
         env = {e.name: e for e in pod.containers[0].env}
         assert env["MASTER_TOKEN"].value_from.secret_key_ref.name == credentials
+        # The worker tokens by reference, required, and nowhere in the StatefulSet itself.
+        tokens_ref = env["WORKER_TOKENS"].value_from.secret_key_ref
+        assert (tokens_ref.name, tokens_ref.key) == (credentials, "worker-tokens")
+        assert not tokens_ref.optional
+        assert env["WORKER_INSECURE"].value == "false"
+        assert env["METRICS_PORT"].value == str(WORKER_METRICS_PORT)
+        assert worker_token not in json.dumps(
+            release.apps.api_client.sanitize_for_serialization(sts)
+        )
+        ports = {p.name: p.container_port for p in pod.containers[0].ports}
+        assert ports == {"http": WORKER_PORT, "metrics": WORKER_METRICS_PORT}
         master_svc = find(docs, "Service", "-master")["metadata"]["name"]
         assert env["MASTER_INTERNAL_URL"].value == (
             f"http://{master_svc}.{release.namespace}.svc:8080"
@@ -276,6 +329,21 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
         assert release.webhooks(configuration)
         wait_for(lambda: release.statefulset("w2"), "StatefulSet w2 from values")
         wait_for(lambda: release.claim_bound("w2"), "claim of w2 bound")
+
+        # Rotation, first step: the new token joins the old one; the master (restarted
+        # by the credentials checksum) still sends the old one, which every worker takes.
+        new = "rotated-token-5b0e8c2d7a41f936"
+        release.install(
+            "upgrade",
+            "--reuse-values",
+            "--set",
+            f"credentials.workerTokens={{{worker_token},{new}}}",
+        )
+        rotated = release.secret(credentials)
+        assert base64.b64decode(rotated["worker-tokens"]).decode() == f"{worker_token},{new}"
+        assert rotated["master-token"] == generated["master-token"]
+        restarted = release.apps.read_namespaced_deployment(master_name, release.namespace)
+        assert restarted.metadata.generation > master_generation
     finally:
         process.stop()
 

@@ -8,10 +8,21 @@ import os
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tests.support.dev import start_dev
 from tests.support.processes import http_text
+
+
+def status_of(method: str, url: str) -> int:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 def test_dev_runs_master_and_workers_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -38,12 +49,20 @@ def test_dev_runs_master_and_workers_and_leaves_nothing_behind(tmp_path: Path) -
         accounts = json.loads(http_text(f"{run.url}/api/accounts"))["accounts"]
         assert {"A1", "A51"} <= {a["slot"] for a in accounts}
         # What the README's tour points at.
-        master_metrics = http_text(f"{run.url}/metrics")
+        # Metrics on their own ports; the API ports serve none.
+        master_metrics = http_text(run.master_metrics)
         for name in ("wasp_master_shard_sessions_active", "wasp_master_socketio_clients"):
             assert name in master_metrics
-        worker_metrics = http_text(f"http://127.0.0.1:{run.worker_ports[0]}/metrics")
+        worker_metrics = http_text(run.worker_metrics[0])
         for name in ("wasp_worker_sessions_active", "wasp_worker_queue_depth"):
             assert name in worker_metrics
+        assert status_of("GET", f"{run.url}/metrics") == 404
+        # The master passes the run's worker token, made without the user: a worker's own
+        # port refuses a caller without it, and the same call through the master works.
+        worker = f"http://127.0.0.1:{run.worker_ports[0]}"
+        assert status_of("POST", f"{worker}/api/accounts/A1/connect") == 401
+        assert status_of("GET", f"{worker}/api/accounts/A1/status") == 401
+        assert status_of("POST", f"{run.url}/api/accounts/A1/connect") == 200
         pids = run.session_pids()
         assert len(pids) >= 4, pids  # wasp dev, master, two workers
     finally:

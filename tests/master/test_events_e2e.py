@@ -18,7 +18,7 @@ import pytest
 from tests.support.cluster import ROOT, free_port
 from tests.support.master import start_master
 from tests.support.processes import ProgramProcess
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 
 TOKEN = "events-token-7f3a"
 KEY = "events-key-91bc"
@@ -77,7 +77,8 @@ def post(url: str, key: str = KEY, body: dict[str, Any] | None = None) -> dict[s
 
 
 def worker_events(port: int) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/events", timeout=5) as response:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/events", headers=CREDENTIAL)
+    with urllib.request.urlopen(request, timeout=5) as response:
         return list(json.loads(response.read())["events"])
 
 

@@ -33,6 +33,7 @@ from wasp_worker.app import build_app as build_worker
 from wasp_worker.events import EventLog
 
 from tests.support.raw_http import Answer, AnswerReader
+from tests.support.worker import WORKER_TOKEN
 from tests.worker.test_worker_http import config as worker_config
 from wasp.slots import SlotRange
 
@@ -149,7 +150,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         ("flaky", ports[2], "F1", "F9"),
     ):
         directory.put(ShardRoute(shard, f"http://127.0.0.1:{port}", SlotRange.parse(first, last)))
-    config = MasterConfig(host="127.0.0.1", port=0, config_dir=config_dir, api_keys=(KEY,))
+    config = MasterConfig(
+        host="127.0.0.1",
+        port=0,
+        config_dir=config_dir,
+        api_keys=(KEY,),
+        worker_tokens=(WORKER_TOKEN,),
+    )
     app = build_app(config, directory, DirectoryStore(config_dir))
     async with serving(config, app) as port:
         yield Stack(port, seen)

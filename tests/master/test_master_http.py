@@ -25,7 +25,9 @@ from wasp_worker.events import EventLog
 from yarl import URL
 
 from tests.support.cluster import free_port
+from tests.support.worker import WORKER_TOKEN
 from tests.worker.test_worker_http import config as worker_config
+from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.slots import SlotRange
 
 Client = TestClient[Any, Any]
@@ -112,6 +114,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     )
     directory.put(ShardRoute("hung", echo_url, SlotRange.parse("H1", "H9")))
     config = MasterConfig(
+        worker_tokens=(WORKER_TOKEN,),
         port=3000,
         master_token=TOKEN,
         api_keys=(KEY, "second-key"),
@@ -271,8 +274,10 @@ async def test_api_key_as_bearer_and_open_paths(stack: Stack) -> None:
     url = client.make_url("/api/accounts/A2/status")
     ok = await client.session.get(url, headers={"Authorization": "Bearer second-key"})
     assert ok.status == 200
-    for path in ("/health", "/metrics", "/openapi.json"):
+    for path in ("/health", "/openapi.json"):
         assert (await client.session.get(client.make_url(path))).status == 200
+    # Metrics have their own port (`run.serving`): the API port does not serve them.
+    assert (await client.session.get(client.make_url("/metrics"))).status == 404
 
 
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
@@ -391,3 +396,12 @@ async def test_documented_paths_refuse_other_methods_and_the_rest_is_still_route
     assert (await routed.json())["method"] == "PATCH"
     by_body = await stack.master.post("/api/notes", json={"boundSlot": "E2"})
     assert (await by_body.json())["path"] == "/api/notes"
+
+
+async def test_the_master_sends_its_worker_token_and_never_a_clients(stack: Stack) -> None:
+    """Forwarded requests carry WORKER_TOKENS' first token; one a client sends is dropped."""
+    response = await stack.master.get(
+        "/api/accounts/E1/echo", headers={WORKER_TOKEN_HEADER: "forged-by-a-client-0123"}
+    )
+    seen = await response.json()
+    assert seen["headers"][WORKER_TOKEN_HEADER] == WORKER_TOKEN

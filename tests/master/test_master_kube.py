@@ -100,7 +100,7 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
         "--endpoint-template",
         worker_url,
     )
-    port = free_port()
+    port, metrics = free_port(), free_port()
     master = start_master(
         tmp_path / "master.log",
         port,
@@ -111,6 +111,7 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
         "--wake-timeout",
         "60",
         base_env={**env, **k.kube.env()},
+        METRICS_PORT=str(metrics),
     )
     programs.append(master)
     base = f"http://127.0.0.1:{port}"
@@ -137,7 +138,7 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
     assert k.shard("w1")["spec"]["suspend"] is False
     assert k.status("w1")["phase"] == "Ready"
     assert 'wasp_master_wakeups_total{result="ok",shard="w1"} 1.0' in (
-        urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
     )
 
     # A shard that cannot come up (its pod fits no node): 503 with Retry-After, no hang.

@@ -29,6 +29,7 @@ from wasp_master.state import MASTER
 from wasp_worker.app import build_app as build_worker
 from wasp_worker.events import EventLog
 
+from tests.support.worker import WORKER_TOKEN
 from tests.worker.test_worker_http import config as worker_config
 from wasp.cli import main as cli
 from wasp.slots import SlotRange
@@ -150,6 +151,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     keys_file = tmp_path / "keys.yaml"
     write_keys(keys_file, {i: secret(i) for i in KEYS}, KEYS)
     config = MasterConfig(
+        worker_tokens=(WORKER_TOKEN,),
         master_token=TOKEN,
         api_keys_file=keys_file,
         keys_poll_s=0.05,

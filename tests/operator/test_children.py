@@ -13,7 +13,7 @@ from wasp_operator import children
 from wasp_operator.config import OperatorConfig
 from wasp_worker.config import WorkerConfig
 
-from wasp.contract import CRD, RESERVED_ENV
+from wasp.contract import CRD, RESERVED_ENV, WORKER_METRICS_PORT, WORKER_PORT
 from wasp.shard import WhatsAppShardSpec
 
 CONFIG = OperatorConfig(worker_image="example.org/wasp:1", master_internal_url="http://m:8080")
@@ -91,11 +91,17 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         backend=case["backend"],
     )
     config = OperatorConfig(
-        master_internal_url=case["url"], worker_port=case["port"], master_token_secret="tok"
+        master_internal_url=case["url"],
+        worker_port=case["port"],
+        master_token_secret="tok",
+        worker_tokens_secret="tok",
     )
     name, namespace = case["name"], case["namespace"]
     sts = children.statefulset(name, namespace, "u", shard, config)
-    rendered = _kubelet_env(sts, namespace, {"tok/master-token": "s3cr3t"})
+    tokens = "new-token-0123456789,old-token-0123456789"
+    rendered = _kubelet_env(
+        sts, namespace, {"tok/master-token": "s3cr3t", "tok/worker-tokens": tokens}
+    )
     # Every variable the operator sets is one the worker reads (a misspelt name would be
     # ignored and the worker's default used), and it sets exactly the reserved ones.
     worker_vars = {n: v for n, v in rendered.items() if n != "PYTHONDONTWRITEBYTECODE"}
@@ -121,6 +127,8 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         "backend": shard.backend,
         "master_internal_url": case["url"],
         "master_token": "s3cr3t",
+        "worker_tokens": tokens,
+        "insecure": False,
     }
     defaults = WorkerConfig.model_construct()
     for field in WorkerConfig.model_fields:
@@ -222,3 +230,22 @@ def test_headless_service_selects_the_worker_pod() -> None:
         "metadata"
     ]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_worker_tokens_come_from_the_secret_and_metrics_have_their_port() -> None:
+    config = OperatorConfig(worker_tokens_secret="wasp-credentials")
+    sts = children.statefulset("w1", "crm", "uid-1", spec(), config)
+    env = env_of(sts)
+    # The tokens are referenced, never written into the StatefulSet, and required.
+    assert env["WORKER_TOKENS"] == {
+        "secretKeyRef": {"name": "wasp-credentials", "key": "worker-tokens"}
+    }
+    assert env["WORKER_INSECURE"] == "false"
+    assert env["METRICS_PORT"] == str(WORKER_METRICS_PORT)
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": WORKER_PORT,
+        "metrics": WORKER_METRICS_PORT,
+    }
+    # The probes stay on the API port: the worker answers them without a token.
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.cluster import LocalCluster
 from tests.support.operator import OperatorProcess
 from tests.support.processes import free_port
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 from wasp.contract import CRD, worker_endpoint
 
 pytestmark = pytest.mark.cluster
@@ -129,7 +129,9 @@ def test_shard_gets_service_statefulset_and_a_ready_status(k: Cluster, tmp_path:
         for slot in ("A1", "A2", "A3"):
             urllib.request.urlopen(
                 urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/accounts/{slot}/connect", method="POST"
+                    f"http://127.0.0.1:{port}/api/accounts/{slot}/connect",
+                    method="POST",
+                    headers=CREDENTIAL,  # as the master calls it; the operator needs only /health
                 ),
                 timeout=5,
             )

@@ -128,6 +128,7 @@ def test_prometheus_scrapes_wasp_dev_and_the_operator(
     k.apply("s1", {"slotFrom": "A1", "slotTo": "A50"})
     k.phase("s1", "Ready")
     w1, w2 = dev.worker_ports
+    m1, m2 = dev.metrics_ports[1:]  # metrics have their own ports, not the API's
     for slot in ("A1", "A2"):
         get_json(f"{dev.url}/api/accounts/{slot}/connect", {}, "POST")
         get_json(f"{dev.url}/api/accounts/{slot}/scan", {}, "POST")
@@ -138,10 +139,10 @@ def test_prometheus_scrapes_wasp_dev_and_the_operator(
     prometheus = Prometheus(
         tmp_path,
         {
-            "wasp-master": [(f"127.0.0.1:{dev.master_port}", {})],
+            "wasp-master": [(f"127.0.0.1:{dev.metrics_ports[0]}", {})],
             "wasp-worker": [
-                (f"127.0.0.1:{w1}", {"shard": "w1"}),
-                (f"127.0.0.1:{w2}", {"shard": "w2"}),
+                (f"127.0.0.1:{m1}", {"shard": "w1"}),
+                (f"127.0.0.1:{m2}", {"shard": "w2"}),
             ],
             "wasp-operator": [(f"127.0.0.1:{operator.metrics_port}", {})],
         },
@@ -174,7 +175,7 @@ def test_prometheus_scrapes_wasp_dev_and_the_operator(
                 for sample in family.samples
                 if sample.name == "wasp_worker_sessions" and sample.labels["state"] == "CONNECTED"
             )
-            for shard, port in (("w1", w1), ("w2", w2))
+            for shard, port in (("w1", m1), ("w2", m2))
         }
         assert connected["w1"] >= 2
         prometheus.eventually('sum by (shard) (wasp_worker_sessions{state="CONNECTED"})', connected)
@@ -184,7 +185,7 @@ def test_prometheus_scrapes_wasp_dev_and_the_operator(
         )
         # Routed requests by shard: what the master's /metrics says, once scraped again.
         routed: dict[str, float] = {}
-        for family in text_string_to_metric_families(text(f"{dev.url}/metrics")):
+        for family in text_string_to_metric_families(text(dev.master_metrics)):
             for sample in family.samples:
                 if sample.name == "wasp_master_requests_total":
                     shard = sample.labels["shard"]
@@ -202,7 +203,7 @@ def test_prometheus_scrapes_wasp_dev_and_the_operator(
 
 def test_metric_names_follow_prometheus_conventions(dev: DevRun) -> None:
     get_json(f"{dev.url}/api/accounts/A1/connect", {}, "POST")
-    pages = [f"{dev.url}/metrics", *(f"http://127.0.0.1:{p}/metrics" for p in dev.worker_ports)]
+    pages = [dev.master_metrics, *dev.worker_metrics]
     seen = set()
     for page in pages:
         for family in text_string_to_metric_families(text(page)):

@@ -20,6 +20,15 @@ class DevRun:
     master_port: int
     worker_ports: list[int]
     data_dir: Path
+    metrics_ports: list[int]  # the master's, then each worker's
+
+    @property
+    def master_metrics(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[0]}/metrics"
+
+    @property
+    def worker_metrics(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports[1:]]
 
     @property
     def url(self) -> str:
@@ -74,6 +83,13 @@ def start_dev(
         base_port = quiet_port(2)
         while master_port in (base_port, base_port + 1):
             base_port = quiet_port(2)
+    metrics_port = quiet_port(3)
+    while {metrics_port, metrics_port + 1, metrics_port + 2} & {
+        master_port,
+        base_port,
+        base_port + 1,
+    }:
+        metrics_port = quiet_port(3)
     data_dir = tmp_path / "dev-data"
     process = ProgramProcess(
         [
@@ -86,12 +102,15 @@ def start_dev(
             str(master_port),
             "--base-port",
             str(base_port),
+            "--metrics-base-port",
+            str(metrics_port),
             *args,
         ],
         tmp_path / "dev.log",
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
     ).start()
-    run = DevRun(process, master_port, [base_port, base_port + 1], data_dir)
+    metrics_ports = [metrics_port, metrics_port + 1, metrics_port + 2]
+    run = DevRun(process, master_port, [base_port, base_port + 1], data_dir, metrics_ports)
     if wait:
         process.wait_until(
             lambda: "Console" in process.output() and http_ok(f"{run.url}/health"),

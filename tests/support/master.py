@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.processes import ProgramProcess, http_ok
+from tests.support.worker import WORKER_TOKEN
 
 
 def start_master(
@@ -21,6 +22,8 @@ def start_master(
         "PORT_MASTER": str(port),
         "HOST": "127.0.0.1",
         "CONFIGDIR": str(config_dir),
+        "WORKER_TOKENS": WORKER_TOKEN,  # what test workers accept
+        "METRICS_PORT": "0",  # off unless a test asks for a port
         **env,
     }
     master = ProgramProcess(["master", *args], log, env=environment).start()

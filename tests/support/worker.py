@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.processes import ProgramProcess, http_ok
-from wasp.contract import WorkerEnv
+from wasp.contract import WORKER_TOKEN_HEADER, WorkerEnv
+
+# What test masters send and test workers accept: every test stack runs with the
+# worker's credential on, as in a cluster; the tests of its absence set their own.
+WORKER_TOKEN = "test-worker-token-5f2c9a71"
+CREDENTIAL = {WORKER_TOKEN_HEADER: WORKER_TOKEN}
 
 
 def start_worker(
@@ -30,6 +35,8 @@ def start_worker(
             "config_dir": config_dir,
             "work_dir": work_dir,
             "backend": "simulator",
+            "worker_tokens": WORKER_TOKEN,
+            "metrics_port": 0,  # off unless a test asks for a port
         }
     )
     environment = {**(base_env or {"PATH": "/usr/bin:/bin"}), **defaults.as_env(), **env}

@@ -13,6 +13,7 @@ from wasp_worker.app import build_app
 from wasp_worker.events import EventLog
 from wasp_worker.state import SESSIONS
 
+from tests.support.worker import CREDENTIAL
 from tests.worker.test_worker_http import config
 
 Client = TestClient[Any, Any]
@@ -23,7 +24,7 @@ async def worker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     app = build_app(
         config(tmp_path, backend=request.param, max_active=2), EventLog(stream=io.StringIO())
     )
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as client:
         yield client
 
 

@@ -12,7 +12,7 @@ import pytest
 from wasp_worker.backends.simulator import phone_of
 
 from tests.support.processes import ProgramProcess, free_port, http_text
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 from wasp.slots import Slot
 
 MESSAGES = 1000
@@ -21,7 +21,7 @@ MESSAGES = 1000
 def post(url: str, body: dict[str, object] | None = None) -> int:
     data = json.dumps(body or {}).encode()
     request = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+        url, data=data, method="POST", headers={"Content-Type": "application/json", **CREDENTIAL}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -32,8 +32,14 @@ def post(url: str, body: dict[str, object] | None = None) -> int:
         return 0  # connection refused or reset: the worker is down
 
 
-def start(tmp_path: Path, port: int) -> ProgramProcess:
-    return start_worker(tmp_path / "worker.log", port, tmp_path / "data", tmp_path / "config")
+def start(tmp_path: Path, port: int, metrics_port: int = 0) -> ProgramProcess:
+    return start_worker(
+        tmp_path / "worker.log",
+        port,
+        tmp_path / "data",
+        tmp_path / "config",
+        METRICS_PORT=str(metrics_port),
+    )
 
 
 def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
@@ -45,7 +51,7 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
     (config / "accounts.json").write_text(
         json.dumps([{"slot": "A1", "enabled": True}, {"slot": "A2", "enabled": True}])
     )
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}/api/accounts"
     worker = start(tmp_path, port)
     for slot in ("A1", "A2"):
@@ -64,7 +70,7 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
     print(f"at SIGKILL: {pending} of {MESSAGES // 2} accepted still queued")
     assert pending > 0, "the kill must land while the queue drains"
 
-    worker = start(tmp_path, port)
+    worker = start(tmp_path, port, metrics_port)
     try:
         # The client does not know what was accepted before the crash: it retries all.
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -72,7 +78,9 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
         assert again.count(200) == MESSAGES // 2  # already accepted: same message returned
         assert again.count(202) == MESSAGES // 2
         worker.wait_until(lambda: _queued(tmp_path) == 0, "queue drained", timeout=120)
-        assert "wasp_worker_messages_sent_total" in http_text(f"http://127.0.0.1:{port}/metrics")
+        assert "wasp_worker_messages_sent_total" in http_text(
+            f"http://127.0.0.1:{metrics_port}/metrics"
+        )
     finally:
         worker.stop()
 
@@ -102,7 +110,10 @@ def test_two_workers_for_one_range_only_one_serves_until_it_dies(tmp_path: Path)
     try:
         assert post(f"http://127.0.0.1:{first_port}/api/accounts/A1/connect") == 200
         request = urllib.request.Request(
-            f"http://127.0.0.1:{second_port}/api/accounts/A2/connect", data=b"{}", method="POST"
+            f"http://127.0.0.1:{second_port}/api/accounts/A2/connect",
+            data=b"{}",
+            method="POST",
+            headers=CREDENTIAL,
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)

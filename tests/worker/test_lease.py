@@ -26,7 +26,7 @@ from kubernetes import client
 from tests.support.cluster import LocalCluster, libfaketime
 from tests.support.processes import ProgramProcess, free_port
 from tests.support.tcp_proxy import FreezableProxy
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 
 pytestmark = pytest.mark.cluster
 
@@ -37,7 +37,9 @@ LEASE = "wasp-shard-w1"
 
 def call(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, object]]:
     data = b"{}" if method == "POST" else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=CREDENTIAL
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status), json.loads(response.read())

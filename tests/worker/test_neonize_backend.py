@@ -203,11 +203,12 @@ async def test_worker_runs_with_the_neonize_backend_offline(tmp_path: Path) -> N
     from wasp_worker.app import build_app
     from wasp_worker.events import EventLog
 
+    from tests.support.worker import CREDENTIAL
     from tests.worker.test_worker_http import config
 
     log = EventLog(stream=io.StringIO())
     app = build_app(config(tmp_path, backend="neonize"), log)
-    async with TestClient(TestServer(app)) as worker:
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as worker:
         answer = await (await worker.post("/api/accounts/A1/connect")).json()
         assert answer["status"] == "CONNECTING"
         for _ in range(200):

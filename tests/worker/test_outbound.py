@@ -17,7 +17,8 @@ from wasp_worker.backends.simulator import SimulatorBackend, phone_of, slot_of
 from wasp_worker.events import EventLog
 from wasp_worker.state import QUEUE, SESSIONS
 
-from tests.worker.test_worker_http import config
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_worker_http import config, scrape
 from wasp.messages import DestinationError, normalise
 from wasp.slots import Slot
 
@@ -27,7 +28,8 @@ Client = TestClient[Any, Any]
 @pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[Client]:
     async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
     ) as client:
         yield client
 
@@ -79,7 +81,7 @@ async def test_message_is_sent_only_once_connected_and_arrives_at_the_recipient(
     backend = worker.app[SESSIONS].backend
     assert isinstance(backend, SimulatorBackend)
     assert backend.ledger() == (1, 0)
-    text = await (await worker.get("/metrics")).text()
+    text = await scrape(worker)
     assert "wasp_worker_messages_sent_total 1.0" in text
     assert "wasp_worker_messages_received_total 1.0" in text
     logs = (await (await worker.get("/logs?limit=500")).json())["logs"]
@@ -193,7 +195,9 @@ async def test_too_large_body_is_413(worker: Client) -> None:
 async def test_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
     app_config = config(tmp_path)
     to = phone_of(Slot.parse("A2"))
-    async with TestClient(TestServer(build_app(app_config, EventLog(stream=io.StringIO())))) as w:
+    async with TestClient(
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO()))), headers=CREDENTIAL
+    ) as w:
         await login(w, "A1")
         await login(w, "A2")
         response = await w.post(
@@ -201,9 +205,11 @@ async def test_scheduled_message_survives_a_restart(tmp_path: Path) -> None:
             json={"to": to, "text": "later", "send_at": time.time() + 1.5},
         )
         row = (await response.json())["message"]["id"]
-        text = await (await w.get("/metrics")).text()
+        text = await scrape(w)
     assert "wasp_worker_queue_depth" in text
-    async with TestClient(TestServer(build_app(app_config, EventLog(stream=io.StringIO())))) as w:
+    async with TestClient(
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO()))), headers=CREDENTIAL
+    ) as w:
         await w.post("/api/accounts/A1/connect")  # stored auth: CONNECTED at once
         await w.post("/api/accounts/A2/connect")
         await wait_state(w, "A1", row, "sent")

@@ -18,7 +18,7 @@ from typing import Any
 from wasp_worker.wanted import WantedSessions
 
 from tests.support.processes import ProgramProcess, free_port
-from tests.support.worker import start_worker
+from tests.support.worker import CREDENTIAL, start_worker
 from wasp.slots import Slot
 
 LOGGED_IN = [f"A{n}" for n in range(1, 31)]
@@ -26,7 +26,9 @@ BOUND = ["A3", "A9", "A17", "A25", "A30"]
 
 
 def call(method: str, url: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method)
+    request = urllib.request.Request(
+        url, data=b"{}" if method == "POST" else None, method=method, headers=CREDENTIAL
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status), json.loads(response.read())

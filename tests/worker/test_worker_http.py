@@ -15,6 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import build_app
 from wasp_worker.config import WorkerConfig
 from wasp_worker.events import EventLog
+from wasp_worker.state import METRICS
+
+from tests.support.worker import CREDENTIAL, WORKER_TOKEN
+from wasp.metrics_port import metrics_app
 
 
 def config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
@@ -28,15 +32,25 @@ def config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
         "config_dir": tmp_path / "config",
         "work_dir": tmp_path / "data",
         "backend": "simulator",
+        "worker_tokens": WORKER_TOKEN,
         **overrides,
     }
     return WorkerConfig.model_validate(values)
 
 
+async def scrape(worker: TestClient[Any, Any]) -> str:
+    """What the worker's metrics port serves (`serve` runs it next to the API port)."""
+    app = worker.app
+    assert app is not None
+    async with TestClient(TestServer(metrics_app(app[METRICS]))) as metrics:
+        return await (await metrics.get("/metrics")).text()
+
+
 @pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
     async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
     ) as client:
         yield client
 
@@ -106,7 +120,8 @@ async def test_logout_wipes_auth_and_a_stored_session_resumes_without_qr(
 ) -> None:
     app_config = config(tmp_path)
     async with TestClient(
-        TestServer(build_app(app_config, EventLog(stream=io.StringIO())))
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
     ) as client:
         await client.post("/api/accounts/A5/connect")
         await client.post("/api/accounts/A5/scan")
@@ -114,7 +129,8 @@ async def test_logout_wipes_auth_and_a_stored_session_resumes_without_qr(
         await client.post("/api/accounts/A6/scan")
         assert (await client.post("/api/accounts/A6/logout")).status == 200
     async with TestClient(
-        TestServer(build_app(app_config, EventLog(stream=io.StringIO())))
+        TestServer(build_app(app_config, EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
     ) as client:
         # A5 logged in, so it is wanted: it comes back by itself, from its stored auth.
         for _ in range(100):
@@ -156,7 +172,9 @@ async def test_warmup_starts_bound_enabled_slots_in_slot_order(tmp_path: Path) -
         )
     )
     log = EventLog(stream=io.StringIO())
-    async with TestClient(TestServer(build_app(config(tmp_path), log))) as client:
+    async with TestClient(
+        TestServer(build_app(config(tmp_path), log)), headers=CREDENTIAL
+    ) as client:
         for _ in range(100):
             if any(e["event"] == "warmup_done" for e in log.recent()):
                 break
@@ -197,7 +215,7 @@ async def test_status_and_qr_reach_the_master_with_its_token(tmp_path: Path) -> 
         url = str(master_server.make_url("")).rstrip("/")
         app_config = config(tmp_path, master_internal_url=url, master_token="s3cret")
         log = EventLog(stream=io.StringIO())
-        async with TestClient(TestServer(build_app(app_config, log))) as client:
+        async with TestClient(TestServer(build_app(app_config, log)), headers=CREDENTIAL) as client:
             await client.post("/api/accounts/A8/connect")
             await client.post("/api/accounts/A8/scan")
             for _ in range(100):
@@ -216,7 +234,7 @@ async def test_master_down_never_fails_a_request(tmp_path: Path) -> None:
 
     app_config = config(tmp_path, master_internal_url=f"http://127.0.0.1:{free_port()}")
     log = EventLog(stream=io.StringIO())
-    async with TestClient(TestServer(build_app(app_config, log))) as client:
+    async with TestClient(TestServer(build_app(app_config, log)), headers=CREDENTIAL) as client:
         response = await client.post("/api/accounts/A9/connect")
         assert response.status == 200
         for _ in range(100):
@@ -230,7 +248,7 @@ async def test_metrics_report_sessions(worker: TestClient[Any, Any]) -> None:
     await worker.post("/api/accounts/A1/connect")
     await worker.post("/api/accounts/A2/connect")
     await worker.post("/api/accounts/A2/scan")
-    text = await (await worker.get("/metrics")).text()
+    text = await scrape(worker)
     assert "wasp_worker_sessions_active 2.0" in text
     assert "wasp_worker_sessions_max 3.0" in text
     assert 'wasp_worker_sessions{state="CONNECTED"} 1.0' in text
@@ -417,7 +435,7 @@ async def test_events_are_numbered_kept_and_long_polled(worker: TestClient[Any, 
 
 async def test_a_stopping_worker_answers_its_pending_long_polls_at_once(tmp_path: Path) -> None:
     server = TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO())))
-    async with TestClient(server) as worker:
+    async with TestClient(server, headers=CREDENTIAL) as worker:
         first = await (await worker.get("/events")).json()
         waiting = asyncio.create_task(worker.get(f"/events?after={first['epoch']}.0&wait=30"))
         await asyncio.sleep(0.2)

@@ -3,6 +3,8 @@
 The parts: the HTTP handlers (`http_api`, bound to the operations the core
 declares in `wasp.worker_api`), the lease loop and its watchdog (`lease_loop`),
 the warm-up (`warmup`), the outbound runner, the live feed to the masters.
+Every route but the probes takes the master's token (`trust`); /metrics has a
+port of its own (`wasp.metrics_port`), started by `serve`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from wasp import logs as json_logs
 from wasp import worker_api
 from wasp.contract import MAX_BODY_BYTES
 from wasp.kube import api_client
+from wasp.metrics_port import serving_metrics
 from wasp.openapi import add_routes, bind
 from wasp.slots import Slot
 from wasp_worker.backends.neonize import NeonizeBackend
@@ -48,13 +51,17 @@ from wasp_worker.state import (
     RUNNER,
     SESSIONS,
 )
+from wasp_worker.trust import master_only
 from wasp_worker.wanted import WantedSessions
 
 LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
 
 
 def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[master_only(config.tokens, config.insecure), errors_as_json],
+        client_max_size=MAX_BODY_BYTES,
+    )
     event_log = log or EventLog()
     backend: SimulatorBackend | NeonizeBackend
     identity = config.pod_name or f"{socket.gethostname()}-{os.getpid()}"
@@ -145,20 +152,42 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     return app
 
 
+class NoWorkerTokens(SystemExit):
+    def __init__(self) -> None:
+        super().__init__(
+            "wasp worker: WORKER_TOKENS is not set. Only the master may call a worker: set "
+            "WORKER_TOKENS to the token(s) the master sends (the chart and `wasp dev` do), or "
+            "WORKER_INSECURE=true for a worker on your own machine that anyone may call."
+        )
+
+
 def serve(config: WorkerConfig) -> None:
     json_logs.setup()  # aiohttp's own lines (server errors, access) as JSON, like the events
+    if not config.tokens and not config.insecure:
+        raise NoWorkerTokens()
     log = EventLog()
     log.emit(
         "worker_start",
         port=config.port,
+        metricsPort=config.metrics_port or None,
         slotFrom=str(config.slot_from),
         slotTo=str(config.slot_to),
         backend=config.backend,
+        workerTokens=len(config.tokens),  # how many, never which
     )
+    if config.insecure:
+        log.emit("worker_open", reason="WORKER_INSECURE: every route answers any caller")
     if config.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    app = build_app(config, log)
+
+    async def metrics_site(app: web.Application) -> AsyncIterator[None]:
+        async with serving_metrics(app[METRICS], config.host, config.metrics_port or None):
+            yield
+
+    app.cleanup_ctx.append(metrics_site)
     web.run_app(
-        build_app(config, log),
+        app,
         host=config.host,
         port=config.port,
         print=None,

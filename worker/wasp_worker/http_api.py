@@ -1,5 +1,8 @@
 """The worker's HTTP handlers: slot operations under /api/accounts/{slot}/..., /health, /logs.
 
+Who may call them is `trust` (the master's token); /metrics is served on its
+own port (`metrics.metrics_app`).
+
 The operations are declared in the core (`wasp.worker_api`); `HANDLERS` names
 the handler of each. Every slot operation first checks the slot is this
 worker's (409 otherwise); typed errors become JSON bodies in one middleware.
@@ -12,7 +15,6 @@ from functools import cache
 from typing import TypeVar
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from wasp.errors import ApiError, error_response
@@ -32,7 +34,7 @@ from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.live_feed import Cursor
-from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, METRICS, QUEUE, RUNNER, SESSIONS
+from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, QUEUE, RUNNER, SESSIONS
 
 Body = TypeVar("Body", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,11 +76,6 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(
         {"ok": False, "error": f"not holding {lease.describe()}: {lease.reason}"}, status=503
     )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -238,7 +235,6 @@ HANDLERS: dict[str, Handler] = {
     "health": health,
     "ready": ready,
     "logs": logs,
-    "metrics": metrics,
     "events": events,
     "connect": connect,
     "open": open_account,

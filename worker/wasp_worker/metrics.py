@@ -1,4 +1,8 @@
-"""Prometheus metrics of one worker, read from its session manager at scrape time."""
+"""Prometheus metrics of one worker, read from its session manager at scrape time.
+
+They are served on a port of their own (METRICS_PORT, `wasp.metrics_port`),
+not the API's, which takes the master's token.
+"""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-webhook" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Secret with the master token and the API keys. */}}
+{{/* Secret with the master token, the worker tokens and the API keys. */}}
 {{- define "wasp.secretName" -}}
 {{- printf "%s-credentials" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -152,7 +152,7 @@ restart pods when they change. Kept in a scratch map on .Values (not a value).
 {{/*
 Credentials, generated once: an existing Secret's values win (so `helm upgrade`
 never rotates them), then the values file, then fresh random ones.
-Returns a dict {"master-token": ..., "api-keys": ...} as YAML.
+Returns a dict {"master-token": ..., "worker-tokens": ..., "api-keys": ...} as YAML.
 */}}
 {{- define "wasp.credentials" -}}
 {{- include "wasp.memo" (dict "root" . "key" "credentials" "template" "wasp.credentials.make") }}
@@ -165,11 +165,16 @@ Returns a dict {"master-token": ..., "api-keys": ...} as YAML.
 {{- if not $token -}}
 {{- $token = (index $data "master-token" | default "" | b64dec) | default (randAlphaNum 48) -}}
 {{- end -}}
+{{- $workerTokens := join "," .Values.credentials.workerTokens -}}
+{{- if not $workerTokens -}}
+{{- $workerTokens = (index $data "worker-tokens" | default "" | b64dec) | default (randAlphaNum 48) -}}
+{{- end -}}
 {{- $keys := join "," .Values.credentials.apiKeys -}}
 {{- if and (not $keys) .Values.credentials.generateApiKey -}}
 {{- $keys = (index $data "api-keys" | default "" | b64dec) | default (randAlphaNum 40) -}}
 {{- end -}}
 master-token: {{ $token | quote }}
+worker-tokens: {{ $workerTokens | quote }}
 api-keys: {{ $keys | quote }}
 {{- end }}
 
