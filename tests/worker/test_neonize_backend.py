@@ -137,6 +137,22 @@ async def test_bad_mac_burst_drops_the_session_wipes_auth_and_waits_the_cooldown
     await backend.close()
 
 
+async def test_a_disconnect_the_cell_reports_is_the_session_s_state(tmp_path: Path) -> None:
+    """The cell's `disconnected` (whatsmeow's Disconnected event) is DISCONNECTED with its
+    reason, and `connected` afterwards is CONNECTED again, without a retry of ours."""
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    await backend.handle(("connected", "A1"))
+    await backend.handle(("disconnected", "A1", "disconnected"))
+    assert (seen.events[-1].status, seen.events[-1].reason) == ("DISCONNECTED", "disconnected")
+    assert backend.sessions[A1].connected is False
+    await backend.handle(("connected", "A1"))
+    assert seen.events[-1].status == "CONNECTED"
+    assert seen.delays == []  # whatsmeow reconnects by itself: no backoff of ours
+    await backend.close()
+
+
 async def test_inbound_messages_from_the_cell_reach_on_inbound(tmp_path: Path) -> None:
     seen = Recorder()
     received: list[dict[str, object]] = []

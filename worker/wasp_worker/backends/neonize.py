@@ -273,6 +273,11 @@ class NeonizeBackend:
         elif kind == "connected":
             session.failures, session.connected = 0, True
             await session.on_status(StatusEvent(slot, "CONNECTED"))
+        elif kind == "disconnected":
+            # whatsmeow reconnects by itself and says `connected` again; if its connect loop
+            # gives up instead, `ended` follows and the backoff takes over.
+            session.connected = False
+            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
         elif kind in ("logged_out", "stream_error"):
             reason = "logged_out" if kind == "logged_out" else f"stream_error_{event[2]}"
             if reason in WIPE_REASONS:
