@@ -227,6 +227,9 @@ def vegeta(url: str, scenario: Scenario, seconds: int) -> dict[str, Any]:
             f"-duration={seconds}s",
             "-timeout=5s",
             "-keepalive=true",
+            # What the master adds; a direct call needs it too (through the master and
+            # nginx it is replaced or set again).
+            f"-header={WORKER_TOKEN_HEADER}: {WORKER_TOKEN}",
         ],
         input=f"{scenario.method} {url}{scenario.path}\n".encode(),
         capture_output=True,
