@@ -41,7 +41,7 @@ class Outgoing(Protocol):
 
 OnStatus = Callable[[StatusEvent], Awaitable[None]]
 OnInbound = Callable[[dict[str, Any]], Awaitable[None]]
-"""Receives SPEC's inbound fields (slot, from, to, body, chat_id, ...) of one message."""
+"""Receives the inbound event's fields (slot, from, to, body, chat_id, ...) of one message."""
 
 
 class Backend(Protocol):

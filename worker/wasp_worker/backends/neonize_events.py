@@ -29,7 +29,7 @@ def _has(message: Any, name: str) -> bool:
 
 
 def inbound_fields(slot: str, me: str, event: Any) -> dict[str, Any] | None:
-    """SPEC's inbound fields for a MessageEv, or None for an empty message without media."""
+    """The inbound event's fields for a MessageEv, or None for an empty message without media."""
     info, message = event.Info, event.Message
     source = info.MessageSource
     text = message.conversation or (

@@ -60,7 +60,7 @@ def slot_of(phone: str) -> Slot | None:
 
 
 def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
-    """The message as the recipient's session reports it (SPEC's inbound fields)."""
+    """The message as the recipient's session reports it (the inbound event's fields)."""
     phone = phone_of(sender)
     return {
         "slot": str(to),
