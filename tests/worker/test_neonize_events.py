@@ -16,11 +16,18 @@ from wasp_worker.backends.neonize_events import inbound_fields
 ME = "5511000000001@s.whatsapp.net"
 
 
-def event(content: E2EMessage, *, group: bool = False, ts: int = 1_795_000_000_000) -> Any:
-    sender = JID(User="5511999999999", Server="s.whatsapp.net")
-    chat = JID(User="120363012345678901", Server="g.us") if group else sender
+def event(
+    content: E2EMessage,
+    *,
+    group: bool = False,
+    ts: int = 1_795_000_000_000,
+    from_me: bool = False,
+) -> Any:
+    other = JID(User="5511999999999", Server="s.whatsapp.net")
+    sender = JID(User="5511000000001", Server="s.whatsapp.net") if from_me else other
+    chat = JID(User="120363012345678901", Server="g.us") if group else other
     info = MessageInfo(
-        MessageSource=MessageSource(Chat=chat, Sender=sender, IsGroup=group),
+        MessageSource=MessageSource(Chat=chat, Sender=sender, IsGroup=group, IsFromMe=from_me),
         ID="3EB0ABCDEF0123456789",
         Pushname="Ana",
         Timestamp=ts,
@@ -46,7 +53,16 @@ def test_plain_text_direct_message() -> None:
         "mime_type": None,
         "file_name": None,
         "file_size": None,
+        "from_me": False,
     }
+
+
+def test_a_message_sent_from_the_account_s_own_phone_is_outbound_to_the_chat() -> None:
+    fields = inbound_fields("A1", ME, event(E2EMessage(conversation="on my way"), from_me=True))
+    assert fields is not None
+    assert fields["from_me"] is True
+    assert (fields["from"], fields["to"]) == ("5511000000001", "5511999999999@s.whatsapp.net")
+    assert fields["chat_id"] == "5511999999999@s.whatsapp.net"
 
 
 def test_extended_text_in_a_group() -> None:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import build_app
 from wasp_worker.config import WorkerConfig
 from wasp_worker.events import EventLog
-from wasp_worker.state import METRICS
+from wasp_worker.state import METRICS, SESSIONS
 
 from tests.support.worker import CREDENTIAL, WORKER_TOKEN
 from wasp.metrics_port import metrics_app
@@ -447,3 +447,30 @@ async def test_a_stopping_worker_answers_its_pending_long_polls_at_once(tmp_path
         assert (await answered.json())["events"] == []
         # Without the release, shutdown would wait out the poll's 30 s.
         assert time.monotonic() - started < 3
+
+
+async def test_a_message_from_the_account_s_own_phone_is_outbound_and_never_unread(
+    worker: TestClient[Any, Any],
+) -> None:
+    for step in ("connect", "scan"):
+        assert (await worker.post(f"/api/accounts/A1/{step}")).status == 200
+    assert worker.app is not None
+    backend = worker.app[SESSIONS].backend
+    assert backend.on_inbound is not None
+    chat = "5511999999999@s.whatsapp.net"
+    common = {"slot": "A1", "chat_id": chat, "chat_type": "direct", "timestamp": 1_795_000_000}
+    await backend.on_inbound(
+        {**common, "wa_message_id": "IN1", "from": "5511999999999", "to": "me", "body": "hi"}
+    )
+    await backend.on_inbound(
+        {
+            **common,
+            "wa_message_id": "ME1",
+            "from": "5511000000001",
+            "to": chat,
+            "body": "typed on the phone",
+            "from_me": True,
+        }
+    )
+    chats = (await (await worker.get("/api/accounts/A1/chats")).json())["chats"]
+    assert [(c["chat_id"], c["unread"], c["messages"]) for c in chats] == [(chat, 1, 2)]

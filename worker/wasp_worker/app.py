@@ -31,7 +31,7 @@ from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.events import EventLog
-from wasp_worker.history import History
+from wasp_worker.history import Direction, History
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
@@ -112,8 +112,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         if state is None or state.status != "CONNECTED":
             return
         received.inc()
+        # From the account's own phone: outbound in the history, never unread.
+        direction: Direction = "out" if fields.get("from_me") else "in"
         try:
-            await history.record(Slot.parse(fields["slot"]), "in", fields)
+            await history.record(Slot.parse(fields["slot"]), direction, fields)
         except Exception as error:  # the live event still goes out; only the history misses it
             event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])

@@ -52,10 +52,12 @@ def inbound_fields(slot: str, me: str, event: Any) -> dict[str, Any] | None:
     if timestamp > 10**12:  # neonize reports milliseconds
         timestamp //= 1000
     sender = jid_text(source.Sender)
+    # Sent from the account's own phone (or another linked device): outbound, to the chat.
+    from_me = bool(source.IsFromMe)
     return {
         "slot": slot,
         "from": source.Sender.User,
-        "to": me,
+        "to": jid_text(source.Chat) if from_me else me,
         "body": text,
         "chat_id": jid_text(source.Chat),
         "chat_type": "group" if source.IsGroup else "direct",
@@ -68,4 +70,5 @@ def inbound_fields(slot: str, me: str, event: Any) -> dict[str, Any] | None:
         "mime_type": mime,
         "file_name": file_name,
         "file_size": file_size,
+        "from_me": from_me,
     }

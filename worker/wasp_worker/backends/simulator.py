@@ -78,6 +78,7 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
         "mime_type": None,
         "file_name": None,
         "file_size": None,
+        "from_me": False,
     }
 
 
