@@ -54,6 +54,8 @@ def test_plain_text_direct_message() -> None:
         "file_name": None,
         "file_size": None,
         "from_me": False,
+        "sender_lid": None,
+        "sender_phone_jid": "5511999999999@s.whatsapp.net",
     }
 
 
@@ -63,6 +65,21 @@ def test_a_message_sent_from_the_account_s_own_phone_is_outbound_to_the_chat() -
     assert fields["from_me"] is True
     assert (fields["from"], fields["to"]) == ("5511000000001", "5511999999999@s.whatsapp.net")
     assert fields["chat_id"] == "5511999999999@s.whatsapp.net"
+
+
+def test_a_lid_sender_carries_its_phone_number_as_the_alternate() -> None:
+    lid = JID(User="190000000000123", Server="lid")
+    phone = JID(User="5511999999999", Server="s.whatsapp.net")
+    info = MessageInfo(
+        MessageSource=MessageSource(Chat=lid, Sender=lid, SenderAlt=phone),
+        ID="3EB0LID",
+        Timestamp=1_795_000_000,
+    )
+    fields = inbound_fields("A1", ME, Message(Info=info, Message=E2EMessage(conversation="oi")))
+    assert fields is not None
+    assert fields["sender_lid"] == "190000000000123@lid"
+    assert fields["sender_phone_jid"] == "5511999999999@s.whatsapp.net"
+    assert fields["chat_id"] == "190000000000123@lid"
 
 
 def test_extended_text_in_a_group() -> None:

@@ -474,3 +474,34 @@ async def test_a_message_from_the_account_s_own_phone_is_outbound_and_never_unre
     )
     chats = (await (await worker.get("/api/accounts/A1/chats")).json())["chats"]
     assert [(c["chat_id"], c["unread"], c["messages"]) for c in chats] == [(chat, 1, 2)]
+
+
+async def test_a_reply_to_a_lid_goes_to_the_phone_number_whatsapp_gave_with_a_message(
+    worker: TestClient[Any, Any],
+) -> None:
+    for step in ("connect", "scan"):
+        assert (await worker.post(f"/api/accounts/A1/{step}")).status == 200
+    lid, phone = "190000000000123@lid", "5511999999999@s.whatsapp.net"
+    unknown = (await worker.post("/api/accounts/A1/send", json={"to": lid, "text": "hi"})).json
+    refused = (await unknown())["message"]
+    assert (refused["state"], refused["reason"]) == ("failed", "lid_without_mapping")
+    assert worker.app is not None
+    backend = worker.app[SESSIONS].backend
+    assert backend.on_inbound is not None
+    await backend.on_inbound(
+        {
+            "slot": "A1",
+            "chat_id": lid,
+            "chat_type": "direct",
+            "wa_message_id": "LID1",
+            "from": "190000000000123",
+            "to": "me",
+            "body": "oi",
+            "sender_lid": lid,
+            "sender_phone_jid": phone,
+        }
+    )
+    reply = await worker.post("/api/accounts/A1/send", json={"to": lid, "text": "hi"})
+    assert reply.status == 202
+    sent = (await reply.json())["message"]
+    assert (sent["to"], sent["reason"]) == (phone, None)

@@ -108,14 +108,18 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     async def inbound(fields: dict[str, Any]) -> None:
         """A message for one of our sessions: count it, log its id (never its body), fan it out."""
-        state = sessions.states.get(Slot.parse(fields["slot"]))
+        slot = Slot.parse(fields["slot"])
+        state = sessions.states.get(slot)
         if state is None or state.status != "CONNECTED":
             return
         received.inc()
+        if fields.get("sender_lid") and fields.get("sender_phone_jid"):
+            # WhatsApp named both: a reply to this LID can now be sent to the phone JID.
+            await queue.map_lid(slot, fields["sender_lid"], fields["sender_phone_jid"])
         # From the account's own phone: outbound in the history, never unread.
         direction: Direction = "out" if fields.get("from_me") else "in"
         try:
-            await history.record(Slot.parse(fields["slot"]), direction, fields)
+            await history.record(slot, direction, fields)
         except Exception as error:  # the live event still goes out; only the history misses it
             event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])

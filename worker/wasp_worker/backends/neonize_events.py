@@ -52,6 +52,7 @@ def inbound_fields(slot: str, me: str, event: Any) -> dict[str, Any] | None:
     if timestamp > 10**12:  # neonize reports milliseconds
         timestamp //= 1000
     sender = jid_text(source.Sender)
+    lid, phone = _identities(sender, jid_text(source.SenderAlt))
     # Sent from the account's own phone (or another linked device): outbound, to the chat.
     from_me = bool(source.IsFromMe)
     return {
@@ -71,4 +72,15 @@ def inbound_fields(slot: str, me: str, event: Any) -> dict[str, Any] | None:
         "file_name": file_name,
         "file_size": file_size,
         "from_me": from_me,
+        "sender_lid": lid,
+        "sender_phone_jid": phone,
     }
+
+
+def _identities(sender: str, alternate: str) -> tuple[str | None, str | None]:
+    """The sender's LID and phone JID, where WhatsApp gives them: a message from a LID
+    carries the phone number as its alternate sender, and the other way round."""
+    found = [jid for jid in (sender, alternate) if jid]
+    lid = next((jid for jid in found if jid.endswith("@lid")), None)
+    phone = next((jid for jid in found if jid.endswith("@s.whatsapp.net")), None)
+    return lid, phone

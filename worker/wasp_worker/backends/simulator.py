@@ -79,6 +79,8 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
         "file_name": None,
         "file_size": None,
         "from_me": False,
+        "sender_lid": None,
+        "sender_phone_jid": f"{phone}@s.whatsapp.net",
     }
 
 
