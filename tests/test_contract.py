@@ -189,6 +189,7 @@ def test_wasp_dev_env_is_read_back_by_the_worker_field_by_field(tmp_path: Path) 
         "master_token": "s3cr3t",
         "worker_tokens": "worker-token-of-this-run",
         "lease_duration_s": 30,  # the caller's environment passes through
+        "simulator_server_dir": data / "simulator-server",  # one server: messages cross shards
     }
     defaults = WorkerConfig.model_construct()
     for child, planned in zip(layout.children[:-1], expected, strict=True):

@@ -163,6 +163,8 @@ def plan(
                     "worker_tokens": worker_token,
                     "metrics_port": metrics_port,
                     "shard_name": shard.id,
+                    # One simulated WhatsApp server for all: messages cross shards.
+                    "simulator_server_dir": data_dir / "simulator-server",
                 }
             )
         except ValidationError as error:

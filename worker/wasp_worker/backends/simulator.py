@@ -6,11 +6,15 @@ A slot that logged in once resumes without a QR, as a stored session does.
 
 Every simulated slot has a phone number (`phone_of`). A message sent to one
 is recorded in a delivery ledger on disk, deduplicated by message id as
-WhatsApp does, and arrives as inbound at the recipient if this worker serves it.
+WhatsApp does, and arrives as inbound at the recipient: at once if this worker
+holds the recipient's connected session, else through the simulated server's
+mailbox, which the worker holding it (another shard, or this one once the
+session connects) takes from.
 
-WhatsApp notices an account connected from two places at once, so the
-simulator keeps the server's side too: every session opening and closing, by
-owner, in a ledger every worker on the machine shares (`ServerLedger`).
+The simulator keeps the server's side in a file every worker on the machine
+shares (`ServerLedger`, SIMULATOR_SERVER_DIR): the mailbox, and every session
+opening and closing by owner, since WhatsApp notices an account connected from
+two places at once.
 """
 
 from __future__ import annotations
@@ -85,12 +89,17 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
 
 
 class ServerLedger:
-    """The simulated WhatsApp server's record of sessions: (slot, owner, open|close,
-    CLOCK_MONOTONIC in ns), shared through a file by every worker on the machine.
+    """The simulated WhatsApp server, shared through a file by every worker on the
+    machine (SIMULATOR_SERVER_DIR): its record of sessions and its mailbox.
 
-    CLOCK_MONOTONIC is one clock for all processes on Linux, so rows of different
-    workers compare; an `open` is written before the session starts and a `close`
-    after it stopped, so the intervals cover the real ones.
+    Sessions: (slot, owner, open|close, CLOCK_MONOTONIC in ns). CLOCK_MONOTONIC is
+    one clock for all processes on Linux, so rows of different workers compare; an
+    `open` is written before the session starts and a `close` after it stopped, so
+    the intervals cover the real ones.
+
+    Mailbox: a message for an account that no session of the sending worker holds
+    waits here until the worker holding that account takes it, as WhatsApp's server
+    keeps a message for a device that is elsewhere or offline. One taker per message.
     """
 
     FILE = "simulator-server.sqlite3"
@@ -100,23 +109,58 @@ class ServerLedger:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
+                "monotonic_ns INTEGER, pid INTEGER)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "recipient TEXT NOT NULL, fields TEXT NOT NULL, taken INTEGER DEFAULT 0)"
+            )
+        return self._db
+
     def record(self, slot: Slot, owner: str, event: str) -> None:
         at = time.monotonic_ns()
         with self._lock:
-            if self._db is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(
-                    self.path, timeout=10, isolation_level=None, check_same_thread=False
-                )
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
-                    "monotonic_ns INTEGER, pid INTEGER)"
-                )
-            self._db.execute(
+            self._open().execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
                 (str(slot), owner, event, at, os.getpid()),
             )
+
+    def post(self, recipient: Slot, fields: dict[str, Any]) -> None:
+        with self._lock:
+            self._open().execute(
+                "INSERT INTO mailbox (recipient, fields) VALUES (?, ?)",
+                (str(recipient), json.dumps(fields)),
+            )
+
+    def take(self, recipients: list[Slot]) -> list[dict[str, Any]]:
+        """The waiting messages of these accounts, oldest first, each taken once."""
+        if not recipients:
+            return []
+        marks = ",".join("?" * len(recipients))
+        with self._lock:
+            db = self._open()
+            rows = db.execute(
+                f"SELECT seq, fields FROM mailbox WHERE taken=0 AND recipient IN ({marks}) "
+                "ORDER BY seq LIMIT 500",
+                [str(r) for r in recipients],
+            ).fetchall()
+            taken = []
+            for seq, fields in rows:
+                # Another worker may race for the same row: the update decides.
+                if db.execute(
+                    "UPDATE mailbox SET taken=1 WHERE seq=? AND taken=0", (seq,)
+                ).rowcount:
+                    taken.append(json.loads(fields))
+            return taken
 
     def close(self) -> None:
         with self._lock:
@@ -142,8 +186,10 @@ class SimulatorBackend:
     on_inbound: OnInbound | None = None
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
+    mailbox_poll_s: float = 0.2
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     server: ServerLedger = field(init=False)
+    _collector: asyncio.Task[None] | None = None
     _ledger: sqlite3.Connection | None = None
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -196,8 +242,24 @@ class SimulatorBackend:
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
         fresh = await asyncio.to_thread(self._record, message, slot)
-        if fresh and self.on_inbound is not None:
-            await self.on_inbound(inbound_fields(recipient, slot, message))
+        if not fresh:
+            return
+        fields = inbound_fields(recipient, slot, message)
+        held = self.sessions.get(recipient)
+        if held is not None and held.connected and self.on_inbound is not None:
+            await self.on_inbound(fields)
+        else:  # another worker's account, or one not connected now: the server keeps it
+            await asyncio.to_thread(self.server.post, recipient, fields)
+
+    async def _collect(self) -> None:
+        """Take what the server keeps for this worker's connected accounts."""
+        while True:
+            await asyncio.sleep(self.mailbox_poll_s)
+            ours = [slot for slot, session in self.sessions.items() if session.connected]
+            if not ours or self.on_inbound is None:
+                continue
+            for fields in await asyncio.to_thread(self.server.take, ours):
+                await self.on_inbound(fields)
 
     def _auth_file(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot) / "simulator.json"
@@ -207,6 +269,8 @@ class SimulatorBackend:
         return f"wasp-simulator:{slot}:{session.rotation}"
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
+        if self._collector is None:
+            self._collector = asyncio.create_task(self._collect())
         await asyncio.to_thread(self.server.record, slot, self.owner, "open")
         session = _Session(on_status)
         self.sessions[slot] = session
@@ -262,6 +326,11 @@ class SimulatorBackend:
         self._auth_file(slot).unlink(missing_ok=True)
 
     async def close(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+            self._collector = None
         for slot in list(self.sessions):
             await self.stop(slot)
         self.server.close()
