@@ -153,6 +153,23 @@ async def test_a_disconnect_the_cell_reports_is_the_session_s_state(tmp_path: Pa
     await backend.close()
 
 
+async def test_a_logout_from_the_phone_wipes_auth_and_says_the_account_is_unlinked(
+    tmp_path: Path,
+) -> None:
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    backend.auth_dir(A1).mkdir(parents=True)
+    await backend.handle(("connected", "A1"))
+    await backend.handle(("logged_out", "A1", "401"))
+    last = seen.events[-1]
+    assert (last.status, last.reason, last.logged_out) == ("DISCONNECTED", "logged_out", True)
+    assert not backend.auth_dir(A1).exists()
+    await backend.handle(("disconnected", "A1", "disconnected"))
+    assert seen.events[-1].logged_out is False  # a dropped connection is not an unlink
+    await backend.close()
+
+
 async def test_inbound_messages_from_the_cell_reach_on_inbound(tmp_path: Path) -> None:
     seen = Recorder()
     received: list[dict[str, object]] = []

@@ -7,6 +7,7 @@ QR code is shown, and the status events go out. Logout and destroy end the wish.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -15,10 +16,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker.app import build_app
+from wasp_worker.backends.base import StatusEvent
+from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.events import EventLog
+from wasp_worker.state import SESSIONS
 from wasp_worker.wanted import WantedSessions
 
 from tests.support.processes import ProgramProcess, free_port
 from tests.support.worker import CREDENTIAL, start_worker
+from tests.worker.test_worker_http import config as worker_config
 from wasp.slots import Slot
 
 LOGGED_IN = [f"A{n}" for n in range(1, 31)]
@@ -154,3 +162,26 @@ async def test_the_wanted_set_is_replaced_whole_and_survives_a_reload(tmp_path: 
     reloaded = WantedSessions(path)
     assert reloaded.load() == ["../A1", "a3"]  # refused, named; the rest is kept
     assert [str(slot) for slot in reloaded] == ["A2"]
+
+
+async def test_an_account_unlinked_from_the_phone_is_no_longer_wanted(tmp_path: Path) -> None:
+    """The backend says `logged_out` (WhatsApp unlinked the device): resuming it could only
+    show a QR, so it leaves the wanted set; a new login makes it wanted again."""
+    config = worker_config(tmp_path, slot_from="A1", slot_to="A50")
+    async with TestClient(
+        TestServer(build_app(config, EventLog(stream=io.StringIO()))), headers=CREDENTIAL
+    ) as client:
+        for step in ("connect", "scan"):
+            assert (await client.post(f"/api/accounts/A1/{step}")).status == 200
+        wanted = config.work_dir / "wanted.json"
+        assert json.loads(wanted.read_text()) == ["A1"]
+        assert client.app is not None
+        backend = client.app[SESSIONS].backend
+        assert isinstance(backend, SimulatorBackend)
+        report = backend.sessions[Slot.parse("A1")].on_status  # the backend's own callback
+        a1 = Slot.parse("A1")
+        await report(StatusEvent(a1, "DISCONNECTED", reason="logged_out", logged_out=True))
+        assert json.loads(wanted.read_text()) == []
+        await report(StatusEvent(a1, "DISCONNECTED", reason="disconnected"))
+        await report(StatusEvent(a1, "CONNECTED"))
+        assert json.loads(wanted.read_text()) == ["A1"]

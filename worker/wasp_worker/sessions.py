@@ -103,8 +103,11 @@ class SessionManager:
             return
         state.status = event.status
         state.qr = event.qr if event.status == "CONNECTING" else None
-        if event.status == "CONNECTED" and self.wanted is not None:
-            await self.wanted.add(event.slot)  # logged in: wanted until logout or destroy
+        if self.wanted is not None:
+            if event.status == "CONNECTED":
+                await self.wanted.add(event.slot)  # logged in: wanted until logout or destroy
+            elif event.logged_out:
+                await self.wanted.discard(event.slot)  # unlinked: only a new login helps
         self.log.emit("wa_status", slot=str(event.slot), status=event.status, reason=event.reason)
         if self.link is not None:
             self.link.emit("wa:status", {"slot": str(event.slot), "status": event.status})

@@ -13,12 +13,15 @@ Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
 
 @dataclass(frozen=True)
 class StatusEvent:
-    """A session changed state; `qr` is a PNG data URL while CONNECTING for a login."""
+    """A session changed state; `qr` is a PNG data URL while CONNECTING for a login.
+    `logged_out`: the account is no longer linked (its auth is gone): only a new login
+    brings it back, so the worker stops wanting it."""
 
     slot: Slot
     status: Status
     qr: str | None = None
     reason: str | None = None
+    logged_out: bool = False
 
 
 class Outgoing(Protocol):

@@ -280,9 +280,12 @@ class NeonizeBackend:
             await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
         elif kind in ("logged_out", "stream_error"):
             reason = "logged_out" if kind == "logged_out" else f"stream_error_{event[2]}"
-            if reason in WIPE_REASONS:
+            wiped = reason in WIPE_REASONS
+            if wiped:
                 shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
-            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=reason))
+            await session.on_status(
+                StatusEvent(slot, "DISCONNECTED", reason=reason, logged_out=wiped)
+            )
         elif kind == "message":
             if self.on_inbound is not None:
                 await self.on_inbound(dict(event[2]))
@@ -307,7 +310,9 @@ class NeonizeBackend:
         if index is not None and index in self.cells:
             self.cells[index].send("stop", str(slot))
         shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
-        await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="bad_mac_breaker"))
+        await session.on_status(
+            StatusEvent(slot, "DISCONNECTED", reason="bad_mac_breaker", logged_out=True)
+        )
 
         async def after_cooldown() -> None:
             await self.sleep(self.breaker.cooldown_s)
