@@ -183,7 +183,7 @@ def skewed(offset: str | None, cluster: LocalCluster) -> dict[str, str]:
         return {}
     lib = libfaketime()
     if lib is None:
-        pytest.skip("libfaketime is not installed (Debian package faketime)")
+        pytest.fail("libfaketime is missing: install the Debian package faketime (.ci/run does)")
     if offset.startswith("-"):  # the apiserver's certificates must be valid at that time
         out = subprocess.run(
             ["openssl", "x509", "-noout", "-startdate", "-in", str(cluster.pki / "ca.crt")],
@@ -193,7 +193,10 @@ def skewed(offset: str | None, cluster: LocalCluster) -> dict[str, str]:
         ).stdout
         age_h = (time.time() - ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])) / 3600
         if age_h < 1.1:
-            pytest.skip("the cluster's certificates are under an hour old: recreate the cluster")
+            pytest.fail(
+                "the cluster's certificates are under an hour old (made before libfaketime "
+                "was installed): `make cluster-down` and run again"
+            )
     return {"LD_PRELOAD": str(lib), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
