@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from tests.chart.helm import CHART, Helm, container, documents, find, flags
 from tests.support.cluster import LocalCluster
 from tests.support.operator import CLOSED_PORT
 from tests.support.processes import ProgramProcess, free_port, http_ok
+from tests.support.waiting import eventually
 from wasp.contract import (
     CRD,
     MASTER_METRICS_PORT,
@@ -57,16 +57,6 @@ IN_CLUSTER_FLAGS = {
     "--webhook-key",
     "--webhook-ca",
 }
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class Release:
@@ -281,7 +271,7 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
             lambda: http_ok(f"http://127.0.0.1:{liveness}/healthz"), "operator liveness"
         )
         release.apply_shard("w1", "A1", "A50")
-        sts = wait_for(lambda: release.statefulset("w1"), "StatefulSet w1")
+        sts = eventually(lambda: release.statefulset("w1"), "StatefulSet w1")
         pod = sts.spec.template.spec
         assert pod.service_account_name == worker
         assert {v.config_map.name for v in pod.volumes if v.config_map} == {config_map}
@@ -303,9 +293,9 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
             f"http://{master_svc}.{release.namespace}.svc:8080"
         )
         assert pod.containers[0].image == container(deployment)["image"]
-        wait_for(lambda: release.claim_bound("w1"), "claim of w1 bound")
+        eventually(lambda: release.claim_bound("w1"), "claim of w1 bound")
         # kopf filled the chart's webhook configuration: its RBAC suffices.
-        wait_for(lambda: release.webhooks(configuration), "webhooks registered")
+        eventually(lambda: release.webhooks(configuration), "webhooks registered")
 
         # Upgrade: a changed value and a shard from values. Generated secrets
         # and the certificate stay; the master is not restarted; the webhooks
@@ -327,8 +317,8 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
         )
         assert after.metadata.generation == master_generation
         assert release.webhooks(configuration)
-        wait_for(lambda: release.statefulset("w2"), "StatefulSet w2 from values")
-        wait_for(lambda: release.claim_bound("w2"), "claim of w2 bound")
+        eventually(lambda: release.statefulset("w2"), "StatefulSet w2 from values")
+        eventually(lambda: release.claim_bound("w2"), "claim of w2 bound")
 
         # Rotation, first step: the new token joins the old one; the master (restarted
         # by the credentials checksum) still sends the old one, which every worker takes.
@@ -350,7 +340,7 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     # Uninstall removes what the release made (shard w2 with its StatefulSet,
     # the webhook configurations) and keeps every shard's volume.
     release.helm.run("uninstall", RELEASE, "-n", release.namespace, "--wait")
-    wait_for(lambda: release.statefulset("w2") is None, "StatefulSet w2 collected", 60)
+    eventually(lambda: release.statefulset("w2") is None, "StatefulSet w2 collected", 60)
     assert release.claim_bound("w2")
     assert release.claim_bound("w1")
     assert not release.admission.list_validating_webhook_configuration(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from tests.support.cluster import LocalCluster
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -37,17 +36,6 @@ spec:
               properties:
                 size: {type: integer, minimum: 1}
 """
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.2)
 
 
 def test_crd_and_object_applied_with_kubectl_read_back_with_client(
@@ -121,7 +109,7 @@ def test_statefulset_pod_runs_on_kwok_and_its_claim_binds(
         ),
     )
 
-    pod = eventually(lambda: _running(core, namespace, "smoke-0"), what="pod smoke-0 Running")
+    pod = eventually(lambda: _running(core, namespace, "smoke-0"), "pod smoke-0 Running", 60)
     assert pod.spec.node_name.startswith("kwok-node-")
     claim = core.read_namespaced_persistent_volume_claim("data-smoke-0", namespace)
     eventually(
@@ -129,7 +117,8 @@ def test_statefulset_pod_runs_on_kwok_and_its_claim_binds(
             core.read_namespaced_persistent_volume_claim("data-smoke-0", namespace).status.phase
             == "Bound"
         ),
-        what="claim Bound",
+        "claim Bound",
+        60,
     )
     claim = core.read_namespaced_persistent_volume_claim("data-smoke-0", namespace)
     assert claim.spec.storage_class_name == "standard"
@@ -142,7 +131,8 @@ def test_statefulset_pod_runs_on_kwok_and_its_claim_binds(
             and s.ready_replicas == 1
             and s
         ),
-        what="StatefulSet ready",
+        "StatefulSet ready",
+        60,
     )
     assert status.ready_replicas == 1
 

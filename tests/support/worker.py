@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.processes import ProgramProcess, http_ok
 from wasp.contract import WORKER_TOKEN_HEADER, WorkerEnv
@@ -43,3 +47,17 @@ def start_worker(
     worker = ProgramProcess(["worker"], log, env=environment).start()
     worker.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "worker health")
     return worker
+
+
+def call_worker(
+    method: str, url: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One JSON call straight to a worker, with the master's credential: (status, answer)."""
+    data = json.dumps(body or {}).encode() if method == "POST" else None
+    headers = {"Content-Type": "application/json", **CREDENTIAL}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.loads(error.read())

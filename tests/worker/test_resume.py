@@ -10,11 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import build_app
@@ -25,23 +21,13 @@ from wasp_worker.state import SESSIONS
 from wasp_worker.wanted import WantedSessions
 
 from tests.support.processes import ProgramProcess, free_port
-from tests.support.worker import CREDENTIAL, start_worker
+from tests.support.waiting import eventually
+from tests.support.worker import CREDENTIAL, call_worker, start_worker
 from tests.worker.test_worker_http import config as worker_config
 from wasp.slots import Slot
 
 LOGGED_IN = [f"A{n}" for n in range(1, 31)]
 BOUND = ["A3", "A9", "A17", "A25", "A30"]
-
-
-def call(method: str, url: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, data=b"{}" if method == "POST" else None, method=method, headers=CREDENTIAL
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return int(error.code), json.loads(error.read())
 
 
 def start(tmp_path: Path, port: int) -> ProgramProcess:
@@ -58,16 +44,7 @@ def start(tmp_path: Path, port: int) -> ProgramProcess:
 
 
 def statuses(base: str, slots: list[str]) -> dict[str, str]:
-    return {slot: call("GET", f"{base}/{slot}/status")[1]["status"] for slot in slots}
-
-
-def wait_for(check: Any, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {seconds} s")
+    return {slot: call_worker("GET", f"{base}/{slot}/status")[1]["status"] for slot in slots}
 
 
 def test_thirty_logged_in_sessions_come_back_after_a_sigkill_without_a_qr(
@@ -84,27 +61,27 @@ def test_thirty_logged_in_sessions_come_back_after_a_sigkill_without_a_qr(
     worker = start(tmp_path, port)
     try:
         for slot in LOGGED_IN:
-            assert call("POST", f"{base}/{slot}/connect")[0] == 200
-            assert call("POST", f"{base}/{slot}/scan")[0] == 200
+            assert call_worker("POST", f"{base}/{slot}/connect")[0] == 200
+            assert call_worker("POST", f"{base}/{slot}/scan")[0] == 200
         assert set(statuses(base, LOGGED_IN).values()) == {"CONNECTED"}
         # Destroyed and logged out: no longer wanted, so they stay down after the crash.
-        assert call("POST", f"{base}/A31/connect")[0] == 200
-        assert call("POST", f"{base}/A31/scan")[0] == 200
-        assert call("POST", f"{base}/A31/destroy")[0] == 200
-        assert call("POST", f"{base}/A32/connect")[0] == 200
-        assert call("POST", f"{base}/A32/scan")[0] == 200
-        assert call("POST", f"{base}/A32/logout")[0] == 200
+        assert call_worker("POST", f"{base}/A31/connect")[0] == 200
+        assert call_worker("POST", f"{base}/A31/scan")[0] == 200
+        assert call_worker("POST", f"{base}/A31/destroy")[0] == 200
+        assert call_worker("POST", f"{base}/A32/connect")[0] == 200
+        assert call_worker("POST", f"{base}/A32/scan")[0] == 200
+        assert call_worker("POST", f"{base}/A32/logout")[0] == 200
     finally:
         worker.kill()
 
     restarted = start(tmp_path, port)
     try:
-        wait_for(
+        eventually(
             lambda: set(statuses(base, LOGGED_IN).values()) == {"CONNECTED"},
             "all 30 sessions CONNECTED again",
         )
         assert statuses(base, ["A31", "A32"]) == {"A31": "DISCONNECTED", "A32": "DISCONNECTED"}
-        feed = call("GET", f"http://127.0.0.1:{port}/events?limit=5000")[1]["events"]
+        feed = call_worker("GET", f"http://127.0.0.1:{port}/events?limit=5000")[1]["events"]
         qr_shown = [e for e in feed if e["event"] == "wa:qr"]
         assert qr_shown == []
         connected = {
@@ -138,7 +115,7 @@ def test_capacity_bounds_what_comes_back(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}/api/accounts"
-        wait_for(
+        eventually(
             lambda: list(statuses(base, LOGGED_IN[:6]).values()).count("DISCONNECTED") == 2,
             "four of six back",
         )
