@@ -422,7 +422,12 @@ async def test_events_are_numbered_kept_and_long_polled(worker: TestClient[Any, 
     assert not waiting.done()
     await worker.post("/api/accounts/A3/scan")
     later = await (await asyncio.wait_for(waiting, 5)).json()
-    assert later["events"][0]["payload"] == {"slot": "A3", "status": "CONNECTED"}
+    assert later["events"][0]["payload"] == {
+        "slot": "A3",
+        "status": "CONNECTED",
+        "reason": None,
+        "detail": None,
+    }
     assert later["gap"] is False
 
     # A cursor from an earlier worker run (another epoch) gets everything kept.

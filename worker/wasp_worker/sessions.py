@@ -28,6 +28,17 @@ from wasp_worker.wanted import WantedSessions
 class SessionState:
     status: Status = "CONNECTING"
     qr: str | None = None
+    reason: str | None = None  # why it is in this state, from what WhatsApp said
+    detail: dict[str, Any] | None = None
+
+    def public(self, slot: Slot) -> dict[str, Any]:
+        return {
+            "slot": str(slot),
+            "status": self.status,
+            "qr": self.qr,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -103,22 +114,32 @@ class SessionManager:
             return
         state.status = event.status
         state.qr = event.qr if event.status == "CONNECTING" else None
+        state.reason = event.reason
+        state.detail = dict(event.detail) if event.detail else None
         if self.wanted is not None:
             if event.status == "CONNECTED":
                 await self.wanted.add(event.slot)  # logged in: wanted until logout or destroy
             elif event.logged_out:
                 await self.wanted.discard(event.slot)  # unlinked: only a new login helps
-        self.log.emit("wa_status", slot=str(event.slot), status=event.status, reason=event.reason)
+        self.log.emit(
+            "wa_status",
+            slot=str(event.slot),
+            status=event.status,
+            reason=event.reason,
+            detail=state.detail,
+        )
         if self.link is not None:
-            self.link.emit("wa:status", {"slot": str(event.slot), "status": event.status})
+            public = state.public(event.slot)
+            del public["qr"]  # wa:qr carries it
+            self.link.emit("wa:status", public)
             if event.qr is not None:
                 self.link.emit("wa:qr", {"slot": str(event.slot), "qr": event.qr})
 
     def status(self, slot: Slot) -> dict[str, Any]:
         state = self.states.get(slot)
         if state is None:
-            return {"slot": str(slot), "status": "DISCONNECTED", "qr": None}
-        return {"slot": str(slot), "status": state.status, "qr": state.qr}
+            return SessionState("DISCONNECTED").public(slot)
+        return state.public(slot)
 
     async def stop(self, slot: Slot) -> None:
         """Destroy: stop the session, keep its auth, and no longer bring it back by itself."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from wasp.slots import Slot
 
 Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
+ReceiptState = Literal["delivered", "read", "played"]
 
 
 @dataclass(frozen=True)
 class StatusEvent:
     """A session changed state; `qr` is a PNG data URL while CONNECTING for a login.
+    `reason` is one snake_case word from what WhatsApp said (logged_out, stream_replaced,
+    temporary_ban, connect_failure, keepalive_timeout, bad_mac_breaker, ...) and `detail`
+    its particulars (a ban's expiry, a failure's code), both shown to clients.
     `logged_out`: the account is no longer linked (its auth is gone): only a new login
     brings it back, so the worker stops wanting it."""
 
@@ -22,6 +26,19 @@ class StatusEvent:
     qr: str | None = None
     reason: str | None = None
     logged_out: bool = False
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReceiptEvent:
+    """WhatsApp says messages this slot sent reached the recipient's device (`delivered`),
+    were read, or (voice notes) played."""
+
+    slot: Slot
+    chat_id: str
+    message_ids: tuple[str, ...]
+    state: ReceiptState
+    timestamp: int
 
 
 class Outgoing(Protocol):
@@ -45,13 +62,15 @@ class Outgoing(Protocol):
 OnStatus = Callable[[StatusEvent], Awaitable[None]]
 OnInbound = Callable[[dict[str, Any]], Awaitable[None]]
 """Receives the inbound event's fields (slot, from, to, body, chat_id, ...) of one message."""
+OnReceipt = Callable[[ReceiptEvent], Awaitable[None]]
 
 
 class Backend(Protocol):
     """Starts and stops the WhatsApp session of one slot; reports through `on_status`,
-    and inbound messages through `on_inbound`."""
+    inbound messages through `on_inbound`, receipts of sent messages through `on_receipt`."""
 
     on_inbound: OnInbound | None
+    on_receipt: OnReceipt | None
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
         """Begin connecting; return once the session is initialised (QR shown or resumed)."""
@@ -67,6 +86,12 @@ class Backend(Protocol):
 
     async def send(self, slot: Slot, message: Outgoing) -> None:
         """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
+
+    async def mark_read(
+        self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
+    ) -> None:
+        """Send read receipts for inbound messages of a chat (`sender`: who sent them, needed
+        in groups). Raises for a session that is not CONNECTED."""
 
     async def close(self) -> None:
         """Stop every session (worker shutdown)."""

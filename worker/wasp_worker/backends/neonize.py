@@ -30,6 +30,7 @@ import aiohttp
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
     OnInbound,
+    OnReceipt,
     OnStatus,
     Outgoing,
     PairFailed,
@@ -80,6 +81,7 @@ class NeonizeBackend:
     now: Callable[[], float] = time.monotonic
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     on_inbound: OnInbound | None = None
+    on_receipt: OnReceipt | None = None
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -205,6 +207,11 @@ class NeonizeBackend:
         if ok is not True:
             raise PairFailed(str(detail))
         return str(detail)
+
+    async def mark_read(
+        self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
+    ) -> None:
+        raise NotImplementedError("read receipts through the cell: not wired yet")
 
     async def _ask(self, index: int, kind: str, *args: Any) -> tuple[Any, Any]:
         """One request to a cell and its answer (or a retryable error if the cell dies)."""

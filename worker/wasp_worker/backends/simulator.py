@@ -34,6 +34,7 @@ from typing import Any
 from wasp.slots import Slot, SlotError
 from wasp_worker.backends.base import (
     OnInbound,
+    OnReceipt,
     OnStatus,
     Outgoing,
     PairFailed,
@@ -184,6 +185,7 @@ class SimulatorBackend:
     work_dir: Path
     qr_interval_s: float = 20.0
     on_inbound: OnInbound | None = None
+    on_receipt: OnReceipt | None = None
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
@@ -250,6 +252,11 @@ class SimulatorBackend:
             await self.on_inbound(fields)
         else:  # another worker's account, or one not connected now: the server keeps it
             await asyncio.to_thread(self.server.post, recipient, fields)
+
+    async def mark_read(
+        self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
+    ) -> None:
+        raise NotImplementedError("simulated read receipts: not wired yet")
 
     async def _collect(self) -> None:
         """Take what the server keeps for this worker's connected accounts."""
