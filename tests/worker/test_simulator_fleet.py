@@ -1,4 +1,5 @@
-"""The simulator covers the whole fleet: a message between slots of two shards arrives.
+"""The simulator covers the whole fleet: a message between slots of two shards arrives,
+and its receipts come back.
 
 Two real `wasp worker` processes (A1..A50 and A51..A100) share one simulated
 WhatsApp server (SIMULATOR_SERVER_DIR); A1 writes to A51 and A51 answers. A message
@@ -47,6 +48,12 @@ def messages_to(base: str, slot: str) -> list[dict[str, Any]]:
     ]
 
 
+def receipt_of(base: str, slot: str, chat: str) -> str:
+    """The receipt status of the slot's last message in a chat."""
+    shown = call_worker("POST", f"{base}/api/accounts/{slot}/openChat", {"chat_id": chat})[1]
+    return str(shown["messages"][-1]["status"])
+
+
 def test_messages_cross_shards_both_ways_and_wait_for_an_offline_account(
     tmp_path: Path,
 ) -> None:
@@ -68,7 +75,12 @@ def test_messages_cross_shards_both_ways_and_wait_for_an_offline_account(
         assert (arrived["from"], arrived["body"]) == (phone_of(Slot.parse("A1")), "hello w2")
         chats = call_worker("GET", f"{two}/api/accounts/A51/chats")[1]["chats"]
         assert chats[0]["unread"] == 1
+        # Receipts cross shards too: delivered once it arrived, read once A51 opens the chat.
+        eventually(lambda: receipt_of(one, "A1", to_a51) == "delivered", "delivered on w1")
         to_a1 = phone_of(Slot.parse("A1"))
+        opened = call_worker("POST", f"{two}/api/accounts/A51/openChat", {"chat_id": to_a1})[1]
+        assert opened["read_receipts"] == "sent"
+        eventually(lambda: receipt_of(one, "A1", to_a51) == "read", "read, seen on w1")
         assert (
             call_worker("POST", f"{two}/api/accounts/A51/send", {"to": to_a1, "text": "hello w1"})[
                 0

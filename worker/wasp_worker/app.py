@@ -27,6 +27,7 @@ from wasp.kube import api_client
 from wasp.metrics_port import serving_metrics
 from wasp.openapi import add_routes, bind
 from wasp.slots import Slot
+from wasp_worker.backends.base import ReceiptEvent
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
@@ -125,7 +126,25 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
+    async def receipt(event: ReceiptEvent) -> None:
+        """WhatsApp says sent messages were delivered, read or played: move them forward
+        (never back) and tell the front-end, one wa:message_status per message."""
+        moved = await history.receipt(event.slot, list(event.message_ids), event.state)
+        for wa_message_id in moved:
+            link.emit(
+                "wa:message_status",
+                {
+                    "slot": str(event.slot),
+                    "waMessageId": wa_message_id,
+                    "to": event.chat_id,
+                    "state": event.state,
+                    "reason": None,
+                },
+            )
+        event_log.emit("wa_receipt", slot=str(event.slot), state=event.state, messages=len(moved))
+
     backend.on_inbound = inbound
+    backend.on_receipt = receipt
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()

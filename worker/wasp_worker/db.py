@@ -32,6 +32,11 @@ class SerialDatabase:
         db.executescript(schema)
         return db
 
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the database thread and wait: for start-up (migrations),
+        before the event loop serves anything."""
+        return self._thread.submit(fn, self.db).result()
+
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.db)

@@ -1,7 +1,9 @@
 """Recent messages of each slot, by chat: what `open` and `openChat` show.
 
-Inbound messages are recorded as they arrive, outbound ones once sent. A chat's
-unread count is its inbound messages not yet read; `openChat` marks them read.
+Inbound messages are recorded as they arrive, outbound ones once sent; receipts
+move an outbound message's status forward (sent → delivered → read → played),
+never back. A chat's unread count is its inbound messages not yet read;
+`openChat` marks them read and returns them, so read receipts can go to WhatsApp.
 Bodies live here on the shard's volume (the user's data), never in logs.
 """
 
@@ -32,6 +34,12 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 """
+# Applied in order on files of earlier versions (PRAGMA user_version counts them).
+MIGRATIONS = (
+    # 1: an outbound message's receipt status; an inbound one's full sender JID (groups)
+    "ALTER TABLE messages ADD COLUMN status TEXT;ALTER TABLE messages ADD COLUMN sender_jid TEXT;",
+)
+RECEIPT_ORDER = ("sent", "delivered", "read", "played")
 
 Direction = Literal["in", "out"]
 _KEYS = (
@@ -45,6 +53,7 @@ _KEYS = (
     "media_url",
     "timestamp",
     "read",
+    "status",
 )
 _FIELDS = ", ".join(_KEYS)
 
@@ -55,9 +64,16 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
+
+
 class History:
     def __init__(self, path: Path) -> None:
         self._store = SerialDatabase(path, SCHEMA, "history")
+        self._store.run(migrate)
 
     async def record(
         self, slot: Slot, direction: Direction, fields: dict[str, Any], read: bool = False
@@ -66,7 +82,8 @@ class History:
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(
-                f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     str(slot),
                     fields["wa_message_id"],
@@ -79,6 +96,8 @@ class History:
                     fields.get("media_url"),
                     fields.get("timestamp") or time.time(),
                     int(read or direction == "out"),
+                    "sent" if direction == "out" else None,
+                    fields.get("sender_jid_raw"),
                 ),
             )
 
@@ -114,22 +133,51 @@ class History:
 
         return await self._store.call(read)
 
-    async def open_chat(self, slot: Slot, chat_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The chat's latest messages, oldest first; its inbound messages become read."""
+    async def open_chat(
+        self, slot: Slot, chat_id: str, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], dict[str | None, list[str]]]:
+        """The chat's latest messages, oldest first, and the inbound ones that were unread,
+        by sender JID (a read receipt names the sender in groups); those are now read."""
 
-        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        def read(
+            db: sqlite3.Connection,
+        ) -> tuple[list[dict[str, Any]], dict[str | None, list[str]]]:
             rows = db.execute(
                 f"SELECT {_FIELDS} FROM messages WHERE slot=? AND chat_id=? "
                 "ORDER BY timestamp DESC, rowid DESC LIMIT ?",
                 (str(slot), chat_id, limit),
             ).fetchall()
+            unread: dict[str | None, list[str]] = {}
+            for message_id, sender in db.execute(
+                "SELECT wa_message_id, sender_jid FROM messages "
+                "WHERE slot=? AND chat_id=? AND direction='in' AND read=0 ORDER BY timestamp",
+                (str(slot), chat_id),
+            ):
+                unread.setdefault(sender, []).append(message_id)
             db.execute(
                 "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND read=0",
                 (str(slot), chat_id),
             )
-            return [_message(r) for r in reversed(rows)]
+            return [_message(r) for r in reversed(rows)], unread
 
         return await self._store.call(read)
+
+    async def receipt(self, slot: Slot, message_ids: list[str], state: str) -> list[str]:
+        """Move these outbound messages forward to `state`; the ids that moved (a receipt
+        for an earlier state, or for a message not recorded here, changes nothing)."""
+        earlier = RECEIPT_ORDER[: RECEIPT_ORDER.index(state)]
+        marks, states = ",".join("?" * len(message_ids)), ",".join("?" * len(earlier))
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            moved = db.execute(
+                f"UPDATE messages SET status=? WHERE slot=? AND direction='out' "
+                f"AND wa_message_id IN ({marks}) AND (status IS NULL OR status IN ({states})) "
+                "RETURNING wa_message_id",
+                (state, str(slot), *message_ids, *earlier),
+            ).fetchall()
+            return [str(m[0]) for m in moved]
+
+        return await self._store.call(write)
 
     def close(self) -> None:
         self._store.close()

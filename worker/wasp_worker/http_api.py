@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from wasp.errors import ApiError, error_response
 from wasp.messages import Message, ScheduleRequest, SendRequest, normalise
 from wasp.openapi import path_value, query_values
+from wasp.slots import Slot
 from wasp.validation import problems
 from wasp.worker_api import (
     EventsQuery,
@@ -118,15 +119,43 @@ async def chats(request: web.Request) -> web.Response:
 
 
 async def open_chat(request: web.Request) -> web.Response:
-    """A chat's latest messages, oldest first; its unread messages become read."""
+    """A chat's latest messages, oldest first; its unread messages become read, and
+    WhatsApp gets read receipts for them (`read_receipts` says whether it did)."""
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
     body = await read_body(request, OpenChatRequest)
     chat_id = normalise(body.chat_id)
-    messages = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    messages, unread = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    receipts = await send_read_receipts(request.app, slot, chat_id, unread)
     return web.json_response(
-        {"ok": True, "slot": str(slot), "chat_id": chat_id, "messages": messages}
+        {
+            "ok": True,
+            "slot": str(slot),
+            "chat_id": chat_id,
+            "messages": messages,
+            "read_receipts": receipts,
+        }
     )
+
+
+async def send_read_receipts(
+    app: web.Application, slot: Slot, chat_id: str, unread: dict[str | None, list[str]]
+) -> str:
+    """Read receipts for what was unread: `sent`, `none` (nothing was unread), or why not
+    (`not_connected`, `failed`); the messages stay read here either way."""
+    if not unread:
+        return "none"
+    sessions = app[SESSIONS]
+    state = sessions.states.get(slot)
+    if state is None or state.status != "CONNECTED":
+        return "not_connected"
+    try:
+        for sender, ids in unread.items():
+            await sessions.backend.mark_read(slot, chat_id, sender, ids)
+    except Exception as error:
+        app[LOG].emit("read_receipts_failed", slot=str(slot), error=type(error).__name__)
+        return "failed"
+    return "sent"
 
 
 async def status(request: web.Request) -> web.Response:

@@ -5,16 +5,19 @@ Not WhatsApp. A started slot shows a QR code that rotates every
 A slot that logged in once resumes without a QR, as a stored session does.
 
 Every simulated slot has a phone number (`phone_of`). A message sent to one
-is recorded in a delivery ledger on disk, deduplicated by message id as
-WhatsApp does, and arrives as inbound at the recipient: at once if this worker
-holds the recipient's connected session, else through the simulated server's
-mailbox, which the worker holding it (another shard, or this one once the
-session connects) takes from.
+is accepted by the simulated server once per message id (a repeated send is
+deduplicated, as WhatsApp does) and arrives as inbound at the recipient: at
+once if this worker holds the recipient's connected session, else through the
+server's mailbox, which the worker holding it (another shard, or this one once
+the session connects) takes from. When it arrives, the sender gets a
+`delivered` receipt; when the recipient marks it read (`mark_read`), a `read`
+one. Receipts travel through the server too, so they cross shards and wait
+for a sender that is offline.
 
 The simulator keeps the server's side in a file every worker on the machine
-shares (`ServerLedger`, SIMULATOR_SERVER_DIR): the mailbox, and every session
-opening and closing by owner, since WhatsApp notices an account connected from
-two places at once.
+shares (`ServerLedger`, SIMULATOR_SERVER_DIR): accepted message ids, the
+mailbox of messages and receipts, and every session opening and closing by
+owner, since WhatsApp notices an account connected from two places at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from wasp_worker.backends.base import (
     OnStatus,
     Outgoing,
     PairFailed,
+    ReceiptEvent,
+    ReceiptState,
     SendFailed,
     StatusEvent,
 )
@@ -89,18 +94,37 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
     }
 
 
+def jid_of(slot: Slot) -> str:
+    return f"{phone_of(slot)}@s.whatsapp.net"
+
+
+def _receipt(to: Slot, chat_id: str, ids: list[str], state: ReceiptState) -> dict[str, Any]:
+    """A receipt on its way to `to`, the account that sent the messages."""
+    return {
+        "slot": str(to),
+        "chat_id": chat_id,
+        "message_ids": ids,
+        "state": state,
+        "timestamp": int(time.time()),
+    }
+
+
 class ServerLedger:
     """The simulated WhatsApp server, shared through a file by every worker on the
-    machine (SIMULATOR_SERVER_DIR): its record of sessions and its mailbox.
+    machine (SIMULATOR_SERVER_DIR): its record of sessions, the message ids it accepted,
+    and its mailbox.
 
     Sessions: (slot, owner, open|close, CLOCK_MONOTONIC in ns). CLOCK_MONOTONIC is
     one clock for all processes on Linux, so rows of different workers compare; an
     `open` is written before the session starts and a `close` after it stopped, so
     the intervals cover the real ones.
 
-    Mailbox: a message for an account that no session of the sending worker holds
-    waits here until the worker holding that account takes it, as WhatsApp's server
-    keeps a message for a device that is elsewhere or offline. One taker per message.
+    Accepted: one row per message id, with how many times it was sent; a repeat is
+    not delivered again. Tests count sends and deliveries here.
+
+    Mailbox: a message or receipt for an account that no session of the sending worker
+    holds waits here until the worker holding that account takes it, as WhatsApp's
+    server keeps it for a device that is elsewhere or offline. One taker per item.
     """
 
     FILE = "simulator-server.sqlite3"
@@ -117,13 +141,14 @@ class ServerLedger:
                 self.path, timeout=10, isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
+            self._db.executescript(
                 "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
-                "monotonic_ns INTEGER, pid INTEGER)"
-            )
-            self._db.execute(
+                "monotonic_ns INTEGER, pid INTEGER);"
+                "CREATE TABLE IF NOT EXISTS accepted (wa_message_id TEXT PRIMARY KEY, "
+                "from_slot TEXT, destination TEXT, at REAL, sends INTEGER DEFAULT 1);"
                 "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "recipient TEXT NOT NULL, fields TEXT NOT NULL, taken INTEGER DEFAULT 0)"
+                "kind TEXT NOT NULL DEFAULT 'message', recipient TEXT NOT NULL, "
+                "fields TEXT NOT NULL, taken INTEGER DEFAULT 0);"
             )
         return self._db
 
@@ -135,24 +160,50 @@ class ServerLedger:
                 (str(slot), owner, event, at, os.getpid()),
             )
 
-    def post(self, recipient: Slot, fields: dict[str, Any]) -> None:
+    def accept(self, sender: Slot, message: Outgoing) -> bool:
+        """Count a send of this message id; False if the server had it already."""
+        with self._lock:
+            db = self._open()
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO accepted (wa_message_id, from_slot, destination, at) "
+                "VALUES (?, ?, ?, ?)",
+                (message.wa_message_id, str(sender), message.destination, time.time()),
+            ).rowcount
+            if not inserted:
+                db.execute(
+                    "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?",
+                    (message.wa_message_id,),
+                )
+            return bool(inserted)
+
+    def counts(self) -> tuple[int, int]:
+        """(distinct messages accepted, repeated sends deduplicated)."""
+        with self._lock:
+            distinct, sends = (
+                self._open()
+                .execute("SELECT count(*), coalesce(sum(sends), 0) FROM accepted")
+                .fetchone()
+            )
+            return int(distinct), int(sends) - int(distinct)
+
+    def post(self, recipient: Slot, fields: dict[str, Any], kind: str = "message") -> None:
         with self._lock:
             self._open().execute(
-                "INSERT INTO mailbox (recipient, fields) VALUES (?, ?)",
-                (str(recipient), json.dumps(fields)),
+                "INSERT INTO mailbox (kind, recipient, fields) VALUES (?, ?, ?)",
+                (kind, str(recipient), json.dumps(fields)),
             )
 
-    def take(self, recipients: list[Slot]) -> list[dict[str, Any]]:
-        """The waiting messages of these accounts, oldest first, each taken once."""
+    def take(self, recipients: list[Slot], kind: str = "message") -> list[dict[str, Any]]:
+        """The waiting items of this kind for these accounts, oldest first, each taken once."""
         if not recipients:
             return []
         marks = ",".join("?" * len(recipients))
         with self._lock:
             db = self._open()
             rows = db.execute(
-                f"SELECT seq, fields FROM mailbox WHERE taken=0 AND recipient IN ({marks}) "
-                "ORDER BY seq LIMIT 500",
-                [str(r) for r in recipients],
+                f"SELECT seq, fields FROM mailbox WHERE taken=0 AND kind=? "
+                f"AND recipient IN ({marks}) ORDER BY seq LIMIT 500",
+                [kind, *(str(r) for r in recipients)],
             ).fetchall()
             taken = []
             for seq, fields in rows:
@@ -192,48 +243,13 @@ class SimulatorBackend:
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     server: ServerLedger = field(init=False)
     _collector: asyncio.Task[None] | None = None
-    _ledger: sqlite3.Connection | None = None
-    _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.server = ServerLedger(self.server_dir or self.work_dir)
 
-    def _record(self, message: Outgoing, sender: Slot) -> bool:
-        """Add to the on-disk delivery ledger; False if this message id was delivered before."""
-        with self._ledger_lock:
-            if self._ledger is None:
-                self.work_dir.mkdir(parents=True, exist_ok=True)
-                self._ledger = sqlite3.connect(
-                    self.work_dir / "simulator.sqlite3",
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                self._ledger.execute("PRAGMA journal_mode=WAL")
-                self._ledger.execute(
-                    "CREATE TABLE IF NOT EXISTS delivered (wa_message_id TEXT PRIMARY KEY, "
-                    "from_slot TEXT, destination TEXT, at REAL, attempts INTEGER DEFAULT 1)"
-                )
-            inserted = self._ledger.execute(
-                "INSERT OR IGNORE INTO delivered (wa_message_id, from_slot, destination, at) "
-                "VALUES (?, ?, ?, ?)",
-                (message.wa_message_id, str(sender), message.destination, time.time()),
-            ).rowcount
-            if not inserted:
-                self._ledger.execute(
-                    "UPDATE delivered SET attempts = attempts + 1 WHERE wa_message_id=?",
-                    (message.wa_message_id,),
-                )
-            return bool(inserted)
-
     def ledger(self) -> tuple[int, int]:
-        """(distinct messages delivered, repeated sends deduplicated)."""
-        with self._ledger_lock:
-            if self._ledger is None:
-                return 0, 0
-            distinct, attempts = self._ledger.execute(
-                "SELECT count(*), coalesce(sum(attempts), 0) FROM delivered"
-            ).fetchone()
-            return int(distinct), int(attempts) - int(distinct)
+        """(distinct messages the server accepted, repeated sends deduplicated)."""
+        return self.server.counts()
 
     async def send(self, slot: Slot, message: Outgoing) -> None:
         session = self.sessions.get(slot)
@@ -243,30 +259,61 @@ class SimulatorBackend:
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
-        fresh = await asyncio.to_thread(self._record, message, slot)
+        fresh = await asyncio.to_thread(self.server.accept, slot, message)
         if not fresh:
             return
         fields = inbound_fields(recipient, slot, message)
         held = self.sessions.get(recipient)
         if held is not None and held.connected and self.on_inbound is not None:
-            await self.on_inbound(fields)
+            await self._arrive(fields)
         else:  # another worker's account, or one not connected now: the server keeps it
             await asyncio.to_thread(self.server.post, recipient, fields)
+
+    async def _arrive(self, fields: dict[str, Any]) -> None:
+        """A message reached its recipient's device: hand it over, then tell the sender."""
+        assert self.on_inbound is not None
+        await self.on_inbound(fields)
+        sender = slot_of(str(fields["from"]))
+        if sender is not None:
+            chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
+            receipt = _receipt(sender, chat, [fields["wa_message_id"]], "delivered")
+            await asyncio.to_thread(self.server.post, sender, receipt, "receipt")
 
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
     ) -> None:
-        raise NotImplementedError("simulated read receipts: not wired yet")
+        """The recipient read these messages: a `read` receipt goes to whoever sent them."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user = (sender or chat_id).partition("@")[0]
+        peer = slot_of(user)
+        if peer is None or not message_ids:
+            return  # nobody simulated to tell
+        receipt = _receipt(peer, jid_of(slot), message_ids, "read")
+        await asyncio.to_thread(self.server.post, peer, receipt, "receipt")
 
     async def _collect(self) -> None:
         """Take what the server keeps for this worker's connected accounts."""
         while True:
             await asyncio.sleep(self.mailbox_poll_s)
             ours = [slot for slot, session in self.sessions.items() if session.connected]
-            if not ours or self.on_inbound is None:
+            if not ours:
                 continue
-            for fields in await asyncio.to_thread(self.server.take, ours):
-                await self.on_inbound(fields)
+            if self.on_inbound is not None:
+                for fields in await asyncio.to_thread(self.server.take, ours):
+                    await self._arrive(fields)
+            if self.on_receipt is not None:
+                for receipt in await asyncio.to_thread(self.server.take, ours, "receipt"):
+                    await self.on_receipt(
+                        ReceiptEvent(
+                            slot=Slot.parse(receipt["slot"]),
+                            chat_id=receipt["chat_id"],
+                            message_ids=tuple(receipt["message_ids"]),
+                            state=receipt["state"],
+                            timestamp=receipt["timestamp"],
+                        )
+                    )
 
     def _auth_file(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot) / "simulator.json"
@@ -341,7 +388,3 @@ class SimulatorBackend:
         for slot in list(self.sessions):
             await self.stop(slot)
         self.server.close()
-        with self._ledger_lock:
-            if self._ledger is not None:
-                self._ledger.close()
-                self._ledger = None

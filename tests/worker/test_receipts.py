@@ -1,0 +1,162 @@
+"""Receipts: a sent message moves sent -> delivered -> read, never back, and opening a chat
+sends read receipts to WhatsApp. End to end through the simulator's server, which hands
+out a `delivered` receipt when a message reaches the recipient's device and a `read` one
+when the recipient opens the chat."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wasp_worker.app import build_app
+from wasp_worker.backends.simulator import phone_of
+from wasp_worker.events import EventLog
+from wasp_worker.history import History
+
+from tests.support.waiting import eventually_async
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_worker_http import config
+from wasp.slots import Slot
+
+Client = TestClient[Any, Any]
+A1, A2 = Slot.parse("A1"), Slot.parse("A2")
+RANK = {"sent": 0, "delivered": 1, "read": 2, "played": 3}
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[Client]:
+    async with TestClient(
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
+    ) as client:
+        yield client
+
+
+async def login(client: Client, slot: str) -> None:
+    await client.post(f"/api/accounts/{slot}/connect")
+    await client.post(f"/api/accounts/{slot}/scan")
+
+
+async def statuses(client: Client, slot: str, chat: str) -> dict[str, str]:
+    """Body -> receipt status of the slot's own messages in a chat (opening it as the sender
+    marks nothing: its side has no unread messages)."""
+    shown = await client.post(f"/api/accounts/{slot}/openChat", json={"chat_id": chat})
+    return {m["body"]: m["status"] for m in (await shown.json())["messages"]}
+
+
+async def status_events(client: Client, slot: str) -> list[tuple[str, str]]:
+    events = (await (await client.get("/events?limit=5000")).json())["events"]
+    return [
+        (e["payload"]["waMessageId"], e["payload"]["state"])
+        for e in events
+        if e["event"] == "wa:message_status" and e["payload"]["slot"] == slot
+    ]
+
+
+async def test_a_sent_message_is_delivered_then_read_when_the_recipient_opens_the_chat(
+    worker: Client,
+) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    a1, a2 = phone_of(A1), phone_of(A2)
+    ids = []
+    for text in ("one", "two"):
+        sent = await worker.post("/api/accounts/A1/send", json={"to": a2, "text": text})
+        ids.append((await sent.json())["message"]["waMessageId"])
+
+    async def delivered() -> bool:
+        return await statuses(worker, "A1", a2) == {"one": "delivered", "two": "delivered"}
+
+    await eventually_async(delivered, "both delivered to A2's device")
+
+    opened = await worker.post("/api/accounts/A2/openChat", json={"chat_id": a1})
+    assert (await opened.json())["read_receipts"] == "sent"
+
+    async def read() -> bool:
+        return await statuses(worker, "A1", a2) == {"one": "read", "two": "read"}
+
+    await eventually_async(read, "both read by A2")
+    # Nothing unread any more: no second receipt, no second event.
+    again = await worker.post("/api/accounts/A2/openChat", json={"chat_id": a1})
+    assert (await again.json())["read_receipts"] == "none"
+    await asyncio.sleep(0.5)
+    events = await status_events(worker, "A1")
+    for wa_message_id in ids:
+        assert [s for i, s in events if i == wa_message_id] == ["sent", "delivered", "read"]
+
+
+async def test_opening_a_chat_without_a_session_reads_it_here_and_says_no_receipt_went(
+    worker: Client,
+) -> None:
+    await login(worker, "A1")
+    await login(worker, "A2")
+    a1, a2 = phone_of(A1), phone_of(A2)
+    await worker.post("/api/accounts/A1/send", json={"to": a2, "text": "one"})
+
+    async def arrived() -> bool:
+        chats = (await (await worker.get("/api/accounts/A2/chats")).json())["chats"]
+        return bool(chats) and chats[0]["unread"] == 1
+
+    await eventually_async(arrived, "A2 has it unread")
+    assert (await worker.post("/api/accounts/A2/destroy")).status == 200
+    opened = await worker.post("/api/accounts/A2/openChat", json={"chat_id": a1})
+    assert (await opened.json())["read_receipts"] == "not_connected"
+    chats = (await (await worker.get("/api/accounts/A2/chats")).json())["chats"]
+    assert chats[0]["unread"] == 0
+    await asyncio.sleep(0.5)
+    assert await statuses(worker, "A1", a2) == {"one": "delivered"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["delivered", "read", "played"]), max_size=8))
+def test_receipts_only_move_a_message_forward(tmp_path_factory: Any, receipts: list[str]) -> None:
+    history = History(tmp_path_factory.mktemp("h") / "history.sqlite3")
+
+    async def run() -> str:
+        fields = {"wa_message_id": "M1", "chat_id": "x@s.whatsapp.net", "from": "A1"}
+        await history.record(A1, "out", fields)
+        for state in receipts:
+            await history.receipt(A1, ["M1", "unknown"], state)
+        [message] = (await history.open_chat(A1, "x@s.whatsapp.net"))[0]
+        return str(message["status"])
+
+    try:
+        final = asyncio.run(run())
+    finally:
+        history.close()
+    # The oracle: the furthest state any receipt named, by WhatsApp's own order.
+    assert final == max(["sent", *receipts], key=RANK.__getitem__)
+
+
+def test_a_history_file_of_the_first_version_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema before receipts, as volumes hold it
+        old.executescript(
+            "CREATE TABLE messages (slot TEXT NOT NULL, wa_message_id TEXT NOT NULL, "
+            "chat_id TEXT NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')), "
+            "sender TEXT NOT NULL, push_name TEXT, body TEXT NOT NULL DEFAULT '', "
+            "media_type TEXT, media_url TEXT, timestamp REAL NOT NULL, "
+            "read INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (slot, wa_message_id));"
+            "INSERT INTO messages VALUES ('A1', 'OLD', 'x@s.whatsapp.net', 'out', 'A1', NULL, "
+            "'kept', NULL, NULL, 1, 1);"
+        )
+    history = History(path)
+
+    async def run() -> list[dict[str, Any]]:
+        await history.receipt(A1, ["OLD"], "read")
+        return (await history.open_chat(A1, "x@s.whatsapp.net"))[0]
+
+    try:
+        [message] = asyncio.run(run())
+    finally:
+        history.close()
+    assert (message["body"], message["status"]) == ("kept", "read")
+    History(path).close()  # opening again migrates nothing twice
