@@ -87,6 +87,10 @@ class Backend(Protocol):
     async def send(self, slot: Slot, message: Outgoing) -> None:
         """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
 
+    async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
+        """The phone JID WhatsApp knows for a LID (as the session's store has it), None when
+        it knows none. Raises when the session cannot look it up now (not running)."""
+
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
     ) -> None:

@@ -208,6 +208,9 @@ class NeonizeBackend:
             raise PairFailed(str(detail))
         return str(detail)
 
+    async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
+        raise RuntimeError("LID lookups through the cell: not wired yet")
+
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
     ) -> None:

@@ -49,12 +49,25 @@ from wasp_worker.backends.base import (
 from wasp_worker.qr import qr_data_url
 
 PHONE_PREFIX = "555"
+LID_PREFIX = "19"
 
 
 def phone_of(slot: Slot) -> str:
     """The simulated phone number of a slot: 555, two digits per prefix letter, 9 digits."""
     letters = "".join(f"{ord(c) - 64:02d}" for c in slot.prefix)
     return f"{PHONE_PREFIX}{len(slot.prefix)}{letters}{slot.number:09d}"
+
+
+def lid_of(slot: Slot) -> str:
+    """The simulated LID of a slot (WhatsApp's privacy id, unrelated-looking to the phone)."""
+    return f"{LID_PREFIX}{phone_of(slot)[::-1]}@lid"
+
+
+def slot_of_lid(lid: str) -> Slot | None:
+    user, _, server = lid.partition("@")
+    if server != "lid" or not user.startswith(LID_PREFIX):
+        return None
+    return slot_of(user[len(LID_PREFIX) :][::-1])
 
 
 def slot_of(phone: str) -> Slot | None:
@@ -89,7 +102,7 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
         "file_name": None,
         "file_size": None,
         "from_me": False,
-        "sender_lid": None,
+        "sender_lid": lid_of(sender),
         "sender_phone_jid": f"{phone}@s.whatsapp.net",
     }
 
@@ -278,6 +291,13 @@ class SimulatorBackend:
             chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
             receipt = _receipt(sender, chat, [fields["wa_message_id"]], "delivered")
             await asyncio.to_thread(self.server.post, sender, receipt, "receipt")
+
+    async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
+        """The server's directory: every simulated account's LID is known to it."""
+        if slot not in self.sessions:
+            raise RuntimeError("no session")
+        found = slot_of_lid(lid)
+        return jid_of(found) if found is not None else None
 
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]

@@ -1,0 +1,69 @@
+"""Identities: a message carries its sender's phone JID and LID, the worker learns the pair,
+and a reply to the LID reaches the phone it stands for (simulator end to end)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
+from wasp_worker.app import build_app
+from wasp_worker.backends.simulator import lid_of, phone_of, slot_of, slot_of_lid
+from wasp_worker.events import EventLog
+
+from tests.support.waiting import eventually_async
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_worker_http import config
+from wasp.slots import Slot
+
+Client = TestClient[Any, Any]
+A1, A2 = Slot.parse("A1"), Slot.parse("A2")
+
+
+@given(st.from_regex(r"[A-Z]{1,3}", fullmatch=True), st.integers(1, 10**6))
+def test_every_simulated_account_has_a_lid_that_names_it_and_no_phone(
+    prefix: str, number: int
+) -> None:
+    slot = Slot(prefix, number)
+    lid = lid_of(slot)
+    assert lid.endswith("@lid")
+    assert slot_of_lid(lid) == slot
+    assert slot_of(lid.partition("@")[0]) is None  # a LID is not a phone number
+    assert slot_of_lid(f"{phone_of(slot)}@lid") != slot
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[Client]:
+    async with TestClient(
+        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
+        headers=CREDENTIAL,
+    ) as client:
+        yield client
+
+
+async def messages_to(client: Client, slot: str) -> list[dict[str, Any]]:
+    events = (await (await client.get("/events?limit=5000")).json())["events"]
+    return [
+        e["payload"] for e in events if e["event"] == "wa:message" and e["payload"]["slot"] == slot
+    ]
+
+
+async def test_a_reply_to_the_senders_lid_reaches_its_phone(worker: Client) -> None:
+    for slot in ("A1", "A2"):
+        await worker.post(f"/api/accounts/{slot}/connect")
+        await worker.post(f"/api/accounts/{slot}/scan")
+    await worker.post("/api/accounts/A1/send", json={"to": phone_of(A2), "text": "hi"})
+    [arrived] = await eventually_async(lambda: messages_to(worker, "A2"), "A2 gets it")
+    assert arrived["sender_lid"] == lid_of(A1)
+    assert arrived["sender_phone_jid"] == f"{phone_of(A1)}@s.whatsapp.net"
+
+    sent = await worker.post("/api/accounts/A2/send", json={"to": lid_of(A1), "text": "back"})
+    assert sent.status == 202
+    assert (await sent.json())["message"]["to"] == f"{phone_of(A1)}@s.whatsapp.net"
+    [reply] = await eventually_async(lambda: messages_to(worker, "A1"), "A1 gets the reply")
+    assert reply["body"] == "back"
