@@ -131,6 +131,11 @@ async function userFlow() {
   });
   await shot("04-a2-received");
 
+  await step("A1 sees it read (A2 opened the chat: a read receipt)", async () => {
+    await openSlot("A1");
+    await page.waitForSelector(`.bubble.out[data-status="read"] >> text=${TEXT}`);
+  });
+
   await step("capacity shows the sessions", async () => {
     await page.waitForFunction(() => {
       const text = document.querySelector('article.shard[data-shard="w1"] .capacity-text')?.textContent || "";

@@ -340,7 +340,18 @@ function onInbound(message) {
   render();
 }
 
+const TICKS = { sent: "✓", delivered: "✓✓", read: "✓✓", played: "✓✓" };
+
 function onMessageStatus(update) {
+  if (update.id == null) {
+    // A receipt: a sent message was delivered, read or played.
+    const shown = update.slot === state.selected && state.messages.find((m) => m.wa_message_id === update.waMessageId);
+    if (shown) {
+      shown.status = update.state;
+      renderConversation();
+    }
+    return;
+  }
   const mine = state.pending.find((m) => m.id === update.id && m.slot === update.slot);
   if (!mine) return;
   mine.state = update.state;
@@ -701,9 +712,14 @@ function renderConversation() {
     ...state.messages.map((m) =>
       h(
         "div",
-        { class: `bubble ${m.direction}`, dataset: { id: m.wa_message_id } },
+        { class: `bubble ${m.direction}`, dataset: { id: m.wa_message_id, status: m.status || "" } },
         h("p", {}, m.body || (m.media_type ? `[${m.media_type}]` : "")),
-        h("span", { class: "meta" }, timeText(m.timestamp), m.direction === "out" ? " ✓" : ""),
+        h(
+          "span",
+          { class: "meta" },
+          timeText(m.timestamp),
+          m.direction === "out" ? h("span", { class: `ticks ${m.status || "sent"}`, title: m.status || "sent" }, " " + (TICKS[m.status] || "✓")) : "",
+        ),
       ),
     ),
     ...pending.map((m) =>
