@@ -78,6 +78,18 @@ async def test_connect_shows_a_qr_and_scan_logs_in(worker: TestClient[Any, Any])
     assert status["status"] == "CONNECTED"
 
 
+async def test_a_connect_that_meets_one_in_progress_answers_once_it_shows_its_qr(
+    worker: TestClient[Any, Any],
+) -> None:
+    """Warm-up, resume and clients may start a slot at once: each answer comes after the
+    session initialised, so a client can act on it (scan its QR) straight away."""
+    answers = await asyncio.gather(*(worker.post("/api/accounts/A3/connect") for _ in range(4)))
+    bodies = [await answer.json() for answer in answers]
+    assert [b["status"] for b in bodies] == ["CONNECTING"] * 4
+    assert all(b["qr"] for b in bodies)
+    assert (await worker.post("/api/accounts/A3/scan")).status == 200
+
+
 @pytest.mark.parametrize("op", ["connect", "logout", "destroy", "scan"])
 async def test_slot_outside_the_range_is_409_with_the_exact_body(
     worker: TestClient[Any, Any], op: str

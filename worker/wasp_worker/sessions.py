@@ -30,6 +30,7 @@ class SessionState:
     qr: str | None = None
     reason: str | None = None  # why it is in this state, from what WhatsApp said
     detail: dict[str, Any] | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # init done
 
     def public(self, slot: Slot) -> dict[str, Any]:
         return {
@@ -86,6 +87,9 @@ class SessionManager:
         if not self.holds_lease:
             raise self._not_owner()
         if slot in self.states:
+            # Starting already (warm-up, resume, another request): answer once it shows
+            # its QR or resumed, as a first connect does.
+            await self.states[slot].started.wait()
             return self.states[slot]
         if self.active >= self.config.max_active:
             self.log.emit(
@@ -102,6 +106,8 @@ class SessionManager:
             except Exception:
                 self.states.pop(slot, None)
                 raise
+            finally:
+                state.started.set()
         if not self.holds_lease:  # lost while starting: the watchdog may have missed this one
             await self.backend.stop(slot)
             self.states.pop(slot, None)

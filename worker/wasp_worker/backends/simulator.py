@@ -173,20 +173,32 @@ class ServerLedger:
                 (str(slot), owner, event, at, os.getpid()),
             )
 
-    def accept(self, sender: Slot, message: Outgoing) -> bool:
-        """Count a send of this message id; False if the server had it already."""
+    def accept(
+        self, sender: Slot, message: Outgoing, recipient: Slot, fields: dict[str, Any]
+    ) -> bool:
+        """Take a sent message: counted, and (the first time its id is seen) put in the
+        recipient's mailbox in the same transaction, so nothing accepted can vanish.
+        False if the server had this id already (a repeated send)."""
         with self._lock:
             db = self._open()
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO accepted (wa_message_id, from_slot, destination, at) "
-                "VALUES (?, ?, ?, ?)",
-                (message.wa_message_id, str(sender), message.destination, time.time()),
-            ).rowcount
-            if not inserted:
-                db.execute(
-                    "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?",
-                    (message.wa_message_id,),
-                )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO accepted (wa_message_id, from_slot, destination, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (message.wa_message_id, str(sender), message.destination, time.time()),
+                ).rowcount
+                if inserted:
+                    self._post(db, recipient, fields, "message")
+                else:
+                    db.execute(
+                        "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?",
+                        (message.wa_message_id,),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             return bool(inserted)
 
     def counts(self) -> tuple[int, int]:
@@ -199,33 +211,54 @@ class ServerLedger:
             )
             return int(distinct), int(sends) - int(distinct)
 
-    def post(self, recipient: Slot, fields: dict[str, Any], kind: str = "message") -> None:
-        with self._lock:
-            self._open().execute(
-                "INSERT INTO mailbox (kind, recipient, fields) VALUES (?, ?, ?)",
-                (kind, str(recipient), json.dumps(fields)),
-            )
+    @staticmethod
+    def _post(db: sqlite3.Connection, recipient: Slot, fields: dict[str, Any], kind: str) -> None:
+        db.execute(
+            "INSERT INTO mailbox (kind, recipient, fields) VALUES (?, ?, ?)",
+            (kind, str(recipient), json.dumps(fields)),
+        )
 
-    def take(self, recipients: list[Slot], kind: str = "message") -> list[dict[str, Any]]:
-        """The waiting items of this kind for these accounts, oldest first, each taken once."""
+    def post(self, recipient: Slot, fields: dict[str, Any], kind: str) -> None:
+        with self._lock:
+            self._post(self._open(), recipient, fields, kind)
+
+    def waiting(self, recipients: list[Slot], kind: str) -> list[tuple[int, dict[str, Any]]]:
+        """The items of this kind waiting for these accounts, oldest first, by number."""
         if not recipients:
             return []
         marks = ",".join("?" * len(recipients))
         with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    f"SELECT seq, fields FROM mailbox WHERE taken=0 AND kind=? "
+                    f"AND recipient IN ({marks}) ORDER BY seq LIMIT 500",
+                    [kind, *(str(r) for r in recipients)],
+                )
+                .fetchall()
+            )
+        return [(int(seq), json.loads(fields)) for seq, fields in rows]
+
+    def ack(
+        self, seq: int, receipt_to: Slot | None = None, receipt: dict[str, Any] | None = None
+    ) -> bool:
+        """The device has the item: it leaves the mailbox and, for a message, its sender's
+        `delivered` receipt is posted in the same transaction (once per message, however
+        often a device that crashed before its ack is handed the message again)."""
+        with self._lock:
             db = self._open()
-            rows = db.execute(
-                f"SELECT seq, fields FROM mailbox WHERE taken=0 AND kind=? "
-                f"AND recipient IN ({marks}) ORDER BY seq LIMIT 500",
-                [kind, *(str(r) for r in recipients)],
-            ).fetchall()
-            taken = []
-            for seq, fields in rows:
-                # Another worker may race for the same row: the update decides.
-                if db.execute(
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                taken = db.execute(
                     "UPDATE mailbox SET taken=1 WHERE seq=? AND taken=0", (seq,)
-                ).rowcount:
-                    taken.append(json.loads(fields))
-            return taken
+                ).rowcount
+                if taken and receipt_to is not None and receipt is not None:
+                    self._post(db, receipt_to, receipt, "receipt")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return bool(taken)
 
     def close(self) -> None:
         with self._lock:
@@ -255,6 +288,7 @@ class SimulatorBackend:
     mailbox_poll_s: float = 0.2
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     server: ServerLedger = field(init=False)
+    _handing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one hand-over at a time
     _collector: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -272,25 +306,41 @@ class SimulatorBackend:
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
-        fresh = await asyncio.to_thread(self.server.accept, slot, message)
-        if not fresh:
-            return
         fields = inbound_fields(recipient, slot, message)
+        fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
-        if held is not None and held.connected and self.on_inbound is not None:
-            await self._arrive(fields)
-        else:  # another worker's account, or one not connected now: the server keeps it
-            await asyncio.to_thread(self.server.post, recipient, fields)
+        if fresh and held is not None and held.connected:
+            await self._hand_over([recipient])  # ours: no need to wait for the next poll
 
-    async def _arrive(self, fields: dict[str, Any]) -> None:
-        """A message reached its recipient's device: hand it over, then tell the sender."""
-        assert self.on_inbound is not None
-        await self.on_inbound(fields)
-        sender = slot_of(str(fields["from"]))
-        if sender is not None:
-            chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
-            receipt = _receipt(sender, chat, [fields["wa_message_id"]], "delivered")
-            await asyncio.to_thread(self.server.post, sender, receipt, "receipt")
+    async def _hand_over(self, recipients: list[Slot]) -> None:
+        """Hand what waits on the server for these accounts to their devices (this worker),
+        acknowledging each item only once it was handled: a crash in between hands it over
+        again, as WhatsApp does until a device acknowledges. One at a time, so the poll and
+        a send's fast path never hand the same item over twice."""
+        async with self._handing:
+            await self._hand_over_now(recipients)
+
+    async def _hand_over_now(self, recipients: list[Slot]) -> None:
+        if self.on_inbound is not None:
+            for seq, fields in await asyncio.to_thread(self.server.waiting, recipients, "message"):
+                await self.on_inbound(fields)
+                sender = slot_of(str(fields["from"]))
+                chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
+                ids = [fields["wa_message_id"]]
+                receipt = _receipt(sender, chat, ids, "delivered") if sender else None
+                await asyncio.to_thread(self.server.ack, seq, sender, receipt)
+        if self.on_receipt is not None:
+            for seq, receipt in await asyncio.to_thread(self.server.waiting, recipients, "receipt"):
+                await self.on_receipt(
+                    ReceiptEvent(
+                        slot=Slot.parse(receipt["slot"]),
+                        chat_id=receipt["chat_id"],
+                        message_ids=tuple(receipt["message_ids"]),
+                        state=receipt["state"],
+                        timestamp=receipt["timestamp"],
+                    )
+                )
+                await asyncio.to_thread(self.server.ack, seq)
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The server's directory: every simulated account's LID is known to it."""
@@ -318,22 +368,8 @@ class SimulatorBackend:
         while True:
             await asyncio.sleep(self.mailbox_poll_s)
             ours = [slot for slot, session in self.sessions.items() if session.connected]
-            if not ours:
-                continue
-            if self.on_inbound is not None:
-                for fields in await asyncio.to_thread(self.server.take, ours):
-                    await self._arrive(fields)
-            if self.on_receipt is not None:
-                for receipt in await asyncio.to_thread(self.server.take, ours, "receipt"):
-                    await self.on_receipt(
-                        ReceiptEvent(
-                            slot=Slot.parse(receipt["slot"]),
-                            chat_id=receipt["chat_id"],
-                            message_ids=tuple(receipt["message_ids"]),
-                            state=receipt["state"],
-                            timestamp=receipt["timestamp"],
-                        )
-                    )
+            if ours:
+                await self._hand_over(ours)
 
     def _auth_file(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot) / "simulator.json"
