@@ -296,3 +296,18 @@ async def test_pairing_is_refused_with_the_reason_when_no_login_runs(tmp_path: P
             await backend.pair(A1, "5511999999999")
     finally:
         await backend.close()
+
+
+async def test_mark_read_goes_through_a_real_cell_which_says_it_is_not_connected(
+    tmp_path: Path,
+) -> None:
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    try:
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 1)  # offline: the connect ended
+        backend.sessions[A1].connected = True  # as if still up: the cell must answer itself
+        with pytest.raises(RuntimeError, match="not_connected"):
+            await backend.mark_read(A1, "5511999999999@s.whatsapp.net", None, ["3EB0A"])
+    finally:
+        await backend.close()
