@@ -9,11 +9,24 @@ import signal
 from pathlib import Path
 
 import pytest
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 from wasp_worker.backends.base import SendFailed, StatusEvent
+from wasp_worker.backends.cell_protocol import (
+    Connected,
+    Disconnected,
+    Ended,
+    LoggedOut,
+    Message,
+    StreamError,
+    Undecryptable,
+)
 from wasp_worker.backends.neonize import BACKOFF_S, NeonizeBackend, _Session
+from wasp_worker.backends.neonize_events import inbound_fields
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.queue import Outbound
 
+from tests.worker.test_neonize_events import ME
+from tests.worker.test_neonize_events import event as message_event
 from wasp.slots import Slot
 
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
@@ -59,10 +72,10 @@ async def test_connected_resets_the_backoff(tmp_path: Path) -> None:
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
     backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()), failures=4)
-    await backend.handle(("connected", "A1"))
+    await backend.handle(Connected("A1"))
     assert backend.sessions[A1].failures == 0
     assert seen.events[-1].status == "CONNECTED"
-    backend._schedule_retry(A1, backend.sessions[A1])
+    backend._schedule_retry(A1, backend.sessions[A1], backend._next_backoff(backend.sessions[A1]))
     await asyncio.sleep(0)
     assert seen.delays[-1] == 2
     await backend.close()
@@ -71,13 +84,15 @@ async def test_connected_resets_the_backoff(tmp_path: Path) -> None:
 async def test_logged_out_and_stream_error_515_wipe_the_auth(tmp_path: Path) -> None:
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
-    for slot, event in ((A1, ("logged_out", "A1", "401")), (A2, ("stream_error", "A2", "515"))):
+    logout = LoggedOut("A1", on_connect=False, code=401, name="LOGGED_OUT")
+    for slot, event in ((A1, logout), (A2, StreamError("A2", "515"))):
         auth = backend.auth_dir(slot)
         auth.mkdir(parents=True)
         (auth / "session.sqlite3").write_bytes(b"store")
         backend.sessions[slot] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
         await backend.handle(event)
         assert not auth.exists()
+        assert seen.events[-1].logged_out is True
     assert [e.reason for e in seen.events] == ["logged_out", "stream_error_515"]
     await backend.close()
 
@@ -123,14 +138,14 @@ async def test_bad_mac_burst_drops_the_session_wipes_auth_and_waits_the_cooldown
     auth = backend.auth_dir(A1)
     auth.mkdir(parents=True)
     for _ in range(2):
-        await backend.handle(("undecryptable", "A1"))
+        await backend.handle(Undecryptable("A1", unavailable=False))
         clock[0] += 1
     assert seen.events == []  # two are within the threshold
-    await backend.handle(("undecryptable", "A1"))
+    await backend.handle(Undecryptable("A1", unavailable=False))
     assert seen.events[-1].status == "DISCONNECTED"
     assert seen.events[-1].reason == "bad_mac_breaker"
     assert not auth.exists()
-    await backend.handle(("ended", "A1", "stopped"))  # the cell confirms: no backoff retry
+    await backend.handle(Ended("A1", "stopped"))  # the cell confirms: no backoff retry
     await asyncio.sleep(0.01)
     assert seen.delays == [300]
     assert backend.breaker_trips == 1
@@ -143,11 +158,12 @@ async def test_a_disconnect_the_cell_reports_is_the_session_s_state(tmp_path: Pa
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
     backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
-    await backend.handle(("connected", "A1"))
-    await backend.handle(("disconnected", "A1", "disconnected"))
+    await backend.handle(Connected("A1"))
+    await backend.handle(Disconnected("A1"))
     assert (seen.events[-1].status, seen.events[-1].reason) == ("DISCONNECTED", "disconnected")
+    assert seen.events[-1].logged_out is False  # a dropped connection is not an unlink
     assert backend.sessions[A1].connected is False
-    await backend.handle(("connected", "A1"))
+    await backend.handle(Connected("A1"))
     assert seen.events[-1].status == "CONNECTED"
     assert seen.delays == []  # whatsmeow reconnects by itself: no backoff of ours
     await backend.close()
@@ -160,27 +176,35 @@ async def test_a_logout_from_the_phone_wipes_auth_and_says_the_account_is_unlink
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
     backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
     backend.auth_dir(A1).mkdir(parents=True)
-    await backend.handle(("connected", "A1"))
-    await backend.handle(("logged_out", "A1", "401"))
+    await backend.handle(Connected("A1"))
+    await backend.handle(LoggedOut("A1", on_connect=False, code=401, name="LOGGED_OUT"))
     last = seen.events[-1]
     assert (last.status, last.reason, last.logged_out) == ("DISCONNECTED", "logged_out", True)
     assert not backend.auth_dir(A1).exists()
-    await backend.handle(("disconnected", "A1", "disconnected"))
-    assert seen.events[-1].logged_out is False  # a dropped connection is not an unlink
+    await backend.handle(Ended("A1", "stopped"))  # the cell stopped it, as told
+    await backend.handle(Disconnected("A1"))
+    assert seen.events[-1] == last  # the unlink stays the reason: nothing reconnects
+    assert seen.delays == []
     await backend.close()
 
 
 async def test_inbound_messages_from_the_cell_reach_on_inbound(tmp_path: Path) -> None:
     seen = Recorder()
     received: list[dict[str, object]] = []
+    fields = inbound_fields("A1", ME, message_event(E2EMessage(conversation="hi")))
+    assert fields is not None
 
     async def on_inbound(fields: dict[str, object]) -> None:
         received.append(fields)
 
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep, on_inbound=on_inbound)
     backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
-    await backend.handle(("message", "A1", {"slot": "A1", "wa_message_id": "X", "body": "hi"}))
-    assert received == [{"slot": "A1", "wa_message_id": "X", "body": "hi"}]
+    await backend.handle(Message("A1", fields))
+    assert received == [fields]
+    assert (received[0]["from_me"], received[0]["sender_phone_jid"]) == (
+        False,
+        "5511999999999@s.whatsapp.net",
+    )
     await backend.close()
 
 
@@ -270,5 +294,20 @@ async def test_pairing_is_refused_with_the_reason_when_no_login_runs(tmp_path: P
         await seen.wait_for(lambda: len(seen.delays) >= 1)  # offline: the connect ended
         with pytest.raises(PairFailed, match="no login in progress"):
             await backend.pair(A1, "5511999999999")
+    finally:
+        await backend.close()
+
+
+async def test_mark_read_goes_through_a_real_cell_which_says_it_is_not_connected(
+    tmp_path: Path,
+) -> None:
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    try:
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 1)  # offline: the connect ended
+        backend.sessions[A1].connected = True  # as if still up: the cell must answer itself
+        with pytest.raises(RuntimeError, match="not_connected"):
+            await backend.mark_read(A1, "5511999999999@s.whatsapp.net", None, ["3EB0A"])
     finally:
         await backend.close()

@@ -4,11 +4,27 @@ The worker never imports neonize: each cell (`neonize_cell.run_cell`) holds up
 to `sessions_per_cell` sessions, and a cell that dies (a Go abort, SIGKILL) is
 restarted with its sessions started again from their stores, so a logged-in
 account comes back without a new QR while the worker's API keeps answering.
+Cell and worker speak `cell_protocol`; `NeonizeBackend.handle` has one branch
+per event kind.
 
 Per session: auth state in SQLite at `WORKDIR/auth/<slot>/session.sqlite3`;
-reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected); the auth is
-wiped when WhatsApp logs the device out or ends the stream with 515, and by
-the Bad MAC breaker (`wasp_worker.breaker`).
+reconnect after 2, 5, 10, 20, 40, 60 s (reset once connected). Status reasons
+are whatsmeow's own events:
+
+- logged out (or a connect failure of the logout class: 401, 403, 406), stream
+  error 515, the Bad MAC breaker (`wasp_worker.breaker`): auth wiped,
+  `logged_out`; only a new login helps (the breaker's cooldown brings a new QR);
+- stream replaced: another client uses these keys; never reconnected by us,
+  since that would fight it in a loop;
+- temporary ban: reconnected only once the ban expires (an hour when WhatsApp
+  gives no expiry);
+- connect failure: 500/503 are reconnected by whatsmeow itself, others by our
+  backoff; client outdated: not reconnected;
+- keep-alive timeout: still CONNECTED with reason `keepalive_timeout`, because
+  whatsmeow keeps the socket, says `KeepAliveRestored` when pings answer again,
+  and forces a reconnect itself after three minutes without answers.
+
+Receipts of sent messages go to `on_receipt`; `mark_read` sends read receipts.
 """
 
 from __future__ import annotations
@@ -19,11 +35,12 @@ import multiprocessing
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, assert_never
 
 import aiohttp
 
@@ -34,8 +51,39 @@ from wasp_worker.backends.base import (
     OnStatus,
     Outgoing,
     PairFailed,
+    ReceiptEvent,
     SendFailed,
     StatusEvent,
+)
+from wasp_worker.backends.cell_protocol import (
+    CellDied,
+    ClientOutdated,
+    Command,
+    Connected,
+    ConnectFailure,
+    Disconnected,
+    Ended,
+    Event,
+    KeepAliveRestored,
+    KeepAliveTimeout,
+    LoggedOut,
+    MarkRead,
+    MarkReadResult,
+    Message,
+    Pair,
+    PairResult,
+    Qr,
+    Receipt,
+    Reply,
+    Send,
+    SendResult,
+    SessionEvent,
+    Start,
+    Stop,
+    StreamError,
+    StreamReplaced,
+    TemporaryBan,
+    Undecryptable,
 )
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
@@ -43,11 +91,22 @@ from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
 SEND_TIMEOUT_S = 60.0
+BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
 MAX_MEDIA_BYTES = 64 << 20
 MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=60)
-WIPE_REASONS = {"logged_out", "stream_error_515"}
+LOGOUT_CODES = {401, 403, 406}  # the connect failures whatsmeow treats as a logout
+RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 
 Sleep = Callable[[float], Awaitable[None]]
+R = TypeVar("R", SendResult, PairResult, MarkReadResult)
+
+
+class CellGone(RuntimeError):
+    """The cell died with a request in flight; the request may be tried again."""
+
+
+def iso_utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -57,7 +116,7 @@ class Cell:
     conn: Connection
     restarts: int = 0
 
-    def send(self, *command: Any) -> None:
+    def send(self, command: Command) -> None:
         # A dead cell: its reader reports it and the supervisor restarts it.
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(command)
@@ -70,7 +129,9 @@ class _Session:
     failures: int = 0
     retry: asyncio.Task[None] | None = None
     connected: bool = False
-    cooling: bool = False  # the Bad MAC breaker tripped: no retry before the cooldown
+    # Why WhatsApp ended the session (logged_out, temporary_ban, ...): its reason stands
+    # and the end of the cell's connect changes nothing; only `retry`, if any, reconnects.
+    held: str | None = None
 
 
 @dataclass
@@ -79,14 +140,15 @@ class NeonizeBackend:
     sessions_per_cell: int = 25
     sleep: Sleep = asyncio.sleep  # injected: tests drive the backoff without waiting
     now: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time  # for the expiry of a ban, told to clients
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
-    _events: asyncio.Queue[tuple[Any, ...]] | None = None
-    _pending: dict[int, tuple[int, asyncio.Future[tuple[Any, Any]]]] = field(default_factory=dict)
+    _events: asyncio.Queue[Event] | None = None
+    _pending: dict[int, tuple[int, asyncio.Future[Reply]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
     breaker_trips: int = 0
@@ -113,14 +175,14 @@ class NeonizeBackend:
         def read() -> None:  # one thread per cell: Connection.recv blocks
             while True:
                 try:
-                    event: tuple[Any, ...] = parent.recv()
+                    event: Event = parent.recv()
                 except (EOFError, OSError):
-                    event = ("cell_died", index, process)
+                    event = CellDied(index, process)
                 try:
                     loop.call_soon_threadsafe(events.put_nowait, event)
                 except RuntimeError:
                     return  # the worker's loop is gone: shutting down
-                if event[0] == "cell_died":
+                if isinstance(event, CellDied):
                     return
 
         threading.Thread(target=read, daemon=True, name=f"cell-reader-{index}").start()
@@ -142,6 +204,11 @@ class NeonizeBackend:
             self.cells[index] = self._spawn(index)
         return self.cells[index]
 
+    def _tell_cell(self, slot: Slot, command: Command) -> None:
+        index = self.placement.get(slot)
+        if index is not None and index in self.cells:
+            self.cells[index].send(command)
+
     # -- Backend ------------------------------------------------------------
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
@@ -152,10 +219,11 @@ class NeonizeBackend:
         session = self.sessions.get(slot)
         if session is None:
             return
+        session.held = None
         auth = self.auth_dir(slot)
         auth.mkdir(parents=True, exist_ok=True)
         self._cell_for(slot).send(
-            "start", str(slot), str(auth / "session.sqlite3"), str(self.work_dir)
+            Start(str(slot), str(auth / "session.sqlite3"), str(self.work_dir))
         )
         await session.on_status(StatusEvent(slot, "CONNECTING"))
 
@@ -165,48 +233,61 @@ class NeonizeBackend:
             return
         if session.retry is not None:
             session.retry.cancel()
-        index = self.placement.pop(slot, None)
-        if index is not None and index in self.cells:
-            self.cells[index].send("stop", str(slot))
+        self._tell_cell(slot, Stop(str(slot)))
+        self.placement.pop(slot, None)
         await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="stopped"))
 
     async def logout(self, slot: Slot) -> None:
         await self.stop(slot)
         shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
 
+    def _live_cell(self, slot: Slot) -> int | None:
+        index = self.placement.get(slot)
+        if index is None or index not in self.cells or slot not in self.sessions:
+            return None
+        return index
+
     async def send(self, slot: Slot, message: Outgoing) -> None:
         """Send through the slot's cell. A transient problem raises RuntimeError (the
         message stays queued); a final one raises SendFailed with the reason."""
-        index = self.placement.get(slot)
-        if index is None or index not in self.cells or slot not in self.sessions:
+        index = self._live_cell(slot)
+        if index is None:
             raise RuntimeError("no session")
         data = None
         if message.kind != "text":
             data = await self._download(message.media_url or "")
-        outcome, detail = await self._ask(
+        result = await self._ask(
             index,
-            "send",
-            str(slot),
-            message.destination,
-            message.kind,
-            message.body,
-            data,
-            message.file_name,
-            None,
+            lambda request_id: Send(
+                request_id,
+                str(slot),
+                message.destination,
+                message.kind,
+                message.body,
+                data,
+                message.file_name,
+                None,
+            ),
+            SendResult,
         )
-        if outcome == "failed":
-            raise SendFailed(detail)
-        if outcome == "retry":
-            raise RuntimeError(detail)
+        if result.outcome == "failed":
+            raise SendFailed(result.detail)
+        if result.outcome == "retry":
+            raise RuntimeError(result.detail)
 
     async def pair(self, slot: Slot, phone: str) -> str:
-        index = self.placement.get(slot)
-        if index is None or index not in self.cells or slot not in self.sessions:
+        index = self._live_cell(slot)
+        if index is None:
             raise PairFailed(f"slot {slot} is not logging in: connect it first")
-        ok, detail = await self._ask(index, "pair", str(slot), phone)
-        if ok is not True:
-            raise PairFailed(str(detail))
-        return str(detail)
+        try:
+            result = await self._ask(
+                index, lambda request_id: Pair(request_id, str(slot), phone), PairResult
+            )
+        except CellGone:
+            raise PairFailed("the session's process restarted: try again") from None
+        if not result.ok:
+            raise PairFailed(result.detail)
+        return result.detail
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         raise RuntimeError("LID lookups through the cell: not wired yet")
@@ -214,19 +295,39 @@ class NeonizeBackend:
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
     ) -> None:
-        raise NotImplementedError("read receipts through the cell: not wired yet")
+        """Read receipts through the slot's cell; RuntimeError says why none went out."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        if sender is None and chat_id.endswith("@g.us"):
+            raise RuntimeError("a group's read receipt needs the messages' sender")
+        ids = tuple(message_ids)
+        try:
+            result = await self._ask(
+                index,
+                lambda request_id: MarkRead(request_id, str(slot), chat_id, sender, ids),
+                MarkReadResult,
+            )
+        except TimeoutError:
+            raise RuntimeError("mark_read_timeout") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
 
-    async def _ask(self, index: int, kind: str, *args: Any) -> tuple[Any, Any]:
-        """One request to a cell and its answer (or a retryable error if the cell dies)."""
+    async def _ask(self, index: int, command: Callable[[int], Command], answer: type[R]) -> R:
+        """One request to a cell and its answer; CellGone if the cell dies meanwhile."""
         self._requests += 1
         request_id = self._requests
-        reply: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (index, reply)
-        self.cells[index].send(kind, request_id, *args)
+        self.cells[index].send(command(request_id))
         try:
-            return await asyncio.wait_for(reply, SEND_TIMEOUT_S)
+            result = await asyncio.wait_for(reply, SEND_TIMEOUT_S)
         finally:
             self._pending.pop(request_id, None)
+        if not isinstance(result, answer):
+            raise RuntimeError(f"the cell answered {type(result).__name__}, not {answer.__name__}")
+        return result
 
     async def _download(self, url: str) -> bytes:
         """Media is fetched here and handed to the cell as bytes (neonize would fetch URLs
@@ -261,81 +362,143 @@ class NeonizeBackend:
             event = await self._events.get()
             await self.handle(event)
 
-    async def handle(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
-        if kind == "cell_died":
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, CellDied):
             for index, reply in list(self._pending.values()):
-                if index == event[1] and not reply.done():
-                    reply.set_result(("retry", "cell_died"))
-            await self._restart_cell(event[1], event[2])
-            return
-        if kind in ("send_result", "pair_result"):
-            pending = self._pending.get(event[1])
+                if index == event.cell and not reply.done():
+                    reply.set_exception(CellGone("cell_died"))
+            await self._restart_cell(event.cell, event.process)
+        elif isinstance(event, SendResult | PairResult | MarkReadResult):
+            pending = self._pending.get(event.request_id)
             if pending is not None and not pending[1].done():
-                pending[1].set_result((event[2], event[3]))
-            return
-        slot = Slot.parse(event[1])
-        session = self.sessions.get(slot)
-        if session is None:
-            return
-        if kind == "qr":
-            await session.on_status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(event[2])))
-        elif kind == "connected":
-            session.failures, session.connected = 0, True
-            await session.on_status(StatusEvent(slot, "CONNECTED"))
-        elif kind == "disconnected":
-            # whatsmeow reconnects by itself and says `connected` again; if its connect loop
-            # gives up instead, `ended` follows and the backoff takes over.
-            session.connected = False
-            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
-        elif kind in ("logged_out", "stream_error"):
-            reason = "logged_out" if kind == "logged_out" else f"stream_error_{event[2]}"
-            wiped = reason in WIPE_REASONS
-            if wiped:
-                shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
-            await session.on_status(
-                StatusEvent(slot, "DISCONNECTED", reason=reason, logged_out=wiped)
-            )
-        elif kind == "message":
-            if self.on_inbound is not None:
-                await self.on_inbound(dict(event[2]))
-        elif kind == "undecryptable":
-            if session.breaker.record(self.now()):
-                await self._trip(slot, session)
-        elif kind == "ended":
-            session.connected = False
-            if session.cooling:
-                return  # the breaker already reported it and owns the next connect
-            await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=str(event[2])))
-            self._schedule_retry(slot, session)
+                pending[1].set_result(event)
+        else:
+            slot = Slot.parse(event.slot)
+            session = self.sessions.get(slot)
+            if session is not None:
+                await self._on_session_event(slot, session, event)
 
-    async def _trip(self, slot: Slot, session: _Session) -> None:
-        """Too many decrypt failures: drop the session, wipe its auth, come back with a new QR
-        after the cooldown."""
-        session.cooling, session.connected = True, False
-        self.breaker_trips += 1
+    async def _on_session_event(self, slot: Slot, session: _Session, event: SessionEvent) -> None:
+        status = session.on_status
+        match event:
+            case Qr(code=code):
+                await status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(code)))
+            case Connected():
+                session.failures, session.connected, session.held = 0, True, None
+                await status(StatusEvent(slot, "CONNECTED"))
+            case Disconnected():
+                # whatsmeow reconnects by itself and says Connected again; if its connect loop
+                # gives up instead, Ended follows and the backoff takes over.
+                session.connected = False
+                if session.held is None:
+                    await status(StatusEvent(slot, "DISCONNECTED", reason="disconnected"))
+            case LoggedOut(on_connect=on_connect, code=code, name=name):
+                detail = {"code": code, "name": name, "on_connect": on_connect}
+                await self._hold(slot, session, "logged_out", detail, wipe=True)
+            case StreamReplaced():
+                await self._hold(slot, session, "stream_replaced", None)
+            case TemporaryBan(code=code, name=name, expire_s=expire_s):
+                wait = expire_s or BAN_WITHOUT_EXPIRY_S
+                detail = {
+                    "code": code,
+                    "name": name,
+                    "expire_s": expire_s or None,
+                    "expires_at": iso_utc(self.wall() + expire_s) if expire_s else None,
+                }
+                await self._hold(slot, session, "temporary_ban", detail, retry_after=wait)
+            case ConnectFailure(code=code, name=name, message=message):
+                detail = {"code": code, "name": name, "message": message or None}
+                if code in RECONNECTING_CODES:
+                    session.connected = False
+                    await status(
+                        StatusEvent(slot, "DISCONNECTED", reason="connect_failure", detail=detail)
+                    )
+                elif code in LOGOUT_CODES:
+                    await self._hold(slot, session, "connect_failure", detail, wipe=True)
+                else:
+                    delay = self._next_backoff(session)
+                    await self._hold(slot, session, "connect_failure", detail, retry_after=delay)
+            case ClientOutdated():
+                await self._hold(slot, session, "client_outdated", None)
+            case KeepAliveTimeout(error_count=count, last_success=last):
+                if session.connected:
+                    detail = {"error_count": count, "last_success": iso_utc(last)}
+                    await status(
+                        StatusEvent(slot, "CONNECTED", reason="keepalive_timeout", detail=detail)
+                    )
+            case KeepAliveRestored():
+                if session.connected:
+                    await status(StatusEvent(slot, "CONNECTED"))
+            case StreamError(code=code):
+                if code == "515":  # auth wiped as for a logout
+                    await self._hold(slot, session, "stream_error_515", {"code": code}, wipe=True)
+                else:
+                    session.connected = False
+                    await status(
+                        StatusEvent(
+                            slot,
+                            "DISCONNECTED",
+                            reason=f"stream_error_{code}",
+                            detail={"code": code},
+                        )
+                    )
+            case Undecryptable(unavailable=unavailable):
+                if not unavailable and session.breaker.record(self.now()):
+                    self.breaker_trips += 1
+                    await self._hold(
+                        slot,
+                        session,
+                        "bad_mac_breaker",
+                        None,
+                        wipe=True,
+                        retry_after=self.breaker.cooldown_s,
+                    )
+            case Message(fields=fields):
+                if self.on_inbound is not None:
+                    await self.on_inbound(dict(fields))
+            case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
+                if self.on_receipt is not None:
+                    await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
+            case Ended(reason=reason):
+                session.connected = False
+                if session.held is None:
+                    await status(StatusEvent(slot, "DISCONNECTED", reason=reason))
+                    self._schedule_retry(slot, session, self._next_backoff(session))
+            case _:
+                assert_never(event)
+
+    async def _hold(
+        self,
+        slot: Slot,
+        session: _Session,
+        reason: str,
+        detail: Mapping[str, Any] | None,
+        *,
+        wipe: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        """WhatsApp ended the session: stop it in the cell (whatsmeow would leave its connect
+        hanging), wipe the auth if the account is unlinked, say why, and reconnect only after
+        `retry_after` (never when None)."""
+        session.held, session.connected = reason, False
         if session.retry is not None:
             session.retry.cancel()
-        index = self.placement.get(slot)
-        if index is not None and index in self.cells:
-            self.cells[index].send("stop", str(slot))
-        shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
+            session.retry = None
+        self._tell_cell(slot, Stop(str(slot)))
+        if wipe:
+            shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
         await session.on_status(
-            StatusEvent(slot, "DISCONNECTED", reason="bad_mac_breaker", logged_out=True)
+            StatusEvent(slot, "DISCONNECTED", reason=reason, logged_out=wipe, detail=detail)
         )
+        if retry_after is not None:
+            self._schedule_retry(slot, session, retry_after)
 
-        async def after_cooldown() -> None:
-            await self.sleep(self.breaker.cooldown_s)
-            if self.sessions.get(slot) is session:
-                session.cooling, session.failures = False, 0
-                await self._connect(slot)
-
-        session.retry = asyncio.create_task(after_cooldown())
-
-    def _schedule_retry(self, slot: Slot, session: _Session) -> None:
+    def _next_backoff(self, session: _Session) -> float:
         delay = BACKOFF_S[min(session.failures, len(BACKOFF_S) - 1)]
         session.failures += 1
+        return delay
 
+    def _schedule_retry(self, slot: Slot, session: _Session, delay: float) -> None:
         async def retry() -> None:
             await self.sleep(delay)
             if self.sessions.get(slot) is session:
@@ -353,5 +516,8 @@ class NeonizeBackend:
         self.cells[index] = self._spawn(index)
         self.cells[index].restarts = restarts
         for slot, placed in list(self.placement.items()):
-            if placed == index and slot in self.sessions:
+            session = self.sessions.get(slot)
+            # A held session keeps its hold (a ban's expiry, a replaced stream): its own
+            # retry, if any, brings it back.
+            if placed == index and session is not None and session.held is None:
                 await self._connect(slot)  # resumes from the store: no new QR if logged in

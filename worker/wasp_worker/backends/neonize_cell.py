@@ -2,19 +2,14 @@
 
 neonize's Go core aborts the whole process on some calls and on two
 `connect()`s at once, so sessions never live in the worker itself. A cell
-receives commands on a pipe and sends back small event tuples; it never
+receives `cell_protocol.Command`s on a pipe and sends back `cell_protocol.Event`s,
+which `neonize_events` translates from neonize's own event objects; it never
 imports anything of the worker's HTTP side. Connects and stops are serialized
-inside the cell; each session's blocking `connect()` runs on its own thread.
+inside the cell; each session's blocking `connect()` runs on its own thread,
+and sends, pairing and read receipts on a small pool.
 
-Messages on the pipe (tuples, first item the kind):
-  parent -> cell: ("start", slot, db_path, work_dir) ("stop", slot)
-                  ("send", request_id, slot, to_jid, kind, text, data, file_name, mime)
-                  ("pair", request_id, slot, phone)
-  cell -> parent: ("qr", slot, code) ("connected", slot) ("disconnected", slot, reason)
-                  ("logged_out", slot, reason) ("stream_error", slot, code)
-                  ("undecryptable", slot) ("message", slot, fields) ("ended", slot, reason)
-                  ("send_result", request_id, outcome, detail)  outcome: sent|retry|failed
-                  ("pair_result", request_id, ok, code_or_reason)
+The cell reports and obeys: what to do about a logout, a ban or a replaced
+stream is the worker's decision (it answers with `Stop`).
 """
 
 from __future__ import annotations
@@ -27,35 +22,50 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from wasp_worker.backends.cell_protocol import (
+    Connected,
+    Ended,
+    Event,
+    MarkRead,
+    MarkReadResult,
+    Message,
+    Pair,
+    PairResult,
+    Qr,
+    Send,
+    SendResult,
+    Start,
+    Stop,
+)
+
 
 def run_cell(conn: Connection) -> None:
     # neonize reconfigures root logging at import and whatsmeow logs pairing
     # details at INFO: keep the cell quiet, and its stdout away from the worker's.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
+    import neonize.events
     from neonize.client import NewClient
-    from neonize.events import (
-        ConnectedEv,
-        DisconnectedEv,
-        LoggedOutEv,
-        MessageEv,
-        StreamErrorEv,
-        UndecryptableMessageEv,
-    )
+    from neonize.events import MessageEv
     from neonize.utils import build_jid
+    from neonize.utils.enum import ReceiptType
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends.neonize_events import inbound_fields, jid_text
+    from wasp_worker.backends.neonize_events import TRANSLATORS, inbound_fields, jid_text
 
     logging.getLogger().setLevel(logging.WARNING)
     send_lock = threading.Lock()
     connect_lock = threading.Lock()  # never two connects (or stops) at once in one process
     clients: dict[str, Any] = {}
 
-    def tell(*event: Any) -> None:
+    def tell(event: Event) -> None:
         with send_lock:
             conn.send(event)
+
+    def jid(text: str) -> Any:
+        user, _, server = text.partition("@")
+        return build_jid(user, server)
 
     def session(slot: str, db_path: str, work_dir: str) -> None:
         settled = threading.Event()
@@ -72,24 +82,22 @@ def run_cell(conn: Connection) -> None:
         @client.qr
         def on_qr(_: Any, data: bytes) -> None:
             settle()
-            tell("qr", slot, data.decode(errors="replace"))
+            tell(Qr(slot, data.decode(errors="replace")))
 
-        @client.event(ConnectedEv)
-        def on_connected(_: Any, __: Any) -> None:
-            settle()
-            tell("connected", slot)
+        def subscribe(name: str) -> None:
+            translate = TRANSLATORS[name]
 
-        @client.event(DisconnectedEv)
-        def on_disconnected(_: Any, __: Any) -> None:
-            tell("disconnected", slot, "disconnected")
+            def on_event(_: Any, event: Any) -> None:
+                translated = translate(slot, event)
+                if isinstance(translated, Connected):
+                    settle()
+                if translated is not None:
+                    tell(translated)
 
-        @client.event(LoggedOutEv)
-        def on_logged_out(_: Any, event: Any) -> None:
-            tell("logged_out", slot, str(getattr(event, "Reason", "")))
+            client.event(getattr(neonize.events, name))(on_event)
 
-        @client.event(StreamErrorEv)
-        def on_stream_error(_: Any, event: Any) -> None:
-            tell("stream_error", slot, str(getattr(event, "Code", "")))
+        for name in TRANSLATORS:
+            subscribe(name)
 
         @client.event(MessageEv)
         def on_message(handle: Any, event: Any) -> None:
@@ -110,11 +118,7 @@ def run_cell(conn: Connection) -> None:
                     fields["media_url"] = f"/api/accounts/{slot}/media/{name}"
                 except Exception as error:
                     fields["media_error"] = type(error).__name__
-            tell("message", slot, fields)
-
-        @client.event(UndecryptableMessageEv)
-        def on_undecryptable(_: Any, __: Any) -> None:
-            tell("undecryptable", slot)
+            tell(Message(slot, fields))
 
         reason = "stopped"
         connect_lock.acquire()
@@ -125,75 +129,89 @@ def run_cell(conn: Connection) -> None:
         finally:
             settle()
             clients.pop(slot, None)
-            tell("ended", slot, reason)
+            tell(Ended(slot, reason))
 
-    sender = ThreadPoolExecutor(max_workers=4, thread_name_prefix="send")
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="request")
 
-    def send(
-        request_id: int,
-        slot: str,
-        to: str,
-        kind: str,
-        text: str | None,
-        data: bytes | None,
-        file_name: str | None,
-        mime: str | None,
-    ) -> None:
-        client = clients.get(slot)
+    def send(command: Send) -> None:
+        client = clients.get(command.slot)
         if client is None or not client.is_connected:
-            tell("send_result", request_id, "retry", "not_connected")
+            tell(SendResult(command.request_id, "retry", "not_connected"))
             return
-        user, _, server = to.partition("@")
-        jid = build_jid(user, server)
+        to, text, data = jid(command.to), command.text, command.data
         try:
-            if kind == "text":
-                response = client.send_message(jid, text or "")
-            elif kind == "image":
-                response = client.send_image(jid, data, caption=text)
-            elif kind == "video":
-                response = client.send_video(jid, data, caption=text)
-            elif kind == "audio":
-                response = client.send_audio(jid, data)
+            if command.kind == "text":
+                response = client.send_message(to, text or "")
+            elif command.kind == "image":
+                response = client.send_image(to, data, caption=text)
+            elif command.kind == "video":
+                response = client.send_video(to, data, caption=text)
+            elif command.kind == "audio":
+                response = client.send_audio(to, data)
             else:
                 response = client.send_document(
-                    jid, data, caption=text, filename=file_name, mimetype=mime
+                    to, data, caption=text, filename=command.file_name, mimetype=command.mime
                 )
         except Exception as error:
-            tell("send_result", request_id, "failed", f"send_error: {type(error).__name__}")
+            tell(SendResult(command.request_id, "failed", f"send_error: {type(error).__name__}"))
             return
-        tell("send_result", request_id, "sent", str(getattr(response, "ID", "")))
+        tell(SendResult(command.request_id, "sent", str(getattr(response, "ID", ""))))
 
-    def pair(request_id: int, slot: str, phone: str) -> None:
-        client = clients.get(slot)
+    def pair(command: Pair) -> None:
+        client = clients.get(command.slot)
         if client is None:
-            tell("pair_result", request_id, False, "no login in progress: connect first")
+            tell(PairResult(command.request_id, False, "no login in progress: connect first"))
             return
         try:  # only valid once connect() runs and the first QR came (neonize notes)
-            code = client.PairPhone(phone, True)
+            code = client.PairPhone(command.phone, True)
         except Exception as error:
-            tell("pair_result", request_id, False, f"pairing refused: {type(error).__name__}")
+            tell(PairResult(command.request_id, False, f"pairing refused: {type(error).__name__}"))
             return
-        tell("pair_result", request_id, True, str(code))
+        tell(PairResult(command.request_id, True, str(code)))
+
+    def mark_read(command: MarkRead) -> None:
+        client = clients.get(command.slot)
+        if client is None or not client.is_connected:
+            tell(MarkReadResult(command.request_id, False, "not_connected"))
+            return
+        # Go dereferences every JID field and aborts the process on a missing one, so the
+        # sender is always a whole JID: the chat itself in a direct chat (whatsmeow ignores
+        # it there).
+        try:
+            client.mark_read(
+                *command.message_ids,
+                chat=jid(command.chat),
+                sender=jid(command.sender or command.chat),
+                receipt=ReceiptType.READ,
+            )
+        except Exception as error:
+            tell(
+                MarkReadResult(
+                    command.request_id, False, f"mark_read_error: {type(error).__name__}"
+                )
+            )
+            return
+        tell(MarkReadResult(command.request_id, True, ""))
 
     while True:
         try:
             command = conn.recv()
         except EOFError:
             break
-        if command[0] == "send":
-            sender.submit(send, *command[1:])
-            continue
-        if command[0] == "pair":
-            sender.submit(pair, *command[1:])
-            continue
-        kind, slot = command[0], command[1]
-        if kind == "start" and slot not in clients:
-            threading.Thread(
-                target=session,
-                args=(slot, command[2], command[3]),
-                daemon=True,
-                name=f"session-{slot}",
-            ).start()
-        elif kind == "stop" and slot in clients:
-            with connect_lock:
-                clients[slot].stop()
+        match command:
+            case Send():
+                pool.submit(send, command)
+            case Pair():
+                pool.submit(pair, command)
+            case MarkRead():
+                pool.submit(mark_read, command)
+            case Start(slot=slot) if slot not in clients:
+                threading.Thread(
+                    target=session,
+                    args=(slot, command.db_path, command.work_dir),
+                    daemon=True,
+                    name=f"session-{slot}",
+                ).start()
+            case Stop(slot=slot) if slot in clients:
+                with connect_lock:
+                    clients[slot].stop()

@@ -1,0 +1,263 @@
+"""What a cell and the worker say to each other over their pipe.
+
+Frozen, picklable dataclasses with no neonize import, so the worker (which never
+loads neonize) and the cell share one definition. `Command` goes from the worker
+to a cell; `Event` comes back. Requests that want an answer (Send, Pair,
+MarkRead) carry a `request_id` that their `Reply` repeats. JIDs are
+"user@server" strings; times are Unix seconds.
+
+WhatsApp's own codes travel as whatsmeow numbers them (`code`, e.g. 401 for a
+logout, 101 for a ban for messaging too many people) together with neonize's
+enum name (`name`), because neonize renumbers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+ReceiptState = Literal["delivered", "read", "played"]
+
+# -- worker -> cell -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """Connect a session from its store (a QR follows if it has no login)."""
+
+    slot: str
+    db_path: str
+    work_dir: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Close a session, keeping its store; `Ended` follows."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class Send:
+    request_id: int
+    slot: str
+    to: str
+    kind: str  # text | image | video | audio | document
+    text: str | None
+    data: bytes | None
+    file_name: str | None
+    mime: str | None
+
+
+@dataclass(frozen=True)
+class Pair:
+    request_id: int
+    slot: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    """Send read receipts for inbound messages of one chat (`sender`: who sent them)."""
+
+    request_id: int
+    slot: str
+    chat: str
+    sender: str | None
+    message_ids: tuple[str, ...]
+
+
+Command = Start | Stop | Send | Pair | MarkRead
+
+# -- cell -> worker -----------------------------------------------------------
+
+
+# One inbound message as the worker's `on_inbound` receives it (functional form: "from"
+# is a keyword).
+InboundFields = TypedDict(
+    "InboundFields",
+    {
+        "slot": str,
+        "from": str,
+        "to": str,
+        "body": str,
+        "chat_id": str,
+        "chat_type": Literal["direct", "group"],
+        "sender_jid_raw": str,
+        "push_name": str | None,
+        "wa_message_id": str,
+        "timestamp": int,
+        "media_type": str | None,
+        "media_url": str | None,
+        "mime_type": str | None,
+        "file_name": str | None,
+        "file_size": int | None,
+        "from_me": bool,  # sent from the account's own phone or another linked device
+        "sender_lid": str | None,
+        "sender_phone_jid": str | None,
+        "media_error": NotRequired[str],  # the media could not be fetched (its error's name)
+    },
+)
+
+
+@dataclass(frozen=True)
+class Qr:
+    slot: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Connected:
+    slot: str
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The socket dropped; whatsmeow reconnects by itself."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class LoggedOut:
+    """The device was unlinked; whatsmeow already deleted the store."""
+
+    slot: str
+    on_connect: bool  # refused at connect (a connect failure) rather than a stream error
+    code: int | None
+    name: str | None
+
+
+@dataclass(frozen=True)
+class StreamReplaced:
+    """Another client connected with the same keys; whatsmeow does not reconnect."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class TemporaryBan:
+    slot: str
+    code: int | None
+    name: str | None
+    expire_s: int  # 0: WhatsApp did not say
+
+
+@dataclass(frozen=True)
+class ConnectFailure:
+    slot: str
+    code: int | None
+    name: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ClientOutdated:
+    """WhatsApp refuses this client version (405): only a newer neonize helps."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class KeepAliveTimeout:
+    """Pings go unanswered; the socket stays open and whatsmeow forces a reconnect
+    only after three minutes without an answer."""
+
+    slot: str
+    error_count: int
+    last_success: int
+
+
+@dataclass(frozen=True)
+class KeepAliveRestored:
+    slot: str
+
+
+@dataclass(frozen=True)
+class StreamError:
+    slot: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    """A message that could not be decrypted ("Bad MAC"); `unavailable`: WhatsApp did not
+    send it to this device at all, which is no decrypt failure."""
+
+    slot: str
+    unavailable: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    slot: str
+    fields: InboundFields
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A recipient's device received, read or played messages this account sent."""
+
+    slot: str
+    chat_id: str
+    message_ids: tuple[str, ...]
+    state: ReceiptState
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The session's `connect()` returned: stopped, or the connect failed."""
+
+    slot: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    request_id: int
+    outcome: Literal["sent", "retry", "failed"]
+    detail: str  # the WhatsApp message id when sent, else why not
+
+
+@dataclass(frozen=True)
+class PairResult:
+    request_id: int
+    ok: bool
+    detail: str  # the pairing code when ok, else why not
+
+
+@dataclass(frozen=True)
+class MarkReadResult:
+    request_id: int
+    ok: bool
+    detail: str  # why not, when not ok
+
+
+@dataclass(frozen=True)
+class CellDied:
+    """Made by the worker's reader of a cell's pipe when the pipe breaks; never sent."""
+
+    cell: int
+    process: Any
+
+
+SessionEvent = (
+    Qr
+    | Connected
+    | Disconnected
+    | LoggedOut
+    | StreamReplaced
+    | TemporaryBan
+    | ConnectFailure
+    | ClientOutdated
+    | KeepAliveTimeout
+    | KeepAliveRestored
+    | StreamError
+    | Undecryptable
+    | Message
+    | Receipt
+    | Ended
+)
+Reply = SendResult | PairResult | MarkReadResult
+Event = SessionEvent | Reply | CellDied
