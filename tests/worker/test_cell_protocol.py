@@ -47,6 +47,7 @@ COMMANDS: list[protocol.Command] = [
     protocol.Send(1, "A1", "5511999999999@s.whatsapp.net", "image", "look", b"\xff", None, None),
     protocol.Pair(2, "A1", "5511999999999"),
     protocol.MarkRead(3, "A1", "120363012345678901@g.us", "5511999999999@s.whatsapp.net", ("X",)),
+    protocol.LookupLid(4, "A1", "190000000000123@lid"),
 ]
 
 # One of each event kind, and what handling it must show (a status, a receipt, an answer).
@@ -69,9 +70,15 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.SendResult: protocol.SendResult(7, "sent", "3EB0X"),
     protocol.PairResult: protocol.PairResult(7, True, "ABCD-EFGH"),
     protocol.MarkReadResult: protocol.MarkReadResult(7, True, ""),
+    protocol.LookupResult: protocol.LookupResult(7, True, "5511999999999@s.whatsapp.net"),
     protocol.CellDied: protocol.CellDied(5, None),  # a cell the backend does not have
 }
-REPLIES = (protocol.SendResult, protocol.PairResult, protocol.MarkReadResult)
+REPLIES = (
+    protocol.SendResult,
+    protocol.PairResult,
+    protocol.MarkReadResult,
+    protocol.LookupResult,
+)
 
 
 def test_every_event_kind_has_a_sample() -> None:

@@ -27,6 +27,8 @@ from wasp_worker.backends.cell_protocol import (
     CellDied,
     Command,
     Ended,
+    LookupLid,
+    LookupResult,
     MarkRead,
     MarkReadResult,
     Start,
@@ -398,4 +400,42 @@ async def test_a_dead_cell_fails_its_requests_in_flight(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="cell_died"):
         ours.result()
     assert not other.done()
+    await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("5511999999999@s.whatsapp.net", "5511999999999@s.whatsapp.net"), ("", None)],
+)
+async def test_a_lid_is_looked_up_in_the_sessions_store_through_the_cell(
+    tmp_path: Path, answer: str, expected: str | None
+) -> None:
+    backend, _, cell = setup(tmp_path)
+
+    def reply(command: Command) -> None:
+        if isinstance(command, LookupLid):
+            result = LookupResult(command.request_id, True, answer)
+            asyncio.get_running_loop().call_soon(asyncio.ensure_future, backend.handle(result))
+
+    cell.answer = reply
+    assert await backend.phone_for_lid(A1, "190000000000123@lid") == expected
+    assert cell.commands == [LookupLid(1, "A1", "190000000000123@lid")]
+    await backend.close()
+
+
+async def test_a_lid_lookup_raises_when_the_session_cannot_look(tmp_path: Path) -> None:
+    backend, _, cell = setup(tmp_path, connected=False)
+    with pytest.raises(RuntimeError, match="not_connected"):
+        await backend.phone_for_lid(A1, "190000000000123@lid")
+    assert cell.commands == []
+    backend.sessions[A1].connected = True
+
+    def refuse(command: Command) -> None:
+        if isinstance(command, LookupLid):
+            result = LookupResult(command.request_id, False, "lookup_error: GetJIDFromStoreError")
+            asyncio.get_running_loop().call_soon(asyncio.ensure_future, backend.handle(result))
+
+    cell.answer = refuse
+    with pytest.raises(RuntimeError, match="GetJIDFromStoreError"):
+        await backend.phone_for_lid(A1, "190000000000123@lid")
     await backend.close()

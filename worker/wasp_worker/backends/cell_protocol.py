@@ -3,7 +3,7 @@
 Frozen, picklable dataclasses with no neonize import, so the worker (which never
 loads neonize) and the cell share one definition. `Command` goes from the worker
 to a cell; `Event` comes back. Requests that want an answer (Send, Pair,
-MarkRead) carry a `request_id` that their `Reply` repeats. JIDs are
+MarkRead, LookupLid) carry a `request_id` that their `Reply` repeats. JIDs are
 "user@server" strings; times are Unix seconds.
 
 WhatsApp's own codes travel as whatsmeow numbers them (`code`, e.g. 401 for a
@@ -67,7 +67,16 @@ class MarkRead:
     message_ids: tuple[str, ...]
 
 
-Command = Start | Stop | Send | Pair | MarkRead
+@dataclass(frozen=True)
+class LookupLid:
+    """The phone JID whatsmeow's store has for a LID (learnt from messages and contacts)."""
+
+    request_id: int
+    slot: str
+    lid: str
+
+
+Command = Start | Stop | Send | Pair | MarkRead | LookupLid
 
 # -- cell -> worker -----------------------------------------------------------
 
@@ -235,6 +244,13 @@ class MarkReadResult:
 
 
 @dataclass(frozen=True)
+class LookupResult:
+    request_id: int
+    ok: bool
+    detail: str  # the phone JID when ok ("" when the store knows none), else why not
+
+
+@dataclass(frozen=True)
 class CellDied:
     """Made by the worker's reader of a cell's pipe when the pipe breaks; never sent."""
 
@@ -259,5 +275,5 @@ SessionEvent = (
     | Receipt
     | Ended
 )
-Reply = SendResult | PairResult | MarkReadResult
+Reply = SendResult | PairResult | MarkReadResult | LookupResult
 Event = SessionEvent | Reply | CellDied

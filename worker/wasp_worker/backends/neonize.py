@@ -67,6 +67,8 @@ from wasp_worker.backends.cell_protocol import (
     KeepAliveRestored,
     KeepAliveTimeout,
     LoggedOut,
+    LookupLid,
+    LookupResult,
     MarkRead,
     MarkReadResult,
     Message,
@@ -98,7 +100,7 @@ LOGOUT_CODES = {401, 403, 406}  # the connect failures whatsmeow treats as a log
 RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 
 Sleep = Callable[[float], Awaitable[None]]
-R = TypeVar("R", SendResult, PairResult, MarkReadResult)
+R = TypeVar("R", SendResult, PairResult, MarkReadResult, LookupResult)
 
 
 class CellGone(RuntimeError):
@@ -290,7 +292,20 @@ class NeonizeBackend:
         return result.detail
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
-        raise RuntimeError("LID lookups through the cell: not wired yet")
+        """The phone JID whatsmeow's store has for a LID; RuntimeError when it cannot look."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        try:
+            result = await self._ask(
+                index, lambda request_id: LookupLid(request_id, str(slot), lid), LookupResult
+            )
+        except (TimeoutError, CellGone):
+            raise RuntimeError("lookup_unanswered") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
+        return result.detail or None
 
     async def mark_read(
         self, slot: Slot, chat_id: str, sender: str | None, message_ids: list[str]
@@ -368,7 +383,7 @@ class NeonizeBackend:
                 if index == event.cell and not reply.done():
                     reply.set_exception(CellGone("cell_died"))
             await self._restart_cell(event.cell, event.process)
-        elif isinstance(event, SendResult | PairResult | MarkReadResult):
+        elif isinstance(event, SendResult | PairResult | MarkReadResult | LookupResult):
             pending = self._pending.get(event.request_id)
             if pending is not None and not pending[1].done():
                 pending[1].set_result(event)

@@ -26,6 +26,8 @@ from wasp_worker.backends.cell_protocol import (
     Connected,
     Ended,
     Event,
+    LookupLid,
+    LookupResult,
     MarkRead,
     MarkReadResult,
     Message,
@@ -193,6 +195,19 @@ def run_cell(conn: Connection) -> None:
             return
         tell(MarkReadResult(command.request_id, True, ""))
 
+    def lookup_lid(command: LookupLid) -> None:
+        client = clients.get(command.slot)
+        # whatsmeow's store lookups abort the process unless the client is logged in.
+        if client is None or not client.is_connected or not client.is_logged_in:
+            tell(LookupResult(command.request_id, False, "not_connected"))
+            return
+        try:
+            phone = client.get_pn_from_lid(jid(command.lid))
+        except Exception as error:
+            tell(LookupResult(command.request_id, False, f"lookup_error: {type(error).__name__}"))
+            return
+        tell(LookupResult(command.request_id, True, jid_text(phone)))
+
     while True:
         try:
             command = conn.recv()
@@ -205,6 +220,8 @@ def run_cell(conn: Connection) -> None:
                 pool.submit(pair, command)
             case MarkRead():
                 pool.submit(mark_read, command)
+            case LookupLid():
+                pool.submit(lookup_lid, command)
             case Start(slot=slot) if slot not in clients:
                 threading.Thread(
                     target=session,
