@@ -26,7 +26,8 @@ MAX_BURST = 10_000
 
 
 class _Rules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Strict: "6" is not a rate (a client's bug to show, not to guess at).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class Rate(_Rules):
@@ -75,8 +76,6 @@ class Pacing(_Rules):
 class PacingOverride(_Rules):
     """Body of PUT /api/accounts/{slot}/pacing: one account's own pace; what it leaves out
     (or `{}`, to clear it) follows the shard's. Kept on the shard's volume."""
-
-    model_config = ConfigDict(strict=True)
 
     session: Rate | None = Field(None, description="Per account: every message it sends.")
     recipient: Rate | None = Field(None, description="Per account and chat.")

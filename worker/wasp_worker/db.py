@@ -47,6 +47,10 @@ class SerialDatabase:
         """Run `fn(connection)` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.db)
 
+    def call_blocking(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the database thread and wait: only before serving."""
+        return self._thread.submit(fn, self.db).result()
+
     def close(self) -> None:
         self._thread.submit(self.db.close).result()
         self._thread.shutdown()

@@ -97,6 +97,8 @@ class OutboundRunner:
         self.queue, self.sessions, self.log, self.history = queue, sessions, log, history
         self.settings = settings or SendSettings.of(sessions.config)
         self.pacer = pacer or Pacer(sessions.config.shard_pacing())
+        for slot, override in queue.pacing_overrides().items():  # the accounts' own, kept
+            self.pacer.override(slot, override)
         self.clock = clock  # wall time: what `not_before` on the rows is compared with
         self.rng = rng or random.Random()
         self.gate = asyncio.Semaphore(self.settings.concurrency)
@@ -143,13 +145,8 @@ class OutboundRunner:
         state = self.sessions.states.get(slot)
         return state is not None and state.status == "CONNECTED" and self.sessions.holds_lease
 
-    async def load_overrides(self) -> None:
-        for slot, override in (await self.queue.pacing_overrides()).items():
-            self.pacer.override(slot, override)
-
     async def run(self) -> None:
         """Start a lane for each CONNECTED slot with a due message that has none running."""
-        await self.load_overrides()
         try:
             while True:
                 connected = [str(slot) for slot in self.sessions.states if self._connected(slot)]

@@ -363,14 +363,14 @@ class OutboundQueue:
             ).fetchone()[0]
         )
 
-    async def pacing_overrides(self) -> dict[str, PacingOverride]:
-        """Every account's own pacing, by slot."""
+    def pacing_overrides(self) -> dict[str, PacingOverride]:
+        """Every account's own pacing, by slot (blocking: read once, before serving)."""
 
-        def read() -> dict[str, PacingOverride]:
-            rows = self._db.execute("SELECT slot, rules FROM pacing").fetchall()
+        def read(db: sqlite3.Connection) -> dict[str, PacingOverride]:
+            rows = db.execute("SELECT slot, rules FROM pacing").fetchall()
             return {str(slot): PacingOverride.model_validate_json(rules) for slot, rules in rows}
 
-        return await self._run(read)  # type: ignore[no-any-return]
+        return self._store.call_blocking(read)
 
     async def set_pacing(self, slot: Slot, override: PacingOverride | None) -> None:
         """Store one account's own pacing; None (or one that sets nothing) clears it."""
