@@ -271,8 +271,20 @@ def test_the_published_values_stay_as_published() -> None:
         "BAD_MAC_THRESHOLD",
         "BAD_MAC_WINDOW_MS",
         "BAD_MAC_COOLDOWN_MS",
+        "SEND_CONCURRENCY",
+        "SEND_MAX_ATTEMPTS",
+        "SEND_MAX_AGE_S",
+        "SEND_RETRY_BASE_S",
+        "SEND_RETRY_CAP_S",
+        "SEND_TIMEOUT_S",
+        "PACING_SESSION_PER_MINUTE",
+        "PACING_SESSION_BURST",
+        "PACING_RECIPIENT_PER_MINUTE",
+        "PACING_RECIPIENT_BURST",
+        "PACING_JITTER",
     )
-    assert WorkerEnv.env_names()[:17] == RESERVED_ENV
+    # The operator's: the first 17, and the pace the shard's spec sets.
+    assert WorkerEnv.env_names()[:17] + WorkerEnv.env_names()[-5:] == RESERVED_ENV
     assert (WORKER_METRICS_PORT, MASTER_METRICS_PORT) == (9090, 9091)
     assert WORKER_TOKEN_HEADER == "x-wasp-worker-token"
 

@@ -24,6 +24,17 @@ from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wasp import __version__
+from wasp.pacing import (
+    JITTER,
+    MAX_BURST,
+    MAX_PER_MINUTE,
+    RECIPIENT_BURST,
+    RECIPIENT_PER_MINUTE,
+    SESSION_BURST,
+    SESSION_PER_MINUTE,
+    Pacing,
+    Rate,
+)
 from wasp.slots import SlotId, SlotRange
 
 VERSION = __version__
@@ -151,6 +162,14 @@ Backend = Literal["neonize", "simulator"]
 MAX_ACTIVE = 20
 MAX_INIT = 2
 WARMUP_LIMIT = 10
+# Sending: messages in flight at once (each account sends one at a time), and transient
+# failures retried with backoff until either limit.
+SEND_CONCURRENCY = 32
+SEND_MAX_ATTEMPTS = 8
+SEND_MAX_AGE_S = 86400.0
+SEND_RETRY_BASE_S = 2.0
+SEND_RETRY_CAP_S = 600.0
+SEND_TIMEOUT_S = 60.0
 CONFIG_DIR = Path("/config")
 WORK_DIR = Path("/data")
 
@@ -206,18 +225,65 @@ class WorkerEnv(BaseSettings):
     bad_mac_threshold: int = Field(5, alias="BAD_MAC_THRESHOLD", ge=1)
     bad_mac_window_ms: int = Field(60_000, alias="BAD_MAC_WINDOW_MS", ge=1)
     bad_mac_cooldown_ms: int = Field(300_000, alias="BAD_MAC_COOLDOWN_MS", ge=0)
+    # Sending (docs/operations.md): lanes, retries, and the anti-ban pace (`wasp.pacing`),
+    # which a shard's spec sets (`pacing`) and an account may override through the API.
+    send_concurrency: int = Field(SEND_CONCURRENCY, alias="SEND_CONCURRENCY", ge=1, le=1024)
+    send_max_attempts: int = Field(SEND_MAX_ATTEMPTS, alias="SEND_MAX_ATTEMPTS", ge=1, le=100)
+    send_max_age_s: float = Field(
+        SEND_MAX_AGE_S, alias="SEND_MAX_AGE_S", gt=0, le=30 * 86400, allow_inf_nan=False
+    )
+    send_retry_base_s: float = Field(
+        SEND_RETRY_BASE_S, alias="SEND_RETRY_BASE_S", gt=0, le=3600, allow_inf_nan=False
+    )
+    send_retry_cap_s: float = Field(
+        SEND_RETRY_CAP_S, alias="SEND_RETRY_CAP_S", gt=0, le=86400, allow_inf_nan=False
+    )
+    send_timeout_s: float = Field(
+        SEND_TIMEOUT_S, alias="SEND_TIMEOUT_S", gt=0, le=3600, allow_inf_nan=False
+    )
+    pacing_session_per_minute: int = Field(
+        SESSION_PER_MINUTE,
+        alias="PACING_SESSION_PER_MINUTE",
+        ge=1,
+        le=MAX_PER_MINUTE,
+    )
+    pacing_session_burst: int = Field(
+        SESSION_BURST, alias="PACING_SESSION_BURST", ge=1, le=MAX_BURST
+    )
+    pacing_recipient_per_minute: int = Field(
+        RECIPIENT_PER_MINUTE,
+        alias="PACING_RECIPIENT_PER_MINUTE",
+        ge=1,
+        le=MAX_PER_MINUTE,
+    )
+    pacing_recipient_burst: int = Field(
+        RECIPIENT_BURST, alias="PACING_RECIPIENT_BURST", ge=1, le=MAX_BURST
+    )
+    pacing_jitter: float = Field(JITTER, alias="PACING_JITTER", ge=0, le=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         SlotRange(self.slot_from, self.slot_to)
         parse_tokens(self.worker_tokens)
         duration, renew, retry = self.lease_seconds()
+        if self.send_retry_cap_s < self.send_retry_base_s:
+            raise ValueError("SEND_RETRY_CAP_S must not be less than SEND_RETRY_BASE_S")
         if not retry < renew < duration:
             raise ValueError(
                 "LEASE_RETRY_PERIOD_S < LEASE_RENEW_DEADLINE_S < LEASE_DURATION_S is required: "
                 "the holder must stop its sessions before a standby may take over"
             )
         return self
+
+    def shard_pacing(self) -> Pacing:
+        """The shard's pace, as the PACING_* variables give it."""
+        return Pacing(
+            session=Rate(perMinute=self.pacing_session_per_minute, burst=self.pacing_session_burst),
+            recipient=Rate(
+                perMinute=self.pacing_recipient_per_minute, burst=self.pacing_recipient_burst
+            ),
+            jitter=self.pacing_jitter,
+        )
 
     def lease_seconds(self) -> tuple[float, float, float]:
         """(duration, renew deadline, retry period) with the unset ones derived."""
@@ -301,5 +367,11 @@ RESERVED_ENV: tuple[str, ...] = tuple(
         "worker_tokens",
         "insecure",
         "metrics_port",
+        # The shard's spec sets these (`pacing`): its env may not contradict it.
+        "pacing_session_per_minute",
+        "pacing_session_burst",
+        "pacing_recipient_per_minute",
+        "pacing_recipient_burst",
+        "pacing_jitter",
     )
 )

@@ -168,9 +168,17 @@ def _column(name: str, path: str, description: str, kind: str = "string") -> dic
     return column
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a node the schema uses twice (one model in two fields) twice, without YAML
+    anchors and aliases: the file reads as the apiserver stores it."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render() -> str:
     header = "# Generated from wasp/shard.py by `python -m wasp.crd --write`; do not edit.\n"
-    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+    return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from pydantic.config import JsonDict
 
 from wasp.contract import MAX_ACTIVE, MAX_INIT, RESERVED_ENV, WARMUP_LIMIT, Backend
+from wasp.pacing import Pacing
 from wasp.slots import SLOT_PATTERN, SlotId, SlotRange
 
 MAX_SESSIONS_PER_SHARD = 5000
@@ -219,6 +220,12 @@ class WhatsAppShardSpec(_Model):
     capacity: Capacity = Field(Capacity(), description="Session limits of the shard's worker.")
     storage: Storage = Field(
         Storage(), description="The shard's persistent volume, mounted at /data."
+    )
+    pacing: Pacing = Field(
+        Pacing(),
+        description="Anti-ban pace of every account of the shard: token buckets per account "
+        "and per account and chat. A message the pace holds stays queued until it may "
+        "leave. One account may have its own (PUT /api/accounts/{slot}/pacing).",
     )
     suspend: bool = Field(
         False,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
+from wasp.pacing import PacingOverride
 from wasp.validation import JsonInt
 
 # An event id of `GET /events`: `<epoch>.<seq>`.
@@ -212,6 +213,22 @@ _ENDPOINTS = [
         responses=(200, *WITH_BODY),
     ),
     Endpoint(
+        "pacing",
+        "GET",
+        "/api/accounts/{slot}/pacing",
+        "The account's sending pace: the one in force, and its own override (null: none)",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "setPacing",
+        "PUT",
+        "/api/accounts/{slot}/pacing",
+        "Set the account's own sending pace (kept on the shard's volume); what the body "
+        "leaves out follows the shard's `pacing`, and `{}` clears the override",
+        body=PacingOverride,
+        responses=(200, *WITH_BODY),
+    ),
+    Endpoint(
         "media",
         "GET",
         "/api/accounts/{slot}/media/{name}",
@@ -223,7 +240,8 @@ _ENDPOINTS = [
         "message",
         "GET",
         "/api/accounts/{slot}/messages/{id}",
-        "State of a queued message: queued, sent or failed with a reason",
+        "State of a queued message: queued (held by the pace, or waiting to be retried "
+        "after `attempts` failures, the last one its reason), sent, or failed with a reason",
         params={"id": MessageId},
         responses=(200, *SLOT_OPS),
     ),

@@ -206,6 +206,8 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/accounts/{slot}/destroy"): "session",
     ("POST", "/api/accounts/{slot}/pair"): "session",
     ("POST", "/api/accounts/{slot}/scan"): "session",
+    ("GET", "/api/accounts/{slot}/pacing"): "read",
+    ("PUT", "/api/accounts/{slot}/pacing"): "session",
 }
 
 MASTER_ROUTES = [

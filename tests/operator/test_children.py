@@ -78,6 +78,14 @@ def _cases(draw: st.DrawFn) -> dict[str, Any]:
         "namespace": draw(st.sampled_from(["crm", "default", "wasp-prod"])),
         "port": draw(st.integers(1, 65535)),
         "url": draw(st.sampled_from(["", "http://wasp-master.crm.svc:8080"])),
+        "pacing": {
+            "session": {
+                "perMinute": draw(st.integers(1, 60_000)),
+                "burst": draw(st.integers(1, 50)),
+            },
+            "recipient": {"perMinute": draw(st.integers(1, 600)), "burst": draw(st.integers(1, 9))},
+            "jitter": draw(st.floats(0, 1)),
+        },
     }
 
 
@@ -89,6 +97,7 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         slotTo=f"{case['prefix']}{case['first'] + case['length']}",
         capacity={k: case[k] for k in ("maxActive", "maxInit", "warmupLimit")},
         backend=case["backend"],
+        pacing=case["pacing"],
     )
     config = OperatorConfig(
         master_internal_url=case["url"],
@@ -129,6 +138,11 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         "master_token": "s3cr3t",
         "worker_tokens": tokens,
         "insecure": False,
+        "pacing_session_per_minute": shard.pacing.session.perMinute,
+        "pacing_session_burst": shard.pacing.session.burst,
+        "pacing_recipient_per_minute": shard.pacing.recipient.perMinute,
+        "pacing_recipient_burst": shard.pacing.recipient.burst,
+        "pacing_jitter": shard.pacing.jitter,
     }
     defaults = WorkerConfig.model_construct()
     for field in WorkerConfig.model_fields:
@@ -137,6 +151,7 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
     assert sts["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == (
         worker.port
     )
+    assert worker.shard_pacing() == shard.pacing
 
 
 def test_suspend_and_conflict_scale_to_zero() -> None:

@@ -94,6 +94,27 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
         "may not set a variable the operator owns",
     ),
     ("bad-pull-policy", {**GOOD, "imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
+    (
+        "zero-pace",
+        {**GOOD, "pacing": {"session": {"perMinute": 0, "burst": 1}}},
+        "spec.pacing.session.perMinute",
+    ),
+    (
+        "absurd-burst",
+        {**GOOD, "pacing": {"recipient": {"perMinute": 6, "burst": 10**6}}},
+        "spec.pacing.recipient.burst",
+    ),
+    ("jitter-above-one", {**GOOD, "pacing": {"jitter": 2}}, "spec.pacing.jitter"),
+    (
+        "pace-without-burst",
+        {**GOOD, "pacing": {"session": {"perMinute": 20}}},
+        "spec.pacing.session.burst: Required value",
+    ),
+    (
+        "pace-set-in-env",
+        {**GOOD, "env": [{"name": "PACING_SESSION_BURST", "value": "500"}]},
+        "may not set a variable the operator owns",
+    ),
 ]
 
 

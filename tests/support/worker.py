@@ -41,6 +41,11 @@ def start_worker(
             "backend": "simulator",
             "worker_tokens": WORKER_TOKEN,
             "metrics_port": 0,  # off unless a test asks for a port
+            # The simulator bans nobody: the anti-ban pace out of the way (tests of it set theirs).
+            "pacing_session_per_minute": 60_000,
+            "pacing_session_burst": 1_000,
+            "pacing_recipient_per_minute": 60_000,
+            "pacing_recipient_burst": 1_000,
         }
     )
     environment = {**(base_env or {"PATH": "/usr/bin:/bin"}), **defaults.as_env(), **env}

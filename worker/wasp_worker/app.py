@@ -129,12 +129,18 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     async def receipt(event: ReceiptEvent) -> None:
         """WhatsApp says sent messages were delivered, read or played: move them forward
         (never back) and tell the front-end, one wa:message_status per message."""
-        moved = await history.receipt(event.slot, list(event.message_ids), event.state)
-        for wa_message_id in moved:
+        ids = list(event.message_ids)
+        rows = {
+            row.wa_message_id: row.id for row in await queue.receipt(event.slot, ids, event.state)
+        }
+        # The history also has what the account sent from its phone (no queue row).
+        moved = set(rows) | set(await history.receipt(event.slot, ids, event.state))
+        for wa_message_id in sorted(moved, key=ids.index):
             link.emit(
                 "wa:message_status",
                 {
                     "slot": str(event.slot),
+                    "id": rows.get(wa_message_id),
                     "waMessageId": wa_message_id,
                     "to": event.chat_id,
                     "state": event.state,

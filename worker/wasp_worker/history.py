@@ -64,16 +64,9 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
-
-
 class History:
     def __init__(self, path: Path) -> None:
-        self._store = SerialDatabase(path, SCHEMA, "history")
-        self._store.run(migrate)
+        self._store = SerialDatabase(path, SCHEMA, "history", MIGRATIONS)
 
     async def record(
         self, slot: Slot, direction: Direction, fields: dict[str, Any], read: bool = False

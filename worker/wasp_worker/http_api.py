@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from wasp.errors import ApiError, error_response
 from wasp.messages import Message, ScheduleRequest, SendRequest, normalise
 from wasp.openapi import path_value, query_values
+from wasp.pacing import PacingOverride
 from wasp.slots import Slot
 from wasp.validation import problems
 from wasp.worker_api import (
@@ -35,6 +36,7 @@ from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.live_feed import Cursor
+from wasp_worker.pacer import Pacer
 from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, QUEUE, RUNNER, SESSIONS
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -222,6 +224,39 @@ async def send(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
 
 
+async def pacing(request: web.Request) -> web.Response:
+    """The pace the account sends at, and its own override if it has one."""
+    sessions, runner = request.app[SESSIONS], request.app[RUNNER]
+    slot = sessions.own(request.match_info["slot"])
+    return web.json_response(_pacing_answer(runner.pacer, str(slot)))
+
+
+async def set_pacing(request: web.Request) -> web.Response:
+    """Store the account's own pace on the volume, then follow it from the next message."""
+    sessions, runner = request.app[SESSIONS], request.app[RUNNER]
+    slot = sessions.own(request.match_info["slot"])
+    override = await read_body(request, PacingOverride)
+    await request.app[QUEUE].set_pacing(slot, override)
+    runner.pacer.override(str(slot), override if override.model_dump(exclude_none=True) else None)
+    request.app[LOG].emit("pacing_override", slot=str(slot), override=_public(override))
+    return web.json_response(_pacing_answer(runner.pacer, str(slot)))
+
+
+def _public(override: PacingOverride | None) -> dict[str, Any] | None:
+    if override is None:
+        return None
+    return override.model_dump(mode="json", exclude_none=True) or None
+
+
+def _pacing_answer(pacer: Pacer, slot: str) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "slot": slot,
+        "pacing": pacer.rules(slot).model_dump(mode="json"),
+        "override": _public(pacer.overrides.get(slot)),
+    }
+
+
 async def message_state(request: web.Request) -> web.Response:
     sessions, queue = request.app[SESSIONS], request.app[QUEUE]
     slot = sessions.own(request.match_info["slot"])
@@ -278,4 +313,6 @@ HANDLERS: dict[str, Handler] = {
     "pair": pair,
     "media": media_file,
     "message": message_state,
+    "pacing": pacing,
+    "setPacing": set_pacing,
 }

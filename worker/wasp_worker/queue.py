@@ -2,10 +2,17 @@
 
 A message is accepted only once its row is committed (synchronous=FULL), so
 an answer of 202 means it is on disk. Each row ends `sent` or `failed` with a
-reason. An idempotency key per slot makes a retried request return the first
-row instead of adding another. Every row has a WhatsApp message id fixed at
-enqueue time, so a send repeated after a crash is the same message, which
-WhatsApp (and the simulator) deduplicate.
+reason (receipts later move a sent one on: `delivered`, `read`, `played`). An
+idempotency key per slot makes a retried request return the first row instead
+of adding another. Every row has a WhatsApp message id fixed at enqueue time,
+so a send repeated after a crash is the same message, which WhatsApp (and the
+simulator) deduplicate. A transient failure leaves the row queued with its
+`attempts`, its last `reason` and a `not_before` for the next try.
+
+Group commit: enqueues that arrive while a transaction is being written wait
+and then share the next one (one `BEGIN IMMEDIATE ... COMMIT`, one fsync), and
+each caller is answered only once that transaction is committed. A request that
+fails inside the batch is rolled back to its own savepoint; the others commit.
 
 SQLite is blocking: every call runs on the database's own thread (`db.py`),
 never on the event loop.
@@ -13,16 +20,21 @@ never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from wasp.messages import MediaMessage, Message, normalise
+from wasp.pacing import PacingOverride
 from wasp.slots import Slot
 from wasp_worker.db import SerialDatabase
 
+# Version 0: the first queue. Migrations below take it on; a new file takes the same path.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbound (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,6 +59,50 @@ CREATE TABLE IF NOT EXISTS lid_map (
 );
 """
 
+STATES = ("queued", "sent", "failed", "delivered", "read", "played")
+RECEIPT_ORDER = ("sent", "delivered", "read", "played")
+_STATE_CHECK = ", ".join(f"'{state}'" for state in STATES)
+_V0_COLUMNS = (
+    "id, slot, idempotency_key, wa_message_id, destination, kind, body, media_url, "
+    "file_name, state, reason, not_before, created, finished"
+)
+
+MIGRATIONS = (
+    # 1: retries (attempts, first failure) and receipt states. SQLite cannot change a CHECK
+    # in place: the table is rebuilt, every row and the id sequence carried over (ids name
+    # WhatsApp message ids: one must never be handed out twice).
+    f"""
+    CREATE TABLE outbound_v1 (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      slot TEXT NOT NULL,
+      idempotency_key TEXT,
+      wa_message_id TEXT NOT NULL,
+      destination TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      body TEXT,
+      media_url TEXT,
+      file_name TEXT,
+      state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ({_STATE_CHECK})),
+      reason TEXT,
+      not_before REAL NOT NULL,
+      created REAL NOT NULL,
+      finished REAL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      first_failed REAL,
+      UNIQUE (slot, idempotency_key)
+    );
+    INSERT INTO outbound_v1 ({_V0_COLUMNS}) SELECT {_V0_COLUMNS} FROM outbound ORDER BY id;
+    DELETE FROM sqlite_sequence WHERE name = 'outbound_v1';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'outbound_v1', seq FROM sqlite_sequence
+      WHERE name = 'outbound';
+    DROP TABLE outbound;
+    ALTER TABLE outbound_v1 RENAME TO outbound;
+    CREATE INDEX outbound_due ON outbound (state, slot, not_before, id);
+    CREATE INDEX outbound_chat ON outbound (state, slot, destination, id);
+    CREATE TABLE pacing (slot TEXT PRIMARY KEY, rules TEXT NOT NULL)
+    """,
+)
+
 
 def message_id(slot: Slot, row: int) -> str:
     """A WhatsApp-style message id fixed per queue row (3EB0 + 16 hex digits)."""
@@ -65,6 +121,10 @@ class Outbound:
     file_name: str | None
     state: str
     reason: str | None
+    attempts: int = 0
+    not_before: float = 0.0
+    created: float = 0.0
+    first_failed: float | None = None
 
     def public(self) -> dict[str, Any]:
         """What the API answers: no message body (it is the client's own anyway)."""
@@ -76,25 +136,106 @@ class Outbound:
             "type": self.kind,
             "state": self.state,
             "reason": self.reason,
+            "attempts": self.attempts,
         }
 
 
-_COLUMNS = "id, slot, wa_message_id, destination, kind, body, media_url, file_name, state, reason"
+_COLUMNS = (
+    "id, slot, wa_message_id, destination, kind, body, media_url, file_name, state, reason, "
+    "attempts, not_before, created, first_failed"
+)
+
+
+@dataclass
+class _Pending:
+    slot: Slot
+    request: Message
+    answer: asyncio.Future[tuple[Outbound, bool]]
+
+
+@dataclass
+class CommitStats:
+    """How enqueues were grouped: requests answered, transactions committed, largest batch."""
+
+    requests: int = 0
+    commits: int = 0
+    largest: int = 0
 
 
 class OutboundQueue:
     def __init__(self, path: Path) -> None:
-        self._store = SerialDatabase(path, SCHEMA, "queue")
+        self._store = SerialDatabase(path, SCHEMA, "queue", MIGRATIONS)
         self._db = self._store.db
+        self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.stats = CommitStats()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
     async def enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
-        """Store the message; returns (row, created). A known idempotency key returns its row."""
-        return await self._run(self._enqueue, slot, request)  # type: ignore[no-any-return]
+        """Store the message; returns (row, created) once it is committed. A known
+        idempotency key returns its row. Concurrent calls share one transaction."""
+        answer: asyncio.Future[tuple[Outbound, bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(slot, request, answer))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await answer
 
-    def _enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
+    async def _write_pending(self) -> None:
+        """Write what waits, in one transaction; whatever arrived meanwhile goes in the next."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._store.call(partial(self._write_batch, batch))
+            except Exception as error:  # the transaction failed: nobody's row is on disk
+                for pending in batch:
+                    if not pending.answer.done():
+                        pending.answer.set_exception(error)
+                continue
+            except BaseException:
+                for pending in batch:
+                    pending.answer.cancel()
+                raise
+            for pending, result in zip(batch, results, strict=True):
+                if pending.answer.done():  # the caller went away; its row stays accepted
+                    continue
+                if isinstance(result, Exception):
+                    pending.answer.set_exception(result)
+                else:
+                    pending.answer.set_result(result)
+
+    def _write_batch(
+        self, batch: list[_Pending], db: sqlite3.Connection
+    ) -> list[tuple[Outbound, bool] | Exception]:
+        """On the database thread: every request of the batch in one committed transaction,
+        each under its own savepoint so that one's failure leaves the others in."""
+        results: list[tuple[Outbound, bool] | Exception] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for pending in batch:
+                db.execute("SAVEPOINT request")
+                try:
+                    results.append(self._insert(pending.slot, pending.request))
+                except Exception as error:
+                    db.execute("ROLLBACK TO request")
+                    results.append(error)
+                db.execute("RELEASE request")
+            self._commit(db)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.stats.requests += len(batch)
+        self.stats.commits += 1
+        self.stats.largest = max(self.stats.largest, len(batch))
+        return results
+
+    @staticmethod
+    def _commit(db: sqlite3.Connection) -> None:
+        db.execute("COMMIT")
+
+    def _insert(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
         db = self._db
         media = request if isinstance(request, MediaMessage) else None
         if request.idempotency_key is not None:
@@ -104,52 +245,70 @@ class OutboundQueue:
             ).fetchone()
             if found:
                 return Outbound(*found), False
-        destination, state, reason = request.to, "queued", None
-        try:
-            destination = self._resolve(slot, normalise(request.to))
-        except LookupError:
-            state, reason = "failed", "lid_without_mapping"
+        # A LID the map does not know yet stays a LID: the sending engine asks the
+        # session's own store when its turn comes (`phone_for`, then the backend).
+        destination, state, reason = normalise(request.to), "queued", None
+        destination = self._phone_for(slot, destination) or destination
         now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = db.execute(
-                "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
-                "body, media_url, file_name, state, reason, not_before, created, finished) "
-                "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    str(slot),
-                    request.idempotency_key,
-                    destination,
-                    request.type,
-                    request.text,
-                    media.media_url if media else None,
-                    media.file_name if media else None,
-                    state,
-                    reason,
-                    request.send_at or now,
-                    now,
-                    now if state == "failed" else None,
-                ),
-            )
-            row = int(cursor.lastrowid or 0)
-            db.execute(
-                "UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row)
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        cursor = db.execute(
+            "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
+            "body, media_url, file_name, state, reason, not_before, created, finished) "
+            "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(slot),
+                request.idempotency_key,
+                destination,
+                request.type,
+                request.text,
+                media.media_url if media else None,
+                media.file_name if media else None,
+                state,
+                reason,
+                request.send_at or now,
+                now,
+                now if state == "failed" else None,
+            ),
+        )
+        row = int(cursor.lastrowid or 0)
+        db.execute("UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row))
         return self._get(row), True
 
-    def _resolve(self, slot: Slot, jid: str) -> str:
+    def _phone_for(self, slot: Slot, jid: str) -> str | None:
+        """The phone JID the map has for a LID (None for another JID, or an unknown LID)."""
         if not jid.endswith("@lid"):
-            return jid
+            return None
         found = self._db.execute(
             "SELECT phone_jid FROM lid_map WHERE slot=? AND lid=?", (str(slot), jid)
         ).fetchone()
-        if found is None:
-            raise LookupError(jid)
-        return str(found[0])
+        return str(found[0]) if found else None
+
+    async def phone_for(self, slot: Slot, lid: str) -> str | None:
+        return await self._run(self._phone_for, slot, lid)  # type: ignore[no-any-return]
+
+    async def readdress(self, row: int, destination: str) -> None:
+        """A LID resolved at send time: the row names the phone JID it went to."""
+        await self._run(
+            lambda: self._db.execute(
+                "UPDATE outbound SET destination=? WHERE id=? AND state='queued'",
+                (destination, row),
+            )
+        )
+
+    async def receipt(self, slot: Slot, message_ids: list[str], state: str) -> list[Outbound]:
+        """Move sent messages forward to a receipt's `state` (sent -> delivered -> read ->
+        played, never back); the rows that moved."""
+        earlier = RECEIPT_ORDER[: RECEIPT_ORDER.index(state)]
+        marks, states = ",".join("?" * len(message_ids)), ",".join("?" * len(earlier))
+
+        def write() -> list[Outbound]:
+            moved = self._db.execute(
+                f"UPDATE outbound SET state=? WHERE slot=? AND wa_message_id IN ({marks}) "
+                f"AND state IN ({states}) RETURNING {_COLUMNS}",
+                (state, str(slot), *message_ids, *earlier),
+            ).fetchall()
+            return [Outbound(*row) for row in moved]
+
+        return await self._run(write)  # type: ignore[no-any-return]
 
     async def map_lid(self, slot: Slot, lid: str, phone_jid: str) -> None:
         await self._run(
@@ -171,17 +330,33 @@ class OutboundQueue:
 
         return await self._run(read)  # type: ignore[no-any-return]
 
-    async def due(self, slots: list[str], limit: int = 100) -> list[Outbound]:
-        """Queued messages of these slots whose time has come, oldest first."""
+    async def due_slots(self, slots: list[str], now: float) -> list[str]:
+        """Those of `slots` with a queued message whose time has come."""
         if not slots:
             return []
 
-        def read() -> list[Outbound]:
+        def read() -> list[str]:
             marks = ",".join("?" * len(slots))
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbound WHERE state='queued' AND slot IN ({marks}) "
-                "AND not_before<=? ORDER BY id LIMIT ?",
-                (*slots, time.time(), limit),
+                f"SELECT DISTINCT slot FROM outbound WHERE state='queued' AND slot IN ({marks}) "
+                "AND not_before<=?",
+                (*slots, now),
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._run(read)  # type: ignore[no-any-return]
+
+    async def heads(self, slot: str, now: float, limit: int = 200) -> list[Outbound]:
+        """The next message of each of the slot's chats, oldest first: the oldest queued
+        one that is due or already tried (a message waiting to be retried keeps the later
+        ones of its chat behind it; one scheduled for later does not)."""
+
+        def read() -> list[Outbound]:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE id IN ("
+                "SELECT min(id) FROM outbound WHERE state='queued' AND slot=? "
+                "AND (not_before<=? OR attempts>0) GROUP BY destination) ORDER BY id LIMIT ?",
+                (slot, now, limit),
             ).fetchall()
             return [Outbound(*r) for r in rows]
 
@@ -195,12 +370,50 @@ class OutboundQueue:
             )
         )
 
+    async def retry(
+        self, row: int, attempts: int, not_before: float, reason: str, failed_at: float
+    ) -> None:
+        """A transient failure at `failed_at`: the message stays queued, to be tried again
+        from `not_before`; the first failure's time is kept (a message's age in retries)."""
+        await self._run(
+            lambda: self._db.execute(
+                "UPDATE outbound SET attempts=?, not_before=?, reason=?, "
+                "first_failed=coalesce(first_failed, ?) WHERE id=? AND state='queued'",
+                (attempts, not_before, reason, failed_at, row),
+            )
+        )
+
     async def depth(self) -> int:
         return await self._run(  # type: ignore[no-any-return]
             lambda: self._db.execute(
                 "SELECT count(*) FROM outbound WHERE state='queued'"
             ).fetchone()[0]
         )
+
+    def pacing_overrides(self) -> dict[str, PacingOverride]:
+        """Every account's own pacing, by slot (blocking: read once, before serving)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, PacingOverride]:
+            rows = db.execute("SELECT slot, rules FROM pacing").fetchall()
+            return {str(slot): PacingOverride.model_validate_json(rules) for slot, rules in rows}
+
+        return self._store.call_blocking(read)
+
+    async def set_pacing(self, slot: Slot, override: PacingOverride | None) -> None:
+        """Store one account's own pacing; None (or one that sets nothing) clears it."""
+        if override is not None and not override.model_dump(exclude_none=True):
+            override = None
+
+        def write() -> None:
+            if override is None:
+                self._db.execute("DELETE FROM pacing WHERE slot=?", (str(slot),))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO pacing VALUES (?, ?)",
+                    (str(slot), override.model_dump_json(exclude_none=True)),
+                )
+
+        await self._run(write)
 
     def close(self) -> None:
         self._store.close()

@@ -343,7 +343,7 @@ function onInbound(message) {
 const TICKS = { sent: "✓", delivered: "✓✓", read: "✓✓", played: "✓✓" };
 
 function onMessageStatus(update) {
-  if (update.id == null) {
+  if (update.state in TICKS && update.state !== "sent") {
     // A receipt: a sent message was delivered, read or played.
     const shown = update.slot === state.selected && state.messages.find((m) => m.wa_message_id === update.waMessageId);
     if (shown) {
