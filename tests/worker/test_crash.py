@@ -78,7 +78,8 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
             again = list(pool.map(send, range(MESSAGES)))
         assert again.count(200) == MESSAGES // 2  # already accepted: same message returned
         assert again.count(202) == MESSAGES // 2
-        worker.wait_until(lambda: _queued(tmp_path) == 0, "queue drained", timeout=120)
+        # Sent, and each one's delivered receipt back from A2's device.
+        worker.wait_until(lambda: _delivered(tmp_path) == MESSAGES, "all delivered", timeout=120)
         assert "wasp_worker_messages_sent_total" in http_text(
             f"http://127.0.0.1:{metrics_port}/metrics"
         )
@@ -88,7 +89,7 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
     with sqlite3.connect(tmp_path / "data" / "queue.sqlite3") as queue:
         rows = queue.execute("SELECT state, count(*) FROM outbound GROUP BY state").fetchall()
         keys = queue.execute("SELECT count(DISTINCT idempotency_key) FROM outbound").fetchone()[0]
-    assert rows == [("sent", MESSAGES)]
+    assert rows == [("delivered", MESSAGES)]
     assert keys == MESSAGES
     # The simulated server's count: each message reached A2's device exactly once. A send
     # cut by the kill between WhatsApp's acceptance and the queue's commit is repeated
@@ -97,6 +98,13 @@ def test_kill_9_while_draining_loses_nothing_and_delivers_each_message_once(
     assert len(server.arrivals) == MESSAGES
     assert set(server.arrivals.values()) == {1}
     print(f"sends repeated after the kill (deduplicated by id): {server.repeated_sends}")
+
+
+def _delivered(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "data" / "queue.sqlite3") as queue:
+        return int(
+            queue.execute("SELECT count(*) FROM outbound WHERE state='delivered'").fetchone()[0]
+        )
 
 
 def _queued(tmp_path: Path) -> int:

@@ -100,7 +100,9 @@ def test_a_replaced_worker_loses_no_accepted_message_and_none_arrives_twice(
             assert again.count(200) == MESSAGES // 2  # the same message, not a new one
             assert again.count(202) == MESSAGES // 2
             second.wait_until(
-                lambda: queue_states(tmp_path) == {"sent": MESSAGES}, "all sent", timeout=120
+                lambda: queue_states(tmp_path) == {"delivered": MESSAGES},
+                "all sent, each with its delivered receipt back",
+                timeout=120,
             )
         finally:
             second.stop()

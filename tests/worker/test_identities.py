@@ -67,3 +67,19 @@ async def test_a_reply_to_the_senders_lid_reaches_its_phone(worker: Client) -> N
     assert (await sent.json())["message"]["to"] == f"{phone_of(A1)}@s.whatsapp.net"
     [reply] = await eventually_async(lambda: messages_to(worker, "A1"), "A1 gets the reply")
     assert reply["body"] == "back"
+
+
+async def test_a_lid_the_map_does_not_know_is_looked_up_in_the_session_when_it_is_sent(
+    worker: Client,
+) -> None:
+    for slot in ("A1", "A2"):
+        await worker.post(f"/api/accounts/{slot}/connect")
+        await worker.post(f"/api/accounts/{slot}/scan")
+    # A2 never had a message from A1: only WhatsApp's store (the simulated server) knows.
+    sent = await worker.post("/api/accounts/A2/send", json={"to": lid_of(A1), "text": "hello"})
+    assert (await sent.json())["message"]["to"] == lid_of(A1)
+    [arrived] = await eventually_async(lambda: messages_to(worker, "A1"), "A1 gets it")
+    assert arrived["body"] == "hello"
+    row = (await sent.json())["message"]["id"]
+    message = (await (await worker.get(f"/api/accounts/A2/messages/{row}")).json())["message"]
+    assert message["to"] == f"{phone_of(A1)}@s.whatsapp.net"

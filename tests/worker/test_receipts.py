@@ -20,10 +20,12 @@ from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
+from wasp_worker.queue import OutboundQueue
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
 from tests.worker.test_worker_http import config
+from wasp.messages import TextMessage
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
@@ -160,3 +162,37 @@ def test_a_history_file_of_the_first_version_keeps_its_messages(tmp_path: Path) 
         history.close()
     assert (message["body"], message["status"]) == ("kept", "read")
     History(path).close()  # opening again migrates nothing twice
+
+
+def text_to(destination: str) -> TextMessage:
+    return TextMessage(to=destination, text="x")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from(["delivered", "read", "played"]), max_size=6),
+    st.integers(0, 6),
+)
+def test_a_queued_message_ends_at_its_furthest_receipt_even_one_before_its_send_returned(
+    tmp_path_factory: Any, receipts: list[str], early: int
+) -> None:
+    """Receipts may come back while the send call is still returning (WhatsApp's device
+    answers fast): the first `early` arrive before `finish`, the rest after."""
+    queue = OutboundQueue(tmp_path_factory.mktemp("q") / "queue.sqlite3")
+
+    async def run() -> str:
+        row, _ = await queue.enqueue(A1, text_to(phone_of(A2)))
+        for state in receipts[:early]:
+            await queue.receipt(A1, [row.wa_message_id], state)
+        await queue.finish(row.id, "sent", None)
+        for state in receipts[early:]:
+            await queue.receipt(A1, [row.wa_message_id], state)
+        found = await queue.get(row.id)
+        assert found is not None
+        return found.state
+
+    try:
+        final = asyncio.run(run())
+    finally:
+        queue.close()
+    assert final == max(["sent", *receipts], key=RANK.__getitem__)

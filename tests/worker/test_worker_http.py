@@ -17,6 +17,7 @@ from wasp_worker.config import WorkerConfig
 from wasp_worker.events import EventLog
 from wasp_worker.state import METRICS, SESSIONS
 
+from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL, WORKER_TOKEN
 from wasp.metrics_port import metrics_app
 
@@ -499,9 +500,17 @@ async def test_a_reply_to_a_lid_goes_to_the_phone_number_whatsapp_gave_with_a_me
     for step in ("connect", "scan"):
         assert (await worker.post(f"/api/accounts/A1/{step}")).status == 200
     lid, phone = "190000000000123@lid", "5511999999999@s.whatsapp.net"
-    unknown = (await worker.post("/api/accounts/A1/send", json={"to": lid, "text": "hi"})).json
-    refused = (await unknown())["message"]
-    assert (refused["state"], refused["reason"]) == ("failed", "lid_without_mapping")
+    unknown = await worker.post("/api/accounts/A1/send", json={"to": lid, "text": "hi"})
+    row = (await unknown.json())["message"]["id"]
+
+    async def refused() -> dict[str, Any] | None:
+        answer = await worker.get(f"/api/accounts/A1/messages/{row}")
+        message: dict[str, Any] = (await answer.json())["message"]
+        return message if message["state"] == "failed" else None
+
+    # Neither the map nor the session's store knows it, once its turn comes.
+    failed = await eventually_async(refused, "the unknown LID fails")
+    assert failed["reason"] == "lid_without_mapping"
     assert worker.app is not None
     backend = worker.app[SESSIONS].backend
     assert backend.on_inbound is not None

@@ -235,11 +235,15 @@ class OutboundRunner:
         except Exception as error:
             await self._retry_or_fail(message, error)
         else:
-            await self.queue.finish(message.id, "sent", None)
+            final = await self.queue.finish(message.id, "sent", None)
             self.sent.inc()
             if self.history is not None:
                 await self.history.record(slot, "out", _sent(message))
+                if final != "sent":
+                    await self.history.receipt(slot, [message.wa_message_id], final)
             self._announce(message, "sent", None)
+            if final != "sent":  # its receipt came back before the send call returned
+                self._announce(message, final, None)
 
     async def _phone_for(self, slot: Slot, message: Outbound) -> Outbound | None:
         """A LID the map did not know at enqueue: the map may know it now, else the

@@ -101,6 +101,9 @@ MIGRATIONS = (
     CREATE INDEX outbound_chat ON outbound (state, slot, destination, id);
     CREATE TABLE pacing (slot TEXT PRIMARY KEY, rules TEXT NOT NULL)
     """,
+    # 2: a receipt that came back while its send was still being committed (the device
+    # can answer before the send call returns): kept, and applied by `finish`.
+    "ALTER TABLE outbound ADD COLUMN early_receipt TEXT",
 )
 
 
@@ -306,6 +309,13 @@ class OutboundQueue:
                 f"AND state IN ({states}) RETURNING {_COLUMNS}",
                 (state, str(slot), *message_ids, *earlier),
             ).fetchall()
+            # Still being sent (its send call has not returned): `finish` applies it.
+            self._db.execute(
+                f"UPDATE outbound SET early_receipt=? WHERE slot=? AND state='queued' "
+                f"AND wa_message_id IN ({marks}) "
+                f"AND (early_receipt IS NULL OR early_receipt IN ({states}))",
+                (state, str(slot), *message_ids, *earlier),
+            )
             return [Outbound(*row) for row in moved]
 
         return await self._run(write)  # type: ignore[no-any-return]
@@ -362,13 +372,19 @@ class OutboundQueue:
 
         return await self._run(read)  # type: ignore[no-any-return]
 
-    async def finish(self, row: int, state: Literal["sent", "failed"], reason: str | None) -> None:
-        await self._run(
-            lambda: self._db.execute(
-                "UPDATE outbound SET state=?, reason=?, finished=? WHERE id=? AND state='queued'",
-                (state, reason, time.time(), row),
-            )
-        )
+    async def finish(self, row: int, state: Literal["sent", "failed"], reason: str | None) -> str:
+        """End a queued message; the state it ends in: a sent one whose receipt came
+        back meanwhile ends in the receipt's state."""
+
+        def write() -> str:
+            found = self._db.execute(
+                "UPDATE outbound SET state=CASE WHEN ?='sent' THEN coalesce(early_receipt, 'sent') "
+                "ELSE ? END, reason=?, finished=? WHERE id=? AND state='queued' RETURNING state",
+                (state, state, reason, time.time(), row),
+            ).fetchone()
+            return str(found[0]) if found else state
+
+        return await self._run(write)  # type: ignore[no-any-return]
 
     async def retry(
         self, row: int, attempts: int, not_before: float, reason: str, failed_at: float
