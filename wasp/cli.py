@@ -228,6 +228,19 @@ def operator(**options: Any) -> None:
     help="Kubernetes mode: the shared-config ConfigMap that writes go to.",
 )
 @click.option(
+    "--webhook-secrets-file",
+    envvar="WEBHOOK_SECRETS_FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Local mode: the webhooks' signing secrets (default CONFIGDIR/webhook-secrets.json).",
+)
+@click.option(
+    "--webhook-secret",
+    envvar="WEBHOOK_SECRET",
+    default=None,
+    help="Kubernetes mode: the Secret that holds the webhooks' signing secrets.",
+)
+@click.option(
     "--api-keys-file",
     envvar="API_KEYS_FILE",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -279,6 +292,8 @@ def master(**options: Any) -> None:
             api_keys_file=options["api_keys_file"],
             config_dir=options["config_dir"],
             config_map=options["config_map"],
+            webhook_secrets_file=options["webhook_secrets_file"],
+            webhook_secret=options["webhook_secret"],
             namespace=options["namespace"],
             shards_json=options["shards_json"],
             shards_file=options["shards_file"],
