@@ -271,6 +271,9 @@ def test_the_published_values_stay_as_published() -> None:
         "BAD_MAC_THRESHOLD",
         "BAD_MAC_WINDOW_MS",
         "BAD_MAC_COOLDOWN_MS",
+        "WEBHOOK_SECRETS_FILE",
+        "WEBHOOK_HORIZON_S",
+        "WEBHOOK_TIMEOUT_S",
     )
     assert WorkerEnv.env_names()[:17] == RESERVED_ENV
     assert (WORKER_METRICS_PORT, MASTER_METRICS_PORT) == (9090, 9091)

@@ -206,6 +206,12 @@ class WorkerEnv(BaseSettings):
     bad_mac_threshold: int = Field(5, alias="BAD_MAC_THRESHOLD", ge=1)
     bad_mac_window_ms: int = Field(60_000, alias="BAD_MAC_WINDOW_MS", ge=1)
     bad_mac_cooldown_ms: int = Field(300_000, alias="BAD_MAC_COOLDOWN_MS", ge=0)
+    # Webhooks: the signing secrets (the master writes them; in Kubernetes a Secret mounted
+    # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, and the
+    # longest one delivery attempt may take.
+    webhook_secrets_file: Path | None = Field(None, alias="WEBHOOK_SECRETS_FILE")
+    webhook_horizon_s: float = Field(86400.0, alias="WEBHOOK_HORIZON_S", gt=0)
+    webhook_timeout_s: float = Field(10.0, alias="WEBHOOK_TIMEOUT_S", gt=0, le=300)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

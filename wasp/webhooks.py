@@ -139,7 +139,7 @@ class Subscription(BaseModel):
         return self.workspaces is None or workspace in self.workspaces
 
     def wants(self, event_type: str, slot: Slot, workspace: str) -> bool:
-        return self.enabled and event_type in self.events and self.covers(slot, workspace)
+        return event_type in self.events and self.covers(slot, workspace)
 
 
 class WebhooksDocument(BaseModel):

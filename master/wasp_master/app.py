@@ -199,6 +199,8 @@ ACCESS: dict[tuple[str, str], Operation] = {
     # Subscriptions decide where every message goes: config keys only (`allow`: admin).
     ("GET", "/api/webhooks"): "config",
     ("PUT", "/api/webhooks"): "config",
+    ("GET", "/api/accounts/{slot}/webhooks/dead"): "config",
+    ("POST", "/api/accounts/{slot}/webhooks/replay"): "config",
     ("GET", "/api/accounts/{slot}/status"): "read",
     ("GET", "/api/accounts/{slot}/chats"): "read",
     ("POST", "/api/accounts/{slot}/openChat"): "read",
