@@ -73,6 +73,12 @@ def main() -> None:
     "(WORKER_TOKENS); the --master-token-secret when unset.",
 )
 @click.option(
+    "--webhook-signing-secret",
+    envvar="WEBHOOK_SIGNING_SECRET",
+    default=None,
+    help="Secret with the webhooks' signing secrets (the master writes it), mounted into workers.",
+)
+@click.option(
     "--health-url-template",
     envvar="HEALTH_URL_TEMPLATE",
     default=None,
@@ -159,6 +165,7 @@ def operator(**options: Any) -> None:
         master_internal_url=options["master_internal_url"],
         master_token_secret=options["master_token_secret"],
         worker_tokens_secret=options["worker_tokens_secret"] or options["master_token_secret"],
+        webhook_signing_secret=options["webhook_signing_secret"],
         health_url_template=options["health_url_template"],
         status_interval_s=options["status_interval"],
     )

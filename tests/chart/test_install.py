@@ -247,6 +247,9 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     assert release.can(master, "update", f"configmaps/{config_map}")
     assert not release.can(master, "update", "configmaps/something-else")
     assert not release.can(master, "get", "secrets")
+    webhook_secret = find(docs, "Secret", "-webhook-secrets")["metadata"]["name"]
+    assert release.can(master, "update", f"secrets/{webhook_secret}")
+    assert not release.can(master, "get", "secrets/something-else")
     assert not release.can(master, "create", "events")
     assert not release.can(master, "delete", CRD.crd_name)
     assert release.can(worker, "update", "leases.coordination.k8s.io")
