@@ -282,6 +282,9 @@ def test_the_published_values_stay_as_published() -> None:
         "PACING_RECIPIENT_PER_MINUTE",
         "PACING_RECIPIENT_BURST",
         "PACING_JITTER",
+        "WEBHOOK_SECRETS_FILE",
+        "WEBHOOK_HORIZON_S",
+        "WEBHOOK_TIMEOUT_S",
     )
     # The operator's: the first 17, and the pace the shard's spec sets.
     assert WorkerEnv.env_names()[:17] + WorkerEnv.env_names()[-5:] == RESERVED_ENV

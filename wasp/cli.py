@@ -73,6 +73,12 @@ def main() -> None:
     "(WORKER_TOKENS); the --master-token-secret when unset.",
 )
 @click.option(
+    "--webhook-signing-secret",
+    envvar="WEBHOOK_SIGNING_SECRET",
+    default=None,
+    help="Secret with the webhooks' signing secrets (the master writes it), mounted into workers.",
+)
+@click.option(
     "--health-url-template",
     envvar="HEALTH_URL_TEMPLATE",
     default=None,
@@ -159,6 +165,7 @@ def operator(**options: Any) -> None:
         master_internal_url=options["master_internal_url"],
         master_token_secret=options["master_token_secret"],
         worker_tokens_secret=options["worker_tokens_secret"] or options["master_token_secret"],
+        webhook_signing_secret=options["webhook_signing_secret"],
         health_url_template=options["health_url_template"],
         status_interval_s=options["status_interval"],
     )
@@ -228,6 +235,19 @@ def operator(**options: Any) -> None:
     help="Kubernetes mode: the shared-config ConfigMap that writes go to.",
 )
 @click.option(
+    "--webhook-secrets-file",
+    envvar="WEBHOOK_SECRETS_FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Local mode: the webhooks' signing secrets (default CONFIGDIR/webhook-secrets.json).",
+)
+@click.option(
+    "--webhook-secret",
+    envvar="WEBHOOK_SECRET",
+    default=None,
+    help="Kubernetes mode: the Secret that holds the webhooks' signing secrets.",
+)
+@click.option(
     "--api-keys-file",
     envvar="API_KEYS_FILE",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -279,6 +299,8 @@ def master(**options: Any) -> None:
             api_keys_file=options["api_keys_file"],
             config_dir=options["config_dir"],
             config_map=options["config_map"],
+            webhook_secrets_file=options["webhook_secrets_file"],
+            webhook_secret=options["webhook_secret"],
             namespace=options["namespace"],
             shards_json=options["shards_json"],
             shards_file=options["shards_file"],

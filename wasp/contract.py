@@ -260,6 +260,12 @@ class WorkerEnv(BaseSettings):
         RECIPIENT_BURST, alias="PACING_RECIPIENT_BURST", ge=1, le=MAX_BURST
     )
     pacing_jitter: float = Field(JITTER, alias="PACING_JITTER", ge=0, le=1, allow_inf_nan=False)
+    # Webhooks: the signing secrets (the master writes them; in Kubernetes a Secret mounted
+    # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, and the
+    # longest one delivery attempt may take.
+    webhook_secrets_file: Path | None = Field(None, alias="WEBHOOK_SECRETS_FILE")
+    webhook_horizon_s: float = Field(86400.0, alias="WEBHOOK_HORIZON_S", gt=0)
+    webhook_timeout_s: float = Field(10.0, alias="WEBHOOK_TIMEOUT_S", gt=0, le=300)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -22,6 +22,7 @@ from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
 from wasp.validation import JsonInt
+from wasp.webhooks import SUBSCRIPTION_ID_PATTERN
 
 # An event id of `GET /events`: `<epoch>.<seq>`.
 CURSOR_PATTERN = r"^[0-9A-Za-z]{1,20}\.[0-9]{1,19}$"
@@ -68,6 +69,27 @@ class PairRequest(BaseModel):
     phone: str = Field(
         pattern=r"^[1-9][0-9]{6,19}$",
         description="International number, digits only, no + or leading 0.",
+    )
+
+
+class DeadLettersQuery(BaseModel):
+    """Query of GET /api/accounts/{slot}/webhooks/dead."""
+
+    subscription: str | None = Field(
+        None, pattern=SUBSCRIPTION_ID_PATTERN, description="Only this subscription's."
+    )
+
+
+class ReplayRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/webhooks/replay: which dead letters to send again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    subscription: str | None = Field(
+        None, pattern=SUBSCRIPTION_ID_PATTERN, description="Only this subscription's."
+    )
+    ids: list[Annotated[str, StringConstraints(pattern=r"^evt_[0-9a-f]{32}$")]] | None = Field(
+        None, max_length=1000, description="Only these event ids; absent: every one."
     )
 
 
@@ -244,6 +266,23 @@ _ENDPOINTS = [
         "after `attempts` failures, the last one its reason), sent, or failed with a reason",
         params={"id": MessageId},
         responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "webhookDeadLetters",
+        "GET",
+        "/api/accounts/{slot}/webhooks/dead",
+        "Webhook events of the slot that a receiver refused or that outlived the retry horizon",
+        query=DeadLettersQuery,
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "webhookReplay",
+        "POST",
+        "/api/accounts/{slot}/webhooks/replay",
+        "Send the slot's dead letters again (after its newer events; same event ids); "
+        "re-enables their subscriptions",
+        body=ReplayRequest,
+        responses=(200, *WITH_BODY),
     ),
 ]
 ENDPOINTS = [

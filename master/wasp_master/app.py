@@ -54,6 +54,8 @@ from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
 from wasp_master.state import KEY, MASTER, Master, ShardHealth, master_of
 from wasp_master.wake import Patch, Waker
+from wasp_master.webhook_store import DirectoryWebhookStore, WebhookStore
+from wasp_master.webhooks import WebhooksWrite, read_webhooks, write_webhooks
 
 log = logging.getLogger("wasp.master")
 
@@ -170,7 +172,8 @@ API = ApiInfo(
         202: "Accepted: stored on the shard's disk",
         400: "Bad input (the error says which); nothing changed",
         401: "Missing or invalid API key or master token",
-        403: "The API key's operations or scope do not cover this request",
+        403: "The API key's operations or scope do not cover this request, or a webhook's "
+        "target is an internal address the allow-list does not name",
         404: "No shard serves this slot, or not found",
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
@@ -193,6 +196,11 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/shards"): "read",
     **{("GET", f"/api/{kind}"): "read" for kind in KINDS},
     **{("PUT", f"/api/{kind}"): "config" for kind in KINDS},
+    # Subscriptions decide where every message goes: config keys only (`allow`: admin).
+    ("GET", "/api/webhooks"): "config",
+    ("PUT", "/api/webhooks"): "config",
+    ("GET", "/api/accounts/{slot}/webhooks/dead"): "config",
+    ("POST", "/api/accounts/{slot}/webhooks/replay"): "config",
     ("GET", "/api/accounts/{slot}/status"): "read",
     ("GET", "/api/accounts/{slot}/chats"): "read",
     ("POST", "/api/accounts/{slot}/openChat"): "read",
@@ -236,6 +244,16 @@ MASTER_ROUTES = [
             ),
         )
     ],
+    Route("GET", "/api/webhooks", read_webhooks, "Webhook subscriptions, secrets masked"),
+    Route(
+        "PUT",
+        "/api/webhooks",
+        write_webhooks,
+        "Replace every webhook subscription (validated, targets checked, written atomically); "
+        "`secrets` holds the secrets generated now, shown this once",
+        body=WebhooksWrite,
+        responses=(200, 400, 403, 409, 413),
+    ),
 ]
 
 
@@ -372,6 +390,7 @@ def build_app(
     directory: ShardDirectory,
     store: ConfigStore,
     unsuspend: Patch | None = None,
+    webhooks: WebhookStore | None = None,
 ) -> web.Application:
     routes = all_routes(config)
     unlisted = {(r.method, r.path) for r in routes if r.path.startswith("/api/")} - set(ACCESS)
@@ -393,6 +412,7 @@ def build_app(
         waker=Waker(directory, unsuspend, config.wake_timeout_s),
         sio=sio,
         keys=KeyRing(config.api_keys, config.api_keys_file),
+        webhooks=webhooks or DirectoryWebhookStore(config.config_dir, config.webhook_secrets_file),
     )
     app[MASTER] = master
     attach_socketio(app, master)

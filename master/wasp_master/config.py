@@ -39,6 +39,14 @@ class MasterConfig(BaseModel):
     config_map: str | None = Field(
         None, description="In Kubernetes: the ConfigMap behind CONFIGDIR, where writes go."
     )
+    webhook_secrets_file: Path | None = Field(
+        None,
+        description="Local mode: the webhooks' signing secrets (0600); "
+        "default CONFIGDIR/webhook-secrets.json.",
+    )
+    webhook_secret: str | None = Field(
+        None, description="In Kubernetes: the Secret holding the webhooks' signing secrets."
+    )
     namespace: str | None = Field(
         None, description="Kubernetes mode: route to the WhatsAppShards of this namespace."
     )

@@ -32,6 +32,7 @@ from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
 from wasp_master.state import MASTER
 from wasp_master.wake import kube_unsuspend
+from wasp_master.webhook_store import DirectoryWebhookStore, KubeWebhookStore, WebhookStore
 
 log = logging.getLogger("wasp.master")
 
@@ -116,7 +117,12 @@ async def _serve_kube(config: MasterConfig) -> None:
         if config.config_map
         else DirectoryStore(config.config_dir)
     )
-    app = build_app(config, directory, store, kube_unsuspend(api, config.namespace))
+    webhooks: WebhookStore = (
+        KubeWebhookStore(api, config.namespace, config.config_map, config.webhook_secret)
+        if config.config_map and config.webhook_secret
+        else DirectoryWebhookStore(config.config_dir, config.webhook_secrets_file)
+    )
+    app = build_app(config, directory, store, kube_unsuspend(api, config.namespace), webhooks)
     async with serving(config, app):
         _started(config, "kubernetes")
         await kopf.operator(

@@ -18,6 +18,7 @@ from wasp_master.proxy import Proxy
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import ConfigStore
 from wasp_master.wake import Waker
+from wasp_master.webhook_store import WebhookStore
 
 log = logging.getLogger("wasp.master")
 
@@ -41,6 +42,7 @@ class Master:
     waker: Waker
     sio: socketio.AsyncServer
     keys: KeyRing
+    webhooks: WebhookStore
     hub: EventHub = field(init=False)
     health: dict[str, ShardHealth] = field(default_factory=dict)
     workspaces: dict[str, str] = field(default_factory=dict)  # slot -> ws, from accounts.json

@@ -19,6 +19,8 @@ SHARD_LABEL = f"{CRD.group}/shard"
 DATA_VOLUME = "data"
 DATA_PATH = str(WORK_DIR)
 CONFIG_PATH = str(CONFIG_DIR)
+# The webhooks' signing secrets: a directory mount, so the Secret's updates reach the worker.
+WEBHOOK_SECRETS_PATH = "/etc/wasp/webhooks"
 RUN_AS = 10001
 
 Manifest = dict[str, Any]
@@ -105,6 +107,11 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
             "work_dir": DATA_PATH,
             "backend": spec.backend,
             "master_internal_url": config.master_internal_url,
+            **(
+                {"webhook_secrets_file": f"{WEBHOOK_SECRETS_PATH}/webhook-secrets.json"}
+                if config.webhook_signing_secret
+                else {}
+            ),
         }
     )
     env = settings.as_kubernetes_env(
@@ -197,6 +204,16 @@ def pod_template(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> 
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
+    if config.webhook_signing_secret:
+        container["volumeMounts"].append(
+            {"name": "webhook-secrets", "mountPath": WEBHOOK_SECRETS_PATH, "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {
+                "name": "webhook-secrets",
+                "secret": {"secretName": config.webhook_signing_secret, "optional": True},
+            }
+        )
     if config.worker_service_account:
         pod_spec["serviceAccountName"] = config.worker_service_account
     for field in ("nodeSelector", "tolerations", "affinity"):

@@ -29,6 +29,11 @@ class OperatorConfig(BaseModel):
         description="Secret holding the `worker-tokens` key: what workers accept from the "
         "master (WORKER_TOKENS). Required: a worker pod does not start without it.",
     )
+    webhook_signing_secret: str | None = Field(
+        None,
+        description="Secret with the webhooks' signing secrets (key webhook-secrets.json, "
+        "written by the master), mounted into workers; optional.",
+    )
     worker_tokens_key: str = Field("worker-tokens", description="Its key in that Secret.")
     worker_port: int = WORKER_PORT
     worker_metrics_port: int = Field(

@@ -280,7 +280,7 @@ def test_worker_tokens_the_workers_would_refuse_are_refused_by_the_schema(
 
 def _metric_names_in_code() -> set[str]:
     sources = [
-        *(ROOT / "worker" / "wasp_worker").glob("*.py"),
+        *(ROOT / "worker" / "wasp_worker").rglob("*.py"),
         *(ROOT / "master" / "wasp_master").glob("*.py"),
         *(ROOT / "operator").rglob("*.py"),
     ]
@@ -310,6 +310,7 @@ def test_alerts_and_dashboard_use_metrics_the_code_exports(rendered: dict[str, s
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     assert {"WaspShardNearCapacity", "WaspShardNotReady", "WaspBadMacBreakerTripping"} <= alerts
     assert "WaspOutboundQueueBacklog" in alerts
+    assert {"WaspWebhookBacklog", "WaspWebhookDeadLetters", "WaspWebhookDisabled"} <= alerts
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])

@@ -247,6 +247,9 @@ def test_install_operate_upgrade_uninstall(release: Release, tmp_path: Path) -> 
     assert release.can(master, "update", f"configmaps/{config_map}")
     assert not release.can(master, "update", "configmaps/something-else")
     assert not release.can(master, "get", "secrets")
+    signing_secrets = find(docs, "Secret", "-webhook-secrets")["metadata"]["name"]
+    assert release.can(master, "update", f"secrets/{signing_secrets}")
+    assert not release.can(master, "get", "secrets/something-else")
     assert not release.can(master, "create", "events")
     assert not release.can(master, "delete", CRD.crd_name)
     assert release.can(worker, "update", "leases.coordination.k8s.io")

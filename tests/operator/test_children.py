@@ -264,3 +264,24 @@ def test_worker_tokens_come_from_the_secret_and_metrics_have_their_port() -> Non
     }
     # The probes stay on the API port: the worker answers them without a token.
     assert container["readinessProbe"]["httpGet"]["port"] == "http"
+
+
+def test_webhook_signing_secrets_are_mounted_into_workers_when_configured() -> None:
+    plain = children.statefulset("w1", "crm", "uid-1", spec(), CONFIG)
+    assert "WEBHOOK_SECRETS_FILE" not in env_of(plain)
+    config = OperatorConfig(webhook_signing_secret="rel-webhook-secrets")
+    pod = children.statefulset("w1", "crm", "uid-1", spec(), config)["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["webhook-secrets"]["secret"] == {
+        "secretName": "rel-webhook-secrets",
+        "optional": True,  # a worker without it delivers nothing, and still serves
+    }
+    mount = mounts["webhook-secrets"]
+    assert mount["readOnly"] is True
+    # What the worker reads is inside the mounted directory (a directory sees updates).
+    file = env_of({"spec": {"template": {"spec": pod}}})["WEBHOOK_SECRETS_FILE"]
+    assert Path(file).parent == Path(mount["mountPath"])
+    assert WorkerConfig.model_validate(
+        {"slot_from": "A1", "slot_to": "A2", "webhook_secrets_file": file}
+    ).webhook_secrets_file == Path(file)

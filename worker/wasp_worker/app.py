@@ -51,9 +51,13 @@ from wasp_worker.state import (
     QUEUE,
     RUNNER,
     SESSIONS,
+    WEBHOOKS,
 )
 from wasp_worker.trust import master_only
 from wasp_worker.wanted import WantedSessions
+from wasp_worker.webhooks.delivery import Backoff
+from wasp_worker.webhooks.service import Webhooks
+from wasp_worker.webhooks.source import tap
 
 LEASE_RETRY_S = 1.0  # the lock file's: a quick syscall
 
@@ -103,6 +107,17 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
     app[HISTORY] = history = History(config.work_dir / "history.sqlite3")
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry, history)
+    app[WEBHOOKS] = webhooks = Webhooks(
+        config.work_dir,
+        config.config_dir,
+        config.webhook_secrets_file,
+        event_log,
+        registry,
+        timeout_s=config.webhook_timeout_s,
+        backoff=Backoff(horizon_s=config.webhook_horizon_s),
+    )
+    # Session status and QR events go to the outbox as the live feed emits them.
+    link.listeners.append(tap(webhooks.emit))
     received = Counter(
         "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
     )
@@ -154,11 +169,13 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
+        await webhooks.open()
         tasks = app[BACKGROUND]
         tasks += [
             asyncio.create_task(hold_lease(app, renew_s)),
             asyncio.create_task(guard_lease(app)),
             asyncio.create_task(runner.run()),
+            asyncio.create_task(webhooks.run()),
         ]
         yield
         for task in tasks:
@@ -167,6 +184,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
                 await task
         await backend.close()
         await link.close()
+        await webhooks.close()
         queue.close()
         history.close()
         await lease.release()

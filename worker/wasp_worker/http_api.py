@@ -24,12 +24,14 @@ from wasp.pacing import PacingOverride
 from wasp.slots import Slot
 from wasp.validation import problems
 from wasp.worker_api import (
+    DeadLettersQuery,
     EventsQuery,
     LogsQuery,
     MediaName,
     MessageId,
     OpenChatRequest,
     PairRequest,
+    ReplayRequest,
 )
 from wasp_worker import media
 from wasp_worker.backends.base import PairFailed
@@ -37,7 +39,8 @@ from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
-from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, QUEUE, RUNNER, SESSIONS
+from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, QUEUE, RUNNER, SESSIONS, WEBHOOKS
+from wasp_worker.webhooks.http import CONSUMER_PREFIX
 
 Body = TypeVar("Body", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -294,6 +297,27 @@ async def scan(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **sessions.status(slot)})
 
 
+async def webhook_dead_letters(request: web.Request) -> web.Response:
+    """The slot's dead letters: which event, for which subscription, why (never its data)."""
+    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    query = query_values(request, DeadLettersQuery)
+    consumer = CONSUMER_PREFIX + query.subscription if query.subscription else None
+    found = await request.app[WEBHOOKS].outbox.dead_letters(str(slot), consumer)
+    dead = [{"subscription": d.pop("consumer").removeprefix(CONSUMER_PREFIX), **d} for d in found]
+    return web.json_response({"ok": True, "slot": str(slot), "dead": dead})
+
+
+async def webhook_replay(request: web.Request) -> web.Response:
+    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    body = await read_body(request, ReplayRequest)
+    consumer = CONSUMER_PREFIX + body.subscription if body.subscription else None
+    webhooks = request.app[WEBHOOKS]
+    replayed = await webhooks.outbox.replay(str(slot), consumer, body.ids)
+    webhooks.deliverer.wake()
+    request.app[LOG].emit("webhook_replay", slot=str(slot), replayed=replayed)
+    return web.json_response({"ok": True, "slot": str(slot), "replayed": replayed})
+
+
 # Each operation of the worker's API (declared in `wasp.worker_api`) and its handler.
 HANDLERS: dict[str, Handler] = {
     "health": health,
@@ -315,4 +339,6 @@ HANDLERS: dict[str, Handler] = {
     "message": message_state,
     "pacing": pacing,
     "setPacing": set_pacing,
+    "webhookDeadLetters": webhook_dead_letters,
+    "webhookReplay": webhook_replay,
 }

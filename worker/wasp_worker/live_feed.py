@@ -17,6 +17,7 @@ import asyncio
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,9 @@ class LiveFeed:
         self._log = log
         self._http: aiohttp.ClientSession | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # Called with (event, payload) for every event, before it is pushed (the webhooks'
+        # outbox listens here); a listener's failure is logged, never the emitter's.
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     async def open(self) -> None:
         if self._url:
@@ -78,6 +82,11 @@ class LiveFeed:
             "ts": round(time.time(), 3),
         }
         self._recent.append(record)
+        for listener in self.listeners:
+            try:
+                listener(event, payload)
+            except Exception as error:
+                self._log.emit("live_listener_failed", event_name=event, error=type(error).__name__)
         self._arrived.set()
         self._arrived = asyncio.Event()
         if self._http is None:

@@ -18,6 +18,7 @@ from wasp_worker.live_feed import LiveFeed
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
+from wasp_worker.webhooks.service import Webhooks
 
 SESSIONS = web.AppKey("sessions", SessionManager)
 CONFIG = web.AppKey("config", WorkerConfig)
@@ -27,4 +28,5 @@ QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
 HISTORY = web.AppKey("history", History)
 FEED = web.AppKey("feed", LiveFeed)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

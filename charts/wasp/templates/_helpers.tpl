@@ -76,6 +76,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-credentials" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Secret holding the webhooks' signing secrets (the master writes it, workers read it). */}}
+{{- define "wasp.webhookSecretName" -}}
+{{- printf "%s-webhook-secrets" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* The Secret holding the master's keys file: the chart's, or apiKeys.existingSecret. */}}
 {{- define "wasp.apiKeysSecretName" -}}
 {{- .Values.apiKeys.existingSecret | default (printf "%s-api-keys" (include "wasp.fullname" .) | trunc 63 | trimSuffix "-") }}

@@ -1,0 +1,317 @@
+"""The outbox: events waiting for their consumers, on the shard's volume.
+
+An event is added with `add(connection, events)` inside the caller's open
+transaction, on any SQLite connection whose database has `SCHEMA` (`create`):
+the change and the event it reports commit together or not at all. Today the
+outbox has its own file (`webhooks.sqlite3`); the history or queue databases
+can host the same tables later without changing this API.
+
+Consumers (each webhook subscription; a broker later) never change the events:
+each keeps, per slot, the last event it is done with (`outbox_lanes.seq`) and
+its attempts on the next one. So consumers progress independently, each in
+order per slot, and a new consumer starts at the events added after it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wasp.webhooks import Event
+from wasp_worker.db import SerialDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,            -- the event's id (webhook-id): the same on every attempt
+    slot TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,          -- the event as sent (JSON)
+    created REAL NOT NULL,       -- epoch seconds: the horizon counts from here
+    only_for TEXT                -- a replayed dead letter: the one consumer it is for
+);
+CREATE INDEX IF NOT EXISTS outbox_slot_seq ON outbox (slot, seq);
+CREATE TABLE IF NOT EXISTS outbox_consumers (
+    consumer TEXT PRIMARY KEY,
+    start_seq INTEGER NOT NULL,  -- events after this one are its own
+    disabled TEXT,               -- why it stopped (a 410), NULL while it delivers
+    disabled_for TEXT            -- the target that said so: another target re-enables
+);
+CREATE TABLE IF NOT EXISTS outbox_lanes (
+    consumer TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    seq INTEGER NOT NULL,        -- the last event done with (delivered, skipped, dead)
+    attempts INTEGER NOT NULL DEFAULT 0,  -- on the next event
+    next_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (consumer, slot)
+);
+CREATE TABLE IF NOT EXISTS outbox_dead (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (consumer, seq)
+);
+"""
+
+
+def create(db: sqlite3.Connection) -> None:
+    """Create the tables if missing (idempotent, a migration step). It commits: call it
+    outside any transaction."""
+    db.executescript(SCHEMA)
+
+
+def add(db: sqlite3.Connection, events: Iterable[Event]) -> None:
+    """Write the events in the caller's open transaction; the caller commits.
+
+    Refuses a connection outside a transaction: an event written on its own
+    could report a change that then rolls back."""
+    if not db.in_transaction:
+        raise RuntimeError("outbox.add needs an open transaction (BEGIN first)")
+    db.executemany(
+        "INSERT INTO outbox (id, slot, type, body, created) VALUES (?, ?, ?, ?, ?)",
+        [(e.id, str(e.slot), e.type, e.model_dump_json(), e.timestamp.timestamp()) for e in events],
+    )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An event as the outbox holds it, with the lane's attempts on it."""
+
+    seq: int
+    id: str
+    slot: str
+    type: str
+    body: bytes
+    created: float
+    attempts: int
+    next_at: float
+
+    def data(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.body)
+        return loaded
+
+
+@dataclass(frozen=True)
+class ConsumerState:
+    disabled: str | None
+    disabled_for: str | None
+
+
+_PAST = "o.seq > COALESCE(l.seq, c.start_seq) AND (o.only_for IS NULL OR o.only_for = c.consumer)"
+_PENDING = f"""
+    FROM outbox o JOIN outbox_consumers c ON c.consumer = :consumer
+    LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = o.slot
+    WHERE {_PAST}
+"""
+
+
+class Outbox:
+    """The outbox in its own SQLite file, every call on the database's own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = SerialDatabase(path, SCHEMA, "webhooks-db")
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def write(self, events: list[Event]) -> None:
+        """Add events in a transaction of their own (for changes kept nowhere else)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                add(db, events)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        await self._db.call(write)
+
+    async def register(self, consumer: str) -> ConsumerState:
+        """The consumer's state; a new one starts after the events already here."""
+
+        def register(db: sqlite3.Connection) -> ConsumerState:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox_consumers (consumer, start_seq) "
+                "SELECT ?, COALESCE(MAX(seq), 0) FROM outbox",
+                (consumer,),
+            )
+            row = db.execute(
+                "SELECT disabled, disabled_for FROM outbox_consumers WHERE consumer = ?",
+                (consumer,),
+            ).fetchone()
+            return ConsumerState(row[0], row[1])
+
+        return await self._db.call(register)
+
+    async def lanes(self, consumer: str) -> list[str]:
+        """The slots with events this consumer has not done with."""
+        rows = await self._db.call(
+            lambda db: db.execute(
+                f"SELECT DISTINCT o.slot {_PENDING}", {"consumer": consumer}
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def head(self, consumer: str, slot: str) -> Stored | None:
+        """The consumer's next event of the slot, with its attempts so far."""
+        row = await self._db.call(
+            lambda db: db.execute(
+                "SELECT o.seq, o.id, o.slot, o.type, o.body, o.created, "
+                f"COALESCE(l.attempts, 0), COALESCE(l.next_at, 0) {_PENDING} "
+                "AND o.slot = :slot ORDER BY o.seq LIMIT 1",
+                {"consumer": consumer, "slot": slot},
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return Stored(row[0], row[1], row[2], row[3], row[4].encode(), *row[5:])
+
+    async def done(self, consumer: str, event: Stored) -> None:
+        """Move the lane past the event (delivered, or not wanted)."""
+        await self._db.call(lambda db: self._advance(db, consumer, event))
+
+    @staticmethod
+    def _advance(db: sqlite3.Connection, consumer: str, event: Stored) -> None:
+        db.execute(
+            "INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0, "
+            "next_at = 0, last_error = NULL",
+            (consumer, event.slot, event.seq),
+        )
+
+    async def retry(
+        self, consumer: str, event: Stored, attempts: int, next_at: float, error: str
+    ) -> None:
+        """Record a failed attempt on the lane's next event and when to try again."""
+
+        def retry(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO outbox_lanes (consumer, slot, seq, attempts, next_at, last_error) "
+                "SELECT ?, ?, COALESCE(l.seq, c.start_seq), ?, ?, ? FROM outbox_consumers c "
+                "LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = ? "
+                "WHERE c.consumer = ? "
+                "ON CONFLICT (consumer, slot) DO UPDATE SET attempts = excluded.attempts, "
+                "next_at = excluded.next_at, last_error = excluded.last_error",
+                (consumer, event.slot, attempts, next_at, error, event.slot, consumer),
+            )
+
+        await self._db.call(retry)
+
+    async def dead(self, consumer: str, event: Stored, attempts: int, reason: str) -> None:
+        """A dead letter: kept for listing and replay, and the lane moves on."""
+
+        def dead(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR REPLACE INTO outbox_dead VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    consumer,
+                    event.seq,
+                    event.slot,
+                    event.id,
+                    event.type,
+                    attempts,
+                    reason,
+                    time.time(),
+                ),
+            )
+            self._advance(db, consumer, event)
+            db.execute("COMMIT")
+
+        await self._db.call(dead)
+
+    async def disable(self, consumer: str, reason: str | None, target: str | None) -> None:
+        """Stop (reason given) or resume (None) the consumer's deliveries."""
+        await self._db.call(
+            lambda db: db.execute(
+                "UPDATE outbox_consumers SET disabled = ?, disabled_for = ? WHERE consumer = ?",
+                (reason, target, consumer),
+            )
+        )
+
+    async def dead_letters(self, slot: str, consumer: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._db.call(
+            lambda db: db.execute(
+                "SELECT consumer, event_id, type, attempts, reason, at FROM outbox_dead "
+                "WHERE slot = ? AND (? IS NULL OR consumer = ?) ORDER BY seq",
+                (slot, consumer, consumer),
+            ).fetchall()
+        )
+        keys = ("consumer", "id", "type", "attempts", "reason", "at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    async def replay(self, slot: str, consumer: str | None, ids: list[str] | None) -> int:
+        """Dead letters sent again, each to its consumer only, after the slot's newer
+        events (same event id: receivers drop what they already have); re-enables
+        the consumers it names."""
+
+        def replay(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT d.consumer, d.seq, o.id, o.slot, o.type, o.body, o.created "
+                "FROM outbox_dead d JOIN outbox o ON o.seq = d.seq "
+                "WHERE d.slot = ? AND (? IS NULL OR d.consumer = ?) ORDER BY d.seq",
+                (slot, consumer, consumer),
+            ).fetchall()
+            rows = [row for row in rows if ids is None or row[2] in ids]
+            for name, seq, *event in rows:
+                db.execute(
+                    "INSERT INTO outbox (id, slot, type, body, created, only_for) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (*event[:4], time.time(), name),
+                )
+                db.execute("DELETE FROM outbox_dead WHERE consumer = ? AND seq = ?", (name, seq))
+                db.execute(
+                    "UPDATE outbox_consumers SET disabled = NULL, disabled_for = NULL "
+                    "WHERE consumer = ?",
+                    (name,),
+                )
+            db.execute("COMMIT")
+            return len(rows)
+
+        return await self._db.call(replay)
+
+    async def backlog(self, consumer: str) -> tuple[float | None, int]:
+        """(when its oldest undelivered event was added, how many dead letters it has)."""
+
+        def backlog(db: sqlite3.Connection) -> tuple[float | None, int]:
+            oldest = db.execute(
+                f"SELECT MIN(o.created) {_PENDING}", {"consumer": consumer}
+            ).fetchone()[0]
+            dead = db.execute(
+                "SELECT COUNT(*) FROM outbox_dead WHERE consumer = ?", (consumer,)
+            ).fetchone()[0]
+            return oldest, dead
+
+        return await self._db.call(backlog)
+
+    async def prune(self, before: float) -> int:
+        """Delete events older than `before` that no consumer still waits for and no
+        dead letter names."""
+
+        def prune(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "DELETE FROM outbox WHERE created < ? "
+                "AND seq NOT IN (SELECT seq FROM outbox_dead) "
+                "AND NOT EXISTS (SELECT 1 FROM outbox_consumers c "
+                "  LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = outbox.slot "
+                "  WHERE c.disabled IS NULL AND outbox.seq > COALESCE(l.seq, c.start_seq) "
+                "  AND (outbox.only_for IS NULL OR outbox.only_for = c.consumer))",
+                (before,),
+            )
+            return cursor.rowcount
+
+        return await self._db.call(prune)
