@@ -112,3 +112,5 @@ def test_a_replaced_worker_loses_no_accepted_message_and_none_arrives_twice(
     assert len(server.arrivals) == MESSAGES  # none lost
     assert set(server.arrivals.values()) == {1}  # none twice
     print(f"{how}: sends repeated across the handover (deduplicated): {server.repeated_sends}")
+    if how == "sigterm":  # a graceful stop lets its sends in flight finish and be recorded
+        assert server.repeated_sends == 0

@@ -28,6 +28,7 @@ from wasp_worker.pacer import Pacer, TokenBucket
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager, SessionState
 
+from tests.support.waiting import eventually_async
 from tests.worker.test_worker_http import config
 from wasp.messages import TextMessage
 from wasp.pacing import Pacing, Rate
@@ -578,3 +579,27 @@ async def test_held_messages_stay_queued_without_a_reason(
     assert states[second] == ("queued", None, 0)
     assert states[fourth] == ("queued", None, 0)
     assert len(backend.log) == 2
+
+
+async def test_a_stopping_worker_lets_the_sends_in_flight_finish_and_starts_no_more(
+    engine_factory: Callable[..., Any],
+) -> None:
+    """A send cut off after WhatsApp took it but before its row says so would be sent
+    again by the next worker: on shutdown the ones in flight finish and are recorded."""
+    backend = FakeBackend(delay=0.3)
+    engine = await engine_factory(["A1", "A2"], backend)
+    first = await engine.send("A1", chat(1))
+    second = await engine.send("A2", chat(2))
+    later = await engine.send("A1", chat(1))
+
+    async def both_sending() -> bool:
+        return backend.in_flight == 2
+
+    await eventually_async(both_sending, "both lanes sending", every=0.01)
+    engine.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await engine.task
+    states = await engine.states()
+    assert (states[first][0], states[second][0], states[later][0]) == ("sent", "sent", "queued")
+    assert [s.ok for s in backend.log] == [True, True]
+    engine.task = asyncio.create_task(asyncio.Event().wait())  # the fixture cancels it

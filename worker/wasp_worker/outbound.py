@@ -41,6 +41,7 @@ from wasp_worker.sessions import SessionManager
 
 IDLE_S = 0.2  # how often the dispatcher looks for slots with due messages
 MAX_NAP_S = 5.0  # a waiting lane looks at its queue again at least this often
+STOP_GRACE_S = 10.0  # on shutdown, sends in flight may finish (and be recorded) this long
 REASON_LENGTH = 200
 
 
@@ -105,6 +106,7 @@ class OutboundRunner:
         self.gate = asyncio.Semaphore(self.settings.concurrency)
         self.lanes: dict[str, asyncio.Task[None]] = {}
         self._pokes: dict[str, asyncio.Event] = {}
+        self._stopping = False
         self.sent = Counter(
             "wasp_worker_messages_sent_total", "Outbound messages sent.", registry=registry
         )
@@ -161,7 +163,14 @@ class OutboundRunner:
                     for poke in self._pokes.values():  # a new message may be sendable now
                         poke.set()
         finally:
+            # A send cut off between WhatsApp's acceptance and its commit here would be
+            # sent again by the next worker: let the ones in flight finish, start no more.
+            self._stopping = True
+            for poke in self._pokes.values():
+                poke.set()
             lanes = list(self.lanes.values())
+            if lanes:
+                await asyncio.wait(lanes, timeout=min(STOP_GRACE_S, self.settings.timeout_s))
             for lane in lanes:
                 lane.cancel()
             for lane in lanes:
@@ -174,7 +183,7 @@ class OutboundRunner:
         slot = Slot.parse(name)
         poke = self._pokes[name] = asyncio.Event()
         try:
-            while self._connected(slot):
+            while self._connected(slot) and not self._stopping:
                 heads = await self.queue.heads(name, self.clock())
                 if not heads:
                     return
@@ -185,7 +194,7 @@ class OutboundRunner:
                         await asyncio.wait_for(poke.wait(), min(wait, MAX_NAP_S))
                     continue
                 async with self.gate:
-                    if not self._connected(slot):
+                    if not self._connected(slot) or self._stopping:
                         return  # the rest stay queued: for this session's return, or the
                         # next lease holder
                     pace_now = self.pacer.clock()
