@@ -62,6 +62,15 @@ async def test_a_reply_to_the_senders_lid_reaches_its_phone(worker: Client) -> N
     assert arrived["sender_lid"] == lid_of(A1)
     assert arrived["sender_phone_jid"] == f"{phone_of(A1)}@s.whatsapp.net"
 
+    # The stored message keeps both identities too.
+    shown = await worker.post("/api/accounts/A2/openChat", json={"chat_id": phone_of(A1)})
+    [stored] = (await shown.json())["messages"]
+    assert (stored["sender_lid"], stored["sender_phone_jid"], stored["from_me"]) == (
+        lid_of(A1),
+        f"{phone_of(A1)}@s.whatsapp.net",
+        False,
+    )
+
     sent = await worker.post("/api/accounts/A2/send", json={"to": lid_of(A1), "text": "back"})
     assert sent.status == 202
     assert (await sent.json())["message"]["to"] == f"{phone_of(A1)}@s.whatsapp.net"

@@ -37,7 +37,12 @@ CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 # Applied in order on files of earlier versions (PRAGMA user_version counts them).
 MIGRATIONS = (
     # 1: an outbound message's receipt status; an inbound one's full sender JID (groups)
-    "ALTER TABLE messages ADD COLUMN status TEXT;ALTER TABLE messages ADD COLUMN sender_jid TEXT;",
+    # and the sender's two identities, where WhatsApp gave them
+    "ALTER TABLE messages ADD COLUMN status TEXT;"
+    "ALTER TABLE messages ADD COLUMN sender_jid TEXT;"
+    "ALTER TABLE messages ADD COLUMN sender_phone_jid TEXT;"
+    "ALTER TABLE messages ADD COLUMN sender_lid TEXT;"
+    "ALTER TABLE messages ADD COLUMN from_me INTEGER NOT NULL DEFAULT 0;",
 )
 RECEIPT_ORDER = ("sent", "delivered", "read", "played")
 
@@ -54,6 +59,9 @@ _KEYS = (
     "timestamp",
     "read",
     "status",
+    "sender_phone_jid",
+    "sender_lid",
+    "from_me",
 )
 _FIELDS = ", ".join(_KEYS)
 
@@ -61,6 +69,7 @@ _FIELDS = ", ".join(_KEYS)
 def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(_KEYS, row, strict=True))
     record["read"] = bool(record["read"])
+    record["from_me"] = bool(record["from_me"])
     return record
 
 
@@ -76,7 +85,7 @@ class History:
         def write(db: sqlite3.Connection) -> None:
             db.execute(
                 f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     str(slot),
                     fields["wa_message_id"],
@@ -90,6 +99,9 @@ class History:
                     fields.get("timestamp") or time.time(),
                     int(read or direction == "out"),
                     "sent" if direction == "out" else None,
+                    fields.get("sender_phone_jid"),
+                    fields.get("sender_lid"),
+                    int(bool(fields.get("from_me"))),
                     fields.get("sender_jid_raw"),
                 ),
             )
