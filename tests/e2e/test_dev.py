@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.dev import start_dev
+from tests.support.dev import quiet_port, start_dev
 from tests.support.processes import http_text
 
 
@@ -84,10 +84,12 @@ def test_dev_runs_master_and_workers_and_leaves_nothing_behind(tmp_path: Path) -
 
 
 def test_dev_exits_with_the_log_tail_of_a_child_that_cannot_start(tmp_path: Path) -> None:
+    # w1's port is taken; w2's, the next one, is free and below the ephemeral range (a
+    # port the kernel hands out could be w2's, and w2 would fail first).
+    taken = quiet_port(2)
     blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
+    blocker.bind(("127.0.0.1", taken))
     blocker.listen()
-    taken = blocker.getsockname()[1]
     try:
         run = start_dev(tmp_path, base_port=taken, wait=False)
         assert run.process.process is not None
