@@ -25,6 +25,7 @@ from wasp_worker.outbound import OutboundRunner, SendSettings
 from wasp_worker.pacer import Pacer
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager, SessionState
+from wasp_worker.store import ShardStore
 
 from bench.worker_queue import raw_inserts
 from wasp.messages import TextMessage
@@ -105,7 +106,8 @@ async def drain(root: Path, concurrency: int, per_session: int, total: int) -> d
     slots = [Slot.parse(f"A{n}") for n in range(1, SESSIONS + 1)]
     for slot in slots:
         sessions.states[slot] = SessionState("CONNECTED")
-    queue = OutboundQueue(root / f"queue-{concurrency}.sqlite3")
+    store = ShardStore(root / f"queue-{concurrency}.sqlite3")
+    queue = store.queue
     queued = 0
     for i in range(per_session):
         for n, slot in enumerate(slots):
@@ -139,7 +141,7 @@ async def drain(root: Path, concurrency: int, per_session: int, total: int) -> d
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    queue.close()
+    store.close()
     violations = 0
     for slot in slots:
         mine = [(to, at) for s, to, at in backend.log if s == str(slot)]
@@ -155,7 +157,8 @@ async def drain(root: Path, concurrency: int, per_session: int, total: int) -> d
 
 
 async def enqueue_clients(path: Path) -> tuple[float, OutboundQueue]:
-    queue = OutboundQueue(path)
+    store = ShardStore(path)
+    queue = store.queue
     slot = Slot.parse("A1")
 
     async def client(c: int) -> None:
@@ -167,7 +170,7 @@ async def enqueue_clients(path: Path) -> tuple[float, OutboundQueue]:
     started = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(CLIENTS)))
     rate = CLIENTS * PER_CLIENT / (time.perf_counter() - started)
-    queue.close()
+    store.close()
     return rate, queue
 
 

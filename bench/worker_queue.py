@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from wasp_worker.queue import OutboundQueue
+from wasp_worker.store import ShardStore
 
 from tests.support.processes import free_port
 from tests.support.worker import CREDENTIAL, start_worker
@@ -42,7 +42,8 @@ def raw_inserts(path: Path) -> float:
 
 
 async def durable_enqueues(path: Path) -> float:
-    queue = OutboundQueue(path)
+    store = ShardStore(path)
+    queue = store.queue
     slot = Slot.parse("A1")
     started = time.perf_counter()
     for i in range(MESSAGES):
@@ -50,7 +51,7 @@ async def durable_enqueues(path: Path) -> float:
             slot, TextMessage(to="5511999999999", text=f"m{i}", idempotency_key=f"k{i}")
         )
     rate = MESSAGES / (time.perf_counter() - started)
-    queue.close()
+    store.close()
     return rate
 
 

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from wasp_worker.queue import MIGRATIONS, SCHEMA, OutboundQueue, message_id
+from wasp_worker.queue import SCHEMA, OutboundQueue, message_id
+from wasp_worker.store import ShardStore, migrations
 
 from wasp.messages import TextMessage
 from wasp.slots import Slot
@@ -26,7 +27,8 @@ async def test_concurrent_enqueues_share_transactions_and_are_answered_after_com
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "queue.sqlite3"
-    queue = OutboundQueue(path)
+    store = ShardStore(path)
+    queue = store.queue
     slow_commit = OutboundQueue._commit
 
     def commit_later(db: sqlite3.Connection) -> None:
@@ -46,7 +48,7 @@ async def test_concurrent_enqueues_share_transactions_and_are_answered_after_com
     try:
         rows = await asyncio.gather(*(client(i) for i in range(200)))
     finally:
-        queue.close()
+        store.close()
     assert all(seen_at_answer)
     assert len(set(rows)) == 200
     assert queue.stats.requests == 200
@@ -59,7 +61,8 @@ async def test_concurrent_enqueues_share_transactions_and_are_answered_after_com
 
 
 async def test_one_idempotency_key_twice_in_a_batch_is_one_row(tmp_path: Path) -> None:
-    queue = OutboundQueue(tmp_path / "queue.sqlite3")
+    store = ShardStore(tmp_path / "queue.sqlite3")
+    queue = store.queue
     try:
         answers = await asyncio.gather(
             *(
@@ -68,7 +71,7 @@ async def test_one_idempotency_key_twice_in_a_batch_is_one_row(tmp_path: Path) -
             )
         )
     finally:
-        queue.close()
+        store.close()
     assert queue.stats.commits == 1  # they did share one transaction
     assert len({row.id for row, _ in answers}) == 1
     assert [created for _, created in answers].count(True) == 1
@@ -78,7 +81,8 @@ async def test_one_bad_request_does_not_fail_its_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "queue.sqlite3"
-    queue = OutboundQueue(path)
+    store = ShardStore(path)
+    queue = store.queue
     insert = OutboundQueue._insert
 
     def refuse_one(self: OutboundQueue, slot: Slot, request: TextMessage) -> object:
@@ -95,7 +99,7 @@ async def test_one_bad_request_does_not_fail_its_batch(
             return_exceptions=True,
         )
     finally:
-        queue.close()
+        store.close()
     assert queue.stats.commits == 1
     assert isinstance(answers[2], ValueError)
     assert all(not isinstance(a, BaseException) for i, a in enumerate(answers) if i != 2)
@@ -136,7 +140,8 @@ async def test_an_old_queue_file_is_migrated_keeping_every_row(tmp_path: Path) -
     old_volume(path)
     with sqlite3.connect(path) as db:
         before = db.execute("SELECT * FROM outbound ORDER BY id").fetchall()
-    queue = OutboundQueue(path)
+    store = ShardStore(path)
+    queue = store.queue
     try:
         again, created = await queue.enqueue(
             Slot.parse("A2"), TextMessage(to="5511999999999", text="x", idempotency_key="k2")
@@ -147,9 +152,9 @@ async def test_an_old_queue_file_is_migrated_keeping_every_row(tmp_path: Path) -
         assert fresh.destination == "55@s.whatsapp.net"  # the LID map came along
         await queue.retry(3, 1, 2.0, "ConnectionError", 1.5)
     finally:
-        queue.close()
+        store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(migrations(tmp_path))
         columns = [c[1] for c in db.execute("PRAGMA table_info(outbound)")]
         after = db.execute(
             f"SELECT {', '.join(columns[:14])} FROM outbound WHERE id < 5 ORDER BY id"
@@ -163,6 +168,6 @@ async def test_an_old_queue_file_is_migrated_keeping_every_row(tmp_path: Path) -
         r[:11] if r[0] != 3 else (*r[:10], "ConnectionError") for r in before
     ]
     assert retried == (1, "ConnectionError")
-    OutboundQueue(path).close()  # opening it again changes nothing
+    ShardStore(path).close()  # opening it again changes nothing
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM outbound").fetchone()[0] == 4

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from hypothesis import strategies as st
 from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
 from wasp_worker.events import EventLog
-from wasp_worker.history import History
-from wasp_worker.queue import OutboundQueue
+from wasp_worker.store import ShardStore
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
@@ -31,6 +29,7 @@ from wasp.slots import Slot
 Client = TestClient[Any, Any]
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
 RANK = {"sent": 0, "delivered": 1, "read": 2, "played": 3}
+CHAT = "x@s.whatsapp.net"
 
 
 @pytest.fixture
@@ -120,48 +119,23 @@ async def test_opening_a_chat_without_a_session_reads_it_here_and_says_no_receip
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(["delivered", "read", "played"]), max_size=8))
 def test_receipts_only_move_a_message_forward(tmp_path_factory: Any, receipts: list[str]) -> None:
-    history = History(tmp_path_factory.mktemp("h") / "history.sqlite3")
+    """A message the account sent from its phone: only the history has it."""
+    store = ShardStore(tmp_path_factory.mktemp("h") / "queue.sqlite3")
 
     async def run() -> str:
-        fields = {"wa_message_id": "M1", "chat_id": "x@s.whatsapp.net", "from": "A1"}
-        await history.record(A1, "out", fields)
+        fields = {"slot": "A1", "wa_message_id": "M1", "chat_id": CHAT, "from": "A1"}
+        await store.history.record(A1, "out", fields)
         for state in receipts:
-            await history.receipt(A1, ["M1", "unknown"], state)
-        [message] = (await history.open_chat(A1, "x@s.whatsapp.net"))[0]
+            await store.queue.receipt(A1, ["M1", "unknown"], state, CHAT)
+        [message] = (await store.history.open_chat(A1, CHAT))[0]
         return str(message["status"])
 
     try:
         final = asyncio.run(run())
     finally:
-        history.close()
+        store.close()
     # The oracle: the furthest state any receipt named, by WhatsApp's own order.
     assert final == max(["sent", *receipts], key=RANK.__getitem__)
-
-
-def test_a_history_file_of_the_first_version_keeps_its_messages(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite3"
-    with sqlite3.connect(path) as old:  # the schema before receipts, as volumes hold it
-        old.executescript(
-            "CREATE TABLE messages (slot TEXT NOT NULL, wa_message_id TEXT NOT NULL, "
-            "chat_id TEXT NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')), "
-            "sender TEXT NOT NULL, push_name TEXT, body TEXT NOT NULL DEFAULT '', "
-            "media_type TEXT, media_url TEXT, timestamp REAL NOT NULL, "
-            "read INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (slot, wa_message_id));"
-            "INSERT INTO messages VALUES ('A1', 'OLD', 'x@s.whatsapp.net', 'out', 'A1', NULL, "
-            "'kept', NULL, NULL, 1, 1);"
-        )
-    history = History(path)
-
-    async def run() -> list[dict[str, Any]]:
-        await history.receipt(A1, ["OLD"], "read")
-        return (await history.open_chat(A1, "x@s.whatsapp.net"))[0]
-
-    try:
-        [message] = asyncio.run(run())
-    finally:
-        history.close()
-    assert (message["body"], message["status"]) == ("kept", "read")
-    History(path).close()  # opening again migrates nothing twice
 
 
 def text_to(destination: str) -> TextMessage:
@@ -178,15 +152,16 @@ def test_a_queued_message_ends_at_its_furthest_receipt_even_one_before_its_send_
 ) -> None:
     """Receipts may come back while the send call is still returning (WhatsApp's device
     answers fast): the first `early` arrive before `finish`, the rest after."""
-    queue = OutboundQueue(tmp_path_factory.mktemp("q") / "queue.sqlite3")
+    store = ShardStore(tmp_path_factory.mktemp("q") / "queue.sqlite3")
+    queue = store.queue
 
     async def run() -> str:
         row, _ = await queue.enqueue(A1, text_to(phone_of(A2)))
         for state in receipts[:early]:
-            await queue.receipt(A1, [row.wa_message_id], state)
+            await queue.receipt(A1, [row.wa_message_id], state, CHAT)
         await queue.finish(row.id, "sent", None)
         for state in receipts[early:]:
-            await queue.receipt(A1, [row.wa_message_id], state)
+            await queue.receipt(A1, [row.wa_message_id], state, CHAT)
         found = await queue.get(row.id)
         assert found is not None
         return found.state
@@ -194,5 +169,5 @@ def test_a_queued_message_ends_at_its_furthest_receipt_even_one_before_its_send_
     try:
         final = asyncio.run(run())
     finally:
-        queue.close()
+        store.close()
     assert final == max(["sent", *receipts], key=RANK.__getitem__)

@@ -27,6 +27,7 @@ from wasp_worker.outbound import OutboundRunner, SendSettings, failure_reason, r
 from wasp_worker.pacer import Pacer, TokenBucket
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager, SessionState
+from wasp_worker.store import ShardStore
 
 from tests.support.waiting import eventually_async
 from tests.worker.test_worker_http import config
@@ -121,6 +122,7 @@ class FakeBackend:
 
 @dataclass
 class Engine:
+    store: ShardStore
     queue: OutboundQueue
     runner: OutboundRunner
     backend: FakeBackend
@@ -168,7 +170,8 @@ async def engine_factory(
         )
         for slot in slots:
             sessions.states[Slot.parse(slot)] = SessionState("CONNECTED")
-        queue = OutboundQueue(tmp_path / f"queue-{len(made)}.sqlite3")
+        store = ShardStore(tmp_path / f"queue-{len(made)}.sqlite3")
+        queue = store.queue
         runner = OutboundRunner(
             queue,
             sessions,
@@ -178,7 +181,7 @@ async def engine_factory(
             pacer=Pacer(pacing, rng=random.Random(seed)),
             rng=random.Random(seed),
         )
-        engine = Engine(queue, runner, backend, asyncio.create_task(runner.run()))
+        engine = Engine(store, queue, runner, backend, asyncio.create_task(runner.run()))
         made.append(engine)
         return engine
 
@@ -187,7 +190,7 @@ async def engine_factory(
         engine.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await engine.task
-        engine.queue.close()
+        engine.store.close()
 
 
 def chat(n: int) -> str:
@@ -529,7 +532,8 @@ async def test_the_engine_never_sends_faster_than_the_pace(
     sessions = SessionManager(config(tmp), backend, EventLog(stream=io.StringIO()))
     for slot in ("A1", "A2"):
         sessions.states[Slot.parse(slot)] = SessionState("CONNECTED")
-    queue = OutboundQueue(tmp / "queue.sqlite3")
+    store = ShardStore(tmp / "queue.sqlite3")
+    queue = store.queue
     runner = OutboundRunner(
         queue,
         sessions,
@@ -548,7 +552,7 @@ async def test_the_engine_never_sends_faster_than_the_pace(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        queue.close()
+        store.close()
     for slot in ("A1", "A2"):
         mine = [s for s in backend.log if s.slot == slot]
         assert conforms([s.start for s in mine], pacing.session, SLACK), slot

@@ -61,17 +61,14 @@ def snapshot(client: Client, work_dir: Path) -> dict[str, Any]:
     app = client.app
     assert app is not None
     sessions, feed = app[SESSIONS], app[FEED]
-    with sqlite3.connect(work_dir / "queue.sqlite3") as queue:
-        queued = queue.execute("SELECT * FROM outbound").fetchall()
-    with sqlite3.connect(work_dir / "history.sqlite3") as history:
-        tables = [
-            r[0] for r in history.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        rows = {t: history.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables}
+    with sqlite3.connect(work_dir / "queue.sqlite3") as store:  # the shard's one database
+        queued = store.execute("SELECT * FROM outbound").fetchall()
+        tables = [r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: store.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables}
     return {
         "sessions": {str(slot): state.status for slot, state in sessions.states.items()},
         "queue": queued,
-        "history": rows,
+        "tables": rows,  # history, outbox, ...
         "events": (feed.epoch, feed._seq),  # every live event takes the next number
         "files": sorted(
             str(p.relative_to(work_dir))

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from wasp_worker.app import build_app as build_worker
 from wasp_worker.events import EventLog
+from wasp_worker.store import ShardStore
 from wasp_worker.webhooks import outbox
 from wasp_worker.webhooks.delivery import Backoff
 from wasp_worker.webhooks.service import Webhooks
@@ -135,6 +136,7 @@ def configure(
 async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Setup]]]:
     made: list[Webhooks] = []
     tasks: list[asyncio.Task[None]] = []
+    stores: list[ShardStore] = []
 
     async def make(
         backoff: Backoff | None = None,
@@ -143,8 +145,10 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Setup]]]
         timeout_s: float = 2.0,
     ) -> Setup:
         log, registry = io.StringIO(), CollectorRegistry()
+        store = ShardStore.in_folder(tmp_path / "data")
+        stores.append(store)
         webhooks = Webhooks(
-            tmp_path / "data",
+            store.outbox,
             tmp_path / "config",
             None,
             EventLog(stream=log),
@@ -165,6 +169,8 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Setup]]]
         await asyncio.gather(task, return_exceptions=True)
     for webhooks in made:
         await webhooks.close()
+    for store in stores:
+        store.close()
 
 
 async def wait_until(check: Callable[[], object], within_s: float = 10) -> None:

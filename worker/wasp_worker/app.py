@@ -32,14 +32,13 @@ from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.events import EventLog
-from wasp_worker.history import Direction, History
+from wasp_worker.history import Direction
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
-from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
 from wasp_worker.state import (
     BACKGROUND,
@@ -53,6 +52,7 @@ from wasp_worker.state import (
     SESSIONS,
     WEBHOOKS,
 )
+from wasp_worker.store import ShardStore
 from wasp_worker.trust import master_only
 from wasp_worker.wanted import WantedSessions
 from wasp_worker.webhooks.delivery import Backoff
@@ -104,11 +104,13 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         event_log.emit("wanted_entry_refused", entry=refused)
     app[SESSIONS] = sessions = SessionManager(config, backend, event_log, link, lease, wanted)
     app[METRICS] = registry = registry_for(sessions)
-    app[QUEUE] = queue = OutboundQueue(config.work_dir / "queue.sqlite3")
-    app[HISTORY] = history = History(config.work_dir / "history.sqlite3")
-    app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry, history)
+    # One database for the shard's state: a change and its webhook events commit together.
+    store = ShardStore.in_folder(config.work_dir)
+    app[QUEUE] = queue = store.queue
+    app[HISTORY] = history = store.history
+    app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
     app[WEBHOOKS] = webhooks = Webhooks(
-        config.work_dir,
+        store.outbox,
         config.config_dir,
         config.webhook_secrets_file,
         event_log,
@@ -132,36 +134,23 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         if fields.get("sender_lid") and fields.get("sender_phone_jid"):
             # WhatsApp named both: a reply to this LID can now be sent to the phone JID.
             await queue.map_lid(slot, fields["sender_lid"], fields["sender_phone_jid"])
-        # From the account's own phone: outbound in the history, never unread.
+        # From the account's own phone: outbound in the history, never unread. Stored with
+        # its message.received webhook event, in one transaction.
         direction: Direction = "out" if fields.get("from_me") else "in"
         try:
             await history.record(slot, direction, fields)
-        except Exception as error:  # the live event still goes out; only the history misses it
+        except Exception as error:  # the live event still goes out; history and webhook miss it
             event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
     async def receipt(event: ReceiptEvent) -> None:
         """WhatsApp says sent messages were delivered, read or played: move them forward
-        (never back) and tell the front-end, one wa:message_status per message."""
-        ids = list(event.message_ids)
-        rows = {
-            row.wa_message_id: row.id for row in await queue.receipt(event.slot, ids, event.state)
-        }
-        # The history also has what the account sent from its phone (no queue row).
-        moved = set(rows) | set(await history.receipt(event.slot, ids, event.state))
-        for wa_message_id in sorted(moved, key=ids.index):
-            link.emit(
-                "wa:message_status",
-                {
-                    "slot": str(event.slot),
-                    "id": rows.get(wa_message_id),
-                    "waMessageId": wa_message_id,
-                    "to": event.chat_id,
-                    "state": event.state,
-                    "reason": None,
-                },
-            )
+        (never back, with their message.status webhook events) and tell the front-end,
+        one wa:message_status per message."""
+        moved = await queue.receipt(event.slot, list(event.message_ids), event.state, event.chat_id)
+        for status in moved:
+            link.emit("wa:message_status", status)
         event_log.emit("wa_receipt", slot=str(event.slot), state=event.state, messages=len(moved))
 
     backend.on_inbound = inbound
@@ -185,8 +174,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         await backend.close()
         await link.close()
         await webhooks.close()
-        queue.close()
-        history.close()
+        store.close()
         await lease.release()
         event_log.emit("lease_released", lease=lease.describe(), result=lease.reason)
 

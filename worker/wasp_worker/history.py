@@ -5,18 +5,28 @@ move an outbound message's status forward (sent → delivered → read → playe
 never back. A chat's unread count is its inbound messages not yet read;
 `openChat` marks them read and returns them, so read receipts can go to WhatsApp.
 Bodies live here on the shard's volume (the user's data), never in logs.
+
+The `messages` table is in the shard's one database (`wasp_worker.store`): a
+message that arrives is stored in the same transaction as its
+`message.received` outbox event (`record`); the queue writes the messages it
+sent, and the receipts of both, in its own transactions (`insert`, `move`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from wasp.slots import Slot
-from wasp_worker.db import SerialDatabase
+from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.webhooks import outbox as outbox_tables
+from wasp_worker.webhooks.outbox import Outbox
+from wasp_worker.webhooks.source import WebhookEvents
 
+# The table at its current shape. Before the shard had one database it was a file of its
+# own, `history.sqlite3`, whose version 0 lacked `status` and `sender_jid` (added by its
+# version 1) and the sender's identities; `wasp_worker.store` copies such a file in once.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
   slot TEXT NOT NULL,
@@ -30,20 +40,15 @@ CREATE TABLE IF NOT EXISTS messages (
   media_url TEXT,
   timestamp REAL NOT NULL,
   read INTEGER NOT NULL DEFAULT 0,
+  status TEXT,
+  sender_jid TEXT,
+  sender_phone_jid TEXT,
+  sender_lid TEXT,
+  from_me INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (slot, wa_message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 """
-# Applied in order on files of earlier versions (PRAGMA user_version counts them).
-MIGRATIONS = (
-    # 1: an outbound message's receipt status; an inbound one's full sender JID (groups)
-    # and the sender's two identities, where WhatsApp gave them
-    "ALTER TABLE messages ADD COLUMN status TEXT;"
-    "ALTER TABLE messages ADD COLUMN sender_jid TEXT;"
-    "ALTER TABLE messages ADD COLUMN sender_phone_jid TEXT;"
-    "ALTER TABLE messages ADD COLUMN sender_lid TEXT;"
-    "ALTER TABLE messages ADD COLUMN from_me INTEGER NOT NULL DEFAULT 0;",
-)
 RECEIPT_ORDER = ("sent", "delivered", "read", "played")
 
 Direction = Literal["in", "out"]
@@ -73,40 +78,72 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
+def insert(
+    db: sqlite3.Connection, slot: Slot, direction: Direction, fields: dict[str, Any]
+) -> bool:
+    """Store one message in the caller's transaction; False when its id is already there."""
+    cursor = db.execute(
+        f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            str(slot),
+            fields["wa_message_id"],
+            fields["chat_id"],
+            direction,
+            fields["from"],
+            fields.get("push_name"),
+            fields.get("body") or "",
+            fields.get("media_type"),
+            fields.get("media_url"),
+            fields.get("timestamp") or time.time(),
+            int(direction == "out"),
+            "sent" if direction == "out" else None,
+            fields.get("sender_phone_jid"),
+            fields.get("sender_lid"),
+            int(bool(fields.get("from_me"))),
+            fields.get("sender_jid_raw"),
+        ),
+    )
+    return cursor.rowcount > 0
+
+
+def move(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str) -> list[str]:
+    """Move these outbound messages forward to `state`, in the caller's transaction; the
+    ids that moved (a receipt for an earlier state, or for a message not recorded here,
+    changes nothing)."""
+    earlier = RECEIPT_ORDER[: RECEIPT_ORDER.index(state)]
+    marks, states = ",".join("?" * len(message_ids)), ",".join("?" * len(earlier))
+    moved = db.execute(
+        f"UPDATE messages SET status=? WHERE slot=? AND direction='out' "
+        f"AND wa_message_id IN ({marks}) AND (status IS NULL OR status IN ({states})) "
+        "RETURNING wa_message_id",
+        (state, str(slot), *message_ids, *earlier),
+    ).fetchall()
+    return [str(m[0]) for m in moved]
+
+
 class History:
-    def __init__(self, path: Path) -> None:
-        self._store = SerialDatabase(path, SCHEMA, "history", MIGRATIONS)
+    def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
+        self._store = store
+        self._outbox = outbox
 
-    async def record(
-        self, slot: Slot, direction: Direction, fields: dict[str, Any], read: bool = False
-    ) -> None:
-        """Store one message (the inbound event's fields); a repeated id is ignored."""
+    async def record(self, slot: Slot, direction: Direction, fields: dict[str, Any]) -> bool:
+        """A message that arrived (the inbound event's fields; `out` when the account's own
+        phone sent it) and its `message.received` event, in one transaction. False, and no
+        event, when its id is already stored (WhatsApp delivers a message again after a
+        reconnect)."""
 
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    str(slot),
-                    fields["wa_message_id"],
-                    fields["chat_id"],
-                    direction,
-                    fields["from"],
-                    fields.get("push_name"),
-                    fields.get("body") or "",
-                    fields.get("media_type"),
-                    fields.get("media_url"),
-                    fields.get("timestamp") or time.time(),
-                    int(read or direction == "out"),
-                    "sent" if direction == "out" else None,
-                    fields.get("sender_phone_jid"),
-                    fields.get("sender_lid"),
-                    int(bool(fields.get("from_me"))),
-                    fields.get("sender_jid_raw"),
-                ),
-            )
+        def write(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                stored = insert(db, slot, direction, fields)
+                if stored:
+                    outbox_tables.add(db, [WebhookEvents.from_inbound(fields)])
+            return stored
 
-        await self._store.call(write)
+        stored = await self._store.call(write)
+        if stored:
+            self._outbox.added()
+        return stored
 
     async def chats(self, slot: Slot, limit: int = 50) -> list[dict[str, Any]]:
         """The slot's chats, latest activity first, each with its last message and unread count."""
@@ -166,23 +203,3 @@ class History:
             return [_message(r) for r in reversed(rows)], unread
 
         return await self._store.call(read)
-
-    async def receipt(self, slot: Slot, message_ids: list[str], state: str) -> list[str]:
-        """Move these outbound messages forward to `state`; the ids that moved (a receipt
-        for an earlier state, or for a message not recorded here, changes nothing)."""
-        earlier = RECEIPT_ORDER[: RECEIPT_ORDER.index(state)]
-        marks, states = ",".join("?" * len(message_ids)), ",".join("?" * len(earlier))
-
-        def write(db: sqlite3.Connection) -> list[str]:
-            moved = db.execute(
-                f"UPDATE messages SET status=? WHERE slot=? AND direction='out' "
-                f"AND wa_message_id IN ({marks}) AND (status IS NULL OR status IN ({states})) "
-                "RETURNING wa_message_id",
-                (state, str(slot), *message_ids, *earlier),
-            ).fetchall()
-            return [str(m[0]) for m in moved]
-
-        return await self._store.call(write)
-
-    def close(self) -> None:
-        self._store.close()

@@ -34,7 +34,6 @@ from wasp.contract import WorkerEnv
 from wasp.slots import Slot
 from wasp_worker.backends.base import SendFailed
 from wasp_worker.events import EventLog
-from wasp_worker.history import History
 from wasp_worker.pacer import Pacer
 from wasp_worker.queue import Outbound, OutboundQueue
 from wasp_worker.sessions import SessionManager
@@ -89,14 +88,13 @@ class OutboundRunner:
         sessions: SessionManager,
         log: EventLog,
         registry: CollectorRegistry,
-        history: History | None = None,
         *,
         settings: SendSettings | None = None,
         pacer: Pacer | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.queue, self.sessions, self.log, self.history = queue, sessions, log, history
+        self.queue, self.sessions, self.log = queue, sessions, log
         self.settings = settings or SendSettings.of(sessions.config)
         self.pacer = pacer or Pacer(sessions.config.shard_pacing())
         for slot, override in queue.pacing_overrides().items():  # the accounts' own, kept
@@ -132,17 +130,7 @@ class OutboundRunner:
     def _announce(self, message: Outbound, state: str, reason: str | None) -> None:
         """A message's final state, live to the front-end (ids only, never the body)."""
         if self.sessions.link is not None:
-            self.sessions.link.emit(
-                "wa:message_status",
-                {
-                    "slot": message.slot,
-                    "id": message.id,
-                    "waMessageId": message.wa_message_id,
-                    "to": message.destination,
-                    "state": state,
-                    "reason": reason,
-                },
-            )
+            self.sessions.link.emit("wa:message_status", message.status(state, reason))
 
     def _connected(self, slot: Slot) -> bool:
         state = self.sessions.states.get(slot)
@@ -246,10 +234,6 @@ class OutboundRunner:
         else:
             final = await self.queue.finish(message.id, "sent", None)
             self.sent.inc()
-            if self.history is not None:
-                await self.history.record(slot, "out", _sent(message))
-                if final != "sent":
-                    await self.history.receipt(slot, [message.wa_message_id], final)
             self._announce(message, "sent", None)
             if final != "sent":  # its receipt came back before the send call returned
                 self._announce(message, final, None)
@@ -296,15 +280,3 @@ class OutboundRunner:
             attempt=attempts,
             retryInS=round(delay, 3),
         )
-
-
-def _sent(message: Outbound) -> dict[str, object]:
-    """A sent message in the shape of the history's records."""
-    return {
-        "wa_message_id": message.wa_message_id,
-        "chat_id": message.destination,
-        "from": message.slot,
-        "body": message.body,
-        "media_url": message.media_url,
-        "media_type": None if message.kind == "text" else message.kind,
-    }

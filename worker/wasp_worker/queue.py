@@ -14,6 +14,14 @@ and then share the next one (one `BEGIN IMMEDIATE ... COMMIT`, one fsync), and
 each caller is answered only once that transaction is committed. A request that
 fails inside the batch is rolled back to its own savepoint; the others commit.
 
+Every change a webhook reports commits with its `message.status` outbox event:
+enqueue (`queued`, inside each request's savepoint of the batch), `finish`
+(`sent` and the history's copy of the message, or `failed` with its reason)
+and `receipt` (`delivered`, `read`, `played`, for queue rows and for what the
+account sent from its phone, which only the history has). The queue, the
+history and the outbox are tables of the shard's one database
+(`wasp_worker.store`), so each of these is one transaction.
+
 SQLite is blocking: every call runs on the database's own thread (`db.py`),
 never on the event loop.
 """
@@ -26,13 +34,17 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
+from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker.db import SerialDatabase
+from wasp_worker import history
+from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.webhooks import outbox as outbox_tables
+from wasp_worker.webhooks.outbox import Outbox
+from wasp_worker.webhooks.source import WebhookEvents
 
 # Version 0: the first queue. Migrations below take it on; a new file takes the same path.
 SCHEMA = """
@@ -129,6 +141,23 @@ class Outbound:
     created: float = 0.0
     first_failed: float | None = None
 
+    def status(self, state: str, reason: str | None = None) -> dict[str, Any]:
+        """The message in a state: a `wa:message_status` live event's and a
+        `message.status` webhook's data (ids only, never the body)."""
+        return {
+            "slot": self.slot,
+            "id": self.id,
+            "waMessageId": self.wa_message_id,
+            "to": self.destination,
+            "state": state,
+            "reason": reason,
+        }
+
+    def status_event(self, state: str, reason: str | None = None) -> webhooks.Event:
+        return WebhookEvents.from_message_status(
+            self.slot, self.status(state, reason), state, reason
+        )
+
     def public(self) -> dict[str, Any]:
         """What the API answers: no message body (it is the client's own anyway)."""
         return {
@@ -166,9 +195,10 @@ class CommitStats:
 
 
 class OutboundQueue:
-    def __init__(self, path: Path) -> None:
-        self._store = SerialDatabase(path, SCHEMA, "queue", MIGRATIONS)
-        self._db = self._store.db
+    def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
+        self._store = store
+        self._db = store.db
+        self._outbox = outbox
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.stats = CommitStats()
@@ -200,6 +230,7 @@ class OutboundQueue:
                 for pending in batch:
                     pending.answer.cancel()
                 raise
+            self._outbox.added()
             for pending, result in zip(batch, results, strict=True):
                 if pending.answer.done():  # the caller went away; its row stays accepted
                     continue
@@ -274,7 +305,9 @@ class OutboundQueue:
         )
         row = int(cursor.lastrowid or 0)
         db.execute("UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row))
-        return self._get(row), True
+        stored = self._get(row)
+        outbox_tables.add(db, [stored.status_event("queued")])
+        return stored, True
 
     def _phone_for(self, slot: Slot, jid: str) -> str | None:
         """The phone JID the map has for a LID (None for another JID, or an unknown LID)."""
@@ -297,28 +330,63 @@ class OutboundQueue:
             )
         )
 
-    async def receipt(self, slot: Slot, message_ids: list[str], state: str) -> list[Outbound]:
+    async def receipt(
+        self, slot: Slot, message_ids: list[str], state: str, chat_id: str
+    ) -> list[dict[str, Any]]:
         """Move sent messages forward to a receipt's `state` (sent -> delivered -> read ->
-        played, never back); the rows that moved."""
+        played, never back): the queue's rows and the history's copies, and what the account
+        sent from its phone (only in the history, reported with no row `id`, `to` the
+        chat). One transaction with a `message.status` event per message that moved; those
+        events' data, in the receipt's order."""
         earlier = RECEIPT_ORDER[: RECEIPT_ORDER.index(state)]
         marks, states = ",".join("?" * len(message_ids)), ",".join("?" * len(earlier))
 
-        def write() -> list[Outbound]:
-            moved = self._db.execute(
-                f"UPDATE outbound SET state=? WHERE slot=? AND wa_message_id IN ({marks}) "
-                f"AND state IN ({states}) RETURNING {_COLUMNS}",
-                (state, str(slot), *message_ids, *earlier),
-            ).fetchall()
-            # Still being sent (its send call has not returned): `finish` applies it.
-            self._db.execute(
-                f"UPDATE outbound SET early_receipt=? WHERE slot=? AND state='queued' "
-                f"AND wa_message_id IN ({marks}) "
-                f"AND (early_receipt IS NULL OR early_receipt IN ({states}))",
-                (state, str(slot), *message_ids, *earlier),
-            )
-            return [Outbound(*row) for row in moved]
+        def write(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            with transaction(db):
+                rows = {
+                    moved.wa_message_id: moved
+                    for moved in (
+                        Outbound(*found)
+                        for found in db.execute(
+                            f"UPDATE outbound SET state=? WHERE slot=? "
+                            f"AND wa_message_id IN ({marks}) AND state IN ({states}) "
+                            f"RETURNING {_COLUMNS}",
+                            (state, str(slot), *message_ids, *earlier),
+                        ).fetchall()
+                    )
+                }
+                # Still being sent (its send call has not returned): `finish` applies it.
+                db.execute(
+                    f"UPDATE outbound SET early_receipt=? WHERE slot=? AND state='queued' "
+                    f"AND wa_message_id IN ({marks}) "
+                    f"AND (early_receipt IS NULL OR early_receipt IN ({states}))",
+                    (state, str(slot), *message_ids, *earlier),
+                )
+                moved = set(rows) | set(history.move(db, slot, message_ids, state))
+                events = []
+                for wa_message_id in sorted(moved, key=message_ids.index):
+                    row = rows.get(wa_message_id)
+                    events.append(
+                        row.status_event(state)
+                        if row is not None
+                        else WebhookEvents.from_message_status(
+                            str(slot),
+                            {
+                                "slot": str(slot),
+                                "id": None,
+                                "waMessageId": wa_message_id,
+                                "to": chat_id,
+                            },
+                            state,
+                        )
+                    )
+                outbox_tables.add(db, events)
+            return [event.data for event in events]
 
-        return await self._run(write)  # type: ignore[no-any-return]
+        statuses: list[dict[str, Any]] = await self._store.call(write)
+        if statuses:
+            self._outbox.added()
+        return statuses
 
     async def map_lid(self, slot: Slot, lid: str, phone_jid: str) -> None:
         await self._run(
@@ -374,17 +442,36 @@ class OutboundQueue:
 
     async def finish(self, row: int, state: Literal["sent", "failed"], reason: str | None) -> str:
         """End a queued message; the state it ends in: a sent one whose receipt came
-        back meanwhile ends in the receipt's state."""
+        back meanwhile ends in the receipt's state. One transaction with its
+        `message.status` events (`sent` and then that receipt's, or `failed`) and, when
+        sent, the history's copy of the message."""
 
-        def write() -> str:
-            found = self._db.execute(
-                "UPDATE outbound SET state=CASE WHEN ?='sent' THEN coalesce(early_receipt, 'sent') "
-                "ELSE ? END, reason=?, finished=? WHERE id=? AND state='queued' RETURNING state",
-                (state, state, reason, time.time(), row),
-            ).fetchone()
-            return str(found[0]) if found else state
+        def write(db: sqlite3.Connection) -> str:
+            with transaction(db):
+                found = db.execute(
+                    "UPDATE outbound SET state=CASE WHEN ?='sent' "
+                    "THEN coalesce(early_receipt, 'sent') ELSE ? END, reason=?, finished=? "
+                    f"WHERE id=? AND state='queued' RETURNING {_COLUMNS}",
+                    (state, state, reason, time.time(), row),
+                ).fetchone()
+                if found is None:  # ended already: nothing changed, nothing to report
+                    return state
+                ended = Outbound(*found)
+                slot = Slot.parse(ended.slot)
+                if state == "failed":
+                    outbox_tables.add(db, [ended.status_event("failed", reason)])
+                    return state
+                history.insert(db, slot, "out", _sent(ended))
+                events = [ended.status_event("sent")]
+                if ended.state != "sent":  # its receipt came back before the send returned
+                    history.move(db, slot, [ended.wa_message_id], ended.state)
+                    events.append(ended.status_event(ended.state))
+                outbox_tables.add(db, events)
+                return ended.state
 
-        return await self._run(write)  # type: ignore[no-any-return]
+        final: str = await self._store.call(write)
+        self._outbox.added()
+        return final
 
     async def retry(
         self, row: int, attempts: int, not_before: float, reason: str, failed_at: float
@@ -431,5 +518,14 @@ class OutboundQueue:
 
         await self._run(write)
 
-    def close(self) -> None:
-        self._store.close()
+
+def _sent(message: Outbound) -> dict[str, Any]:
+    """A sent message in the shape of the history's records."""
+    return {
+        "wa_message_id": message.wa_message_id,
+        "chat_id": message.destination,
+        "from": message.slot,
+        "body": message.body,
+        "media_url": message.media_url,
+        "media_type": None if message.kind == "text" else message.kind,
+    }

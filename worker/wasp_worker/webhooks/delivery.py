@@ -118,6 +118,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._lanes: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._current: dict[str, Sink] = {}
+        outbox.on_added(self.wake)
 
     def wake(self) -> None:
         """New events are in the outbox: look now, not at the next poll."""

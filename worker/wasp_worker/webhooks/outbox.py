@@ -2,9 +2,10 @@
 
 An event is added with `add(connection, events)` inside the caller's open
 transaction, on any SQLite connection whose database has `SCHEMA` (`create`):
-the change and the event it reports commit together or not at all. Today the
-outbox has its own file (`webhooks.sqlite3`); the history or queue databases
-can host the same tables later without changing this API.
+the change and the event it reports commit together or not at all. The
+outbox's tables live in the shard's one database (`wasp_worker.store`), beside
+the queue and the history whose changes its events report; after a commit
+that added events, the writer calls `Outbox.added()` to wake the consumers.
 
 Consumers (each webhook subscription; a broker later) never change the events:
 each keeps, per slot, the last event it is done with (`outbox_lanes.seq`) and
@@ -17,13 +18,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from wasp.webhooks import Event
-from wasp_worker.db import SerialDatabase
+from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -117,27 +117,30 @@ _PENDING = f"""
 
 
 class Outbox:
-    """The outbox in its own SQLite file, every call on the database's own thread."""
+    """The outbox's tables in the shard's database, every call on its thread."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = SerialDatabase(path, SCHEMA, "webhooks-db")
+    def __init__(self, store: SerialDatabase) -> None:
+        self._db = store
+        self._wakers: list[Callable[[], None]] = []
 
-    def close(self) -> None:
-        self._db.close()
+    def on_added(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever a commit added events (the deliverer's look-now)."""
+        self._wakers.append(wake)
+
+    def added(self) -> None:
+        """Events were committed: wake the consumers. Writers call it after COMMIT."""
+        for wake in self._wakers:
+            wake()
 
     async def write(self, events: list[Event]) -> None:
         """Add events in a transaction of their own (for changes kept nowhere else)."""
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 add(db, events)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
         await self._db.call(write)
+        self.added()
 
     async def register(self, consumer: str) -> ConsumerState:
         """The consumer's state; a new one starts after the events already here."""

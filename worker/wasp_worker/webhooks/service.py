@@ -1,9 +1,10 @@
-"""The webhooks of one worker, assembled: the outbox on the volume, the
-subscriptions from CONFIGDIR, one HTTP client for every delivery, the deliverer.
+"""The webhooks of one worker, assembled: the outbox (in the shard's database),
+the subscriptions from CONFIGDIR, one HTTP client for every delivery, the deliverer.
 
 `emit` is how the worker's code without a transaction of its own (the live
 feed's session events) puts events in the outbox; code that records a change
-in SQLite calls `outbox.add` in that transaction instead, then `deliverer.wake`.
+in SQLite calls `outbox.add` in that transaction instead, then `outbox.added()`,
+which wakes the deliverer.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PRUNE_EVERY_S = 600.0
 class Webhooks:
     def __init__(
         self,
-        work_dir: Path,
+        outbox: Outbox,
         config_dir: Path,
         secrets_file: Path | None,
         log: EventLog,
@@ -40,7 +41,7 @@ class Webhooks:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.outbox = Outbox(work_dir / "webhooks.sqlite3")
+        self.outbox = outbox
         self.subscriptions = Subscriptions(config_dir, secrets_file, log)
         self.clock = clock or WallClock()
         self.deliverer = Deliverer(
@@ -83,8 +84,6 @@ class Webhooks:
         self._writes.discard(task)
         if task.cancelled() or task.exception() is not None:
             self._log.emit("webhook_outbox_write_failed", error=type(task.exception()).__name__)
-            return
-        self.deliverer.wake()
 
     async def open(self) -> None:
         resolver = SafeResolver(lambda: self.subscriptions.policy)
@@ -108,4 +107,3 @@ class Webhooks:
         await self.deliverer.stop()
         if self._http is not None:
             await self._http.close()
-        self.outbox.close()
