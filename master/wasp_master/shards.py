@@ -151,7 +151,8 @@ class ShardDirectory:
     async def changed(self, timeout_s: float) -> None:
         """Return at the next change, or after `timeout_s`."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # wait_for may drop a cancellation (3.11)
+                await self._changed.wait()
 
 
 def watcher(

@@ -607,3 +607,22 @@ async def test_a_stopping_worker_lets_the_sends_in_flight_finish_and_starts_no_m
     assert (states[first][0], states[second][0], states[later][0]) == ("sent", "sent", "queued")
     assert [s.ok for s in backend.log] == [True, True]
     engine.task = asyncio.create_task(asyncio.Event().wait())  # the fixture cancels it
+
+
+async def test_the_engine_stops_when_its_cancellation_meets_a_wake_up(
+    engine_factory: Callable[..., Any],
+) -> None:
+    """A stop that arrives with a new message must still stop it (asyncio.wait_for on
+    Python 3.11 swallows such a cancellation, and the worker's shutdown hung on it)."""
+    engine = await engine_factory(["A1"])
+    for _ in range(20):  # the dispatcher naps on its wake-up event between looks
+        await asyncio.sleep(0.05)
+        engine.runner.wake.set()
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    engine.runner.wake.set()
+    engine.task.cancel()
+    done, _ = await asyncio.wait({engine.task}, timeout=2)
+    assert done, "the engine did not stop"
+    assert engine.task.cancelled()
+    engine.task = asyncio.create_task(asyncio.Event().wait())  # the fixture cancels it

@@ -111,7 +111,8 @@ class LiveFeed:
             return batch
         arrived = self._arrived
         try:
-            await asyncio.wait_for(arrived.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # wait_for may drop a cancellation (3.11)
+                await arrived.wait()
         except TimeoutError:
             return batch
         return self.since(cursor, limit)

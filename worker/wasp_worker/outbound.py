@@ -147,7 +147,10 @@ class OutboundRunner:
                         self.lanes[slot] = asyncio.create_task(self._lane(slot))
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), IDLE_S)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation
+                    # that meets a wake-up, and the worker would never stop.
+                    async with asyncio.timeout(IDLE_S):
+                        await self.wake.wait()
                     for poke in self._pokes.values():  # a new message may be sendable now
                         poke.set()
         finally:
@@ -179,7 +182,8 @@ class OutboundRunner:
                 if message is None:
                     poke.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(poke.wait(), min(wait, MAX_NAP_S))
+                        async with asyncio.timeout(min(wait, MAX_NAP_S)):
+                            await poke.wait()
                     continue
                 async with self.gate:
                     if not self._connected(slot) or self._stopping:
@@ -224,9 +228,8 @@ class OutboundRunner:
                 if resolved is None:
                     return
                 message = resolved
-            await asyncio.wait_for(
-                self.sessions.backend.send(slot, message), self.settings.timeout_s
-            )
+            async with asyncio.timeout(self.settings.timeout_s):
+                await self.sessions.backend.send(slot, message)
         except SendFailed as refusal:
             await self._fail(message, refusal.reason)
         except Exception as error:

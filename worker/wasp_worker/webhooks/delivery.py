@@ -129,7 +129,8 @@ class Deliverer:
             while True:
                 await self.sync()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    async with asyncio.timeout(self._poll_s):  # not wait_for: see outbound
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             await self.stop()
