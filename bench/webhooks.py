@@ -135,8 +135,7 @@ async def webhooks_for(root: Path, url: str, secret: str) -> tuple[ShardStore, W
 
 
 async def delivered_all(store: ShardStore) -> bool:
-    oldest, _ = await store.outbox.backlog(CONSUMER)
-    return oldest is None
+    return not (await store.outbox.backlog(CONSUMER)).heads
 
 
 async def stop(hooks: Webhooks, task: asyncio.Task[None], store: ShardStore) -> None:

@@ -103,16 +103,50 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """A consumer's lanes with events waiting, each with when its next one was added,
+    and how many dead letters it has."""
+
+    heads: dict[str, float]
+    dead: int
+
+    @property
+    def oldest(self) -> float | None:
+        return min(self.heads.values(), default=None)
+
+
+@dataclass(frozen=True)
 class ConsumerState:
     disabled: str | None
     disabled_for: str | None
 
 
-_PAST = "o.seq > COALESCE(l.seq, c.start_seq) AND (o.only_for IS NULL OR o.only_for = c.consumer)"
-_PENDING = f"""
-    FROM outbox o JOIN outbox_consumers c ON c.consumer = :consumer
-    LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = o.slot
-    WHERE {_PAST}
+_ADVANCE = """
+    INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?)
+    ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0,
+    next_at = 0, last_error = NULL
+"""
+
+# Every slot with events, one index lookup each (SQLite's DISTINCT would read the whole
+# index), and the creation time of the consumer's next event there, if it has one: the
+# outbox keeps delivered events for the horizon, so reading them all again on every
+# look would grow with a day's traffic.
+_HEADS = """
+    WITH RECURSIVE slots(slot) AS (
+        SELECT MIN(slot) FROM outbox
+        UNION ALL
+        SELECT (SELECT MIN(slot) FROM outbox WHERE slot > slots.slot) FROM slots
+        WHERE slots.slot IS NOT NULL
+    )
+    SELECT s.slot, (
+        SELECT o.created FROM outbox o
+        WHERE o.slot = s.slot AND o.seq > COALESCE(l.seq, c.start_seq)
+        AND (o.only_for IS NULL OR o.only_for = c.consumer)
+        ORDER BY o.seq LIMIT 1
+    ) AS head
+    FROM slots s JOIN outbox_consumers c ON c.consumer = ?
+    LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = s.slot
+    WHERE s.slot IS NOT NULL
 """
 
 
@@ -159,28 +193,37 @@ class Outbox:
 
         return await self._db.call(register)
 
-    async def lanes(self, consumer: str) -> list[str]:
-        """The slots with events this consumer has not done with."""
-        rows = await self._db.call(
-            lambda db: db.execute(
-                f"SELECT DISTINCT o.slot {_PENDING}", {"consumer": consumer}
-            ).fetchall()
-        )
-        return [row[0] for row in rows]
+    async def pending(self, consumer: str, slot: str, limit: int) -> list[Stored]:
+        """The consumer's next events of the slot, at most `limit`, in order; the first
+        carries the lane's attempts on it. A lane that is retrying gets its next event
+        only: a receiver that is down costs one event in memory per lane."""
 
-    async def head(self, consumer: str, slot: str) -> Stored | None:
-        """The consumer's next event of the slot, with its attempts so far."""
-        row = await self._db.call(
-            lambda db: db.execute(
-                "SELECT o.seq, o.id, o.slot, o.type, o.body, o.created, "
-                f"COALESCE(l.attempts, 0), COALESCE(l.next_at, 0) {_PENDING} "
-                "AND o.slot = :slot ORDER BY o.seq LIMIT 1",
-                {"consumer": consumer, "slot": slot},
+        def pending(db: sqlite3.Connection) -> list[Stored]:
+            lane = db.execute(
+                "SELECT COALESCE(l.seq, c.start_seq), COALESCE(l.attempts, 0), "
+                "COALESCE(l.next_at, 0) FROM outbox_consumers c "
+                "LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = ? "
+                "WHERE c.consumer = ?",
+                (slot, consumer),
             ).fetchone()
-        )
-        if row is None:
-            return None
-        return Stored(row[0], row[1], row[2], row[3], row[4].encode(), *row[5:])
+            if lane is None:
+                return []
+            after, attempts, next_at = lane
+            first = (attempts, next_at)
+            rows = db.execute(
+                "SELECT seq, id, slot, type, body, created FROM outbox "
+                "WHERE slot = ? AND seq > ? AND (only_for IS NULL OR only_for = ?) "
+                "ORDER BY seq LIMIT ?",
+                (slot, after, consumer, 1 if attempts else limit),
+            ).fetchall()
+            return [
+                Stored(
+                    seq, id, slot, type, body.encode(), created, *(first if n == 0 else (0, 0.0))
+                )
+                for n, (seq, id, slot, type, body, created) in enumerate(rows)
+            ]
+
+        return await self._db.call(pending)
 
     async def done(self, consumer: str, event: Stored) -> None:
         """Move the lane past the event (delivered, or not wanted)."""
@@ -188,12 +231,7 @@ class Outbox:
 
     @staticmethod
     def _advance(db: sqlite3.Connection, consumer: str, event: Stored) -> None:
-        db.execute(
-            "INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0, "
-            "next_at = 0, last_error = NULL",
-            (consumer, event.slot, event.seq),
-        )
+        db.execute(_ADVANCE, (consumer, event.slot, event.seq))
 
     async def retry(
         self, consumer: str, event: Stored, attempts: int, next_at: float, error: str
@@ -287,17 +325,16 @@ class Outbox:
 
         return await self._db.call(replay)
 
-    async def backlog(self, consumer: str) -> tuple[float | None, int]:
-        """(when its oldest undelivered event was added, how many dead letters it has)."""
+    async def backlog(self, consumer: str) -> Backlog:
+        """The slots with events this consumer has not done with, and its dead letters."""
 
-        def backlog(db: sqlite3.Connection) -> tuple[float | None, int]:
-            oldest = db.execute(
-                f"SELECT MIN(o.created) {_PENDING}", {"consumer": consumer}
-            ).fetchone()[0]
+        def backlog(db: sqlite3.Connection) -> Backlog:
+            rows = db.execute(_HEADS, (consumer,)).fetchall()
+            heads = {slot: head for slot, head in rows if head is not None}
             dead = db.execute(
                 "SELECT COUNT(*) FROM outbox_dead WHERE consumer = ?", (consumer,)
             ).fetchone()[0]
-            return oldest, dead
+            return Backlog(heads, dead)
 
         return await self._db.call(backlog)
 
