@@ -7,6 +7,12 @@ a receiver that is slow or down holds back only its own lanes: every attempt
 is bounded by the HTTP timeouts, and at most `per_consumer` of one consumer's
 attempts (and `concurrency` in all) run at once.
 
+A lane reads its events a page at a time (`page`, 16) from its position and
+sends them one after another; that an event is done is written in the
+background, many lanes' moves in one transaction (`Outbox.done`), so a lane
+does not wait for the disk between two events. Marked only after the 2xx: a
+crash in between sends the event again, as at-least-once allows.
+
 A failed attempt is retried after a delay drawn with full jitter from
 [0, min(cap, base * 2^attempts)) (or the receiver's `Retry-After`), until the
 event is older than the horizon (24 h by default); then it is a dead letter.
@@ -143,6 +149,7 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._lanes.clear()
+        await self.outbox.flush()
 
     async def sync(self) -> None:
         """Start a lane for every (consumer, slot) with events waiting; update the gauges."""
@@ -183,7 +190,7 @@ class Deliverer:
                 if sink is None:
                     return
                 if not sink.wants(event):
-                    await self.outbox.done(consumer, event)
+                    self.outbox.done(consumer, event)
                     continue
                 if event.next_at > self.clock.now():
                     await self.clock.sleep(event.next_at - self.clock.now())
@@ -194,7 +201,7 @@ class Deliverer:
                     result = await sink.send(event)
                 if result.verdict == "delivered":
                     self.metrics.delivered.labels(label).inc()
-                    await self.outbox.done(consumer, event)
+                    self.outbox.done(consumer, event)
                     continue
                 if not await self._failed(consumer, label, sink, event, result):
                     return

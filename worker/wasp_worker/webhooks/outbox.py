@@ -15,12 +15,13 @@ order per slot, and a new consumer starts at the events added after it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from wasp.webhooks import Event
 from wasp_worker.db import SerialDatabase, transaction
@@ -121,10 +122,14 @@ class ConsumerState:
     disabled_for: str | None
 
 
+T = TypeVar("T")
+
+# A lane only moves forward: a move written late (its call was cancelled after
+# the thread had it) never takes it back.
 _ADVANCE = """
     INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?)
     ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0,
-    next_at = 0, last_error = NULL
+    next_at = 0, last_error = NULL WHERE excluded.seq > outbox_lanes.seq
 """
 
 # Every slot with events, one index lookup each (SQLite's DISTINCT would read the whole
@@ -150,12 +155,18 @@ _HEADS = """
 """
 
 
+def _nothing(db: sqlite3.Connection) -> None:
+    return None
+
+
 class Outbox:
     """The outbox's tables in the shard's database, every call on its thread."""
 
     def __init__(self, store: SerialDatabase) -> None:
         self._db = store
         self._wakers: list[Callable[[], None]] = []
+        self._moves: dict[tuple[str, str], int] = {}  # (consumer, slot): seq, not yet written
+        self._writing: asyncio.Future[None] | None = None
 
     def on_added(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever a commit added events (the deliverer's look-now)."""
@@ -173,7 +184,7 @@ class Outbox:
             with transaction(db):
                 add(db, events)
 
-        await self._db.call(write)
+        await self._call(write)
         self.added()
 
     async def register(self, consumer: str) -> ConsumerState:
@@ -191,7 +202,7 @@ class Outbox:
             ).fetchone()
             return ConsumerState(row[0], row[1])
 
-        return await self._db.call(register)
+        return await self._call(register)
 
     async def pending(self, consumer: str, slot: str, limit: int) -> list[Stored]:
         """The consumer's next events of the slot, at most `limit`, in order; the first
@@ -223,11 +234,53 @@ class Outbox:
                 for n, (seq, id, slot, type, body, created) in enumerate(rows)
             ]
 
-        return await self._db.call(pending)
+        return await self._call(pending)
 
-    async def done(self, consumer: str, event: Stored) -> None:
-        """Move the lane past the event (delivered, or not wanted)."""
-        await self._db.call(lambda db: self._advance(db, consumer, event))
+    def done(self, consumer: str, event: Stored) -> None:
+        """Move the lane past the event (delivered, or not wanted).
+
+        The lane goes on at once; the move is written in the background, with every
+        other lane's moves since the last write in one transaction, and before any
+        later call on the outbox reads or writes lane state. A crash before it is
+        written sends the event again: at least once, never marked before its 2xx."""
+        key = (consumer, event.slot)
+        self._moves[key] = max(event.seq, self._moves.get(key, event.seq))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write_moves())
+
+    async def _write_moves(self) -> None:
+        try:
+            while self._moves:
+                await self._call(_nothing)
+        except sqlite3.Error:
+            pass  # the moves are kept: the lane's next call writes them, or raises this
+        finally:
+            self._writing = None
+
+    async def flush(self) -> None:
+        """Write the lanes' moves now (before stopping)."""
+        await self._call(_nothing)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the database thread, after the lanes' moves so far (one transaction).
+        Taking the moves and queueing the call are one step, so the thread writes them
+        in the order they were made."""
+        moves, self._moves = self._moves, {}
+
+        def call(db: sqlite3.Connection) -> T:
+            if moves:
+                with transaction(db):
+                    db.executemany(
+                        _ADVANCE, [(consumer, slot, seq) for (consumer, slot), seq in moves.items()]
+                    )
+            return fn(db)
+
+        try:
+            return await self._db.call(call)
+        except BaseException:
+            for key, seq in moves.items():  # not written: keep them, unless superseded
+                self._moves.setdefault(key, seq)
+            raise
 
     @staticmethod
     def _advance(db: sqlite3.Connection, consumer: str, event: Stored) -> None:
@@ -249,7 +302,7 @@ class Outbox:
                 (consumer, event.slot, attempts, next_at, error, event.slot, consumer),
             )
 
-        await self._db.call(retry)
+        await self._call(retry)
 
     async def dead(self, consumer: str, event: Stored, attempts: int, reason: str) -> None:
         """A dead letter: kept for listing and replay, and the lane moves on."""
@@ -272,11 +325,11 @@ class Outbox:
             self._advance(db, consumer, event)
             db.execute("COMMIT")
 
-        await self._db.call(dead)
+        await self._call(dead)
 
     async def disable(self, consumer: str, reason: str | None, target: str | None) -> None:
         """Stop (reason given) or resume (None) the consumer's deliveries."""
-        await self._db.call(
+        await self._call(
             lambda db: db.execute(
                 "UPDATE outbox_consumers SET disabled = ?, disabled_for = ? WHERE consumer = ?",
                 (reason, target, consumer),
@@ -284,7 +337,7 @@ class Outbox:
         )
 
     async def dead_letters(self, slot: str, consumer: str | None = None) -> list[dict[str, Any]]:
-        rows = await self._db.call(
+        rows = await self._call(
             lambda db: db.execute(
                 "SELECT consumer, event_id, type, attempts, reason, at FROM outbox_dead "
                 "WHERE slot = ? AND (? IS NULL OR consumer = ?) ORDER BY seq",
@@ -323,7 +376,7 @@ class Outbox:
             db.execute("COMMIT")
             return len(rows)
 
-        return await self._db.call(replay)
+        return await self._call(replay)
 
     async def backlog(self, consumer: str) -> Backlog:
         """The slots with events this consumer has not done with, and its dead letters."""
@@ -336,7 +389,7 @@ class Outbox:
             ).fetchone()[0]
             return Backlog(heads, dead)
 
-        return await self._db.call(backlog)
+        return await self._call(backlog)
 
     async def prune(self, before: float) -> int:
         """Delete events older than `before` that no consumer still waits for and no
@@ -354,4 +407,4 @@ class Outbox:
             )
             return cursor.rowcount
 
-        return await self._db.call(prune)
+        return await self._call(prune)
