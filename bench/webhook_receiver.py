@@ -4,7 +4,8 @@ share the deliverer's event loop: aiohttp on 127.0.0.1, answering 204 at once.
 It reads the monotonic clock (one clock for every process on the machine) as
 each request arrives and keeps it by `webhook-id`; every `verify_every`-th
 request has its signature checked with the official library, and a bad one is
-counted. `GET /arrivals` answers what it has: `{"count", "bad", "at": {id: t}}`.
+counted. `GET /arrivals` answers what it has: `{"count", "verified", "bad", "at":
+{id: t}}`.
 
     python -m bench.webhook_receiver PORT SECRET VERIFY_EVERY
 """
@@ -21,15 +22,15 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 def app(secret: str, verify_every: int) -> web.Application:
     hook = Webhook(secret)
     arrivals: dict[str, float] = {}
-    bad = 0
-    seen = 0
+    bad = verified = seen = 0
 
     async def receive(request: web.Request) -> web.Response:
-        nonlocal bad, seen
+        nonlocal bad, verified, seen
         at = time.monotonic()
         body = await request.read()
         seen += 1
         if verify_every and seen % verify_every == 0:
+            verified += 1
             try:
                 hook.verify(body, dict(request.headers))
             except WebhookVerificationError:
@@ -38,7 +39,9 @@ def app(secret: str, verify_every: int) -> web.Application:
         return web.Response(status=204)
 
     async def report(request: web.Request) -> web.Response:
-        return web.json_response({"count": len(arrivals), "bad": bad, "at": arrivals})
+        return web.json_response(
+            {"count": len(arrivals), "verified": verified, "bad": bad, "at": arrivals}
+        )
 
     async def count(request: web.Request) -> web.Response:
         return web.json_response({"count": len(arrivals), "requests": seen})
