@@ -15,12 +15,13 @@ order per slot, and a new consumer starts at the events added after it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from wasp.webhooks import Event
 from wasp_worker.db import SerialDatabase, transaction
@@ -103,17 +104,59 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """A consumer's lanes with events waiting, each with when its next one was added,
+    and how many dead letters it has."""
+
+    heads: dict[str, float]
+    dead: int
+
+    @property
+    def oldest(self) -> float | None:
+        return min(self.heads.values(), default=None)
+
+
+@dataclass(frozen=True)
 class ConsumerState:
     disabled: str | None
     disabled_for: str | None
 
 
-_PAST = "o.seq > COALESCE(l.seq, c.start_seq) AND (o.only_for IS NULL OR o.only_for = c.consumer)"
-_PENDING = f"""
-    FROM outbox o JOIN outbox_consumers c ON c.consumer = :consumer
-    LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = o.slot
-    WHERE {_PAST}
+T = TypeVar("T")
+
+# A lane only moves forward: a move written late (its call was cancelled after
+# the thread had it) never takes it back.
+_ADVANCE = """
+    INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?)
+    ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0,
+    next_at = 0, last_error = NULL WHERE excluded.seq > outbox_lanes.seq
 """
+
+# Every slot with events, one index lookup each (SQLite's DISTINCT would read the whole
+# index), and the creation time of the consumer's next event there, if it has one: the
+# outbox keeps delivered events for the horizon, so reading them all again on every
+# look would grow with a day's traffic.
+_HEADS = """
+    WITH RECURSIVE slots(slot) AS (
+        SELECT MIN(slot) FROM outbox
+        UNION ALL
+        SELECT (SELECT MIN(slot) FROM outbox WHERE slot > slots.slot) FROM slots
+        WHERE slots.slot IS NOT NULL
+    )
+    SELECT s.slot, (
+        SELECT o.created FROM outbox o
+        WHERE o.slot = s.slot AND o.seq > COALESCE(l.seq, c.start_seq)
+        AND (o.only_for IS NULL OR o.only_for = c.consumer)
+        ORDER BY o.seq LIMIT 1
+    ) AS head
+    FROM slots s JOIN outbox_consumers c ON c.consumer = ?
+    LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = s.slot
+    WHERE s.slot IS NOT NULL
+"""
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    return None
 
 
 class Outbox:
@@ -122,6 +165,8 @@ class Outbox:
     def __init__(self, store: SerialDatabase) -> None:
         self._db = store
         self._wakers: list[Callable[[], None]] = []
+        self._moves: dict[tuple[str, str], int] = {}  # (consumer, slot): seq, not yet written
+        self._writing: asyncio.Future[None] | None = None
 
     def on_added(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever a commit added events (the deliverer's look-now)."""
@@ -139,7 +184,7 @@ class Outbox:
             with transaction(db):
                 add(db, events)
 
-        await self._db.call(write)
+        await self._call(write)
         self.added()
 
     async def register(self, consumer: str) -> ConsumerState:
@@ -157,43 +202,89 @@ class Outbox:
             ).fetchone()
             return ConsumerState(row[0], row[1])
 
-        return await self._db.call(register)
+        return await self._call(register)
 
-    async def lanes(self, consumer: str) -> list[str]:
-        """The slots with events this consumer has not done with."""
-        rows = await self._db.call(
-            lambda db: db.execute(
-                f"SELECT DISTINCT o.slot {_PENDING}", {"consumer": consumer}
-            ).fetchall()
-        )
-        return [row[0] for row in rows]
+    async def pending(self, consumer: str, slot: str, limit: int) -> list[Stored]:
+        """The consumer's next events of the slot, at most `limit`, in order; the first
+        carries the lane's attempts on it. A lane that is retrying gets its next event
+        only: a receiver that is down costs one event in memory per lane."""
 
-    async def head(self, consumer: str, slot: str) -> Stored | None:
-        """The consumer's next event of the slot, with its attempts so far."""
-        row = await self._db.call(
-            lambda db: db.execute(
-                "SELECT o.seq, o.id, o.slot, o.type, o.body, o.created, "
-                f"COALESCE(l.attempts, 0), COALESCE(l.next_at, 0) {_PENDING} "
-                "AND o.slot = :slot ORDER BY o.seq LIMIT 1",
-                {"consumer": consumer, "slot": slot},
+        def pending(db: sqlite3.Connection) -> list[Stored]:
+            lane = db.execute(
+                "SELECT COALESCE(l.seq, c.start_seq), COALESCE(l.attempts, 0), "
+                "COALESCE(l.next_at, 0) FROM outbox_consumers c "
+                "LEFT JOIN outbox_lanes l ON l.consumer = c.consumer AND l.slot = ? "
+                "WHERE c.consumer = ?",
+                (slot, consumer),
             ).fetchone()
-        )
-        if row is None:
-            return None
-        return Stored(row[0], row[1], row[2], row[3], row[4].encode(), *row[5:])
+            if lane is None:
+                return []
+            after, attempts, next_at = lane
+            first = (attempts, next_at)
+            rows = db.execute(
+                "SELECT seq, id, slot, type, body, created FROM outbox "
+                "WHERE slot = ? AND seq > ? AND (only_for IS NULL OR only_for = ?) "
+                "ORDER BY seq LIMIT ?",
+                (slot, after, consumer, 1 if attempts else limit),
+            ).fetchall()
+            return [
+                Stored(
+                    seq, id, slot, type, body.encode(), created, *(first if n == 0 else (0, 0.0))
+                )
+                for n, (seq, id, slot, type, body, created) in enumerate(rows)
+            ]
 
-    async def done(self, consumer: str, event: Stored) -> None:
-        """Move the lane past the event (delivered, or not wanted)."""
-        await self._db.call(lambda db: self._advance(db, consumer, event))
+        return await self._call(pending)
+
+    def done(self, consumer: str, event: Stored) -> None:
+        """Move the lane past the event (delivered, or not wanted).
+
+        The lane goes on at once; the move is written in the background, with every
+        other lane's moves since the last write in one transaction, and before any
+        later call on the outbox reads or writes lane state. A crash before it is
+        written sends the event again: at least once, never marked before its 2xx."""
+        key = (consumer, event.slot)
+        self._moves[key] = max(event.seq, self._moves.get(key, event.seq))
+        if self._writing is None:
+            self._writing = asyncio.ensure_future(self._write_moves())
+
+    async def _write_moves(self) -> None:
+        try:
+            while self._moves:
+                await self._call(_nothing)
+        except sqlite3.Error:
+            pass  # the moves are kept: the lane's next call writes them, or raises this
+        finally:
+            self._writing = None
+
+    async def flush(self) -> None:
+        """Write the lanes' moves now (before stopping)."""
+        await self._call(_nothing)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the database thread, after the lanes' moves so far (one transaction).
+        Taking the moves and queueing the call are one step, so the thread writes them
+        in the order they were made."""
+        moves, self._moves = self._moves, {}
+
+        def call(db: sqlite3.Connection) -> T:
+            if moves:
+                with transaction(db):
+                    db.executemany(
+                        _ADVANCE, [(consumer, slot, seq) for (consumer, slot), seq in moves.items()]
+                    )
+            return fn(db)
+
+        try:
+            return await self._db.call(call)
+        except BaseException:
+            for key, seq in moves.items():  # not written: keep them, unless superseded
+                self._moves.setdefault(key, seq)
+            raise
 
     @staticmethod
     def _advance(db: sqlite3.Connection, consumer: str, event: Stored) -> None:
-        db.execute(
-            "INSERT INTO outbox_lanes (consumer, slot, seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (consumer, slot) DO UPDATE SET seq = excluded.seq, attempts = 0, "
-            "next_at = 0, last_error = NULL",
-            (consumer, event.slot, event.seq),
-        )
+        db.execute(_ADVANCE, (consumer, event.slot, event.seq))
 
     async def retry(
         self, consumer: str, event: Stored, attempts: int, next_at: float, error: str
@@ -211,7 +302,7 @@ class Outbox:
                 (consumer, event.slot, attempts, next_at, error, event.slot, consumer),
             )
 
-        await self._db.call(retry)
+        await self._call(retry)
 
     async def dead(self, consumer: str, event: Stored, attempts: int, reason: str) -> None:
         """A dead letter: kept for listing and replay, and the lane moves on."""
@@ -234,11 +325,11 @@ class Outbox:
             self._advance(db, consumer, event)
             db.execute("COMMIT")
 
-        await self._db.call(dead)
+        await self._call(dead)
 
     async def disable(self, consumer: str, reason: str | None, target: str | None) -> None:
         """Stop (reason given) or resume (None) the consumer's deliveries."""
-        await self._db.call(
+        await self._call(
             lambda db: db.execute(
                 "UPDATE outbox_consumers SET disabled = ?, disabled_for = ? WHERE consumer = ?",
                 (reason, target, consumer),
@@ -246,7 +337,7 @@ class Outbox:
         )
 
     async def dead_letters(self, slot: str, consumer: str | None = None) -> list[dict[str, Any]]:
-        rows = await self._db.call(
+        rows = await self._call(
             lambda db: db.execute(
                 "SELECT consumer, event_id, type, attempts, reason, at FROM outbox_dead "
                 "WHERE slot = ? AND (? IS NULL OR consumer = ?) ORDER BY seq",
@@ -285,21 +376,20 @@ class Outbox:
             db.execute("COMMIT")
             return len(rows)
 
-        return await self._db.call(replay)
+        return await self._call(replay)
 
-    async def backlog(self, consumer: str) -> tuple[float | None, int]:
-        """(when its oldest undelivered event was added, how many dead letters it has)."""
+    async def backlog(self, consumer: str) -> Backlog:
+        """The slots with events this consumer has not done with, and its dead letters."""
 
-        def backlog(db: sqlite3.Connection) -> tuple[float | None, int]:
-            oldest = db.execute(
-                f"SELECT MIN(o.created) {_PENDING}", {"consumer": consumer}
-            ).fetchone()[0]
+        def backlog(db: sqlite3.Connection) -> Backlog:
+            rows = db.execute(_HEADS, (consumer,)).fetchall()
+            heads = {slot: head for slot, head in rows if head is not None}
             dead = db.execute(
                 "SELECT COUNT(*) FROM outbox_dead WHERE consumer = ?", (consumer,)
             ).fetchone()[0]
-            return oldest, dead
+            return Backlog(heads, dead)
 
-        return await self._db.call(backlog)
+        return await self._call(backlog)
 
     async def prune(self, before: float) -> int:
         """Delete events older than `before` that no consumer still waits for and no
@@ -317,4 +407,4 @@ class Outbox:
             )
             return cursor.rowcount
 
-        return await self._db.call(prune)
+        return await self._call(prune)
