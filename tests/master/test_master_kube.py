@@ -188,3 +188,78 @@ def test_master_follows_shards_wakes_them_and_keeps_prewarm_ones_awake(
         == roles
     )
     print(f"routed {seen:.3f} s after create; woke in {woke_in:.1f} s")
+
+
+def test_webhook_subscriptions_live_in_the_config_map_and_their_secrets_in_a_secret(
+    k: Cluster, tmp_path: Path, programs: list[ProgramProcess]
+) -> None:
+    """In Kubernetes, `PUT /api/webhooks` writes the subscriptions into the shared
+    ConfigMap and their signing secrets into a Secret, never the ConfigMap; a GET shows
+    them masked, and a document sent back as read keeps the secret."""
+    import base64
+
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    k.core.create_namespaced_config_map(
+        k.ns,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="wasp-config"),
+            data={"accounts.json": "[]", "roles.json": "[]", "groups.json": "[]"},
+        ),
+    )
+    k.core.create_namespaced_secret(
+        k.ns, client.V1Secret(metadata=client.V1ObjectMeta(name="wasp-webhook-secrets"))
+    )
+    port = free_port()
+    programs.append(
+        start_master(
+            tmp_path / "master.log",
+            port,
+            config_dir,
+            "-n",
+            k.ns,
+            "--kubeconfig",
+            str(k.kube.kubeconfig),
+            "--config-map",
+            "wasp-config",
+            base_env={
+                "PATH": os.environ["PATH"],
+                **k.kube.env(),
+                "WEBHOOK_SECRET": "wasp-webhook-secrets",
+            },
+        )
+    )
+    url = f"http://127.0.0.1:{port}/api/webhooks"
+    document = {
+        "subscriptions": [
+            {"id": "crm", "url": "http://127.0.0.1:9/events", "events": ["message.received"]}
+        ],
+        "allow": ["127.0.0.0/8"],
+    }
+    status, _, answer = call("PUT", url, document)
+    assert status == 200, answer
+    secret = answer["secrets"]["crm"]
+    assert secret.startswith("whsec_")
+
+    stored = k.core.read_namespaced_config_map("wasp-config", k.ns).data
+    assert secret not in json.dumps(stored)
+    assert json.loads(stored["webhooks.json"])["subscriptions"][0]["url"] == (
+        "http://127.0.0.1:9/events"
+    )
+    kept = k.core.read_namespaced_secret("wasp-webhook-secrets", k.ns).data
+    assert json.loads(base64.b64decode(kept["webhook-secrets.json"])) == {"crm": secret}
+
+    status, _, answer = call("GET", url)
+    assert status == 200
+    read = answer["webhooks"]
+    shown = read["subscriptions"][0]["secret"]
+    assert shown != secret
+    assert shown.endswith(secret[-4:])
+    assert secret not in json.dumps(answer)
+    # Sent back as read (masked secret): the secret stays; nothing new is generated.
+    status, _, again = call("PUT", url, read)
+    assert status == 200, again
+    assert not again.get("secrets")
+    kept = k.core.read_namespaced_secret("wasp-webhook-secrets", k.ns).data
+    assert json.loads(base64.b64decode(kept["webhook-secrets.json"])) == {"crm": secret}
+    assert secret not in (tmp_path / "master.log").read_text()
