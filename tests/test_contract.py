@@ -285,6 +285,8 @@ def test_the_published_values_stay_as_published() -> None:
         "WEBHOOK_SECRETS_FILE",
         "WEBHOOK_HORIZON_S",
         "WEBHOOK_TIMEOUT_S",
+        "WEBHOOK_RETRY_BASE_S",
+        "WEBHOOK_RETRY_CAP_S",
     )
     # The operator's: the first 17, and the pace the shard's spec sets.
     names = WorkerEnv.env_names()

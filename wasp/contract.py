@@ -170,6 +170,8 @@ SEND_MAX_AGE_S = 86400.0
 SEND_RETRY_BASE_S = 2.0
 SEND_RETRY_CAP_S = 600.0
 SEND_TIMEOUT_S = 60.0
+WEBHOOK_RETRY_BASE_S = 1.0
+WEBHOOK_RETRY_CAP_S = 3600.0
 CONFIG_DIR = Path("/config")
 WORK_DIR = Path("/data")
 
@@ -261,11 +263,18 @@ class WorkerEnv(BaseSettings):
     )
     pacing_jitter: float = Field(JITTER, alias="PACING_JITTER", ge=0, le=1, allow_inf_nan=False)
     # Webhooks: the signing secrets (the master writes them; in Kubernetes a Secret mounted
-    # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, and the
-    # longest one delivery attempt may take.
+    # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, the
+    # longest one delivery attempt may take, and the backoff between attempts (full jitter
+    # in [0, min(cap, base * 2^(attempts-1)))).
     webhook_secrets_file: Path | None = Field(None, alias="WEBHOOK_SECRETS_FILE")
     webhook_horizon_s: float = Field(86400.0, alias="WEBHOOK_HORIZON_S", gt=0)
     webhook_timeout_s: float = Field(10.0, alias="WEBHOOK_TIMEOUT_S", gt=0, le=300)
+    webhook_retry_base_s: float = Field(
+        WEBHOOK_RETRY_BASE_S, alias="WEBHOOK_RETRY_BASE_S", gt=0, le=3600, allow_inf_nan=False
+    )
+    webhook_retry_cap_s: float = Field(
+        WEBHOOK_RETRY_CAP_S, alias="WEBHOOK_RETRY_CAP_S", gt=0, le=86400, allow_inf_nan=False
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -274,6 +283,8 @@ class WorkerEnv(BaseSettings):
         duration, renew, retry = self.lease_seconds()
         if self.send_retry_cap_s < self.send_retry_base_s:
             raise ValueError("SEND_RETRY_CAP_S must not be less than SEND_RETRY_BASE_S")
+        if self.webhook_retry_cap_s < self.webhook_retry_base_s:
+            raise ValueError("WEBHOOK_RETRY_CAP_S must not be less than WEBHOOK_RETRY_BASE_S")
         if not retry < renew < duration:
             raise ValueError(
                 "LEASE_RETRY_PERIOD_S < LEASE_RENEW_DEADLINE_S < LEASE_DURATION_S is required: "

@@ -116,7 +116,11 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         event_log,
         registry,
         timeout_s=config.webhook_timeout_s,
-        backoff=Backoff(horizon_s=config.webhook_horizon_s),
+        backoff=Backoff(
+            base_s=config.webhook_retry_base_s,
+            cap_s=config.webhook_retry_cap_s,
+            horizon_s=config.webhook_horizon_s,
+        ),
     )
     # Session status and QR events go to the outbox as the live feed emits them.
     link.listeners.append(tap(webhooks.emit))
