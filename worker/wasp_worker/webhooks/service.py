@@ -82,7 +82,9 @@ class Webhooks:
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._writes.discard(task)
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():  # exception() would raise CancelledError here
+            self._log.emit("webhook_outbox_write_failed", error="CancelledError")
+        elif task.exception() is not None:
             self._log.emit("webhook_outbox_write_failed", error=type(task.exception()).__name__)
 
     async def open(self) -> None:
