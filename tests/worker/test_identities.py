@@ -3,22 +3,14 @@ and a reply to the LID reaches the phone it stands for (simulator end to end).""
 
 from __future__ import annotations
 
-import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
-from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import lid_of, phone_of, slot_of, slot_of_lid
-from wasp_worker.events import EventLog
 
 from tests.support.waiting import eventually_async
-from tests.support.worker import CREDENTIAL
-from tests.worker.test_worker_http import config
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
@@ -35,15 +27,6 @@ def test_every_simulated_account_has_a_lid_that_names_it_and_no_phone(
     assert slot_of_lid(lid) == slot
     assert slot_of(lid.partition("@")[0]) is None  # a LID is not a phone number
     assert slot_of_lid(f"{phone_of(slot)}@lid") != slot
-
-
-@pytest.fixture
-async def worker(tmp_path: Path) -> AsyncIterator[Client]:
-    async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
-        headers=CREDENTIAL,
-    ) as client:
-        yield client
 
 
 async def messages_to(client: Client, slot: str) -> list[dict[str, Any]]:

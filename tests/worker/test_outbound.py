@@ -6,7 +6,6 @@ import asyncio
 import io
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ from wasp.messages import DestinationError, normalise
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def worker(tmp_path: Path) -> AsyncIterator[Client]:
-    async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
-        headers=CREDENTIAL,
-    ) as client:
-        yield client
 
 
 async def login(client: Client, slot: str) -> None:

@@ -6,23 +6,16 @@ when the recipient opens the chat."""
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
-from wasp_worker.events import EventLog
 from wasp_worker.store import ShardStore
 
 from tests.support.waiting import eventually_async
-from tests.support.worker import CREDENTIAL
-from tests.worker.test_worker_http import config
+from tests.worker.test_outbound import login
 from wasp.messages import TextMessage
 from wasp.slots import Slot
 
@@ -30,20 +23,6 @@ Client = TestClient[Any, Any]
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
 RANK = {"sent": 0, "delivered": 1, "read": 2, "played": 3}
 CHAT = "x@s.whatsapp.net"
-
-
-@pytest.fixture
-async def worker(tmp_path: Path) -> AsyncIterator[Client]:
-    async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
-        headers=CREDENTIAL,
-    ) as client:
-        yield client
-
-
-async def login(client: Client, slot: str) -> None:
-    await client.post(f"/api/accounts/{slot}/connect")
-    await client.post(f"/api/accounts/{slot}/scan")
 
 
 async def statuses(client: Client, slot: str, chat: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,6 @@ async def scrape(worker: TestClient[Any, Any]) -> str:
     assert app is not None
     async with TestClient(TestServer(metrics_app(app[METRICS]))) as metrics:
         return await (await metrics.get("/metrics")).text()
-
-
-@pytest.fixture
-async def worker(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(
-        TestServer(build_app(config(tmp_path), EventLog(stream=io.StringIO()))),
-        headers=CREDENTIAL,
-    ) as client:
-        yield client
 
 
 async def test_health_has_its_documented_shape(worker: TestClient[Any, Any]) -> None:
