@@ -13,9 +13,10 @@ neither program has to import the other.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.messages import Destination, ScheduleRequest, SendRequest
@@ -91,6 +92,76 @@ class ReplayRequest(BaseModel):
     ids: list[Annotated[str, StringConstraints(pattern=r"^evt_[0-9a-f]{32}$")]] | None = Field(
         None, max_length=1000, description="Only these event ids; absent: every one."
     )
+
+
+# A cursor of the data API: opaque to clients; every string of this shape is one a client
+# may send (a schema-valid request is never refused), so it is a position, not a token.
+DATA_CURSOR_PATTERN = r"^[0-9]{1,18}$"
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class ConversationsQuery(BaseModel):
+    """Query of GET /api/accounts/{slot}/conversations."""
+
+    unread: bool | None = Field(
+        None, description="true: only those with unread messages; false: only those without."
+    )
+    archived: bool | None = Field(None, description="Only archived ones (true) or others.")
+    pinned: bool | None = Field(None, description="Only pinned ones (true) or others.")
+    tag: Tag | None = Field(None, description="Only those with this tag.")
+    q: str | None = Field(
+        None, min_length=1, max_length=100, description="Only those whose name contains this."
+    )
+    sort: Literal["last", "unread", "name"] = Field(
+        "last",
+        description="last: latest message first; unread: most unread first, then latest; "
+        "name: by name, nameless last.",
+    )
+    cursor: str | None = Field(
+        None,
+        pattern=DATA_CURSOR_PATTERN,
+        description="`next_cursor` of the previous page (same sort); absent: the first page.",
+    )
+    limit: int = Field(50, ge=1, le=500, description="Most conversations in one page.")
+
+
+class ConversationPatch(BaseModel):
+    """Body of PATCH /api/accounts/{slot}/conversations/{chat_id}: what it names is set,
+    the rest kept. Kept on the shard only: WhatsApp is not told."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    pinned: bool | SkipJsonSchema[None] = Field(None, description="Pinned.")
+    archived: bool | SkipJsonSchema[None] = Field(None, description="Archived.")
+    muted_until: float | None = Field(
+        None,
+        ge=0,
+        le=1e11,
+        allow_inf_nan=False,
+        description="Muted until this Unix time; null: not muted.",
+    )
+    tags: Annotated[list[Tag], Field(max_length=32)] | SkipJsonSchema[None] = Field(
+        None, description="The conversation's tags (at most 32), replacing its others."
+    )
+
+    @field_validator("pinned", "archived", "tags")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """Absent keeps the setting; null would say nothing (only `muted_until` clears)."""
+        if value is None:
+            raise ValueError("may be left out, not null")
+        return value
+
+
+class SyncQuery(BaseModel):
+    """Query of GET /api/accounts/{slot}/sync."""
+
+    since: str | None = Field(
+        None,
+        pattern=DATA_CURSOR_PATTERN,
+        description="`next` of the previous answer; absent: from the first change.",
+    )
+    limit: int = Field(500, ge=1, le=1000, description="Most changes in one answer.")
 
 
 # SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
@@ -172,6 +243,32 @@ _ENDPOINTS = [
         "GET",
         "/api/accounts/{slot}/chats",
         "The slot's chats, latest first, with unread counts",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "conversations",
+        "GET",
+        "/api/accounts/{slot}/conversations",
+        "The slot's conversations, filtered and sorted, a page at a time (`next_cursor`)",
+        query=ConversationsQuery,
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "updateConversation",
+        "PATCH",
+        "/api/accounts/{slot}/conversations/{chat_id}",
+        "Pin, archive, mute or tag a conversation (on the shard only; WhatsApp is not told)",
+        body=ConversationPatch,
+        params={"chat_id": Destination},
+        responses=(200, *WITH_BODY),
+    ),
+    Endpoint(
+        "sync",
+        "GET",
+        "/api/accounts/{slot}/sync",
+        "Messages and conversations changed since a cursor (`next` of the previous answer), "
+        "each at its current state; the same cursor gives the same changes",
+        query=SyncQuery,
         responses=(200, *SLOT_OPS),
     ),
     Endpoint(

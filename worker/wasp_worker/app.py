@@ -43,6 +43,7 @@ from wasp_worker.sessions import SessionManager
 from wasp_worker.state import (
     BACKGROUND,
     CONFIG,
+    CONVERSATIONS,
     FEED,
     HISTORY,
     LOG,
@@ -108,6 +109,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     store = ShardStore.in_folder(config.work_dir)
     app[QUEUE] = queue = store.queue
     app[HISTORY] = history = store.history
+    app[CONVERSATIONS] = store.conversations
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
     app[WEBHOOKS] = webhooks = Webhooks(
         store.outbox,

@@ -10,6 +10,8 @@ The `messages` table is in the shard's one database (`wasp_worker.store`): a
 message that arrives is stored in the same transaction as its
 `message.received` outbox event (`record`); the queue writes the messages it
 sent, and the receipts of both, in its own transactions (`insert`, `move`).
+Every write also appends to the sync sequence and refreshes the chat's
+conversation in its transaction (`wasp_worker.conversations`), which `sync` reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from typing import Any, Literal
 
 from wasp.slots import Slot
+from wasp_worker import conversations
+from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
@@ -81,7 +85,8 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
 def insert(
     db: sqlite3.Connection, slot: Slot, direction: Direction, fields: dict[str, Any]
 ) -> bool:
-    """Store one message in the caller's transaction; False when its id is already there."""
+    """Store one message in the caller's transaction, with its change and its chat's
+    conversation; False when its id is already there."""
     cursor = db.execute(
         f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -104,7 +109,11 @@ def insert(
             fields.get("sender_jid_raw"),
         ),
     )
-    return cursor.rowcount > 0
+    if cursor.rowcount == 0:
+        return False
+    log_changes(db, slot, "message", [fields["wa_message_id"]])
+    conversations.refresh(db, slot, [fields["chat_id"]])
+    return True
 
 
 def move(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str) -> list[str]:
@@ -119,7 +128,9 @@ def move(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str)
         "RETURNING wa_message_id",
         (state, str(slot), *message_ids, *earlier),
     ).fetchall()
-    return [str(m[0]) for m in moved]
+    ids = [str(m[0]) for m in moved]
+    log_changes(db, slot, "message", ids)
+    return ids
 
 
 class History:
@@ -196,10 +207,52 @@ class History:
                 (str(slot), chat_id),
             ):
                 unread.setdefault(sender, []).append(message_id)
-            db.execute(
-                "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND read=0",
-                (str(slot), chat_id),
-            )
+            with transaction(db):
+                marked = db.execute(
+                    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND read=0 "
+                    "RETURNING wa_message_id",
+                    (str(slot), chat_id),
+                ).fetchall()
+                log_changes(db, slot, "message", [m[0] for m in marked])
+                conversations.refresh(db, slot, [chat_id])
             return [_message(r) for r in reversed(rows)], unread
+
+        return await self._store.call(read)
+
+    async def sync(self, slot: Slot, since: int, limit: int) -> dict[str, Any]:
+        """The slot's messages and conversations changed after seq `since`: the next
+        `limit` changes at most, each at its current state, once per page. `next` is the
+        page's last seq (`since` when nothing changed); `has_more` says changes follow."""
+
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            # One call on the database's one connection: no write lands between reads.
+            changes = db.execute(
+                "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
+                (str(slot), since, limit),
+            ).fetchall()
+            following = changes[-1][0] if changes else since
+            more = db.execute(
+                "SELECT 1 FROM changes WHERE slot=? AND seq>? LIMIT 1",
+                (str(slot), following),
+            ).fetchone()
+            keys: dict[str, dict[str, None]] = {"message": {}, "conversation": {}}
+            for _, kind, key in changes:
+                keys[kind][key] = None
+            ids = list(keys["message"])
+            marks = ",".join("?" * len(ids))
+            found = {
+                row[0]: _message(row)
+                for row in db.execute(
+                    f"SELECT {_FIELDS} FROM messages WHERE slot=? AND wa_message_id IN ({marks})",
+                    (str(slot), *ids),
+                )
+            }
+            chats = conversations.conversations_named(db, slot, list(keys["conversation"]))
+            return {
+                "messages": [found[i] for i in ids if i in found],
+                "conversations": chats,
+                "next": str(following),
+                "has_more": more is not None,
+            }
 
         return await self._store.call(read)

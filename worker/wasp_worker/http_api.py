@@ -18,12 +18,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from wasp.errors import ApiError, error_response
-from wasp.messages import Message, ScheduleRequest, SendRequest, normalise
+from wasp.messages import Destination, Message, ScheduleRequest, SendRequest, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
 from wasp.validation import problems
 from wasp.worker_api import (
+    ConversationPatch,
+    ConversationsQuery,
     DeadLettersQuery,
     EventsQuery,
     LogsQuery,
@@ -32,14 +34,26 @@ from wasp.worker_api import (
     OpenChatRequest,
     PairRequest,
     ReplayRequest,
+    SyncQuery,
 )
 from wasp_worker import media
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.conversations import Filters
 from wasp_worker.errors import BadRequest, Conflict, NotFound
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
-from wasp_worker.state import CONFIG, FEED, HISTORY, LOG, QUEUE, RUNNER, SESSIONS, WEBHOOKS
+from wasp_worker.state import (
+    CONFIG,
+    CONVERSATIONS,
+    FEED,
+    HISTORY,
+    LOG,
+    QUEUE,
+    RUNNER,
+    SESSIONS,
+    WEBHOOKS,
+)
 from wasp_worker.webhooks.http import CONSUMER_PREFIX
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -121,6 +135,42 @@ async def chats(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
     return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
+
+
+async def conversations(request: web.Request) -> web.Response:
+    """A page of the slot's conversations, filtered and sorted, with the next page's cursor."""
+    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    query = query_values(request, ConversationsQuery)
+    filters = Filters(query.unread, query.archived, query.pinned, query.tag, query.q)
+    items, following = await request.app[CONVERSATIONS].page(
+        slot, filters, query.sort, query.cursor, query.limit
+    )
+    return web.json_response(
+        {"ok": True, "slot": str(slot), "items": items, "next_cursor": following}
+    )
+
+
+async def update_conversation(request: web.Request) -> web.Response:
+    """Set what the body names on a conversation; 404 for a chat the slot has none of."""
+    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    chat_id = normalise(path_value(request, "chat_id", Destination))
+    body = await read_body(request, ConversationPatch)
+    settings = body.model_dump(exclude_unset=True)
+    if "tags" in settings:
+        settings["tags"] = list(dict.fromkeys(settings["tags"]))
+    found = await request.app[CONVERSATIONS].update(slot, chat_id, settings)
+    if found is None:
+        raise NotFound(f"no conversation {chat_id} for slot {slot}")
+    return web.json_response({"ok": True, "slot": str(slot), "conversation": found})
+
+
+async def sync(request: web.Request) -> web.Response:
+    """Messages and conversations changed since the cursor, at their current state."""
+    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    query = query_values(request, SyncQuery)
+    since = int(query.since) if query.since is not None else 0
+    page = await request.app[HISTORY].sync(slot, since, query.limit)
+    return web.json_response({"ok": True, "slot": str(slot), **page})
 
 
 async def open_chat(request: web.Request) -> web.Response:
@@ -328,6 +378,9 @@ HANDLERS: dict[str, Handler] = {
     "open": open_account,
     "chats": chats,
     "openChat": open_chat,
+    "conversations": conversations,
+    "updateConversation": update_conversation,
+    "sync": sync,
     "status": status,
     "logout": logout,
     "destroy": destroy,

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from wasp_worker.config import WorkerConfig
+from wasp_worker.conversations import Conversations
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
 from wasp_worker.live_feed import LiveFeed
@@ -27,6 +28,7 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 QUEUE = web.AppKey("queue", OutboundQueue)
 RUNNER = web.AppKey("runner", OutboundRunner)
 HISTORY = web.AppKey("history", History)
+CONVERSATIONS = web.AppKey("conversations", Conversations)
 FEED = web.AppKey("feed", LiveFeed)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

@@ -10,7 +10,8 @@ only in rollback-journal mode, never in WAL mode, which the queue needs.
 Versions (`PRAGMA user_version`): 0 to 2 are the queue's own (`queue.SCHEMA`,
 `queue.MIGRATIONS`); 3 adds the history's table and 4 the outbox's; 5 copies in
 the messages of `history.sqlite3`, the history's own file before this one
-(either of its versions), and 6 the outbox of `webhooks.sqlite3`. Each step
+(either of its versions), and 6 the outbox of `webhooks.sqlite3`; 7 adds the
+conversations and the sync sequence, back-filled from the messages. Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -24,7 +25,8 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from wasp_worker import history, queue
+from wasp_worker import conversations, history, queue
+from wasp_worker.conversations import Conversations
 from wasp_worker.db import Migration, SerialDatabase
 from wasp_worker.history import History
 from wasp_worker.queue import OutboundQueue
@@ -113,6 +115,7 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         outbox.SCHEMA,
         _copy_history(folder / OLD_HISTORY),
         _copy_outbox(folder / OLD_OUTBOX),
+        conversations.backfill,
     )
 
 
@@ -125,14 +128,15 @@ def _retire_old_files(folder: Path) -> None:
 
 
 class ShardStore:
-    """The shard's database and the parts that share it: the outbox, the history and
-    the outbound queue. The composition root opens it once and closes it last."""
+    """The shard's database and the parts that share it: the outbox, the history, the
+    conversations and the outbound queue. The composition root opens it once and closes it last."""
 
     def __init__(self, path: Path) -> None:
         self.db = SerialDatabase(path, queue.SCHEMA, "shard-db", migrations(path.parent))
         _retire_old_files(path.parent)
         self.outbox = Outbox(self.db)
         self.history = History(self.db, self.outbox)
+        self.conversations = Conversations(self.db)
         self.queue = OutboundQueue(self.db, self.outbox)
 
     @classmethod
