@@ -23,6 +23,20 @@ class Arrival:
     status: int
 
 
+def subscribe(
+    config_dir: Path, subscription: str, url: str, secret: str, events: list[str]
+) -> None:
+    """Write webhooks.json and the secrets file for one loopback receiver, as the master
+    does (loopback allowed explicitly)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    document = {
+        "subscriptions": [{"id": subscription, "url": url, "events": events}],
+        "allow": ["127.0.0.0/8"],
+    }
+    (config_dir / "webhooks.json").write_text(json.dumps(document))
+    (config_dir / "webhook-secrets.json").write_text(json.dumps({subscription: secret}))
+
+
 # (event, how many times its id came before) -> (status, seconds to wait before answering)
 Script = Callable[[dict[str, Any], int], tuple[int, float]]
 
@@ -42,14 +56,7 @@ class ThreadedReceiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def subscribe(self, config_dir: Path, subscription: str, events: list[str]) -> None:
-        """Write webhooks.json and the secrets file, as the master does."""
-        config_dir.mkdir(parents=True, exist_ok=True)
-        document = {
-            "subscriptions": [{"id": subscription, "url": self.url, "events": events}],
-            "allow": ["127.0.0.0/8"],
-        }
-        (config_dir / "webhooks.json").write_text(json.dumps(document))
-        (config_dir / "webhook-secrets.json").write_text(json.dumps({subscription: self.secret}))
+        subscribe(config_dir, subscription, self.url, self.secret, events)
 
     def start(self) -> None:
         receiver = self

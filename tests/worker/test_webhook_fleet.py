@@ -35,6 +35,7 @@ from wasp_worker.backends.simulator import phone_of
 
 from tests.support.processes import ProgramProcess, free_port
 from tests.support.waiting import eventually
+from tests.support.webhook_receiver import Arrival, subscribe
 from tests.support.worker import call_worker, start_worker
 from wasp.slots import Slot
 from wasp.webhooks import new_secret
@@ -52,12 +53,6 @@ def script(event_id: str, attempt: int) -> tuple[int, float]:
     attempt, a third of them 500, about one in a hundred slow."""
     digest = hashlib.sha256(f"{event_id}/{attempt}".encode()).digest()
     return (500 if digest[0] % 3 == 0 else 200), (SLOW_S if digest[1] < 3 else 0.0)
-
-
-@dataclass(frozen=True)
-class Arrival:
-    event: dict[str, Any]
-    status: int
 
 
 class FlakyReceiver:
@@ -82,14 +77,7 @@ class FlakyReceiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def subscribe(self, config_dir: Path, subscription: str, events: list[str]) -> None:
-        """webhooks.json and the secrets file, as the master writes them."""
-        config_dir.mkdir(parents=True, exist_ok=True)
-        document = {
-            "subscriptions": [{"id": subscription, "url": self.url, "events": events}],
-            "allow": ["127.0.0.0/8"],
-        }
-        (config_dir / "webhooks.json").write_text(json.dumps(document))
-        (config_dir / "webhook-secrets.json").write_text(json.dumps({subscription: self.secret}))
+        subscribe(config_dir, subscription, self.url, self.secret, events)
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.read()

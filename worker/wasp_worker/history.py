@@ -73,6 +73,7 @@ _KEYS = (
     "from_me",
 )
 _FIELDS = ", ".join(_KEYS)
+COLUMNS = ("slot", *_KEYS, "sender_jid")  # every column of a stored message
 
 
 def _message(row: tuple[Any, ...]) -> dict[str, Any]:

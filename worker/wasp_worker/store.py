@@ -51,24 +51,7 @@ def _copy_history(source: Path) -> Callable[[sqlite3.Connection], None]:
             present = {row[1] for row in old.execute("PRAGMA table_info(messages)")}
             if not present:
                 return
-            columns = [
-                "slot",
-                "wa_message_id",
-                "chat_id",
-                "direction",
-                "sender",
-                "push_name",
-                "body",
-                "media_type",
-                "media_url",
-                "timestamp",
-                "read",
-                "status",
-                "sender_jid",
-                "sender_phone_jid",
-                "sender_lid",
-                "from_me",
-            ]
+            columns = history.COLUMNS
             absent = {"from_me": "0"}  # NOT NULL; an old row came from another device
             chosen = ", ".join(c if c in present else absent.get(c, "NULL") for c in columns)
             rows = old.execute(f"SELECT {chosen} FROM messages ORDER BY rowid")
