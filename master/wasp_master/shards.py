@@ -9,7 +9,6 @@ SHARDS_JSON, or a JSON/YAML file of the same shape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from wasp.contract import (
 from wasp.kube import connection_info
 from wasp.slots import SlotId, SlotRange
 from wasp.validation import problems
+from wasp.waiting import wait_set
 from wasp_master.routing import RoutingTable, ShardRoute
 
 log = logging.getLogger("wasp.master")
@@ -150,9 +150,7 @@ class ShardDirectory:
 
     async def changed(self, timeout_s: float) -> None:
         """Return at the next change, or after `timeout_s`."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):  # wait_for may drop a cancellation (3.11)
-                await self._changed.wait()
+        await wait_set(self._changed, timeout_s)
 
 
 def watcher(

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from wasp.waiting import wait_set
 from wasp.worker_api import CURSOR_PATTERN
 from wasp_worker.events import EventLog
 
@@ -109,11 +110,7 @@ class LiveFeed:
         batch = self.since(cursor, limit)
         if batch.events or timeout_s <= 0:
             return batch
-        arrived = self._arrived
-        try:
-            async with asyncio.timeout(timeout_s):  # wait_for may drop a cancellation (3.11)
-                await arrived.wait()
-        except TimeoutError:
+        if not await wait_set(self._arrived, timeout_s):
             return batch
         return self.since(cursor, limit)
 

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from wasp.contract import WorkerEnv
 from wasp.slots import Slot
+from wasp.waiting import wait_set
 from wasp_worker.backends.base import SendFailed
 from wasp_worker.events import EventLog
 from wasp_worker.pacer import Pacer
@@ -146,11 +147,7 @@ class OutboundRunner:
                     if slot not in self.lanes:
                         self.lanes[slot] = asyncio.create_task(self._lane(slot))
                 self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation
-                    # that meets a wake-up, and the worker would never stop.
-                    async with asyncio.timeout(IDLE_S):
-                        await self.wake.wait()
+                if await wait_set(self.wake, IDLE_S):
                     for poke in self._pokes.values():  # a new message may be sendable now
                         poke.set()
         finally:
@@ -181,9 +178,7 @@ class OutboundRunner:
                 message, wait = self._choose(name, heads)
                 if message is None:
                     poke.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(wait, MAX_NAP_S)):
-                            await poke.wait()
+                    await wait_set(poke, min(wait, MAX_NAP_S))
                     continue
                 async with self.gate:
                     if not self._connected(slot) or self._stopping:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from wasp.waiting import wait_set
 from wasp_worker.events import EventLog
 from wasp_worker.webhooks.outbox import Outbox, Stored
 from wasp_worker.webhooks.sinks import Outcome, Sink
@@ -136,9 +137,7 @@ class Deliverer:
         try:
             while True:
                 await self.sync()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_s):  # not wait_for: see outbound
-                        await self._wake.wait()
+                await wait_set(self._wake, self._poll_s)
                 self._wake.clear()
         finally:
             await self.stop()
