@@ -302,7 +302,7 @@ async def test_the_migration_backfills_conversations_and_sync_from_older_message
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "queue.sqlite3"
-    old = migrations(tmp_path)[:-1]  # the database as the previous worker left it
+    old = migrations(tmp_path)[:6]  # the database as the worker before conversations left it
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(QUEUE_V0)
     migrate(db, old)

@@ -71,9 +71,19 @@ _KEYS = (
     "sender_phone_jid",
     "sender_lid",
     "from_me",
+    "id",
+    "message_type",
+    "media_mime",
+    "media_size",
+    "media_name",
+    "edited_at",
+    "deleted_at",
 )
 _FIELDS = ", ".join(_KEYS)
-COLUMNS = ("slot", *_KEYS, "sender_jid")  # every column of a stored message
+# Every column of the table at version 3, when `wasp_worker.store` copies an old file in
+# (version 8 added `id`, the type, the media's metadata, edits and tombstones).
+V3_COLUMNS = ("slot", *_KEYS[: _KEYS.index("from_me") + 1], "sender_jid")
+_INSERTED = (*_KEYS[: _KEYS.index("from_me") + 1], "message_type", "media_mime", "media_size")
 
 
 def _message(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -89,8 +99,8 @@ def insert(
     """Store one message in the caller's transaction, with its change and its chat's
     conversation; False when its id is already there."""
     cursor = db.execute(
-        f"INSERT OR IGNORE INTO messages (slot, {_FIELDS}, sender_jid) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT OR IGNORE INTO messages (slot, {', '.join(_INSERTED)}, media_name, sender_jid) "
+        f"VALUES ({', '.join('?' * (len(_INSERTED) + 3))})",
         (
             str(slot),
             fields["wa_message_id"],
@@ -107,6 +117,10 @@ def insert(
             fields.get("sender_phone_jid"),
             fields.get("sender_lid"),
             int(bool(fields.get("from_me"))),
+            fields.get("message_type") or fields.get("media_type") or "text",
+            fields.get("mime_type"),
+            fields.get("file_size"),
+            fields.get("file_name"),
             fields.get("sender_jid_raw"),
         ),
     )

@@ -11,7 +11,9 @@ Versions (`PRAGMA user_version`): 0 to 2 are the queue's own (`queue.SCHEMA`,
 `queue.MIGRATIONS`); 3 adds the history's table and 4 the outbox's; 5 copies in
 the messages of `history.sqlite3`, the history's own file before this one
 (either of its versions), and 6 the outbox of `webhooks.sqlite3`; 7 adds the
-conversations and the sync sequence, back-filled from the messages. Each step
+conversations and the sync sequence, back-filled from the messages; 8 gives messages
+and conversations stable ids and adds the full-text index and contacts
+(`store_v8`). Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from wasp_worker import conversations, history, queue
+from wasp_worker import conversations, history, queue, store_v8
 from wasp_worker.conversations import Conversations
 from wasp_worker.db import Migration, SerialDatabase
 from wasp_worker.history import History
@@ -51,7 +53,7 @@ def _copy_history(source: Path) -> Callable[[sqlite3.Connection], None]:
             present = {row[1] for row in old.execute("PRAGMA table_info(messages)")}
             if not present:
                 return
-            columns = history.COLUMNS
+            columns = history.V3_COLUMNS
             absent = {"from_me": "0"}  # NOT NULL; an old row came from another device
             chosen = ", ".join(c if c in present else absent.get(c, "NULL") for c in columns)
             rows = old.execute(f"SELECT {chosen} FROM messages ORDER BY rowid")
@@ -99,6 +101,7 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         _copy_history(folder / OLD_HISTORY),
         _copy_outbox(folder / OLD_OUTBOX),
         conversations.backfill,
+        store_v8.migrate,
     )
 
 
