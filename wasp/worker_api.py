@@ -446,6 +446,37 @@ _ENDPOINTS = [
         responses=(200, *SLOT_OPS),
     ),
     Endpoint(
+        "dataConversations",
+        "GET",
+        "/data/conversations",
+        "Conversations of a range of this worker's slots, in one keyed order (for the "
+        "master's view across shards)",
+        query=DataConversationsQuery,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataSearch",
+        "GET",
+        "/data/search",
+        "Full-text search across a range of this worker's slots, newest first",
+        query=DataSearchQuery,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataUnread",
+        "GET",
+        "/data/unread",
+        "Unread counts of a range of this worker's slots",
+        query=SlotsRange,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataStatus",
+        "GET",
+        "/data/status",
+        "The shard database's counts, size on disk, last write and last change",
+    ),
+    Endpoint(
         "openChat",
         "POST",
         "/api/accounts/{slot}/openChat",

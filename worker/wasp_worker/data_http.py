@@ -252,4 +252,8 @@ DATA_HANDLERS: dict[str, Handler] = {
     "unread": unread,
     "contact": contact,
     "contactsLookup": contacts_lookup,
+    "dataConversations": data_conversations,
+    "dataSearch": data_search,
+    "dataUnread": data_unread,
+    "dataStatus": data_status_handler,
 }
