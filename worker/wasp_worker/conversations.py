@@ -24,7 +24,6 @@ from typing import Any, Literal
 from wasp import data_api
 from wasp.data_api import Key
 from wasp.slots import Slot
-from wasp_worker import contacts
 from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
@@ -151,24 +150,6 @@ def _direct_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None
 def _has_contacts(db: sqlite3.Connection) -> bool:
     """Whether the table exists: the back-fill of version 7 refreshes before version 8."""
     return db.execute("SELECT 1 FROM sqlite_master WHERE name='contacts'").fetchone() is not None
-
-
-def name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
-    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
-    person's saved contact name (`refresh` then shows it)."""
-    if chat_id.endswith("@g.us"):
-        changed = db.execute(
-            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
-            "RETURNING chat_id",
-            (name, str(slot), chat_id, name),
-        ).fetchall()
-        if changed:
-            log_changes(db, slot, "conversation", [chat_id])
-        return
-    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
-    lid = chat_id if chat_id.endswith("@lid") else None
-    contacts.upsert(db, slot, phone, lid, name=name)
-    refresh(db, slot, [chat_id])
 
 
 def set_remote(db: sqlite3.Connection, slot: Slot, chat_id: str, settings: dict[str, Any]) -> bool:
