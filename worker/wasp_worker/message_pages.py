@@ -32,9 +32,10 @@ SNIPPET_TOKENS = 12
 
 
 def _word_char(char: str) -> bool:
-    """What FTS5's unicode61 tokenizer keeps in a token: letters, digits, private use."""
+    """What FTS5's unicode61 tokenizer keeps in a token: letters, digits, marks (accents,
+    which it then drops), private use."""
     category = unicodedata.category(char)
-    return category[0] in "LN" or category == "Co"
+    return category[0] in "LNM" or category == "Co"
 
 
 def words(text: str) -> list[str]:
