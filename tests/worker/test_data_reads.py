@@ -166,6 +166,8 @@ VOCABULARY = [
     "2024",
     "çedilha",
     "cedilha",
+    "cafe\u0301s",  # decomposed: an accent as a mark of its own, inside the word
+    "Sa\u0303o",
 ]
 PUNCTUATION = [" ", " ", " ", ", ", ". ", " - ", ' "', '" ', " * ", " (", ") ", ":", "^", "'"]
 
@@ -227,6 +229,9 @@ async def test_search_finds_what_a_term_matcher_finds_newest_first_and_pages(
     queries = [
         *rng.sample(VOCABULARY, 12),
         "caf",
+        "cafe\u0301s",
+        "cafés",
+        "sa\u0303o paulo",
         "he",
         "sao paulo",
         "NEAR(",
