@@ -22,7 +22,7 @@ from typing import Any
 
 from wasp.data_api import Key, TimeKey
 from wasp.slots import Slot
-from wasp_worker.conversations import MAX_ID
+from wasp_worker.conversations import MAX_ID, Slots, present
 from wasp_worker.db import SerialDatabase
 from wasp_worker.history import _FIELDS, _message
 
@@ -124,7 +124,7 @@ def _prefixed(fields: str) -> str:
 
 def search(
     db: sqlite3.Connection,
-    slots: list[Slot],
+    slots: Slots,
     text: str,
     filters: SearchFilters,
     cursor: Key | None,
@@ -136,7 +136,7 @@ def search(
     if query is None:
         return [], None
     found: list[dict[str, Any]] = []
-    for slot in slots:
+    for slot in present(db, slots):
         clauses = ["messages_fts MATCH ?", "m.slot=?", "m.deleted_at IS NULL"]
         values: list[Any] = [query, str(slot)]
         if filters.chat_id is not None:
@@ -185,7 +185,7 @@ class MessagePages:
 
     async def search(
         self,
-        slots: list[Slot],
+        slots: Slots,
         text: str,
         filters: SearchFilters,
         cursor: Key | None,
