@@ -99,17 +99,18 @@ async def scatter(
 
 def merge(
     pages: Sequence[Sequence[dict[str, Any]]],
-    full: bool,
+    more: bool,
     key: Callable[[dict[str, Any]], Any],
+    reverse: bool,
     limit: int,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Pages each sorted by `key` (every shard answered "the first `limit` after the
-    cursor") as one page: the first `limit` of them all, and whether more follow
-    (some shard had more, `full`, or the merge cut some off). Whatever a shard holds
-    beyond its page sorts after its last item, so after the merged page's last item
-    too: the last item's key is the one cursor for every shard."""
-    items = sorted((item for page in pages for item in page), key=key)
-    return items[:limit], full or len(items) > limit
+    """Pages each in `key` order (every shard answered "the first `limit` after the
+    cursor") as one page: the first `limit` of them all, and whether more follow (a
+    shard said it had more, `more`, or the merge cut some off). Whatever a shard holds
+    beyond its page sorts after its page's last item, so after the merged page's last
+    item too: that item's key is the one cursor for every shard."""
+    items = sorted((item for page in pages for item in page), key=key, reverse=reverse)
+    return items[:limit], more or len(items) > limit
 
 
 def partial(missing: Sequence[Missing]) -> dict[str, Any]:
