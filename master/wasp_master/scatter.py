@@ -69,8 +69,8 @@ async def _read(
     finally:
         master.metrics.routed(route.id, status, time.perf_counter() - started)
     if status != 200 or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        return Missing(piece, f"worker answered {status}: {str(error)[:200]}")
+        said = body.get("error") if isinstance(body, dict) else None
+        return Missing(piece, f"worker answered {status}: {str(said)[:200]}")
     return Read(piece, body)
 
 

@@ -41,8 +41,8 @@ async def _shard(master: Master, route: ShardRoute) -> dict[str, Any]:
     except MasterError as error:
         return {**shown, "reason": error.reason}
     if code != 200 or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        return {**shown, "reason": f"worker answered {code}: {str(error)[:200]}"}
+        said = body.get("error") if isinstance(body, dict) else None
+        return {**shown, "reason": f"worker answered {code}: {str(said)[:200]}"}
     figures = {k: v for k, v in body.items() if k != "ok"}
     milliseconds = round((time.perf_counter() - started) * 1000, 1)
     return {**shown, "reachable": True, "ms": milliseconds, "store": figures}

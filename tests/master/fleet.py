@@ -60,7 +60,7 @@ class Fleet:
         raise LookupError(slot)
 
     def call(
-        self, method: str, path: str, body: Any = None, key: str = "admin", **query: Any
+        self, method: str, path: str, body: Any = None, key: str | None = "admin", **query: Any
     ) -> tuple[int, dict[str, Any]]:
         """One call to the master with a key (None: no key): (status, JSON answer)."""
         given = {
@@ -158,4 +158,8 @@ def send_all(fleet: Fleet, plan: list[Sent]) -> None:
     for message in fleet.sent:
         expected[message.receiver] = expected.get(message.receiver, 0) + 1
     for slot, count in expected.items():
-        eventually(lambda s=slot, c=count: inbound_count(fleet, s) >= c, f"{count} to {slot}", 60)
+
+        def arrived(slot: str = slot, count: int = count) -> bool:
+            return inbound_count(fleet, slot) >= count
+
+        eventually(arrived, f"{count} to {slot}", 60)
