@@ -291,6 +291,22 @@ def test_bad_queries_are_refused_with_the_reason(fleet: Fleet) -> None:
         assert code == 400, (query, answer)
 
 
+def test_search_across_three_shards_is_quick(fleet: Fleet) -> None:
+    """200 searches through the master, one after another (figures printed; the bound is
+    loose: the machine is shared)."""
+    took = []
+    for n in range(200):
+        started = time.perf_counter()
+        answer = fleet.get("/api/search", q=WORDS[n % len(WORDS)], limit=20)
+        took.append((time.perf_counter() - started) * 1000)
+        assert answer["items"]
+        assert not answer["partial"]
+    took.sort()
+    p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99) - 1]
+    print(f"\nsearch across 3 shards, 200 calls: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    assert p99 < 1000
+
+
 def test_a_stopped_shard_is_missing_after_the_timeout_and_the_rest_is_right(
     fleet: Fleet,
 ) -> None:
