@@ -1,4 +1,5 @@
-// The wasp console: shards, every slot's session, QR log-in, chats and sending.
+// The wasp console: shards, every slot's session, QR log-in, chats and sending, and a
+// search of every shard's messages at once (GET /api/search).
 //
 // It speaks only to the master that serves it: the HTTP API under /api/ (with
 // `x-api-key` when the master has API keys) and the live events over Socket.IO
