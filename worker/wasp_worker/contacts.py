@@ -8,7 +8,8 @@ is folded into the phone JID's. `name` is the name saved on the account's phone
 which every inbound message carries. A value not given keeps the stored one.
 
 Every inbound message upserts its sender in the message's own transaction
-(`history.insert`); the backend's contact list comes through `Contacts.upsert`.
+(`history.insert`); the backend's contact list comes through `Contacts.upsert`,
+which refreshes the person's direct chat (its name is the saved one).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from wasp.slots import Slot
+from wasp_worker import conversations
 from wasp_worker.db import SerialDatabase, transaction
 
 _COLUMNS = ("jid", "phone_jid", "lid", "name", "push_name", "updated_at")
@@ -101,18 +103,15 @@ class Contacts:
         None or absent) into the slot's contacts, in one transaction; how many changed."""
 
         def write(db: sqlite3.Connection) -> int:
+            changed = 0
             with transaction(db):
-                return sum(
-                    upsert(
-                        db,
-                        slot,
-                        c.get("phone_jid"),
-                        c.get("lid"),
-                        c.get("name"),
-                        c.get("push_name"),
-                    )
-                    for c in contacts
-                )
+                for c in contacts:
+                    phone, lid = c.get("phone_jid"), c.get("lid")
+                    if upsert(db, slot, phone, lid, c.get("name"), c.get("push_name")):
+                        changed += 1
+                        # A saved name is the direct chat's name: its conversation follows.
+                        conversations.refresh(db, slot, [jid for jid in (phone, lid) if jid])
+            return changed
 
         return await self._store.call(write)
 

@@ -23,8 +23,7 @@ from typing import Any, Literal
 
 from wasp import data_api
 from wasp.data_api import Key
-from wasp.slots import Slot
-from wasp_worker import contacts
+from wasp.slots import Slot, SlotRange
 from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
@@ -153,24 +152,6 @@ def _has_contacts(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name='contacts'").fetchone() is not None
 
 
-def name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
-    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
-    person's saved contact name (`refresh` then shows it)."""
-    if chat_id.endswith("@g.us"):
-        changed = db.execute(
-            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
-            "RETURNING chat_id",
-            (name, str(slot), chat_id, name),
-        ).fetchall()
-        if changed:
-            log_changes(db, slot, "conversation", [chat_id])
-        return
-    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
-    lid = chat_id if chat_id.endswith("@lid") else None
-    contacts.upsert(db, slot, phone, lid, name=name)
-    refresh(db, slot, [chat_id])
-
-
 def set_remote(db: sqlite3.Connection, slot: Slot, chat_id: str, settings: dict[str, Any]) -> bool:
     """Settings the phone changed (pinned, archived, muted_until), in the caller's
     transaction; False when the slot has no conversation of the chat, or nothing changed."""
@@ -251,9 +232,30 @@ def _after(sort: str, slot: Slot, cursor: Key) -> tuple[str, list[Any]]:
     ]
 
 
+# The slots an operation reads: named ones (a slot's own operation), or a range (the
+# range operations), of which only the slots that have conversations are read: a range
+# may span a billion slots.
+Slots = list[Slot] | SlotRange
+# Each slot with conversations, one index seek per slot (not a scan of every conversation).
+_SLOTS_PRESENT = (
+    "WITH RECURSIVE s(slot) AS (SELECT min(slot) FROM conversations UNION ALL "
+    "SELECT (SELECT min(slot) FROM conversations WHERE slot > s.slot) FROM s "
+    "WHERE s.slot IS NOT NULL) SELECT slot FROM s WHERE slot IS NOT NULL"
+)
+
+
+def present(db: sqlite3.Connection, slots: Slots) -> list[Slot]:
+    """The slots to read: those named, or those of the range that have conversations (every
+    stored message's chat has one)."""
+    if isinstance(slots, list):
+        return slots
+    found = [Slot.parse(row[0]) for row in db.execute(_SLOTS_PRESENT)]
+    return sorted((slot for slot in found if slot in slots), key=str)
+
+
 def keyed_page(
     db: sqlite3.Connection,
-    slots: list[Slot],
+    slots: Slots,
     filters: Filters,
     sort: Sort,
     cursor: Key | None,
@@ -265,7 +267,7 @@ def keyed_page(
     down = data_api.descending(sort)
     order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in _KEY[sort])
     found: list[dict[str, Any]] = []
-    for slot in slots:
+    for slot in present(db, slots):
         where, bound = list(clauses), list(values)
         if cursor is not None:
             condition, bounds = _after(sort, slot, cursor)
@@ -283,9 +285,9 @@ def keyed_page(
     return page, following
 
 
-def unread_summary(db: sqlite3.Connection, slots: list[Slot], now: float) -> dict[str, Any]:
+def unread_summary(db: sqlite3.Connection, slots: Slots, now: float) -> dict[str, Any]:
     chats: list[dict[str, Any]] = []
-    for slot in slots:
+    for slot in present(db, slots):
         for chat_id, unread, last, archived, muted_until in db.execute(
             "SELECT chat_id, unread, last_timestamp, archived, muted_until FROM conversations "
             "WHERE slot=? AND unread > 0 ORDER BY last_timestamp DESC, id DESC",
@@ -354,7 +356,7 @@ class Conversations:
 
     async def page(
         self,
-        slots: list[Slot],
+        slots: Slots,
         filters: Filters,
         sort: Sort,
         cursor: Key | None,
@@ -400,7 +402,7 @@ class Conversations:
 
         return await self._store.call(write)
 
-    async def unread(self, slots: list[Slot], now: float) -> dict[str, Any]:
+    async def unread(self, slots: Slots, now: float) -> dict[str, Any]:
         """The unread conversations of these slots, latest first, each flagged `muted`
         (muted_until after `now`) and `archived`; the totals count the others only, and
         `muted_or_archived` counts those apart."""

@@ -212,6 +212,24 @@ def _set_unread(db: sqlite3.Connection, slot: Slot, chat_id: str, unread: int) -
     log_changes(db, slot, "message", [row[0] for row in changed])
 
 
+def _name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
+    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
+    person's saved contact name (`refresh` then shows it)."""
+    if chat_id.endswith("@g.us"):
+        changed = db.execute(
+            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
+            "RETURNING chat_id",
+            (name, str(slot), chat_id, name),
+        ).fetchall()
+        if changed:
+            conversations.log_changes(db, slot, "conversation", [chat_id])
+        return
+    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
+    lid = chat_id if chat_id.endswith("@lid") else None
+    contacts.upsert(db, slot, phone, lid, name=name)
+    conversations.refresh(db, slot, [chat_id])
+
+
 class History:
     def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
         self._store = store
@@ -355,7 +373,7 @@ class History:
                 conversations.refresh(db, slot, [*touched, *(c["chat_id"] for c in chats)])
                 for chat in chats:
                     if chat.get("name"):
-                        conversations.name_chat(db, slot, chat["chat_id"], chat["name"])
+                        _name_chat(db, slot, chat["chat_id"], chat["name"])
                     settings = {
                         key: chat[key]
                         for key in ("pinned", "archived", "muted_until")
