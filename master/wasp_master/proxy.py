@@ -9,7 +9,9 @@ worker token (a client's own is dropped): workers answer only the master.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -88,6 +90,31 @@ class Proxy:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
+
+    async def get_json(
+        self, route: ShardRoute, path: str, params: Mapping[str, str], timeout_s: float
+    ) -> tuple[int, Any]:
+        """The master's own read of a worker (not a client's request passed on): GET
+        `path` with `params`: its status and JSON answer (None: not JSON), within
+        `timeout_s` all told. ShardDown when it cannot be reached or times out."""
+        assert self._http is not None
+        try:
+            async with self._http.get(
+                route.url + path,
+                params=params,
+                # The pool does not decompress (forwarded bodies pass as sent).
+                headers={**self._credentials, "Accept-Encoding": "identity"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as answer:
+                text = await answer.text()
+        except TimeoutError:
+            raise ShardDown(route.id, f"no answer within {timeout_s:g} s") from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise ShardDown(route.id, f"cannot reach it ({type(error).__name__})") from None
+        try:
+            return answer.status, json.loads(text)
+        except ValueError:
+            return answer.status, None  # an answer, but not JSON: the caller says so
 
     async def forward(
         self, request: web.Request, route: ShardRoute, body: bytes | None
