@@ -39,6 +39,7 @@ from wasp_worker.live_feed import LiveFeed
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
 from wasp_worker.state import (
     BACKGROUND,
@@ -111,6 +112,13 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[HISTORY] = history = store.history
     app[CONVERSATIONS] = store.conversations
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
+    pruner = Pruner(
+        store.db,
+        config.work_dir,
+        config.shard_retention(),
+        event_log,
+        batch=config.retention_batch,
+    )
     app[WEBHOOKS] = webhooks = Webhooks(
         store.outbox,
         config.config_dir,
@@ -171,6 +179,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             asyncio.create_task(guard_lease(app)),
             asyncio.create_task(runner.run()),
             asyncio.create_task(webhooks.run()),
+            asyncio.create_task(
+                pruner.run(config.retention_interval_s, lambda: sessions.holds_lease)
+            ),
         ]
         yield
         for task in tasks:
