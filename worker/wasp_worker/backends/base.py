@@ -87,6 +87,17 @@ class ChatSettingsChange:
     def __bool__(self) -> bool:
         return self.pinned is not None or self.archived is not None or self.mute
 
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> ChatSettingsChange:
+        """The WhatsApp part of a conversation's settings as the PATCH body gives them
+        (`tags` stay on the shard: WhatsApp has none)."""
+        return cls(
+            pinned=settings.get("pinned"),
+            archived=settings.get("archived"),
+            mute="muted_until" in settings,
+            muted_until=settings.get("muted_until"),
+        )
+
 
 @dataclass(frozen=True)
 class RemoteChatSettings:
