@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wasp_worker import history, media, retention
+from wasp_worker.app import build_app
+from wasp_worker.backends.simulator import jid_of, phone_of
 from wasp_worker.db import transaction
 from wasp_worker.events import EventLog
 from wasp_worker.retention import DAY_S, Pruner
 from wasp_worker.store import ShardStore
 
+from tests.support.waiting import eventually_async
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_outbound import login
+from tests.worker.test_worker_http import config
 from wasp.retention import Retention
 from wasp.slots import Slot
 
@@ -232,3 +239,36 @@ async def test_no_limits_prune_nothing_and_run_waits_for_the_lease(tmp_path: Pat
         task.cancel()
     finally:
         store.close()
+
+
+async def test_a_worker_prunes_by_its_environment_and_sync_reports_the_deletions(
+    tmp_path: Path,
+) -> None:
+    settings = config(
+        tmp_path,
+        retention_max_messages_per_chat=2,
+        retention_interval_s=0.1,
+        retention_batch=1,
+        pacing_recipient_burst=10,  # the four messages leave at once
+    )
+    app = build_app(settings, EventLog(stream=io.StringIO()))
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as worker:
+        await login(worker, "A1")
+        await login(worker, "A2")
+        sent = []
+        for text in ("one", "two", "three", "four"):
+            answer = await worker.post(
+                "/api/accounts/A1/send", json={"to": phone_of(Slot.parse("A2")), "text": text}
+            )
+            sent.append((await answer.json())["message"]["waMessageId"])
+            await asyncio.sleep(0.05)  # arrival in sending order
+        chat = jid_of(Slot.parse("A1"))
+
+        async def pruned() -> list[str] | None:
+            got = await worker.get("/api/accounts/A2/sync")
+            page = await got.json()
+            kept = [m["wa_message_id"] for m in page["messages"] if m["chat_id"] == chat]
+            return page if kept == sent[2:] and len(page["deleted"]["messages"]) == 2 else None
+
+        page = await eventually_async(pruned, "A2's chat pruned to its newest two")
+        assert page["deleted"]["messages"] == sent[:2]
