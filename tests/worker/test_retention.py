@@ -264,7 +264,7 @@ async def test_a_worker_prunes_by_its_environment_and_sync_reports_the_deletions
             await asyncio.sleep(0.05)  # arrival in sending order
         chat = jid_of(Slot.parse("A1"))
 
-        async def pruned() -> list[str] | None:
+        async def pruned() -> dict[str, Any] | None:
             got = await worker.get("/api/accounts/A2/sync")
             page = await got.json()
             kept = [m["wa_message_id"] for m in page["messages"] if m["chat_id"] == chat]
