@@ -282,15 +282,20 @@ def test_the_published_values_stay_as_published() -> None:
         "PACING_RECIPIENT_PER_MINUTE",
         "PACING_RECIPIENT_BURST",
         "PACING_JITTER",
+        "RETENTION_MAX_AGE_DAYS",
+        "RETENTION_MAX_MESSAGES_PER_CHAT",
+        "RETENTION_INTERVAL_S",
+        "RETENTION_BATCH",
         "WEBHOOK_SECRETS_FILE",
         "WEBHOOK_HORIZON_S",
         "WEBHOOK_TIMEOUT_S",
         "WEBHOOK_RETRY_BASE_S",
         "WEBHOOK_RETRY_CAP_S",
     )
-    # The operator's: the first 17, and the pace the shard's spec sets.
+    # The operator's: the first 17, and the pace and retention the shard's spec sets.
     names = WorkerEnv.env_names()
-    assert names[:17] + tuple(n for n in names if n.startswith("PACING_")) == RESERVED_ENV
+    from_spec = ("PACING_", "RETENTION_MAX_")
+    assert names[:17] + tuple(n for n in names if n.startswith(from_spec)) == RESERVED_ENV
     assert (WORKER_METRICS_PORT, MASTER_METRICS_PORT) == (9090, 9091)
     assert WORKER_TOKEN_HEADER == "x-wasp-worker-token"
 

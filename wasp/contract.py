@@ -35,6 +35,7 @@ from wasp.pacing import (
     Pacing,
     Rate,
 )
+from wasp.retention import MAX_AGE_DAYS, MAX_MESSAGES_PER_CHAT, Retention
 from wasp.slots import SlotId, SlotRange
 
 VERSION = __version__
@@ -262,6 +263,18 @@ class WorkerEnv(BaseSettings):
         RECIPIENT_BURST, alias="PACING_RECIPIENT_BURST", ge=1, le=MAX_BURST
     )
     pacing_jitter: float = Field(JITTER, alias="PACING_JITTER", ge=0, le=1, allow_inf_nan=False)
+    # Retention (`wasp.retention`), which a shard's spec sets (`retention`): unset, kept.
+    # The pruning runs every RETENTION_INTERVAL_S, in batches of RETENTION_BATCH messages.
+    retention_max_age_days: int | None = Field(
+        None, alias="RETENTION_MAX_AGE_DAYS", ge=1, le=MAX_AGE_DAYS
+    )
+    retention_max_messages_per_chat: int | None = Field(
+        None, alias="RETENTION_MAX_MESSAGES_PER_CHAT", ge=1, le=MAX_MESSAGES_PER_CHAT
+    )
+    retention_interval_s: float = Field(
+        3600.0, alias="RETENTION_INTERVAL_S", gt=0, le=7 * 86400, allow_inf_nan=False
+    )
+    retention_batch: int = Field(500, alias="RETENTION_BATCH", ge=1, le=100_000)
     # Webhooks: the signing secrets (the master writes them; in Kubernetes a Secret mounted
     # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, the
     # longest one delivery attempt may take, and the backoff between attempts (full jitter
@@ -300,6 +313,13 @@ class WorkerEnv(BaseSettings):
                 perMinute=self.pacing_recipient_per_minute, burst=self.pacing_recipient_burst
             ),
             jitter=self.pacing_jitter,
+        )
+
+    def shard_retention(self) -> Retention:
+        """The shard's retention, as the RETENTION_* variables give it."""
+        return Retention(
+            maxAgeDays=self.retention_max_age_days,
+            maxMessagesPerChat=self.retention_max_messages_per_chat,
         )
 
     def lease_seconds(self) -> tuple[float, float, float]:
@@ -390,5 +410,8 @@ RESERVED_ENV: tuple[str, ...] = tuple(
         "pacing_recipient_per_minute",
         "pacing_recipient_burst",
         "pacing_jitter",
+        # ... and these (`retention`).
+        "retention_max_age_days",
+        "retention_max_messages_per_chat",
     )
 )

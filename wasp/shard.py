@@ -21,6 +21,7 @@ from pydantic.config import JsonDict
 
 from wasp.contract import MAX_ACTIVE, MAX_INIT, RESERVED_ENV, WARMUP_LIMIT, Backend
 from wasp.pacing import Pacing
+from wasp.retention import Retention
 from wasp.slots import SLOT_PATTERN, SlotId, SlotRange
 
 MAX_SESSIONS_PER_SHARD = 5000
@@ -226,6 +227,11 @@ class WhatsAppShardSpec(_Model):
         description="Anti-ban pace of every account of the shard: token buckets per account "
         "and per account and chat. A message the pace holds stays queued until it may "
         "leave. One account may have its own (PUT /api/accounts/{slot}/pacing).",
+    )
+    retention: Retention = Field(
+        Retention(),
+        description="How long the shard keeps its messages: the worker deletes older ones, "
+        "with their media, and incremental sync reports them deleted. Unset: kept.",
     )
     suspend: bool = Field(
         False,

@@ -103,6 +103,8 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
             "pacing_recipient_per_minute": spec.pacing.recipient.perMinute,
             "pacing_recipient_burst": spec.pacing.recipient.burst,
             "pacing_jitter": spec.pacing.jitter,
+            "retention_max_age_days": spec.retention.maxAgeDays,
+            "retention_max_messages_per_chat": spec.retention.maxMessagesPerChat,
             "config_dir": CONFIG_PATH,
             "work_dir": DATA_PATH,
             "backend": spec.backend,

@@ -86,6 +86,14 @@ def _cases(draw: st.DrawFn) -> dict[str, Any]:
             "recipient": {"perMinute": draw(st.integers(1, 600)), "burst": draw(st.integers(1, 9))},
             "jitter": draw(st.floats(0, 1)),
         },
+        "retention": {
+            key: value
+            for key, value in (
+                ("maxAgeDays", draw(st.none() | st.integers(1, 36_500))),
+                ("maxMessagesPerChat", draw(st.none() | st.integers(1, 10_000_000))),
+            )
+            if value is not None
+        },
     }
 
 
@@ -98,6 +106,7 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         capacity={k: case[k] for k in ("maxActive", "maxInit", "warmupLimit")},
         backend=case["backend"],
         pacing=case["pacing"],
+        retention=case["retention"],
     )
     config = OperatorConfig(
         master_internal_url=case["url"],
@@ -115,7 +124,16 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
     # ignored and the worker's default used), and it sets exactly the reserved ones.
     worker_vars = {n: v for n, v in rendered.items() if n != "PYTHONDONTWRITEBYTECODE"}
     assert set(worker_vars) <= set(WorkerConfig.env_names())
-    assert tuple(worker_vars) == RESERVED_ENV
+    # An unset retention is no variable (the worker keeps everything).
+    unset = {
+        WorkerConfig.env_name(field)
+        for field, key in (
+            ("retention_max_age_days", "maxAgeDays"),
+            ("retention_max_messages_per_chat", "maxMessagesPerChat"),
+        )
+        if key not in case["retention"]
+    }
+    assert tuple(worker_vars) == tuple(n for n in RESERVED_ENV if n not in unset)
     with mock.patch.dict(os.environ, clear=False):
         for var in WorkerConfig.env_names():
             os.environ.pop(var, None)
@@ -143,6 +161,8 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         "pacing_recipient_per_minute": shard.pacing.recipient.perMinute,
         "pacing_recipient_burst": shard.pacing.recipient.burst,
         "pacing_jitter": shard.pacing.jitter,
+        "retention_max_age_days": shard.retention.maxAgeDays,
+        "retention_max_messages_per_chat": shard.retention.maxMessagesPerChat,
     }
     defaults = WorkerConfig.model_construct()
     for field in WorkerConfig.model_fields:
@@ -152,6 +172,7 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         worker.port
     )
     assert worker.shard_pacing() == shard.pacing
+    assert worker.shard_retention() == shard.retention
 
 
 def test_suspend_and_conflict_scale_to_zero() -> None:

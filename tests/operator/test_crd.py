@@ -110,6 +110,22 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
         {**GOOD, "pacing": {"session": {"perMinute": 20}}},
         "spec.pacing.session.burst: Required value",
     ),
+    ("zero-retention-age", {**GOOD, "retention": {"maxAgeDays": 0}}, "spec.retention.maxAgeDays"),
+    (
+        "absurd-retention-count",
+        {**GOOD, "retention": {"maxMessagesPerChat": 10**9}},
+        "spec.retention.maxMessagesPerChat",
+    ),
+    (
+        "string-retention",
+        {**GOOD, "retention": {"maxAgeDays": "30d"}},
+        "spec.retention.maxAgeDays",
+    ),
+    (
+        "retention-set-in-env",
+        {**GOOD, "env": [{"name": "RETENTION_MAX_AGE_DAYS", "value": "1"}]},
+        "may not set a variable the operator owns",
+    ),
     (
         "pace-set-in-env",
         {**GOOD, "env": [{"name": "PACING_SESSION_BURST", "value": "500"}]},

@@ -12,7 +12,15 @@ from typing import Any, get_args
 
 import pytest
 from wasp_worker.backends import cell_protocol as protocol
-from wasp_worker.backends.base import ReceiptEvent, StatusEvent
+from wasp_worker.backends.base import (
+    ChatSettingsChange,
+    HistoryImport,
+    MessageEdit,
+    MessageRevoke,
+    ReceiptEvent,
+    RemoteChatSettings,
+    StatusEvent,
+)
 from wasp_worker.backends.neonize import NeonizeBackend, _Session
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 
@@ -48,7 +56,24 @@ COMMANDS: list[protocol.Command] = [
     protocol.Pair(2, "A1", "5511999999999"),
     protocol.MarkRead(3, "A1", "120363012345678901@g.us", "5511999999999@s.whatsapp.net", ("X",)),
     protocol.LookupLid(4, "A1", "190000000000123@lid"),
+    protocol.SetChatSettings(5, "A1", "5511999999999@s.whatsapp.net", True, None, True, None, 1.0),
+    protocol.ReadChatSettings("A1", ("5511999999999@s.whatsapp.net",)),
 ]
+CHAT = "5511999999999@s.whatsapp.net"
+HISTORY_CHAT: protocol.HistoryChat = {
+    "chat_id": CHAT,
+    "name": None,
+    "pinned": True,
+    "archived": False,
+    "muted_until": None,
+    "unread": 1,
+}
+HISTORY_CONTACT: protocol.HistoryContact = {
+    "phone_jid": CHAT,
+    "lid": None,
+    "name": None,
+    "push_name": "Ana",
+}
 
 # One of each event kind, and what handling it must show (a status, a receipt, an answer).
 SAMPLES: dict[type, protocol.Event] = {
@@ -66,11 +91,21 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.Undecryptable: protocol.Undecryptable("A1", False),
     protocol.Message: protocol.Message("A1", FIELDS),
     protocol.Receipt: protocol.Receipt("A1", "5511999999999@s.whatsapp.net", ("X",), "read", 1),
+    protocol.MessageEdited: protocol.MessageEdited("A1", CHAT, "3EB0X", "new", 2),
+    protocol.MessageRevoked: protocol.MessageRevoked("A1", CHAT, "3EB0X", 3),
+    protocol.HistorySynced: protocol.HistorySynced(
+        "A1", ({**FIELDS, "read": False},), (HISTORY_CHAT,), (HISTORY_CONTACT,)
+    ),
+    protocol.OfflineSyncCompleted: protocol.OfflineSyncCompleted("A1"),
+    protocol.ChatSettingsSeen: protocol.ChatSettingsSeen(
+        "A1", (protocol.ChatSetting(CHAT, False, True, 9.0),)
+    ),
     protocol.Ended: protocol.Ended("A1", "stopped"),
     protocol.SendResult: protocol.SendResult(7, "sent", "3EB0X"),
     protocol.PairResult: protocol.PairResult(7, True, "ABCD-EFGH"),
     protocol.MarkReadResult: protocol.MarkReadResult(7, True, ""),
     protocol.LookupResult: protocol.LookupResult(7, True, "5511999999999@s.whatsapp.net"),
+    protocol.ChatSettingsResult: protocol.ChatSettingsResult(7, False, "app_state_error"),
     protocol.CellDied: protocol.CellDied(5, None),  # a cell the backend does not have
 }
 REPLIES = (
@@ -78,7 +113,21 @@ REPLIES = (
     protocol.PairResult,
     protocol.MarkReadResult,
     protocol.LookupResult,
+    protocol.ChatSettingsResult,
 )
+# What the backend hands on_remote for each kind that changes the store.
+REMOTE = {
+    protocol.MessageEdited: [MessageEdit(A1, CHAT, "3EB0X", "new", 2)],
+    protocol.MessageRevoked: [MessageRevoke(A1, CHAT, "3EB0X", 3)],
+    protocol.HistorySynced: [
+        HistoryImport(
+            A1, ({**FIELDS, "read": False},), (dict(HISTORY_CHAT),), (dict(HISTORY_CONTACT),)
+        )
+    ],
+    protocol.ChatSettingsSeen: [
+        RemoteChatSettings(A1, CHAT, ChatSettingsChange(False, True, True, 9.0))
+    ],
+}
 
 
 def test_every_event_kind_has_a_sample() -> None:
@@ -97,6 +146,10 @@ def test_every_kind_is_frozen_and_crosses_a_pipe(message: Any) -> None:
         assert {f.name for f in fields(message)} == set(vars(message))
 
 
+async def known_chats(slot: Slot) -> list[str]:
+    return [CHAT]
+
+
 @pytest.mark.parametrize("kind", list(SAMPLES), ids=lambda kind: kind.__name__)
 async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) -> None:
     seen = Seen()
@@ -105,6 +158,8 @@ async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) 
         sleep=seen.sleep,
         on_inbound=seen.on_inbound,
         on_receipt=seen.on_receipt,
+        on_remote=seen.on_remote,
+        known_chats=known_chats,
     )
     session = _Session(seen.on_status, BadMacBreaker(BreakerSettings(threshold=0)))
     session.connected = True
@@ -114,6 +169,7 @@ async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) 
     backend._pending[7] = (0, reply)
     event = SAMPLES[kind]
     await backend.handle(event)  # an unhandled kind fails the match's assert_never
+    await asyncio.gather(*backend._reads)
     if kind in REPLIES:
         assert reply.result() == event
     elif kind is protocol.Message:
@@ -124,6 +180,13 @@ async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) 
         ]
     elif kind is protocol.CellDied:
         assert not reply.done()  # another cell's death fails none of this cell's requests
+    elif kind in REMOTE:
+        assert seen.remote == REMOTE[kind]
+    elif kind is protocol.OfflineSyncCompleted:
+        # whatsmeow's record of the known chats' settings is read again.
+        assert backend.cells[0].conn.commands == [  # type: ignore[attr-defined]
+            protocol.ReadChatSettings("A1", (CHAT,))
+        ]
     else:
         assert seen.events, f"{kind.__name__} reported no status"
         assert all(isinstance(e, StatusEvent) and e.slot == A1 for e in seen.events)

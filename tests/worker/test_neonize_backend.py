@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
-from wasp_worker.backends.base import SendFailed, StatusEvent
+from wasp_worker.backends.base import ChatSettingsChange, SendFailed, StatusEvent
 from wasp_worker.backends.cell_protocol import (
     Connected,
     Disconnected,
     Ended,
     LoggedOut,
     Message,
+    ReadChatSettings,
     StreamError,
     Undecryptable,
 )
@@ -311,3 +314,47 @@ async def test_mark_read_goes_through_a_real_cell_which_says_it_is_not_connected
             await backend.mark_read(A1, "5511999999999@s.whatsapp.net", None, ["3EB0A"])
     finally:
         await backend.close()
+
+
+async def test_chat_settings_go_through_a_real_cell_which_says_it_is_not_connected(
+    tmp_path: Path,
+) -> None:
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    try:
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 1)  # offline: the connect ended
+        backend.sessions[A1].connected = True  # as if still up: the cell must answer itself
+        change = ChatSettingsChange(pinned=True, mute=True, muted_until=2e9)
+        with pytest.raises(RuntimeError, match="not_connected"):
+            await backend.send_chat_settings(A1, "5511999999999@s.whatsapp.net", change, None)
+        # A read of whatsmeow's settings for a session that is not logged in is skipped, and
+        # the cell lives on (a store lookup would abort it).
+        backend._tell_cell(A1, ReadChatSettings("A1", ("5511999999999@s.whatsapp.net",)))
+        with pytest.raises(RuntimeError, match="not_connected"):
+            await backend.send_chat_settings(A1, "5511999999999@s.whatsapp.net", change, None)
+        assert backend.cells[0].process.is_alive()
+    finally:
+        await backend.close()
+
+
+def test_neonize_takes_the_built_patches_down_to_whatsmeow() -> None:
+    """The installed neonize decodes each patch (a missing Timestamp or Version would abort
+    its Go side) and hands it to whatsmeow, which, offline, has no client to send with."""
+    code = (
+        "from neonize.client import NewClient\n"
+        "from wasp_worker.backends.cell_protocol import SetChatSettings\n"
+        "from wasp_worker.backends.neonize_patches import patches\n"
+        f"client = NewClient({str(Path('/nonexistent/none.sqlite3'))!r}, uuid='A1')\n"
+        "command = SetChatSettings(1, 'A1', '5511999999999@s.whatsapp.net', True, True, True,"
+        " 2e9, None)\n"
+        "for patch in patches(command, 1_795_000_000.0):\n"
+        "    try:\n"
+        "        client.send_app_state(patch)\n"
+        "    except Exception as error:\n"
+        "        print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == ["SendAppStateError client is nil"] * 3

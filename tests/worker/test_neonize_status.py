@@ -22,7 +22,7 @@ from neonize.proto.Neonize_pb2 import StreamError as StreamErrorEv
 from neonize.proto.Neonize_pb2 import StreamReplaced as StreamReplacedEv
 from neonize.proto.Neonize_pb2 import TemporaryBan as TemporaryBanEv
 from neonize.proto.Neonize_pb2 import UndecryptableMessage as UndecryptableMessageEv
-from wasp_worker.backends.base import ReceiptEvent, StatusEvent
+from wasp_worker.backends.base import ReceiptEvent, RemoteChange, StatusEvent
 from wasp_worker.backends.cell_protocol import (
     CellDied,
     Command,
@@ -49,6 +49,7 @@ class Seen:
         self.events: list[StatusEvent] = []
         self.inbound: list[dict[str, Any]] = []
         self.receipts: list[ReceiptEvent] = []
+        self.remote: list[RemoteChange] = []
         self.delays: list[float] = []
 
     async def on_status(self, event: StatusEvent) -> None:
@@ -59,6 +60,9 @@ class Seen:
 
     async def on_receipt(self, event: ReceiptEvent) -> None:
         self.receipts.append(event)
+
+    async def on_remote(self, change: RemoteChange) -> None:
+        self.remote.append(change)
 
     async def sleep(self, delay: float) -> None:
         self.delays.append(delay)  # the clock is ours: no real waiting

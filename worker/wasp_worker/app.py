@@ -42,6 +42,8 @@ from wasp_worker.message_pages import MessagePages
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.remote_changes import RemoteChanges
+from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
 from wasp_worker.state import (
     BACKGROUND,
@@ -113,10 +115,17 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[QUEUE] = queue = store.queue
     app[HISTORY] = history = store.history
     app[CONVERSATIONS] = store.conversations
-    app[CONTACTS] = Contacts(store.db)
+    app[CONTACTS] = contacts = Contacts(store.db)
     app[PAGES] = MessagePages(store.db)
     app[DATABASE] = store.db
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
+    pruner = Pruner(
+        store.db,
+        config.work_dir,
+        config.shard_retention(),
+        event_log,
+        batch=config.retention_batch,
+    )
     app[WEBHOOKS] = webhooks = Webhooks(
         store.outbox,
         config.config_dir,
@@ -167,6 +176,11 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     backend.on_inbound = inbound
     backend.on_receipt = receipt
+    # Edits, deletes, history syncs and the phone's chat settings, into the store.
+    remote = RemoteChanges(store.db, history, store.conversations, contacts, sessions, event_log)
+    backend.on_remote = remote.apply
+    if isinstance(backend, NeonizeBackend):
+        backend.known_chats = remote.known_chats
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
@@ -177,6 +191,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             asyncio.create_task(guard_lease(app)),
             asyncio.create_task(runner.run()),
             asyncio.create_task(webhooks.run()),
+            asyncio.create_task(
+                pruner.run(config.retention_interval_s, lambda: sessions.holds_lease)
+            ),
         ]
         yield
         for task in tasks:

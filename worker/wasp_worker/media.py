@@ -50,3 +50,32 @@ def save(work_dir: Path, slot: Slot, message_id: str, mime: str | None, data: by
     partial.write_bytes(data)
     os.replace(partial, folder / name)
     return name
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}$")
+
+
+def stored_name(slot: Slot, media_url: str | None) -> str | None:
+    """The file name a stored message's `media_url` names on this volume, None when it
+    names none here (no media, a URL elsewhere, or a name `save` never makes)."""
+    prefix = f"/api/accounts/{slot}/media/"
+    if not media_url or not media_url.startswith(prefix):
+        return None
+    name = media_url[len(prefix) :]
+    return name if _NAME.match(name) else None
+
+
+def remove(work_dir: Path, slot: Slot, names: list[str]) -> int:
+    """Delete these media files of the slot (names as `stored_name` gives them); how many
+    were there."""
+    folder = media_dir(work_dir, slot)
+    removed = 0
+    for name in names:
+        if not _NAME.match(name):
+            continue
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed

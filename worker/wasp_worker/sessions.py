@@ -11,17 +11,30 @@ from their stored auth: after a restart, a crash or a regained lease.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from wasp.slots import Slot, SlotError
-from wasp_worker.backends.base import Backend, Status, StatusEvent
+from wasp_worker.backends.base import (
+    Backend,
+    ChatSettingsChange,
+    Status,
+    StatusEvent,
+    SyncsChats,
+)
 from wasp_worker.config import WorkerConfig
 from wasp_worker.errors import BadRequest, CapacityFull, NoSession, NotOwner, SlotNotInWorker
 from wasp_worker.events import EventLog
 from wasp_worker.live_feed import LiveFeed
 from wasp_worker.ownership import Lease
 from wasp_worker.wanted import WantedSessions
+
+WhatsAppOutcome = Literal["sent", "not_connected", "failed", "unsupported"]
+"""What became of chat settings set here, for WhatsApp: `sent` (the account's phone and
+other devices have them), `not_connected` (the session is not connected: WhatsApp does not
+know; the phone's own settings are read back at the next connect), `failed` (WhatsApp or
+the library refused, logged with the reason), `unsupported` (the backend cannot)."""
 
 
 @dataclass
@@ -192,6 +205,36 @@ class SessionManager:
             self.log.emit("session_resume_failed", slot=str(slot), error=type(error).__name__)
             return False
         return True
+
+    async def send_chat_settings(
+        self,
+        slot: Slot,
+        chat_id: str,
+        settings: Mapping[str, Any],
+        last_message_at: float | None = None,
+    ) -> WhatsAppOutcome | None:
+        """Tell WhatsApp the pin, archive and mute that `settings` (a conversation PATCH's
+        body) sets on a chat, after the store has them; None when it sets none of them
+        (tags only). `last_message_at`: the chat's last message's time (an archive names it)."""
+        change = ChatSettingsChange.of(settings)
+        if not change:
+            return None
+        backend = self.backend
+        if not isinstance(backend, SyncsChats):
+            return "unsupported"
+        state = self.states.get(slot)
+        if state is None or state.status != "CONNECTED":
+            return "not_connected"
+        try:
+            await backend.send_chat_settings(slot, chat_id, change, last_message_at)
+        except Exception as error:
+            reason = str(error) if isinstance(error, RuntimeError) else type(error).__name__
+            if reason == "not_connected":
+                return "not_connected"
+            self.log.emit("wa_chat_settings_failed", slot=str(slot), chat_id=chat_id, reason=reason)
+            return "failed"
+        self.log.emit("wa_chat_settings_sent", slot=str(slot), chat_id=chat_id)
+        return "sent"
 
     async def logout(self, slot: Slot) -> None:
         if slot not in self.states:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from wasp.slots import Slot
 
@@ -41,6 +41,77 @@ class ReceiptEvent:
     timestamp: int
 
 
+@dataclass(frozen=True)
+class MessageEdit:
+    """The sender changed the text of a message of this slot's chat."""
+
+    slot: Slot
+    chat_id: str
+    wa_message_id: str
+    body: str
+    edited_at: float
+
+
+@dataclass(frozen=True)
+class MessageRevoke:
+    """A message of this slot's chat was deleted for everyone."""
+
+    slot: Slot
+    chat_id: str
+    wa_message_id: str
+    deleted_at: float
+
+
+@dataclass(frozen=True)
+class HistoryImport:
+    """History WhatsApp sent this slot's newly linked device: messages shaped like the
+    inbound event's fields plus `read`, chats (`chat_id`, `name`, `pinned`, `archived`,
+    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`)."""
+
+    slot: Slot
+    messages: tuple[dict[str, Any], ...]
+    chats: tuple[dict[str, Any], ...]
+    contacts: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class ChatSettingsChange:
+    """Pin, archive and mute of one chat: None leaves pinned/archived as they are;
+    `muted_until` counts only when `mute` is set (then None unmutes)."""
+
+    pinned: bool | None = None
+    archived: bool | None = None
+    mute: bool = False
+    muted_until: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.pinned is not None or self.archived is not None or self.mute
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> ChatSettingsChange:
+        """The WhatsApp part of a conversation's settings as the PATCH body gives them
+        (`tags` stay on the shard: WhatsApp has none)."""
+        return cls(
+            pinned=settings.get("pinned"),
+            archived=settings.get("archived"),
+            mute="muted_until" in settings,
+            muted_until=settings.get("muted_until"),
+        )
+
+
+@dataclass(frozen=True)
+class RemoteChatSettings:
+    """The account's phone (or another linked device) changed a chat's settings."""
+
+    slot: Slot
+    chat_id: str
+    change: ChatSettingsChange
+
+
+RemoteChange = MessageEdit | MessageRevoke | HistoryImport | RemoteChatSettings
+"""What WhatsApp says changed in a slot's history, besides new messages and receipts."""
+
+
 class Outgoing(Protocol):
     """What a backend reads of a queued message (the queue's row has these and more):
     the interface names its own needs instead of depending on the queue's storage."""
@@ -63,6 +134,9 @@ OnStatus = Callable[[StatusEvent], Awaitable[None]]
 OnInbound = Callable[[dict[str, Any]], Awaitable[None]]
 """Receives the inbound event's fields (slot, from, to, body, chat_id, ...) of one message."""
 OnReceipt = Callable[[ReceiptEvent], Awaitable[None]]
+OnRemote = Callable[[RemoteChange], Awaitable[None]]
+KnownChats = Callable[[Slot], Awaitable[list[str]]]
+"""The chats the shard's store knows for a slot (whose settings a backend may look up)."""
 
 
 class Backend(Protocol):
@@ -99,6 +173,20 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Stop every session (worker shutdown)."""
+
+
+@runtime_checkable
+class SyncsChats(Protocol):
+    """A backend that also reports edits, deletes, history and the phone's chat settings
+    (`on_remote`) and sends the chat settings set here (a backend without it: `unsupported`)."""
+
+    on_remote: OnRemote | None
+
+    async def send_chat_settings(
+        self, slot: Slot, chat_id: str, change: ChatSettingsChange, last_message_at: float | None
+    ) -> None:
+        """Tell WhatsApp (the account's phone and other devices) a chat's new settings.
+        Raises RuntimeError with the reason when they did not go out."""
 
 
 class SendFailed(Exception):

@@ -3,7 +3,7 @@
 Frozen, picklable dataclasses with no neonize import, so the worker (which never
 loads neonize) and the cell share one definition. `Command` goes from the worker
 to a cell; `Event` comes back. Requests that want an answer (Send, Pair,
-MarkRead, LookupLid) carry a `request_id` that their `Reply` repeats. JIDs are
+MarkRead, LookupLid, SetChatSettings) carry a `request_id` that their `Reply` repeats. JIDs are
 "user@server" strings; times are Unix seconds.
 
 WhatsApp's own codes travel as whatsmeow numbers them (`code`, e.g. 401 for a
@@ -76,7 +76,31 @@ class LookupLid:
     lid: str
 
 
-Command = Start | Stop | Send | Pair | MarkRead | LookupLid
+@dataclass(frozen=True)
+class SetChatSettings:
+    """Tell WhatsApp (an app-state patch) what the user set on a chat here; `None` leaves a
+    setting as it is, except `muted_until` when `mute` is set (then None unmutes)."""
+
+    request_id: int
+    slot: str
+    chat_id: str
+    pinned: bool | None
+    archived: bool | None
+    mute: bool
+    muted_until: float | None
+    last_message_at: float | None  # an archive names the chat's last message's time
+
+
+@dataclass(frozen=True)
+class ReadChatSettings:
+    """Read whatsmeow's own record of these chats' settings (what the phone set, as the
+    app-state sync brought it); `ChatSettingsSeen` answers."""
+
+    slot: str
+    chat_ids: tuple[str, ...]
+
+
+Command = Start | Stop | Send | Pair | MarkRead | LookupLid | SetChatSettings | ReadChatSettings
 
 # -- cell -> worker -----------------------------------------------------------
 
@@ -215,6 +239,79 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class MessageEdited:
+    """The sender changed a message's text (every device shows the new text)."""
+
+    slot: str
+    chat_id: str
+    wa_message_id: str
+    body: str
+    edited_at: int
+
+
+@dataclass(frozen=True)
+class MessageRevoked:
+    """The sender (or a group admin) deleted a message for everyone."""
+
+    slot: str
+    chat_id: str
+    wa_message_id: str
+    deleted_at: int
+
+
+class HistoryChat(TypedDict):
+    """A chat as a history sync describes it (`muted_until`: Unix time, None: not muted)."""
+
+    chat_id: str
+    name: str | None
+    pinned: bool
+    archived: bool
+    muted_until: float | None
+    unread: int
+
+
+class HistoryContact(TypedDict):
+    phone_jid: str | None
+    lid: str | None
+    name: str | None
+    push_name: str | None
+
+
+@dataclass(frozen=True)
+class HistorySynced:
+    """Messages and chats WhatsApp's phone sends a newly linked device (and later in
+    chunks): each message shaped like `InboundFields` plus `read`."""
+
+    slot: str
+    messages: tuple[dict[str, Any], ...]
+    chats: tuple[HistoryChat, ...]
+    contacts: tuple[HistoryContact, ...]
+
+
+@dataclass(frozen=True)
+class OfflineSyncCompleted:
+    """whatsmeow delivered what waited on the server while the device was offline."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class ChatSetting:
+    chat_id: str
+    pinned: bool
+    archived: bool
+    muted_until: float | None
+
+
+@dataclass(frozen=True)
+class ChatSettingsSeen:
+    """whatsmeow's record of chats' settings, for the chats it has one of."""
+
+    slot: str
+    settings: tuple[ChatSetting, ...]
+
+
+@dataclass(frozen=True)
 class Ended:
     """The session's `connect()` returned: stopped, or the connect failed."""
 
@@ -251,6 +348,13 @@ class LookupResult:
 
 
 @dataclass(frozen=True)
+class ChatSettingsResult:
+    request_id: int
+    ok: bool
+    detail: str  # why not, when not ok
+
+
+@dataclass(frozen=True)
 class CellDied:
     """Made by the worker's reader of a cell's pipe when the pipe breaks; never sent."""
 
@@ -273,7 +377,12 @@ SessionEvent = (
     | Undecryptable
     | Message
     | Receipt
+    | MessageEdited
+    | MessageRevoked
+    | HistorySynced
+    | OfflineSyncCompleted
+    | ChatSettingsSeen
     | Ended
 )
-Reply = SendResult | PairResult | MarkReadResult | LookupResult
+Reply = SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult
 Event = SessionEvent | Reply | CellDied

@@ -25,6 +25,12 @@ are whatsmeow's own events:
   and forces a reconnect itself after three minutes without answers.
 
 Receipts of sent messages go to `on_receipt`; `mark_read` sends read receipts.
+Edits, deletes for everyone and history syncs go to `on_remote`, and so do the
+chat settings (pin, archive, mute) the phone set: neonize emits no app-state
+events, so once a session is connected, and again when whatsmeow has delivered
+what waited offline, the cell reads whatsmeow's own record of them for the
+chats the store knows (`known_chats`). `send_chat_settings` sends the settings
+set here as app-state patches.
 """
 
 from __future__ import annotations
@@ -46,17 +52,26 @@ import aiohttp
 
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    ChatSettingsChange,
+    HistoryImport,
+    KnownChats,
+    MessageEdit,
+    MessageRevoke,
     OnInbound,
     OnReceipt,
+    OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
     ReceiptEvent,
+    RemoteChatSettings,
     SendFailed,
     StatusEvent,
 )
 from wasp_worker.backends.cell_protocol import (
     CellDied,
+    ChatSettingsResult,
+    ChatSettingsSeen,
     ClientOutdated,
     Command,
     Connected,
@@ -64,6 +79,7 @@ from wasp_worker.backends.cell_protocol import (
     Disconnected,
     Ended,
     Event,
+    HistorySynced,
     KeepAliveRestored,
     KeepAliveTimeout,
     LoggedOut,
@@ -72,14 +88,19 @@ from wasp_worker.backends.cell_protocol import (
     MarkRead,
     MarkReadResult,
     Message,
+    MessageEdited,
+    MessageRevoked,
+    OfflineSyncCompleted,
     Pair,
     PairResult,
     Qr,
+    ReadChatSettings,
     Receipt,
     Reply,
     Send,
     SendResult,
     SessionEvent,
+    SetChatSettings,
     Start,
     Stop,
     StreamError,
@@ -100,7 +121,8 @@ LOGOUT_CODES = {401, 403, 406}  # the connect failures whatsmeow treats as a log
 RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 
 Sleep = Callable[[float], Awaitable[None]]
-R = TypeVar("R", SendResult, PairResult, MarkReadResult, LookupResult)
+MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
+R = TypeVar("R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult)
 
 
 class CellGone(RuntimeError):
@@ -146,6 +168,8 @@ class NeonizeBackend:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
+    on_remote: OnRemote | None = None
+    known_chats: KnownChats | None = None
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -155,6 +179,7 @@ class NeonizeBackend:
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
     breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
+    _reads: set[asyncio.Task[None]] = field(default_factory=set)
 
     def auth_dir(self, slot: Slot) -> Path:
         return self.work_dir / "auth" / str(slot)
@@ -329,6 +354,50 @@ class NeonizeBackend:
         if not result.ok:
             raise RuntimeError(result.detail)
 
+    async def send_chat_settings(
+        self, slot: Slot, chat_id: str, change: ChatSettingsChange, last_message_at: float | None
+    ) -> None:
+        """App-state patches through the slot's cell; RuntimeError says why none went out."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        try:
+            result = await self._ask(
+                index,
+                lambda request_id: SetChatSettings(
+                    request_id,
+                    str(slot),
+                    chat_id,
+                    change.pinned,
+                    change.archived,
+                    change.mute,
+                    change.muted_until,
+                    last_message_at,
+                ),
+                ChatSettingsResult,
+            )
+        except (TimeoutError, CellGone):
+            raise RuntimeError("app_state_unanswered") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
+
+    def _read_chat_settings(self, slot: Slot) -> None:
+        """Have the cell read whatsmeow's record of the known chats' settings (what the
+        phone set); `ChatSettingsSeen` brings them back."""
+        known = self.known_chats
+        if known is None:
+            return
+
+        async def read() -> None:
+            chats = (await known(slot))[:MAX_KNOWN_CHATS]
+            if chats:
+                self._tell_cell(slot, ReadChatSettings(str(slot), tuple(chats)))
+
+        task = asyncio.create_task(read())
+        self._reads.add(task)  # held until done: a bare task may be collected mid-way
+        task.add_done_callback(self._reads.discard)
+
     async def _ask(self, index: int, command: Callable[[int], Command], answer: type[R]) -> R:
         """One request to a cell and its answer; CellGone if the cell dies meanwhile."""
         self._requests += 1
@@ -361,6 +430,8 @@ class NeonizeBackend:
     async def close(self) -> None:
         for slot in list(self.sessions):
             await self.stop(slot)
+        for task in list(self._reads):
+            task.cancel()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for cell in self.cells.values():
@@ -383,7 +454,9 @@ class NeonizeBackend:
                 if index == event.cell and not reply.done():
                     reply.set_exception(CellGone("cell_died"))
             await self._restart_cell(event.cell, event.process)
-        elif isinstance(event, SendResult | PairResult | MarkReadResult | LookupResult):
+        elif isinstance(
+            event, SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult
+        ):
             pending = self._pending.get(event.request_id)
             if pending is not None and not pending[1].done():
                 pending[1].set_result(event)
@@ -401,6 +474,9 @@ class NeonizeBackend:
             case Connected():
                 session.failures, session.connected, session.held = 0, True, None
                 await status(StatusEvent(slot, "CONNECTED"))
+                self._read_chat_settings(slot)
+            case OfflineSyncCompleted():
+                self._read_chat_settings(slot)  # app-state changes made while offline are in
             case Disconnected():
                 # whatsmeow reconnects by itself and says Connected again; if its connect loop
                 # gives up instead, Ended follows and the backoff takes over.
@@ -474,6 +550,29 @@ class NeonizeBackend:
             case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
                 if self.on_receipt is not None:
                     await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
+            case MessageEdited(chat_id=chat, wa_message_id=message_id, body=body, edited_at=at):
+                if self.on_remote is not None:
+                    await self.on_remote(MessageEdit(slot, chat, message_id, body, at))
+            case MessageRevoked(chat_id=chat, wa_message_id=message_id, deleted_at=at):
+                if self.on_remote is not None:
+                    await self.on_remote(MessageRevoke(slot, chat, message_id, at))
+            case HistorySynced(messages=messages, chats=chats, contacts=contacts):
+                if self.on_remote is not None:
+                    await self.on_remote(
+                        HistoryImport(
+                            slot,
+                            messages,
+                            tuple(dict(chat) for chat in chats),
+                            tuple(dict(contact) for contact in contacts),
+                        )
+                    )
+            case ChatSettingsSeen(settings=settings):
+                if self.on_remote is not None:
+                    for setting in settings:
+                        change = ChatSettingsChange(
+                            setting.pinned, setting.archived, True, setting.muted_until
+                        )
+                        await self.on_remote(RemoteChatSettings(slot, setting.chat_id, change))
             case Ended(reason=reason):
                 session.connected = False
                 if session.held is None:

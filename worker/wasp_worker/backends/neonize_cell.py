@@ -17,12 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from wasp_worker.backends.cell_protocol import (
+    ChatSettingsResult,
+    ChatSettingsSeen,
     Connected,
     Ended,
     Event,
@@ -34,8 +38,10 @@ from wasp_worker.backends.cell_protocol import (
     Pair,
     PairResult,
     Qr,
+    ReadChatSettings,
     Send,
     SendResult,
+    SetChatSettings,
     Start,
     Stop,
 )
@@ -48,13 +54,21 @@ def run_cell(conn: Connection) -> None:
     os.dup2(devnull, 1)
     import neonize.events
     from neonize.client import NewClient
-    from neonize.events import MessageEv
+    from neonize.events import HistorySyncEv, MessageEv
     from neonize.utils import build_jid
     from neonize.utils.enum import ReceiptType
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends.neonize_events import TRANSLATORS, inbound_fields, jid_text
+    from wasp_worker.backends import neonize_patches
+    from wasp_worker.backends.neonize_events import (
+        TRANSLATORS,
+        chat_setting,
+        history_sync,
+        inbound_fields,
+        jid_text,
+        message_change,
+    )
 
     logging.getLogger().setLevel(logging.WARNING)
     send_lock = threading.Lock()
@@ -101,10 +115,22 @@ def run_cell(conn: Connection) -> None:
         for name in TRANSLATORS:
             subscribe(name)
 
+        def own_jid(handle: Any) -> str:
+            return jid_text(getattr(getattr(handle, "me", None), "JID", None))
+
+        @client.event(HistorySyncEv)
+        def on_history(handle: Any, event: Any) -> None:
+            synced = history_sync(slot, own_jid(handle), event, time.time())
+            if synced is not None:
+                tell(synced)
+
         @client.event(MessageEv)
         def on_message(handle: Any, event: Any) -> None:
-            me = getattr(getattr(handle, "me", None), "JID", None)
-            fields = inbound_fields(slot, jid_text(me), event)
+            change = message_change(slot, event)
+            if change is not None:  # an edit or a delete for everyone: no message of its own
+                tell(change)
+                return
+            fields = inbound_fields(slot, own_jid(handle), event)
             if fields is None:
                 return
             if fields["media_type"] is not None:
@@ -208,6 +234,58 @@ def run_cell(conn: Connection) -> None:
             return
         tell(LookupResult(command.request_id, True, jid_text(phone)))
 
+    def logged_in(slot: str) -> Any:
+        """The slot's client when it can use whatsmeow's store (lookups abort the process
+        unless logged in), else None."""
+        client = clients.get(slot)
+        if client is None or not client.is_connected or not client.is_logged_in:
+            return None
+        return client
+
+    def set_chat_settings(command: SetChatSettings) -> None:
+        client = logged_in(command.slot)
+        if client is None:
+            tell(ChatSettingsResult(command.request_id, False, "not_connected"))
+            return
+        detail = ""
+        try:
+            for patch in neonize_patches.patches(command, time.time()):
+                client.send_app_state(patch)
+        except Exception as error:  # whatsmeow's reason (no app-state keys, refused, ...)
+            detail = f"app_state_error: {type(error).__name__}: {str(error)[:200]}"
+        # whatsmeow's own record follows what was set here, sent or not, so reading it
+        # back at the next connect does not undo the user's setting.
+        chat = jid(command.chat_id)
+        try:
+            if command.pinned is not None:
+                client.chat_settings.put_pinned(chat, command.pinned)
+            if command.archived is not None:
+                client.chat_settings.put_archived(chat, command.archived)
+            if command.mute:
+                client.chat_settings.put_muted_until(
+                    chat, timedelta(seconds=command.muted_until or 0)
+                )
+        except Exception as error:
+            detail = detail or f"chat_settings_store_error: {type(error).__name__}"
+        tell(ChatSettingsResult(command.request_id, not detail, detail))
+
+    def read_chat_settings(command: ReadChatSettings) -> None:
+        client = logged_in(command.slot)
+        if client is None:
+            return  # the next connect reads them
+        now, found = time.time(), []
+        for chat_id in command.chat_ids:
+            try:
+                setting = chat_setting(
+                    chat_id, client.chat_settings.get_chat_settings(jid(chat_id)), now
+                )
+            except Exception:
+                continue  # one chat's unreadable record says nothing about the others
+            if setting is not None:
+                found.append(setting)
+        if found:
+            tell(ChatSettingsSeen(command.slot, tuple(found)))
+
     while True:
         try:
             command = conn.recv()
@@ -222,6 +300,10 @@ def run_cell(conn: Connection) -> None:
                 pool.submit(mark_read, command)
             case LookupLid():
                 pool.submit(lookup_lid, command)
+            case SetChatSettings():
+                pool.submit(set_chat_settings, command)
+            case ReadChatSettings():
+                pool.submit(read_chat_settings, command)
             case Start(slot=slot) if slot not in clients:
                 threading.Thread(
                     target=session,

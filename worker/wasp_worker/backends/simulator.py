@@ -18,6 +18,15 @@ The simulator keeps the server's side in a file every worker on the machine
 shares (`ServerLedger`, SIMULATOR_SERVER_DIR): accepted message ids, the
 mailbox of messages and receipts, and every session opening and closing by
 owner, since WhatsApp notices an account connected from two places at once.
+
+It also keeps what WhatsApp's phones keep: each account's copy of the messages
+it sent and received, and its chats' settings (pin, archive, mute). A sender may
+edit or delete for everyone a message it sent (`edit`, `revoke`: the peer's
+device gets the change through the mailbox, in order with its messages); a
+newly linked device (`scan`) gets the account's history as a history sync;
+settings sent from a worker (`send_chat_settings`) reach the account's "phone"
+(the server's record), and a change made on the phone (`ServerLedger.phone_sets`)
+reaches the worker holding the account.
 """
 
 from __future__ import annotations
@@ -36,13 +45,19 @@ from typing import Any
 
 from wasp.slots import Slot, SlotError
 from wasp_worker.backends.base import (
+    ChatSettingsChange,
+    HistoryImport,
+    MessageEdit,
+    MessageRevoke,
     OnInbound,
     OnReceipt,
+    OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
     ReceiptEvent,
     ReceiptState,
+    RemoteChatSettings,
     SendFailed,
     StatusEvent,
 )
@@ -107,8 +122,33 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
     }
 
 
+def sent_fields(sender: Slot, recipient: Slot, message: Outgoing) -> dict[str, Any]:
+    """The sender's own copy of a message it sent, as its phone keeps it (from_me)."""
+    fields = inbound_fields(sender, sender, message)
+    chat = jid_of(recipient)
+    fields.update(to=chat, chat_id=chat, from_me=True, sender_lid=None)
+    return fields
+
+
+HISTORY_SYNC_LIMIT = 1000  # the newest messages a newly linked device gets
+CHANGE_KINDS = ("message", "edit", "revoke", "chat_settings")
+
+
 def jid_of(slot: Slot) -> str:
     return f"{phone_of(slot)}@s.whatsapp.net"
+
+
+def _remote(kind: str, fields: dict[str, Any]) -> MessageEdit | MessageRevoke | RemoteChatSettings:
+    """A change the server keeps in the mailbox, as the backend reports it."""
+    slot, chat = Slot.parse(fields["slot"]), fields["chat_id"]
+    if kind == "edit":
+        return MessageEdit(slot, chat, fields["wa_message_id"], fields["body"], fields["at"])
+    if kind == "revoke":
+        return MessageRevoke(slot, chat, fields["wa_message_id"], fields["at"])
+    change = ChatSettingsChange(
+        fields["pinned"], fields["archived"], fields["mute"], fields["muted_until"]
+    )
+    return RemoteChatSettings(slot, chat, change)
 
 
 def _receipt(to: Slot, chat_id: str, ids: list[str], state: ReceiptState) -> dict[str, Any]:
@@ -162,6 +202,14 @@ class ServerLedger:
                 "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "kind TEXT NOT NULL DEFAULT 'message', recipient TEXT NOT NULL, "
                 "fields TEXT NOT NULL, taken INTEGER DEFAULT 0);"
+                # Each account's copy of its messages, as its phone keeps them.
+                "CREATE TABLE IF NOT EXISTS copies (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "account TEXT NOT NULL, wa_message_id TEXT NOT NULL, fields TEXT NOT NULL, "
+                "UNIQUE (account, wa_message_id));"
+                "CREATE TABLE IF NOT EXISTS chat_settings (account TEXT NOT NULL, "
+                "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
+                "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
+                "PRIMARY KEY (account, chat_id));"
             )
         return self._db
 
@@ -190,6 +238,8 @@ class ServerLedger:
                 ).rowcount
                 if inserted:
                     self._post(db, recipient, fields, "message")
+                    self._keep(db, recipient, fields)
+                    self._keep(db, sender, sent_fields(sender, recipient, message))
                 else:
                     db.execute(
                         "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?",
@@ -218,12 +268,21 @@ class ServerLedger:
             (kind, str(recipient), json.dumps(fields)),
         )
 
+    @staticmethod
+    def _keep(db: sqlite3.Connection, account: Slot, fields: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO copies (account, wa_message_id, fields) VALUES (?, ?, ?)",
+            (str(account), fields["wa_message_id"], json.dumps({**fields, "read": False})),
+        )
+
     def post(self, recipient: Slot, fields: dict[str, Any], kind: str) -> None:
         with self._lock:
             self._post(self._open(), recipient, fields, kind)
 
-    def waiting(self, recipients: list[Slot], kind: str) -> list[tuple[int, dict[str, Any]]]:
-        """The items of this kind waiting for these accounts, oldest first, by number."""
+    def waiting(
+        self, recipients: list[Slot], kinds: tuple[str, ...]
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """The items of these kinds waiting for these accounts, oldest first, by number."""
         if not recipients:
             return []
         marks = ",".join("?" * len(recipients))
@@ -231,13 +290,154 @@ class ServerLedger:
             rows = (
                 self._open()
                 .execute(
-                    f"SELECT seq, fields FROM mailbox WHERE taken=0 AND kind=? "
+                    f"SELECT seq, kind, fields FROM mailbox WHERE taken=0 "
+                    f"AND kind IN ({','.join('?' * len(kinds))}) "
                     f"AND recipient IN ({marks}) ORDER BY seq LIMIT 500",
-                    [kind, *(str(r) for r in recipients)],
+                    [*kinds, *(str(r) for r in recipients)],
                 )
                 .fetchall()
             )
-        return [(int(seq), json.loads(fields)) for seq, fields in rows]
+        return [(int(seq), kind, json.loads(fields)) for seq, kind, fields in rows]
+
+    def change(self, sender: Slot, message_id: str, kind: str, body: str | None) -> bool:
+        """The sender edits (`body`) or deletes for everyone (`body` None) a message it sent:
+        every copy follows (a deleted one is gone, as WhatsApp keeps only a stub), and the
+        recipient's device is told through the mailbox, in order after the message itself.
+        False when the server has no such message from this sender."""
+        at = int(time.time())
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                found = db.execute(
+                    "SELECT destination FROM accepted WHERE wa_message_id=? AND from_slot=?",
+                    (message_id, str(sender)),
+                ).fetchone()
+                recipient = slot_of(str(found[0]).partition("@")[0]) if found else None
+                if recipient is not None:
+                    self._change_copies(db, message_id, body)
+                    notice = {
+                        "slot": str(recipient),
+                        "chat_id": jid_of(sender),  # the chat, as the recipient sees it
+                        "wa_message_id": message_id,
+                        "body": body,
+                        "at": at,
+                    }
+                    self._post(db, recipient, notice, kind)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return recipient is not None
+
+    @staticmethod
+    def _change_copies(db: sqlite3.Connection, message_id: str, body: str | None) -> None:
+        if body is None:
+            db.execute("DELETE FROM copies WHERE wa_message_id=?", (message_id,))
+            return
+        for seq, fields in db.execute(
+            "SELECT seq, fields FROM copies WHERE wa_message_id=?", (message_id,)
+        ).fetchall():
+            db.execute(
+                "UPDATE copies SET fields=? WHERE seq=?",
+                (json.dumps({**json.loads(fields), "body": body}), seq),
+            )
+
+    def read_copies(self, account: Slot, message_ids: list[str]) -> None:
+        """The account read these messages (its phone's copies say so)."""
+        with self._lock:
+            db = self._open()
+            for message_id in message_ids:
+                found = db.execute(
+                    "SELECT seq, fields FROM copies WHERE account=? AND wa_message_id=?",
+                    (str(account), message_id),
+                ).fetchone()
+                if found is not None:
+                    db.execute(
+                        "UPDATE copies SET fields=? WHERE seq=?",
+                        (json.dumps({**json.loads(found[1]), "read": True}), found[0]),
+                    )
+
+    def set_chat_settings(self, account: Slot, chat_id: str, change: ChatSettingsChange) -> None:
+        """The account's chat settings as its phone keeps them (what a worker sent)."""
+        with self._lock:
+            self._set(self._open(), account, chat_id, change)
+
+    @staticmethod
+    def _set(
+        db: sqlite3.Connection, account: Slot, chat_id: str, change: ChatSettingsChange
+    ) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO chat_settings (account, chat_id) VALUES (?, ?)",
+            (str(account), chat_id),
+        )
+        if change.pinned is not None:
+            db.execute(
+                "UPDATE chat_settings SET pinned=? WHERE account=? AND chat_id=?",
+                (int(change.pinned), str(account), chat_id),
+            )
+        if change.archived is not None:
+            db.execute(
+                "UPDATE chat_settings SET archived=? WHERE account=? AND chat_id=?",
+                (int(change.archived), str(account), chat_id),
+            )
+        if change.mute:
+            db.execute(
+                "UPDATE chat_settings SET muted_until=? WHERE account=? AND chat_id=?",
+                (change.muted_until, str(account), chat_id),
+            )
+
+    def phone_sets(self, account: Slot, chat_id: str, change: ChatSettingsChange) -> None:
+        """The account's phone changes a chat's settings: kept, and the device of the worker
+        holding the account is told through the mailbox."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._set(db, account, chat_id, change)
+                notice = {
+                    "slot": str(account),
+                    "chat_id": chat_id,
+                    "pinned": change.pinned,
+                    "archived": change.archived,
+                    "mute": change.mute,
+                    "muted_until": change.muted_until,
+                }
+                self._post(db, account, notice, "chat_settings")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def chat_settings(self, account: Slot) -> dict[str, dict[str, Any]]:
+        """The account's chats' settings, by chat id, as its phone shows them."""
+        with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    "SELECT chat_id, pinned, archived, muted_until FROM chat_settings "
+                    "WHERE account=?",
+                    (str(account),),
+                )
+                .fetchall()
+            )
+        return {
+            chat: {"pinned": bool(pinned), "archived": bool(archived), "muted_until": muted}
+            for chat, pinned, archived, muted in rows
+        }
+
+    def copies(self, account: Slot, limit: int = HISTORY_SYNC_LIMIT) -> list[dict[str, Any]]:
+        """The account's newest messages as its phone keeps them, oldest first."""
+        with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    "SELECT fields FROM copies WHERE account=? ORDER BY seq DESC LIMIT ?",
+                    (str(account), limit),
+                )
+                .fetchall()
+            )
+        return [json.loads(fields) for (fields,) in reversed(rows)]
 
     def ack(
         self, seq: int, receipt_to: Slot | None = None, receipt: dict[str, Any] | None = None
@@ -283,6 +483,7 @@ class SimulatorBackend:
     qr_interval_s: float = 20.0
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
+    on_remote: OnRemote | None = None
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
@@ -321,16 +522,28 @@ class SimulatorBackend:
             await self._hand_over_now(recipients)
 
     async def _hand_over_now(self, recipients: list[Slot]) -> None:
-        if self.on_inbound is not None:
-            for seq, fields in await asyncio.to_thread(self.server.waiting, recipients, "message"):
+        # Messages and the changes to them in one ordered stream: an edit never overtakes
+        # the message it edits.
+        waiting = await asyncio.to_thread(self.server.waiting, recipients, CHANGE_KINDS)
+        for seq, kind, fields in waiting:
+            if kind == "message":
+                if self.on_inbound is None:
+                    break
                 await self.on_inbound(fields)
                 sender = slot_of(str(fields["from"]))
                 chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
                 ids = [fields["wa_message_id"]]
                 receipt = _receipt(sender, chat, ids, "delivered") if sender else None
                 await asyncio.to_thread(self.server.ack, seq, sender, receipt)
+                continue
+            if self.on_remote is None:
+                break
+            await self.on_remote(_remote(kind, fields))
+            await asyncio.to_thread(self.server.ack, seq)
         if self.on_receipt is not None:
-            for seq, receipt in await asyncio.to_thread(self.server.waiting, recipients, "receipt"):
+            for seq, _, receipt in await asyncio.to_thread(
+                self.server.waiting, recipients, ("receipt",)
+            ):
                 await self.on_receipt(
                     ReceiptEvent(
                         slot=Slot.parse(receipt["slot"]),
@@ -362,6 +575,69 @@ class SimulatorBackend:
             return  # nobody simulated to tell
         receipt = _receipt(peer, jid_of(slot), message_ids, "read")
         await asyncio.to_thread(self.server.post, peer, receipt, "receipt")
+        await asyncio.to_thread(self.server.read_copies, slot, message_ids)
+
+    async def edit(self, slot: Slot, wa_message_id: str, body: str) -> bool:
+        """The account (as its simulated phone would) edits a message it sent; the peer's
+        device gets the new text. False when the server has no such message from it."""
+        return await asyncio.to_thread(self.server.change, slot, wa_message_id, "edit", body)
+
+    async def revoke(self, slot: Slot, wa_message_id: str) -> bool:
+        """The account deletes a message it sent for everyone."""
+        return await asyncio.to_thread(self.server.change, slot, wa_message_id, "revoke", None)
+
+    async def phone_sets(self, slot: Slot, chat_id: str, change: ChatSettingsChange) -> None:
+        """The account's phone changes a chat's settings (a test's and a demo's hook)."""
+        await asyncio.to_thread(self.server.phone_sets, slot, chat_id, change)
+
+    async def phone_settings(self, slot: Slot) -> dict[str, dict[str, Any]]:
+        """The account's chats' settings as its phone shows them."""
+        return await asyncio.to_thread(self.server.chat_settings, slot)
+
+    async def send_chat_settings(
+        self, slot: Slot, chat_id: str, change: ChatSettingsChange, last_message_at: float | None
+    ) -> None:
+        """The server keeps them: the account's phone shows them (never echoed back to
+        this device, as WhatsApp does not)."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        await asyncio.to_thread(self.server.set_chat_settings, slot, chat_id, change)
+
+    async def _send_history(self, slot: Slot) -> None:
+        """What a newly linked device gets: the account's messages its phone keeps, its
+        chats with their settings and unread counts, and its peers as contacts."""
+        if self.on_remote is None:
+            return
+        messages = await asyncio.to_thread(self.server.copies, slot)
+        settings = await asyncio.to_thread(self.server.chat_settings, slot)
+        chats: dict[str, dict[str, Any]] = {}
+        contacts: dict[str, dict[str, Any]] = {}
+        for fields in messages:
+            chat = fields["chat_id"]
+            entry = chats.setdefault(
+                chat,
+                {
+                    "chat_id": chat,
+                    "name": None,
+                    "pinned": False,
+                    "archived": False,
+                    "muted_until": None,
+                    "unread": 0,
+                    **settings.get(chat, {}),
+                },
+            )
+            if not fields["from_me"] and not fields["read"]:
+                entry["unread"] += 1
+            peer = slot_of(chat.partition("@")[0])
+            if peer is not None:
+                contacts[chat] = {"phone_jid": chat, "lid": lid_of(peer), "name": None}
+        if messages or chats:
+            await self.on_remote(
+                HistoryImport(
+                    slot, tuple(messages), tuple(chats.values()), tuple(contacts.values())
+                )
+            )
 
     async def _collect(self) -> None:
         """Take what the server keeps for this worker's connected accounts."""
@@ -418,6 +694,7 @@ class SimulatorBackend:
         auth.parent.mkdir(parents=True, exist_ok=True)
         auth.write_text(json.dumps({"slot": str(slot), "paired": True}))
         await session.on_status(StatusEvent(slot, "CONNECTED"))
+        await self._send_history(slot)  # a new device: WhatsApp's phone sends the history
         return True
 
     async def stop(self, slot: Slot) -> None:
