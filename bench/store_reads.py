@@ -1,0 +1,129 @@
+"""Read latency of the data API on a big shard database: worker, master, and the SQL floor.
+
+A probe is one request of the worker's API (named by its operation in
+`wasp.worker_api`, so its method and path come from the one declaration) and the
+SELECTs that answer it, run on a fresh sqlite3 connection of this process: the
+floor, what the same query costs without HTTP, JSON or the worker's thread. Each
+target is measured closed loop by one client (one keep-alive connection, the
+next request when the answer came), after a warm-up.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import statistics
+import time
+import urllib.parse
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.worker import CREDENTIAL
+from wasp.worker_api import ENDPOINTS
+
+WARMUP = 50
+CALLS = 400
+Statement = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measured request: `operation` with its path parameters, query or body, and
+    the statements of its floor. `goal_ms` is the p99 goal at the worker."""
+
+    name: str
+    operation: str
+    params: dict[str, str]
+    floor: list[Statement]
+    goal_ms: float
+    query: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+
+    def request(self) -> tuple[str, str, bytes | None]:
+        """(method, path and query, body) from the operation's declaration."""
+        [endpoint] = [e for e in ENDPOINTS if e.name == self.operation]
+        path = endpoint.path.format(**{k: urllib.parse.quote(v) for k, v in self.params.items()})
+        if self.query:
+            path += "?" + urllib.parse.urlencode(self.query)
+        body = json.dumps(self.body).encode() if self.body is not None else None
+        return endpoint.method, path, body
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2)}
+
+
+def over_http(port: int, probe: Probe, calls: int = CALLS) -> dict[str, float]:
+    """p50 and p99 in ms of `calls` requests after WARMUP, closed loop, one connection."""
+    method, path, body = probe.request()
+    headers = {**CREDENTIAL, "Content-Type": "application/json"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    samples = []
+    try:
+        for n in range(WARMUP + calls):
+            started = time.perf_counter()
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            took = (time.perf_counter() - started) * 1000
+            if response.status != 200:
+                raise RuntimeError(f"{probe.name}: {response.status} {answer[:300]!r}")
+            if n >= WARMUP:
+                samples.append(took)
+    finally:
+        connection.close()
+    return {**percentiles(samples), "bytes": len(answer)}
+
+
+def floor(database: Path, probe: Probe, calls: int = CALLS) -> dict[str, float]:
+    """The probe's statements on a fresh connection (read only), every row fetched."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        samples = []
+        for n in range(WARMUP + calls):
+            started = time.perf_counter()
+            for sql, args in probe.floor:
+                db.execute(sql, args).fetchall()
+            took = (time.perf_counter() - started) * 1000
+            if n >= WARMUP:
+                samples.append(took)
+    return percentiles(samples)
+
+
+def plans(database: Path, probe: Probe) -> list[str]:
+    """EXPLAIN QUERY PLAN of each floor statement: the why of a missed goal."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return [
+            " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+            for sql, args in probe.floor
+        ]
+
+
+def measure(
+    database: Path, probes: list[Probe], targets: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Each probe at each target (name -> port) and at its floor."""
+    results: dict[str, dict[str, Any]] = {}
+    for probe in probes:
+        got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
+        got["floor"] = floor(database, probe)
+        for target, port in targets.items():
+            got[target] = over_http(port, probe)
+            got[f"{target}_to_floor"] = round(got[target]["p99_ms"] / got["floor"]["p99_ms"], 2)
+        results[probe.name] = got
+    return results
+
+
+def timed(fn: Callable[[], Any], calls: int) -> dict[str, float]:
+    """p50 and p99 of `fn()` over `calls` calls after a short warm-up."""
+    samples = []
+    for n in range(10 + calls):
+        started = time.perf_counter()
+        fn()
+        if n >= 10:
+            samples.append((time.perf_counter() - started) * 1000)
+    return percentiles(samples)
