@@ -190,9 +190,7 @@ def run() -> dict[str, Any]:
         root = Path(tmp)
         try:
             [worker], master = start_stack(root, [(built.path, "A1", "A50")], programs)
-            reads = measure(
-                root / "w1" / FILE, probes(found), {"worker": worker, "master": master}
-            )
+            reads = measure(root / "w1" / FILE, probes(found), {"worker": worker, "master": master})
         finally:
             for program in reversed(programs):
                 program.stop()

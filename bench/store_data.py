@@ -40,7 +40,7 @@ SPAN_S = 365 * 86_400.0
 CACHE = Path(os.environ.get("WASP_CACHE", Path.home() / ".cache" / "wasp")) / "bench"
 
 # Common words first (Zipf makes them frequent), with diacritics for search.
-WORDS = (
+WORDS_TEXT = (
     "de a o que e do da em um para é com não uma os no se na por mais as dos como mas "
     "foi ao ele das tem à seu sua ou ser quando muito há nos já está eu também só pelo "
     "pela até isso ela entre era depois sem mesmo aos ter seus quem nas me esse eles "
@@ -61,16 +61,19 @@ WORDS = (
     "senha aplicativo site página formulário ótimo ótima excelente perfeito beleza "
     "tranquilo combinado certo claro verdade mentira música futebol jogo vitória "
     "São Paulo Brasília Belém Goiânia Maceió Florianópolis Niterói Ribeirão Preto"
-).split()
-SYLLABLES = (
+)
+SYLLABLES_TEXT = (
     "ba be bi bo bu ca ce ci co cu da de di do du fa fe fi fo ga gi go la le li lo lu "
     "ma me mi mo mu na ne ni no nu pa pe pi po pu ra re ri ro ru sa se si so su ta te "
     "ti to tu va ve vi vo ção ões ã é ê ó ô á í ú lha nho que gua"
-).split()
-FIRST_NAMES = (
+)
+FIRST_NAMES_TEXT = (
     "João José Antônio Francisco Conceição Luíza Márcia Sérgio Fábio Inês Cláudia "
     "Vitória Letícia Patrícia Júlia Mônica Tânia Caio Otávio Lúcia Íris Renê Zoé"
-).split()
+)
+WORDS = WORDS_TEXT.split()
+SYLLABLES = SYLLABLES_TEXT.split()
+FIRST_NAMES = FIRST_NAMES_TEXT.split()
 TAGS = ("vip", "suporte", "vendas", "cobrança", "pós-venda")
 
 
