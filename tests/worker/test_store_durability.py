@@ -39,6 +39,7 @@ from wasp.slots import Slot
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
 PEERS = [Slot.parse(f"A{n}") for n in range(101, 109)]  # another shard's accounts
 PEER_CHATS = [jid_of(peer) for peer in PEERS]
+ROUNDS = 3  # kills, each at a random moment, on the same volume
 
 
 def call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -101,7 +102,14 @@ def patch_body(n: int) -> dict[str, Any]:
     return {"tags": [f"t{n}"], "pinned": n % 2 == 0, "muted_until": float(n)}
 
 
-def writers(base: str, ledger: ServerLedger, record: Record, stop: threading.Event) -> list[Any]:
+def writers(
+    base: str,
+    ledger: ServerLedger,
+    record: Record,
+    stop: threading.Event,
+    first: int,
+    seed: float,
+) -> list[Any]:
     """The threads that keep changing the store until `stop` (or the worker is gone)."""
 
     def mailbox() -> None:
@@ -114,8 +122,8 @@ def writers(base: str, ledger: ServerLedger, record: Record, stop: threading.Eve
             time.sleep(0.004)
 
     def api() -> None:
-        rng = random.Random(1)
-        n = 0
+        rng = random.Random(seed)
+        n = first  # PATCH numbers of different rounds differ
         while not stop.is_set():
             n += 1
             chat = rng.choice(PEER_CHATS)
@@ -193,10 +201,18 @@ def everything(base: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str
             return messages, chats
 
 
+def conversations(base: str) -> list[dict[str, Any]]:
+    status, answer = call("GET", f"{base}/conversations?limit=500")
+    assert status == 200, answer
+    return list(answer["items"])
+
+
 def taken(ledger_dir: Path) -> set[str]:
     """Inbound ids the simulated server saw the worker take (after storing them)."""
     with closing(sqlite3.connect(ledger_dir / ServerLedger.FILE, timeout=10)) as db:
-        rows = db.execute("SELECT fields FROM mailbox WHERE kind='message' AND taken=1").fetchall()
+        rows = db.execute(
+            "SELECT fields FROM mailbox WHERE kind='message' AND taken=1 AND recipient='A1'"
+        ).fetchall()
     return {json.loads(fields)["wa_message_id"] for (fields,) in rows}
 
 
@@ -235,61 +251,78 @@ def test_a_kill_9_loses_nothing_the_worker_acknowledged_and_sync_goes_on_without
             assert call("POST", f"http://127.0.0.1:{port}/api/accounts/{slot}/scan")[0] == 200
         for n, peer in enumerate(PEERS):  # every peer's chat exists before the writers start
             ledger.post(A1, inbound(peer, 1_000_000 + n), "message")
-        eventually(lambda: not waiting(data), "the first messages stored", timeout=30)
+        eventually(lambda: len(conversations(base)) == len(PEERS), "every chat", timeout=30)
 
-        stop = threading.Event()
-        threads = writers(base, ledger, record, stop)
-        time.sleep(rng.uniform(1.0, 3.0))
-        worker.kill()  # SIGKILL, while every writer is going
-        acknowledged = taken(data)  # the server's record, read once the worker is dead
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-        assert record.errors == []
-        posted = set(record.posted)
-        print(
-            f"at the kill: {len(acknowledged)} inbound taken of {len(posted)} posted, "
-            f"{len(record.settings)} chats patched, {len(record.read)} messages read, "
-            f"{len(record.sent)} sends accepted, sync at {record.cursor}"
-        )
-        assert record.sent
-        assert record.settings
-        assert record.read
-        assert record.cursor
-
-        worker = start(tmp_path, port)
-        eventually(lambda: not waiting(data), "the worker takes what waited", timeout=60)
-        messages, chats = everything(base)
-        # Each acknowledged inbound message is stored, and in the end every posted one once.
-        assert acknowledged - set(messages) == set()
-        assert {f"IN{n:08d}" for n in range(len(posted))} | {
-            f"IN{1_000_000 + n:08d}" for n in range(len(PEERS))
-        } <= set(messages)
-        # Each chat's settings are those of its last acknowledged PATCH, or of the one the
-        # kill cut (it may have committed without the test hearing).
-        for chat in PEER_CHATS:
-            got = chats[chat]
-            allowed = [record.settings.get(chat), record.in_flight.get(chat)]
-            shapes = [
-                patch_body(n)
-                if n is not None
-                else {"tags": [], "pinned": False, "muted_until": None}
-                for n in allowed
-            ]
-            actual = {k: got[k] for k in ("tags", "pinned", "muted_until")}
-            assert actual in shapes, (chat, actual, allowed)
-        # What an acknowledged openChat showed is read.
-        unread = sorted(i for i in record.read if not messages[i]["read"])
-        assert unread == []
-        # Every send that got 202 is in the queue.
-        for row in record.sent:
-            status, answer = call("GET", f"{base}/messages/{row}")
-            assert status == 200, (row, answer)
-        # Sync from the cursor the test last had: together with what it saw before the
-        # kill, every message and conversation that exists now (nothing skipped).
-        assert follow(base, record, limit=50)
-        assert set(messages) - record.synced_messages == set()
-        assert set(chats) - record.synced_conversations == set()
+        acknowledged: set[str] = set()
+        for round_ in range(ROUNDS):
+            worker, taken_now = kill_while_writing(tmp_path, worker, port, record, rng, round_)
+            acknowledged |= taken_now
+            check(base, data, record, acknowledged)
     finally:
         worker.stop()
         ledger.close()
+
+
+def kill_while_writing(
+    tmp_path: Path,
+    worker: ProgramProcess,
+    port: int,
+    record: Record,
+    rng: random.Random,
+    round_: int,
+) -> tuple[ProgramProcess, set[str]]:
+    """Start the writers, SIGKILL the worker at a random moment, start it again; the
+    inbound messages the server saw it take before the kill."""
+    base, data = f"http://127.0.0.1:{port}/api/accounts/A1", tmp_path / "data"
+    ledger = ServerLedger(data)
+    stop = threading.Event()
+    threads = writers(base, ledger, record, stop, first=round_ * 100_000, seed=rng.random())
+    time.sleep(rng.uniform(1.0, 3.0))
+    worker.kill()  # SIGKILL, while every writer is going
+    acknowledged = taken(data)  # the server's record, read once the worker is dead
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    ledger.close()
+    assert record.errors == []
+    print(
+        f"round {round_}, at the kill: {len(acknowledged)} inbound taken of "
+        f"{len(record.posted)} posted, {len(record.settings)} chats patched, "
+        f"{len(record.read)} messages read, {len(record.sent)} sends accepted, "
+        f"sync at {record.cursor}"
+    )
+    assert record.sent
+    assert record.settings
+    assert record.read
+    assert record.cursor
+    return start(tmp_path, port), acknowledged
+
+
+def check(base: str, data: Path, record: Record, acknowledged: set[str]) -> None:
+    """Everything acknowledged is there, and sync from the saved cursor has no gap."""
+    eventually(lambda: not waiting(data), "the worker takes what waited", timeout=60)
+    messages, chats = everything(base)
+    # Each acknowledged inbound message is stored, and in the end every posted one.
+    assert acknowledged - set(messages) == set()
+    assert set(record.posted) - set(messages) == set()
+    # Each chat's settings are those of its last acknowledged PATCH, or of the one the
+    # kill cut (it may have committed without the test hearing).
+    for chat in PEER_CHATS:
+        allowed = [record.settings.get(chat), record.in_flight.get(chat)]
+        shapes = [
+            patch_body(n) if n is not None else {"tags": [], "pinned": False, "muted_until": None}
+            for n in allowed
+        ]
+        actual = {k: chats[chat][k] for k in ("tags", "pinned", "muted_until")}
+        assert actual in shapes, (chat, actual, allowed)
+    # What an acknowledged openChat showed is read.
+    assert sorted(i for i in record.read if not messages[i]["read"]) == []
+    # Every send that got 202 is in the queue.
+    for row in record.sent:
+        status, answer = call("GET", f"{base}/messages/{row}")
+        assert status == 200, (row, answer)
+    # Sync from the cursor the test last had: together with what it saw before the
+    # kill, every message and conversation that exists now (nothing skipped).
+    assert follow(base, record, limit=50)
+    assert set(messages) - record.synced_messages == set()
+    assert set(chats) - record.synced_conversations == set()
