@@ -257,6 +257,14 @@ def operator(**options: Any) -> None:
 @click.option("--prewarm", envvar="PREWARM", type=int, default=0, show_default=True)
 @click.option("--wake-timeout", envvar="WAKE_TIMEOUT", type=float, default=60.0, show_default=True)
 @click.option(
+    "--scatter-timeout",
+    envvar="SCATTER_TIMEOUT",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds a read across shards waits for each shard before answering without it.",
+)
+@click.option(
     "--endpoint-template",
     envvar="ENDPOINT_TEMPLATE",
     default=None,
@@ -306,6 +314,7 @@ def master(**options: Any) -> None:
             shards_file=options["shards_file"],
             prewarm=options["prewarm"],
             wake_timeout_s=options["wake_timeout"],
+            scatter_timeout_s=options["scatter_timeout"],
             endpoint_template=options["endpoint_template"],
             access_log=options["access_log"],
             kubeconfig=options["kubeconfig"],

@@ -29,10 +29,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from wasp.slots import Slot, SlotError, SlotId, SlotRange
 
-EventType = Literal["message.received", "message.status", "session.status", "session.qr"]
+EventType = Literal[
+    "message.received",
+    "message.status",
+    "message.edited",
+    "message.deleted",
+    "session.status",
+    "session.qr",
+]
 EVENT_TYPES: tuple[EventType, ...] = (
     "message.received",
     "message.status",
+    "message.edited",
+    "message.deleted",
     "session.status",
     "session.qr",
 )

@@ -18,10 +18,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from wasp import data_api
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
+from wasp.slots import SlotId
 from wasp.validation import JsonInt
 from wasp.webhooks import SUBSCRIPTION_ID_PATTERN
 
@@ -94,14 +96,22 @@ class ReplayRequest(BaseModel):
     )
 
 
-# A cursor of the data API: opaque to clients; every string of this shape is one a client
-# may send (a schema-valid request is never refused), so it is a position, not a token.
+# A sync cursor: opaque to clients; every string of this shape is one a client may send (a
+# schema-valid request is never refused), so it is a position, not a token.
 DATA_CURSOR_PATTERN = r"^[0-9]{1,18}$"
+# A keyed listing's cursor (`wasp.data_api`): every string of this shape is a position.
+KeyCursor = Annotated[str, StringConstraints(pattern=data_api.CURSOR_PATTERN)]
+# A WhatsApp message id as the network hands them out.
+WaMessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+# Whom a contact is looked up by: a phone JID, a LID, or the phone's digits.
+CONTACT_ID_PATTERN = r"^(\+?[0-9]{6,20}|[0-9]{1,25}(:[0-9]{1,3})?@(s\.whatsapp\.net|lid))$"
+ContactId = Annotated[str, StringConstraints(pattern=CONTACT_ID_PATTERN, max_length=64)]
+MAX_TIME = 1e11  # Unix time: past year 5000 a filter is a typo
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
 
 
-class ConversationsQuery(BaseModel):
-    """Query of GET /api/accounts/{slot}/conversations."""
+class ConversationFilters(BaseModel):
+    """What a listing of conversations selects, and its order."""
 
     unread: bool | None = Field(
         None, description="true: only those with unread messages; false: only those without."
@@ -117,12 +127,17 @@ class ConversationsQuery(BaseModel):
         description="last: latest message first; unread: most unread first, then latest; "
         "name: by name, nameless last.",
     )
-    cursor: str | None = Field(
-        None,
-        pattern=DATA_CURSOR_PATTERN,
-        description="`next_cursor` of the previous page (same sort); absent: the first page.",
-    )
     limit: int = Field(50, ge=1, le=500, description="Most conversations in one page.")
+
+
+class ConversationsQuery(ConversationFilters):
+    """Query of GET /api/accounts/{slot}/conversations."""
+
+    cursor: KeyCursor | None = Field(
+        None,
+        description="`next_cursor` of the previous page (same sort): the page starts after "
+        "that conversation's place; absent: the first page.",
+    )
 
 
 class ConversationPatch(BaseModel):
@@ -162,6 +177,107 @@ class SyncQuery(BaseModel):
         description="`next` of the previous answer; absent: from the first change.",
     )
     limit: int = Field(500, ge=1, le=1000, description="Most changes in one answer.")
+
+
+class MessagesQuery(BaseModel):
+    """Query of GET /api/accounts/{slot}/conversations/{chat_id}/messages."""
+
+    before: KeyCursor | None = Field(
+        None,
+        description="Only messages before this cursor (a page's `next_cursor`), newest first.",
+    )
+    after: KeyCursor | None = Field(
+        None,
+        description="Only messages after this cursor, oldest first (with `before` too: "
+        "those between the two).",
+    )
+    limit: int = Field(50, ge=1, le=500, description="Most messages in one page.")
+
+
+class SearchFilters(BaseModel):
+    """What a full-text search selects, besides the text."""
+
+    q: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Words to find (any case, accents ignored), all of them; the last may "
+        "be the start of a word. Operators and punctuation are plain text.",
+    )
+    chat_id: Destination | None = Field(None, description="Only in this chat.")
+    sender: Destination | None = Field(
+        None, description="Only from this sender (phone JID, LID or number)."
+    )
+    since: float | None = Field(
+        None, ge=0, le=MAX_TIME, allow_inf_nan=False, description="From this Unix time on."
+    )
+    until: float | None = Field(
+        None, ge=0, le=MAX_TIME, allow_inf_nan=False, description="Before this Unix time."
+    )
+    type: str | None = Field(
+        None, pattern=r"^[a-z_]{1,32}$", description="Only this message_type (text, image...)."
+    )
+    limit: int = Field(20, ge=1, le=100, description="Most hits in one page.")
+
+
+class SearchQuery(SearchFilters):
+    """Query of GET /api/accounts/{slot}/search."""
+
+    cursor: KeyCursor | None = Field(
+        None, description="`next_cursor` of the previous page; absent: the newest hits."
+    )
+
+
+class MarkReadRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/markRead."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    chat_id: Destination
+    message_ids: list[WaMessageId] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Only these messages of the chat; absent or null: every unread one.",
+    )
+
+
+class ContactsLookup(BaseModel):
+    """Body of POST /api/accounts/{slot}/contacts/lookup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    ids: list[ContactId] = Field(
+        min_length=1, max_length=500, description="Phone JIDs, LIDs or phone digits."
+    )
+
+
+class SlotsRange(BaseModel):
+    """The slots a range operation covers (clamped to the worker's own)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    slot_from: SlotId | None = Field(
+        None, alias="from", description="First slot; absent: the worker's first."
+    )
+    slot_to: SlotId | None = Field(
+        None, alias="to", description="Last slot; absent: the worker's last."
+    )
+
+
+class DataConversationsQuery(SlotsRange, ConversationFilters):
+    """Query of GET /data/conversations."""
+
+    after: KeyCursor | None = Field(
+        None, description="Continue after this cursor (`next_cursor`); absent: the first page."
+    )
+
+
+class DataSearchQuery(SlotsRange, SearchFilters):
+    """Query of GET /data/search."""
+
+    after: KeyCursor | None = Field(
+        None, description="Continue after this cursor (`next_cursor`); absent: the newest."
+    )
 
 
 # SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
@@ -270,6 +386,95 @@ _ENDPOINTS = [
         "each at its current state; the same cursor gives the same changes",
         query=SyncQuery,
         responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "conversation",
+        "GET",
+        "/api/accounts/{slot}/conversations/{chat_id}",
+        "One conversation (404: the slot has none with this chat)",
+        params={"chat_id": Destination},
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "messages",
+        "GET",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages",
+        "A chat's messages a page at a time: newest first (older pages with `before`), "
+        "or oldest first `after` a cursor; deleted ones as tombstones (`deleted_at`)",
+        query=MessagesQuery,
+        params={"chat_id": Destination},
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "search",
+        "GET",
+        "/api/accounts/{slot}/search",
+        "Full-text search of the slot's messages, newest first, each hit with a `snippet`",
+        query=SearchQuery,
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "markRead",
+        "POST",
+        "/api/accounts/{slot}/markRead",
+        "Mark a chat's messages read (these ids, or every unread one) and send WhatsApp "
+        "read receipts (`read_receipts` says whether they went)",
+        body=MarkReadRequest,
+        responses=(200, *WITH_BODY),
+    ),
+    Endpoint(
+        "unread",
+        "GET",
+        "/api/accounts/{slot}/unread",
+        "Unread messages and conversations (muted and archived ones counted apart)",
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "contactsLookup",
+        "POST",
+        "/api/accounts/{slot}/contacts/lookup",
+        "Contacts by phone JID, LID or phone digits: those found, and the ids not found",
+        body=ContactsLookup,
+        responses=(200, *WITH_BODY),
+    ),  # before contacts/{jid}: the router takes the first path that matches
+    Endpoint(
+        "contact",
+        "GET",
+        "/api/accounts/{slot}/contacts/{jid}",
+        "One contact by phone JID, LID or phone digits (404: unknown)",
+        params={"jid": ContactId},
+        responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "dataConversations",
+        "GET",
+        "/data/conversations",
+        "Conversations of a range of this worker's slots, in one keyed order (for the "
+        "master's view across shards)",
+        query=DataConversationsQuery,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataSearch",
+        "GET",
+        "/data/search",
+        "Full-text search across a range of this worker's slots, newest first",
+        query=DataSearchQuery,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataUnread",
+        "GET",
+        "/data/unread",
+        "Unread counts of a range of this worker's slots",
+        query=SlotsRange,
+        responses=(200, 400),
+    ),
+    Endpoint(
+        "dataStatus",
+        "GET",
+        "/data/status",
+        "The shard database's counts, size on disk, last write and last change",
     ),
     Endpoint(
         "openChat",

@@ -15,6 +15,7 @@ for a slot takes this path, one module per step:
       → the worker's own app (`wasp_worker.app`)
 
 Requests without a slot read and write the shared config (`shared_config`),
+read many shards at once (`across`: conversations, search, unread; `status`),
 or go to the first shard. Live events reach Socket.IO clients through `live`.
 """
 
@@ -39,7 +40,7 @@ from wasp import worker_api
 from wasp.contract import MAX_BODY_BYTES
 from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot, SlotError
-from wasp_master import auth
+from wasp_master import across, auth
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError
@@ -53,6 +54,7 @@ from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
 from wasp_master.state import KEY, MASTER, Master, ShardHealth, master_of
+from wasp_master.status import status
 from wasp_master.wake import Patch, Waker
 from wasp_master.webhook_store import DirectoryWebhookStore, WebhookStore
 from wasp_master.webhooks import WebhooksWrite, read_webhooks, write_webhooks
@@ -194,6 +196,9 @@ API = ApiInfo(
 # routed by a body's slot) needs admin. build_app refuses a declared route missing here.
 ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/shards"): "read",
+    ("GET", "/api/status"): "read",
+    # Reads across shards: a scoped key reads inside its slot ranges (`selection`).
+    **{("GET", route.path): "read" for route in across.ROUTES},
     **{("GET", f"/api/{kind}"): "read" for kind in KINDS},
     **{("PUT", f"/api/{kind}"): "config" for kind in KINDS},
     # Subscriptions decide where every message goes: config keys only (`allow`: admin).
@@ -206,6 +211,13 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/accounts/{slot}/conversations"): "read",
     ("PATCH", "/api/accounts/{slot}/conversations/{chat_id}"): "session",
     ("GET", "/api/accounts/{slot}/sync"): "read",
+    ("GET", "/api/accounts/{slot}/conversations/{chat_id}"): "read",
+    ("GET", "/api/accounts/{slot}/conversations/{chat_id}/messages"): "read",
+    ("GET", "/api/accounts/{slot}/search"): "read",
+    ("POST", "/api/accounts/{slot}/markRead"): "session",
+    ("GET", "/api/accounts/{slot}/unread"): "read",
+    ("GET", "/api/accounts/{slot}/contacts/{jid}"): "read",
+    ("POST", "/api/accounts/{slot}/contacts/lookup"): "read",
     ("POST", "/api/accounts/{slot}/openChat"): "read",
     ("GET", "/api/accounts/{slot}/media/{name}"): "read",
     ("GET", "/api/accounts/{slot}/messages/{id}"): "read",
@@ -232,6 +244,14 @@ MASTER_ROUTES = [
         responses=(200, 400, 413),
     ),
     Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity"),
+    Route(
+        "GET",
+        "/api/status",
+        status,
+        "Every shard: whether its worker answers, and its store's figures (counts, bytes "
+        "on disk, last write, last change); unscoped keys only",
+    ),
+    *across.ROUTES,
     *[
         route
         for kind in KINDS

@@ -59,6 +59,13 @@ class MasterConfig(BaseModel):
         256, ge=1, description="Most connections kept open to one worker; past it, requests wait."
     )
     read_timeout_s: float = Field(30.0, gt=0, description="Longest silence from a worker.")
+    scatter_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="SCATTER_TIMEOUT: how long a read across shards waits for each shard "
+        "before answering without it (`partial`).",
+    )
     health_interval_s: float = Field(2.0, gt=0, description="How often workers' /health is read.")
     endpoint_template: str | None = Field(
         None,

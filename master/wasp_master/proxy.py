@@ -9,7 +9,8 @@ worker token (a client's own is dropped): workers answer only the master.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -88,6 +89,27 @@ class Proxy:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
+
+    async def get_json(
+        self, route: ShardRoute, path: str, params: Mapping[str, str], timeout_s: float
+    ) -> tuple[int, Any]:
+        """The master's own read of a worker (not a client's request passed on): GET
+        `path` with `params`, its JSON answer, within `timeout_s` all told. ShardDown
+        when it cannot be reached, times out or answers something that is not JSON."""
+        assert self._http is not None
+        try:
+            async with self._http.get(
+                route.url + path,
+                params=params,
+                # The pool does not decompress (forwarded bodies pass as sent).
+                headers={**self._credentials, "Accept-Encoding": "identity"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as answer:
+                return answer.status, await answer.json(content_type=None)
+        except TimeoutError:
+            raise ShardDown(route.id, f"no answer within {timeout_s:g} s") from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise ShardDown(route.id, f"cannot reach it ({type(error).__name__})") from None
 
     async def forward(
         self, request: web.Request, route: ShardRoute, body: bytes | None

@@ -36,6 +36,7 @@ class Chat:
     """What the test stored in one chat: the oracle's source."""
 
     chat_id: str
+    created: int = 0  # the order of its first message: its conversation's id follows it
     messages: list[dict[str, Any]] = field(default_factory=list)  # in insertion order
     read_upto: int = 0  # inbound messages before this index are read
     pinned: bool = False
@@ -74,13 +75,15 @@ def fields(n: int, chat_id: str, timestamp: float, push_name: str | None) -> dic
 
 
 def sort_key(chat: Chat, sort: str) -> tuple[Any, ...]:
+    """The order of a listing: ties go by the conversation's id (descending with a
+    descending order), which follows the order of the chats' first messages."""
     last = chat.last()["timestamp"]
     if sort == "last":
-        return (-last, chat.chat_id)
+        return (-last, -chat.created)
     if sort == "unread":
-        return (-chat.unread(), -last, chat.chat_id)
+        return (-chat.unread(), -last, -chat.created)
     name = chat.name()
-    return (name is None, name or "", chat.chat_id)
+    return (name is None, name or "", chat.created)
 
 
 @pytest.fixture
@@ -102,6 +105,8 @@ async def fill(worker: TestClient[Any, Any], rng: random.Random) -> dict[str, Ch
     stamps = rng.sample(range(1_000_000, 2_000_000), 240)
     for n, stamp in enumerate(stamps):
         chat = chats[rng.choice(list(chats))]
+        if not chat.messages:
+            chat.created = n
         direction = "in" if rng.random() < 0.8 else "out"
         record = fields(n, chat.chat_id, float(stamp), rng.choice(names))
         assert await history.record(A1, direction, record)
@@ -210,7 +215,7 @@ async def test_a_patch_round_trips_and_bad_input_is_refused(
     missing = await worker.patch(f"{BASE}/conversations/5511900000002", json={"pinned": True})
     assert missing.status == 404
     assert (await worker.patch(f"{BASE}/conversations/not-a-chat", json={})).status == 400
-    for cursor in ("zz", "-1", "1.5", "9" * 19):
+    for cursor in ("zz", "-1", "1.5", "9" * 19, "1.0_0_z_A1_x", "1_0_h0_A1_1"):
         for path, name in (("conversations", "cursor"), ("sync", "since")):
             answer = await worker.get(f"{BASE}/{path}", params={name: cursor})
             assert answer.status == 400, (path, cursor)
@@ -324,7 +329,7 @@ async def test_the_migration_backfills_conversations_and_sync_from_older_message
 
     store = ShardStore(path)
     try:
-        listed, _ = await store.conversations.page(A1, Filters(), "last", None, 50)
+        listed, _ = await store.conversations.page([A1], Filters(), "last", None, 50)
         synced = await store.history.sync(A1, 0, 1000)
         other = await store.history.sync(Slot.parse("A2"), 0, 1000)
     finally:

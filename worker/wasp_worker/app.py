@@ -31,11 +31,14 @@ from wasp_worker.backends.base import ReceiptEvent
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
+from wasp_worker.contacts import Contacts
+from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.events import EventLog
 from wasp_worker.history import Direction
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
+from wasp_worker.message_pages import MessagePages
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
@@ -110,6 +113,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[QUEUE] = queue = store.queue
     app[HISTORY] = history = store.history
     app[CONVERSATIONS] = store.conversations
+    app[CONTACTS] = Contacts(store.db)
+    app[PAGES] = MessagePages(store.db)
+    app[DATABASE] = store.db
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)
     app[WEBHOOKS] = webhooks = Webhooks(
         store.outbox,

@@ -21,7 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wasp import data_api
+from wasp.data_api import Key
 from wasp.slots import Slot
+from wasp_worker import contacts
 from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
@@ -61,14 +64,20 @@ _COLUMNS = (
     "archived",
     "muted_until",
     "tags",
+    "id",
+    "slot",
 )
 _SELECT = ", ".join(_COLUMNS)
-# Each sort as ascending keys (descending ones negated), the chat id last: a total order.
-_ORDER: dict[Sort, tuple[str, ...]] = {
-    "last": ("-coalesce(last_timestamp, 0)", "chat_id"),
-    "unread": ("-unread", "-coalesce(last_timestamp, 0)", "chat_id"),
-    "name": ("name IS NULL", "coalesce(name, '')", "chat_id"),
+# Each order's key columns (as `data_api.key_of` has them, without the slot), and its SQL
+# order: descending orders read every column down, so the index (slot, last_timestamp, id)
+# serves `last`.
+_KEY: dict[str, tuple[str, ...]] = {
+    "last": ("last_timestamp", "id"),
+    "unread": ("unread", "last_timestamp", "id"),
+    "name": ("name IS NULL", "coalesce(name, '')", "id"),
 }
+MAX_ID = 2**63 - 1
+UNSET: Any = object()
 
 
 def log_changes(db: sqlite3.Connection, slot: Slot, kind: Kind, keys: Iterable[str]) -> None:
@@ -96,14 +105,7 @@ def refresh(db: sqlite3.Connection, slot: Slot, chat_ids: Iterable[str]) -> None
             (str(slot), chat_id),
         ).fetchone()[0]
         group = chat_id.endswith("@g.us")
-        name = None
-        if not group:  # a group's push names are its members', not the group's
-            found = db.execute(
-                "SELECT push_name FROM messages WHERE slot=? AND chat_id=? AND direction='in' "
-                "AND push_name IS NOT NULL ORDER BY timestamp DESC, rowid DESC LIMIT 1",
-                (str(slot), chat_id),
-            ).fetchone()
-            name = found[0] if found else None
+        name = _group_name(db, slot, chat_id) if group else _direct_name(db, slot, chat_id)
         changed = db.execute(
             "INSERT INTO conversations (slot, chat_id, chat_type, name, last_message_id, "
             "last_timestamp, unread) VALUES (?,?,?,?,?,?,?) "
@@ -117,6 +119,74 @@ def refresh(db: sqlite3.Connection, slot: Slot, chat_ids: Iterable[str]) -> None
         ).fetchall()
         if changed:
             log_changes(db, slot, "conversation", [chat_id])
+
+
+def _group_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
+    """A group's subject as the phone named it (`name_chat`): its members' push names are
+    theirs, not the group's."""
+    found = db.execute(
+        "SELECT name FROM conversations WHERE slot=? AND chat_id=?", (str(slot), chat_id)
+    ).fetchone()
+    return found[0] if found else None
+
+
+def _direct_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
+    """The name the account's phone saved for the peer, else the peer's latest push name."""
+    if _has_contacts(db):
+        saved = db.execute(
+            "SELECT name FROM contacts WHERE slot=? AND (jid=?2 OR phone_jid=?2 OR lid=?2) "
+            "AND name IS NOT NULL LIMIT 1",
+            (str(slot), chat_id),
+        ).fetchone()
+        if saved:
+            return str(saved[0])
+    found = db.execute(
+        "SELECT push_name FROM messages WHERE slot=? AND chat_id=? AND direction='in' "
+        "AND push_name IS NOT NULL ORDER BY timestamp DESC, rowid DESC LIMIT 1",
+        (str(slot), chat_id),
+    ).fetchone()
+    return found[0] if found else None
+
+
+def _has_contacts(db: sqlite3.Connection) -> bool:
+    """Whether the table exists: the back-fill of version 7 refreshes before version 8."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name='contacts'").fetchone() is not None
+
+
+def name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
+    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
+    person's saved contact name (`refresh` then shows it)."""
+    if chat_id.endswith("@g.us"):
+        changed = db.execute(
+            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
+            "RETURNING chat_id",
+            (name, str(slot), chat_id, name),
+        ).fetchall()
+        if changed:
+            log_changes(db, slot, "conversation", [chat_id])
+        return
+    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
+    lid = chat_id if chat_id.endswith("@lid") else None
+    contacts.upsert(db, slot, phone, lid, name=name)
+    refresh(db, slot, [chat_id])
+
+
+def set_remote(db: sqlite3.Connection, slot: Slot, chat_id: str, settings: dict[str, Any]) -> bool:
+    """Settings the phone changed (pinned, archived, muted_until), in the caller's
+    transaction; False when the slot has no conversation of the chat, or nothing changed."""
+    if not settings:
+        return False
+    assigned = ", ".join(f"{name}=?" for name in settings)
+    differs = " OR ".join(f"{name} IS NOT ?" for name in settings)
+    values = [int(v) if isinstance(v, bool) else v for v in settings.values()]
+    changed = db.execute(
+        f"UPDATE conversations SET {assigned} WHERE slot=? AND chat_id=? AND ({differs}) "
+        "RETURNING chat_id",
+        (*values, str(slot), chat_id, *values),
+    ).fetchall()
+    if changed:
+        log_changes(db, slot, "conversation", [chat_id])
+    return bool(changed)
 
 
 def backfill(db: sqlite3.Connection) -> None:
@@ -160,6 +230,91 @@ def conversations_named(
     return [found[chat_id] for chat_id in chat_ids if chat_id in found]
 
 
+def _after(sort: str, slot: Slot, cursor: Key) -> tuple[str, list[Any]]:
+    """The SQL condition "this slot's rows strictly after `cursor`" in `sort` order: the
+    cursor's key without its slot and id, then a bound on the id that stands for the
+    (slot, id) tie-break (equal slots compare ids; a slot before or after the cursor's
+    takes every id of a tie, or none)."""
+    columns = _KEY[sort]
+    *head, cursor_slot, cursor_id = cursor
+    down = data_api.descending(sort)  # type: ignore[arg-type]
+    if str(slot) == cursor_slot:
+        bound = cursor_id
+    elif down:
+        bound = MAX_ID if str(slot) < cursor_slot else 0
+    else:
+        bound = 0 if str(slot) > cursor_slot else MAX_ID
+    values = [int(v) if isinstance(v, bool) else v for v in head]
+    return f"({', '.join(columns)}) {'<' if down else '>'} ({', '.join('?' * len(columns))})", [
+        *values,
+        bound,
+    ]
+
+
+def keyed_page(
+    db: sqlite3.Connection,
+    slots: list[Slot],
+    filters: Filters,
+    sort: Sort,
+    cursor: Key | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], Key | None]:
+    """`Conversations.page` on the database thread: each slot's next rows by its index,
+    merged by the shared key (what the master does with the shards' pages)."""
+    clauses, values = _where(filters)
+    down = data_api.descending(sort)
+    order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in _KEY[sort])
+    found: list[dict[str, Any]] = []
+    for slot in slots:
+        where, bound = list(clauses), list(values)
+        if cursor is not None:
+            condition, bounds = _after(sort, slot, cursor)
+            where.append(condition)
+            bound += bounds
+        rows = db.execute(
+            f"SELECT {_SELECT} FROM conversations WHERE slot=?"
+            f"{''.join(f' AND {c}' for c in where)} ORDER BY {order} LIMIT ?",
+            (str(slot), *bound, limit + 1),
+        ).fetchall()
+        found += [conversation(row) for row in rows]
+    found.sort(key=lambda item: data_api.key_of(item, sort), reverse=down)
+    page = found[:limit]
+    following = data_api.key_of(page[-1], sort) if len(found) > limit else None
+    return page, following
+
+
+def unread_summary(db: sqlite3.Connection, slots: list[Slot], now: float) -> dict[str, Any]:
+    chats: list[dict[str, Any]] = []
+    for slot in slots:
+        for chat_id, unread, last, archived, muted_until in db.execute(
+            "SELECT chat_id, unread, last_timestamp, archived, muted_until FROM conversations "
+            "WHERE slot=? AND unread > 0 ORDER BY last_timestamp DESC, id DESC",
+            (str(slot),),
+        ):
+            chats.append(
+                {
+                    "slot": str(slot),
+                    "chat_id": chat_id,
+                    "unread": unread,
+                    "last_timestamp": last,
+                    "archived": bool(archived),
+                    "muted": muted_until is not None and muted_until > now,
+                }
+            )
+    chats.sort(key=lambda c: (c["last_timestamp"] or 0.0, c["slot"]), reverse=True)
+    counted = [c for c in chats if not c["archived"] and not c["muted"]]
+    apart = [c for c in chats if c["archived"] or c["muted"]]
+    return {
+        "total_messages": sum(c["unread"] for c in counted),
+        "total_conversations": len(counted),
+        "muted_or_archived": {
+            "messages": sum(c["unread"] for c in apart),
+            "conversations": len(apart),
+        },
+        "chats": chats,
+    }
+
+
 @dataclass(frozen=True)
 class Filters:
     """What `GET .../conversations` selects: each absent field selects every conversation."""
@@ -198,25 +353,58 @@ class Conversations:
         self._store = store
 
     async def page(
-        self, slot: Slot, filters: Filters, sort: Sort, cursor: str | None, limit: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of the slot's conversations in `sort` order from position `cursor`, and
-        the next page's cursor (None: this was the last)."""
-        order = _ORDER[sort]
-        clauses, values = _where(filters)
-        where = "".join(f" AND {clause}" for clause in clauses)
-        start = int(cursor) if cursor is not None else 0
+        self,
+        slots: list[Slot],
+        filters: Filters,
+        sort: Sort,
+        cursor: Key | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], Key | None]:
+        """One page of these slots' conversations in `sort` order, strictly after the key
+        `cursor` (None: from the first), and the key to continue after (None: this was
+        the last page)."""
+        return await self._store.call(
+            lambda db: keyed_page(db, slots, filters, sort, cursor, limit)
+        )
 
-        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(
-                f"SELECT {_SELECT} FROM conversations WHERE slot=?{where} "
-                f"ORDER BY {', '.join(order)} LIMIT ? OFFSET ?",
-                (str(slot), *values, limit + 1, start),
-            ).fetchall()
+    async def get(self, slot: Slot, chat_id: str) -> dict[str, Any] | None:
+        """The chat's conversation, or None when the slot has none."""
+        return await self._store.call(
+            lambda db: next(iter(conversations_named(db, slot, [chat_id])), None)
+        )
 
-        rows = await self._store.call(read)
-        following = str(start + limit) if len(rows) > limit else None
-        return [conversation(row) for row in rows[:limit]], following
+    async def apply_remote(
+        self,
+        slot: Slot,
+        chat_id: str,
+        *,
+        pinned: bool | None = None,
+        archived: bool | None = None,
+        muted_until: float | None = UNSET,
+    ) -> bool:
+        """A setting changed on the account's phone (None, or `muted_until` left out: not
+        given; `muted_until=None` unmutes). Applied to the chat's conversation with its
+        change; a chat without one (no message stored yet) is ignored: False, as when
+        nothing changed."""
+        settings: dict[str, Any] = {}
+        if pinned is not None:
+            settings["pinned"] = pinned
+        if archived is not None:
+            settings["archived"] = archived
+        if muted_until is not UNSET:
+            settings["muted_until"] = muted_until
+
+        def write(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                return set_remote(db, slot, chat_id, settings)
+
+        return await self._store.call(write)
+
+    async def unread(self, slots: list[Slot], now: float) -> dict[str, Any]:
+        """The unread conversations of these slots, latest first, each flagged `muted`
+        (muted_until after `now`) and `archived`; the totals count the others only, and
+        `muted_or_archived` counts those apart."""
+        return await self._store.call(lambda db: unread_summary(db, slots, now))
 
     async def update(
         self, slot: Slot, chat_id: str, settings: dict[str, Any]

@@ -16,12 +16,17 @@ conversation in its transaction (`wasp_worker.conversations`), which `sync` read
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from wasp.slots import Slot
-from wasp_worker import conversations
+from wasp.webhooks import Event
+from wasp.worker_api import MEDIA_NAME_PATTERN
+from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
@@ -56,6 +61,7 @@ CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 RECEIPT_ORDER = ("sent", "delivered", "read", "played")
 
 Direction = Literal["in", "out"]
+_MEDIA_NAME = re.compile(MEDIA_NAME_PATTERN)
 _KEYS = (
     "wa_message_id",
     "chat_id",
@@ -78,6 +84,7 @@ _KEYS = (
     "media_name",
     "edited_at",
     "deleted_at",
+    "slot",
 )
 _FIELDS = ", ".join(_KEYS)
 # Every column of the table at version 3, when `wasp_worker.store` copies an old file in
@@ -93,11 +100,14 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
-def insert(
-    db: sqlite3.Connection, slot: Slot, direction: Direction, fields: dict[str, Any]
+def _insert_row(
+    db: sqlite3.Connection,
+    slot: Slot,
+    direction: Direction,
+    fields: dict[str, Any],
+    read: bool | None = None,
 ) -> bool:
-    """Store one message in the caller's transaction, with its change and its chat's
-    conversation; False when its id is already there."""
+    """The message's row alone (INSERT OR IGNORE); False when its id is already there."""
     cursor = db.execute(
         f"INSERT OR IGNORE INTO messages (slot, {', '.join(_INSERTED)}, media_name, sender_jid) "
         f"VALUES ({', '.join('?' * (len(_INSERTED) + 3))})",
@@ -112,7 +122,7 @@ def insert(
             fields.get("media_type"),
             fields.get("media_url"),
             fields.get("timestamp") or time.time(),
-            int(direction == "out"),
+            int(direction == "out" if read is None else read or direction == "out"),
             "sent" if direction == "out" else None,
             fields.get("sender_phone_jid"),
             fields.get("sender_lid"),
@@ -124,11 +134,45 @@ def insert(
             fields.get("sender_jid_raw"),
         ),
     )
-    if cursor.rowcount == 0:
+    return cursor.rowcount > 0
+
+
+def insert(
+    db: sqlite3.Connection, slot: Slot, direction: Direction, fields: dict[str, Any]
+) -> bool:
+    """Store one message in the caller's transaction, with its change, its chat's
+    conversation and (inbound) its sender's contact; False when its id is already there."""
+    if not _insert_row(db, slot, direction, fields):
         return False
     log_changes(db, slot, "message", [fields["wa_message_id"]])
     conversations.refresh(db, slot, [fields["chat_id"]])
+    if direction == "in":
+        upsert_sender(db, slot, fields)
     return True
+
+
+def upsert_sender(db: sqlite3.Connection, slot: Slot, fields: dict[str, Any]) -> None:
+    """The sender of an inbound message into the slot's contacts (its raw JID when the
+    backend named neither identity), in the caller's transaction."""
+    phone, lid = fields.get("sender_phone_jid"), fields.get("sender_lid")
+    raw = fields.get("sender_jid_raw") or ""
+    if not phone and not lid:
+        phone = raw if raw.endswith("@s.whatsapp.net") else None
+        lid = raw if raw.endswith("@lid") else None
+    contacts.upsert(db, slot, phone, lid, push_name=fields.get("push_name"))
+
+
+def _media_name(media_url: str | None) -> str | None:
+    """The file on the volume a stored `media_url` names (`.../media/<name>`), if any."""
+    if not media_url or "/media/" not in media_url:
+        return None
+    name = media_url.rsplit("/", 1)[1]
+    return name if _MEDIA_NAME.fullmatch(name) else None
+
+
+def _work_dir(db: sqlite3.Connection) -> Path:
+    """The folder of the shard's database file: the volume's WORKDIR, where media lives."""
+    return Path(db.execute("PRAGMA database_list").fetchone()[2]).parent
 
 
 def move(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str) -> list[str]:
@@ -146,6 +190,26 @@ def move(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str)
     ids = [str(m[0]) for m in moved]
     log_changes(db, slot, "message", ids)
     return ids
+
+
+def _marks(values: list[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _set_unread(db: sqlite3.Connection, slot: Slot, chat_id: str, unread: int) -> None:
+    """The chat's newest `unread` inbound messages unread, the others read (the phone's
+    count), logging the messages that changed."""
+    changed = db.execute(
+        "UPDATE messages SET read = (id NOT IN (SELECT id FROM messages WHERE slot=?1 "
+        "AND chat_id=?2 AND direction='in' AND deleted_at IS NULL "
+        "ORDER BY timestamp DESC, id DESC LIMIT ?3)) "
+        "WHERE slot=?1 AND chat_id=?2 AND direction='in' AND read IS NOT "
+        "(id NOT IN (SELECT id FROM messages WHERE slot=?1 AND chat_id=?2 AND direction='in' "
+        "AND deleted_at IS NULL ORDER BY timestamp DESC, id DESC LIMIT ?3)) "
+        "RETURNING wa_message_id",
+        (str(slot), chat_id, max(unread, 0)),
+    ).fetchall()
+    log_changes(db, slot, "message", [row[0] for row in changed])
 
 
 class History:
@@ -170,6 +234,161 @@ class History:
         if stored:
             self._outbox.added()
         return stored
+
+    async def edit(
+        self, slot: Slot, chat_id: str, wa_message_id: str, body: str, edited_at: float
+    ) -> bool:
+        """WhatsApp says the message was edited: its body replaced (the full-text index
+        follows by trigger), `edited_at` set, the change logged and a `message.edited` event,
+        in one transaction. False when the slot has no such message in that chat, or it
+        was deleted; an edit older than the one stored, or the same again, changes nothing."""
+
+        def write(db: sqlite3.Connection) -> tuple[bool, bool]:
+            with transaction(db):
+                found = db.execute(
+                    "SELECT id, edited_at, body, deleted_at FROM messages "
+                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+                    (str(slot), wa_message_id, chat_id),
+                ).fetchone()
+                if found is None or found[3] is not None:
+                    return False, False
+                row, stored_at, stored_body, _ = found
+                if stored_at is not None and (
+                    edited_at < stored_at or (edited_at == stored_at and body == stored_body)
+                ):
+                    return True, False
+                db.execute(
+                    "UPDATE messages SET body=?, edited_at=? WHERE id=?", (body, edited_at, row)
+                )
+                log_changes(db, slot, "message", [wa_message_id])
+                conversations.refresh(db, slot, [chat_id])
+                data = {
+                    "slot": str(slot),
+                    "id": row,
+                    "chat_id": chat_id,
+                    "wa_message_id": wa_message_id,
+                    "body": body,
+                    "edited_at": edited_at,
+                }
+                outbox_tables.add(db, [Event.new("message.edited", slot, data)])
+                return True, True
+
+        known, changed = await self._store.call(write)
+        if changed:
+            self._outbox.added()
+        return known
+
+    async def revoke(self, slot: Slot, chat_id: str, wa_message_id: str, deleted_at: float) -> bool:
+        """WhatsApp says the message was deleted for everyone: it stays as a tombstone
+        (body '' and media fields cleared, `deleted_at` set, read: it no longer counts as
+        unread), the change logged and a `message.deleted` event, in one transaction; then
+        its media file on the volume is removed here (callers need not). False when the
+        slot has no such message in that chat; a second revoke changes nothing."""
+
+        def write(db: sqlite3.Connection) -> tuple[bool, bool, Path | None]:
+            with transaction(db):
+                found = db.execute(
+                    "SELECT id, media_url, deleted_at FROM messages "
+                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+                    (str(slot), wa_message_id, chat_id),
+                ).fetchone()
+                if found is None:
+                    return False, False, None
+                row, media_url, already = found
+                if already is not None:
+                    return True, False, None
+                db.execute(
+                    "UPDATE messages SET body='', media_type=NULL, media_url=NULL, "
+                    "media_mime=NULL, media_size=NULL, media_name=NULL, deleted_at=?, read=1 "
+                    "WHERE id=?",
+                    (deleted_at, row),
+                )
+                log_changes(db, slot, "message", [wa_message_id])
+                conversations.refresh(db, slot, [chat_id])
+                data = {
+                    "slot": str(slot),
+                    "id": row,
+                    "chat_id": chat_id,
+                    "wa_message_id": wa_message_id,
+                    "deleted_at": deleted_at,
+                }
+                outbox_tables.add(db, [Event.new("message.deleted", slot, data)])
+            name = _media_name(media_url)
+            return True, True, media.media_dir(_work_dir(db), slot) / name if name else None
+
+        known, changed, media_path = await self._store.call(write)
+        if changed:
+            self._outbox.added()
+        if media_path is not None:  # after the commit: a rollback must not lose the file
+            await asyncio.to_thread(media_path.unlink, missing_ok=True)
+        return known
+
+    async def import_history(
+        self, slot: Slot, messages: list[dict[str, Any]], chats: list[dict[str, Any]]
+    ) -> int:
+        """WhatsApp's history sync after a login, in one transaction: `messages` in the
+        inbound fields' shape (plus an optional `read`), each stored once (a message seen
+        live and again here is one row), changes logged, conversations refreshed, senders
+        into contacts, and NO `message.received` event (history is not news: a receiver
+        would get months of messages at once). `chats`: `{chat_id, name, pinned, archived,
+        muted_until, unread}` from the phone, each None when not given, applied to chats
+        that have messages (a conversation exists once it has one); `unread` N leaves the
+        chat's newest N inbound messages unread and the others read. How many messages
+        were new."""
+
+        def write(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                new: list[str] = []
+                touched: list[str] = []
+                for fields in messages:
+                    direction: Direction = "out" if fields.get("from_me") else "in"
+                    read = fields.get("read")
+                    if _insert_row(db, slot, direction, fields, None if read is None else read):
+                        new.append(fields["wa_message_id"])
+                        touched.append(fields["chat_id"])
+                        if direction == "in":
+                            upsert_sender(db, slot, fields)
+                log_changes(db, slot, "message", new)
+                for chat in chats:
+                    if chat.get("unread") is not None:
+                        _set_unread(db, slot, chat["chat_id"], int(chat["unread"]))
+                conversations.refresh(db, slot, [*touched, *(c["chat_id"] for c in chats)])
+                for chat in chats:
+                    if chat.get("name"):
+                        conversations.name_chat(db, slot, chat["chat_id"], chat["name"])
+                    settings = {
+                        key: chat[key]
+                        for key in ("pinned", "archived", "muted_until")
+                        if chat.get(key) is not None
+                    }
+                    conversations.set_remote(db, slot, chat["chat_id"], settings)
+                return len(new)
+
+        return await self._store.call(write)
+
+    async def mark_read(
+        self, slot: Slot, chat_id: str, message_ids: list[str] | None
+    ) -> tuple[int, dict[str | None, list[str]]]:
+        """Mark these inbound messages of the chat read (None: all of them), with their
+        changes and the conversation's unread count, in one transaction: how many were
+        unread, and those by sender JID (a read receipt names the sender in groups)."""
+        only = "" if message_ids is None else f" AND wa_message_id IN ({_marks(message_ids)})"
+
+        def write(db: sqlite3.Connection) -> tuple[int, dict[str | None, list[str]]]:
+            with transaction(db):
+                marked = db.execute(
+                    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND direction='in' "
+                    f"AND read=0{only} RETURNING wa_message_id, sender_jid, timestamp",
+                    (str(slot), chat_id, *(message_ids or ())),
+                ).fetchall()
+                unread: dict[str | None, list[str]] = {}
+                for message_id, sender, _ in sorted(marked, key=lambda m: m[2]):
+                    unread.setdefault(sender, []).append(message_id)
+                log_changes(db, slot, "message", [m[0] for m in marked])
+                conversations.refresh(db, slot, [chat_id])
+            return len(marked), unread
+
+        return await self._store.call(write)
 
     async def chats(self, slot: Slot, limit: int = 50) -> list[dict[str, Any]]:
         """The slot's chats, latest activity first, each with its last message and unread count."""
@@ -263,9 +482,15 @@ class History:
                 )
             }
             chats = conversations.conversations_named(db, slot, list(keys["conversation"]))
+            named = {chat["chat_id"] for chat in chats}
             return {
                 "messages": [found[i] for i in ids if i in found],
                 "conversations": chats,
+                # Changed, then gone (retention deletes rows): the client drops its copy.
+                "deleted": {
+                    "messages": [i for i in ids if i not in found],
+                    "conversations": [c for c in keys["conversation"] if c not in named],
+                },
                 "next": str(following),
                 "has_more": more is not None,
             }

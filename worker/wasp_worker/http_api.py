@@ -10,22 +10,16 @@ worker's (409 otherwise); typed errors become JSON bodies in one middleware.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from wasp.errors import ApiError, error_response
 from wasp.messages import Destination, Message, ScheduleRequest, SendRequest, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
-from wasp.slots import Slot
-from wasp.validation import problems
 from wasp.worker_api import (
     ConversationPatch,
-    ConversationsQuery,
     DeadLettersQuery,
     EventsQuery,
     LogsQuery,
@@ -39,8 +33,9 @@ from wasp.worker_api import (
 from wasp_worker import media
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
-from wasp_worker.conversations import Filters
-from wasp_worker.errors import BadRequest, Conflict, NotFound
+from wasp_worker.data_http import DATA_HANDLERS
+from wasp_worker.errors import Conflict, NotFound
+from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
 from wasp_worker.state import (
@@ -55,9 +50,6 @@ from wasp_worker.state import (
     WEBHOOKS,
 )
 from wasp_worker.webhooks.http import CONSUMER_PREFIX
-
-Body = TypeVar("Body", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -137,19 +129,6 @@ async def chats(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "chats": await request.app[HISTORY].chats(slot)})
 
 
-async def conversations(request: web.Request) -> web.Response:
-    """A page of the slot's conversations, filtered and sorted, with the next page's cursor."""
-    slot = request.app[SESSIONS].own(request.match_info["slot"])
-    query = query_values(request, ConversationsQuery)
-    filters = Filters(query.unread, query.archived, query.pinned, query.tag, query.q)
-    items, following = await request.app[CONVERSATIONS].page(
-        slot, filters, query.sort, query.cursor, query.limit
-    )
-    return web.json_response(
-        {"ok": True, "slot": str(slot), "items": items, "next_cursor": following}
-    )
-
-
 async def update_conversation(request: web.Request) -> web.Response:
     """Set what the body names on a conversation; 404 for a chat the slot has none of."""
     slot = request.app[SESSIONS].own(request.match_info["slot"])
@@ -193,26 +172,6 @@ async def open_chat(request: web.Request) -> web.Response:
     )
 
 
-async def send_read_receipts(
-    app: web.Application, slot: Slot, chat_id: str, unread: dict[str | None, list[str]]
-) -> str:
-    """Read receipts for what was unread: `sent`, `none` (nothing was unread), or why not
-    (`not_connected`, `failed`); the messages stay read here either way."""
-    if not unread:
-        return "none"
-    sessions = app[SESSIONS]
-    state = sessions.states.get(slot)
-    if state is None or state.status != "CONNECTED":
-        return "not_connected"
-    try:
-        for sender, ids in unread.items():
-            await sessions.backend.mark_read(slot, chat_id, sender, ids)
-    except Exception as error:
-        app[LOG].emit("read_receipts_failed", slot=str(slot), error=type(error).__name__)
-        return "failed"
-    return "sent"
-
-
 async def status(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
@@ -243,24 +202,6 @@ async def pair(request: web.Request) -> web.Response:
     except PairFailed as error:
         raise Conflict(str(error)) from None
     return web.json_response({"ok": True, "slot": str(slot), "code": code})
-
-
-async def read_body(request: web.Request, model: type[Body]) -> Body:
-    """Parse and validate a JSON body; anything else is a 400 that says why."""
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadRequest("body is not JSON") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise BadRequest(f"invalid request: {problems(error, tags=_tags(model))}") from None
-
-
-@cache
-def _tags(model: type[BaseModel]) -> frozenset[str]:
-    """The `type` values of a body that is a discriminated union (none for other bodies)."""
-    return frozenset(model.model_json_schema().get("discriminator", {}).get("mapping", {}))
 
 
 async def send(request: web.Request) -> web.Response:
@@ -378,7 +319,6 @@ HANDLERS: dict[str, Handler] = {
     "open": open_account,
     "chats": chats,
     "openChat": open_chat,
-    "conversations": conversations,
     "updateConversation": update_conversation,
     "sync": sync,
     "status": status,
@@ -394,4 +334,5 @@ HANDLERS: dict[str, Handler] = {
     "setPacing": set_pacing,
     "webhookDeadLetters": webhook_dead_letters,
     "webhookReplay": webhook_replay,
+    **DATA_HANDLERS,
 }

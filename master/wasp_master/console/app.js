@@ -20,8 +20,10 @@ const state = {
   unread: new Map(), // slot -> count of live messages not yet seen
   lastIds: {}, // shard -> eventId of the last event seen
   selected: null, // the slot whose page is open
-  chats: [],
+  chats: [], // the selected slot's conversations (GET .../conversations)
   chatId: null,
+  wantChat: null, // {slot, chatId} to open once the slot's page loads (a search hit)
+  search: { q: "", items: [], next: null, partial: [], busy: false },
   messages: [],
   pending: [], // messages sent from this page, not yet in the chat: {id, waMessageId, to, body, state}
   noScan: new Set(), // shards whose backend has no scan (not the simulator)
@@ -366,18 +368,34 @@ function onMessageStatus(update) {
 
 // ---------- slot page ----------
 
+// The chat list is the store's conversations (unread counts, names, pinned first as the
+// worker sorts them); a conversation row names its last message by id only, so the text
+// shown under it comes from the slot's chats when the row carries none.
+async function fetchChats(slot) {
+  const data = await api("GET", `${slotPath(slot, "conversations")}?limit=100`);
+  const items = data.items || [];
+  if (items.length && !items.every((c) => c.last_message)) {
+    const chats = await api("GET", slotPath(slot, "chats"));
+    const last = new Map((chats.chats || []).map((c) => [c.chat_id, c.last_message]));
+    for (const item of items) item.last_message = item.last_message || last.get(item.chat_id) || null;
+  }
+  return items;
+}
+
 async function loadChats() {
   const slot = state.selected;
   if (!slot || !shardOf(slot)?.running) return;
   try {
-    const data = await api("GET", slotPath(slot, "chats"));
+    const items = await fetchChats(slot);
     if (slot !== state.selected) return;
-    state.chats = data.chats || [];
+    state.chats = items;
   } catch (error) {
     state.chats = [];
   }
-  if (!state.chatId && state.chats.length) {
-    await openChat(state.chats[0].chat_id, { quiet: true });
+  const wanted = state.wantChat && state.wantChat.slot === slot ? state.wantChat.chatId : null;
+  if (wanted) {
+    state.wantChat = null;
+    await openChat(wanted, { quiet: true });
     return;
   }
   renderChats();
@@ -403,8 +421,8 @@ async function openChat(chatId, { quiet = false } = {}) {
   }
   // Refresh the list too: opening marked messages read.
   try {
-    const data = await api("GET", slotPath(slot, "chats"));
-    if (slot === state.selected) state.chats = data.chats || [];
+    const items = await fetchChats(slot);
+    if (slot === state.selected) state.chats = items;
   } catch (error) {
     // the conversation is still shown
   }
@@ -674,6 +692,7 @@ function renderChats() {
   list.replaceChildren(
     ...state.chats.map((chat) => {
       const label = chatLabel(chat.chat_id);
+      const title = chat.name && !slotOfPhone(chat.chat_id) ? chat.name : label.title;
       const last = chat.last_message || {};
       const preview = (last.direction === "out" ? "You: " : "") + (last.body || (last.media_type ? `[${last.media_type}]` : ""));
       return h(
@@ -685,12 +704,12 @@ function renderChats() {
             type: "button",
             class: `chat${chat.chat_id === state.chatId ? " current" : ""}`,
             onclick: () => openChat(chat.chat_id),
-            dataset: { chat: chat.chat_id },
+            dataset: { chat: chat.chat_id, unread: String(chat.unread || 0) },
           },
-          h("span", { class: "chat-title" }, label.title),
+          h("span", { class: "chat-title" }, chat.pinned ? "📌 " : "", title),
           h("span", { class: "chat-time" }, timeText(chat.last_timestamp)),
           h("span", { class: "chat-preview" }, preview),
-          chat.unread ? h("span", { class: "badge" }, chat.unread) : null,
+          chat.unread ? h("span", { class: "badge", title: "unread" }, chat.unread) : null,
         ),
       );
     }),
@@ -739,6 +758,139 @@ function renderConversation() {
   if (scroller) scroller.scrollTop = scroller.scrollHeight;
 }
 
+// ---------- search across shards ----------
+
+const SEARCH_DELAY_MS = 250;
+const SEARCH_PAGE = 20;
+let searchTimer = 0;
+
+// A snippet marks its matches between these (the worker's FTS5 snippet()); shown as <mark>,
+// everything else as text: a message body is never parsed as HTML.
+const MARK_OPEN = "\u0002";
+const MARK_CLOSE = "\u0003";
+
+function marked(text) {
+  const out = [];
+  let rest = String(text || "");
+  while (rest) {
+    const at = rest.indexOf(MARK_OPEN);
+    if (at < 0) {
+      out.push(rest);
+      break;
+    }
+    out.push(rest.slice(0, at));
+    const end = rest.indexOf(MARK_CLOSE, at + 1);
+    out.push(h("mark", {}, rest.slice(at + 1, end < 0 ? undefined : end)));
+    rest = end < 0 ? "" : rest.slice(end + 1);
+  }
+  return out;
+}
+
+async function runSearch({ more = false } = {}) {
+  const q = $("search-input").value.trim();
+  const box = $("search-results");
+  if (!q) {
+    state.search = { q: "", items: [], next: null, partial: [], busy: false };
+    box.hidden = true;
+    return;
+  }
+  const params = new URLSearchParams({ q, limit: String(SEARCH_PAGE) });
+  if (more && state.search.next) params.set("cursor", state.search.next);
+  state.search.busy = true;
+  try {
+    const data = await api("GET", `/api/search?${params}`);
+    if ($("search-input").value.trim() !== q) return; // typed on meanwhile
+    const before = more ? state.search.items : [];
+    state.search = {
+      q,
+      items: [...before, ...(data.items || [])],
+      next: data.next_cursor || null,
+      partial: data.missing || [],
+      busy: false,
+    };
+  } catch (error) {
+    state.search = { q, items: [], next: null, partial: [], busy: false, error: error.message };
+  }
+  renderSearch();
+}
+
+function renderSearch() {
+  const box = $("search-results");
+  const found = state.search;
+  box.hidden = !found.q;
+  if (!found.q) return;
+  const parts = [];
+  if (found.error) parts.push(h("p", { class: "empty" }, `Search failed: ${found.error}`));
+  for (const gap of found.partial) {
+    parts.push(h("p", { class: "partial" }, `Without ${gap.shard} (${gap.from}–${gap.to}): ${gap.reason}`));
+  }
+  if (!found.items.length && !found.error) parts.push(h("p", { class: "empty" }, `No message has “${found.q}”.`));
+  if (found.items.length) {
+    parts.push(
+      h(
+        "ul",
+        { id: "search-hits" },
+        found.items.map((hit) =>
+          h(
+            "li",
+            {},
+            h(
+              "a",
+              {
+                class: "hit",
+                href: `#/${encodeURIComponent(hit.slot)}`,
+                dataset: { slot: hit.slot, chat: hit.chat_id },
+                onclick: (event) => openHit(event, hit),
+              },
+              h("span", { class: "hit-slot" }, hit.slot),
+              h("span", { class: "hit-chat" }, (hit.direction === "out" ? "to " : "from ") + chatLabel(hit.chat_id).title),
+              h("span", { class: "hit-time" }, timeText(hit.timestamp)),
+              h("span", { class: "hit-text" }, marked(hit.snippet ?? hit.body)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  if (found.next) {
+    parts.push(h("button", { type: "button", class: "linkish search-more", onclick: () => runSearch({ more: true }) }, "More results"));
+  }
+  box.replaceChildren(...parts);
+}
+
+function openHit(event, hit) {
+  event.preventDefault();
+  $("search-results").hidden = true;
+  if (state.selected === hit.slot) {
+    openChat(hit.chat_id);
+    return;
+  }
+  state.wantChat = { slot: hit.slot, chatId: hit.chat_id };
+  location.hash = `#/${encodeURIComponent(hit.slot)}`;
+}
+
+function setupSearch() {
+  const input = $("search-input");
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(searchTimer);
+    runSearch();
+  });
+  input.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, SEARCH_DELAY_MS);
+  });
+  input.addEventListener("focus", () => {
+    if (state.search.q) $("search-results").hidden = false;
+  });
+  document.addEventListener("click", (event) => {
+    if (!$("search").contains(event.target)) $("search-results").hidden = true;
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") $("search-results").hidden = true;
+  });
+}
+
 // ---------- wiring ----------
 
 function route() {
@@ -753,6 +905,7 @@ function reconnectEverything() {
 
 function start() {
   setupKeyDialog();
+  setupSearch();
   document.querySelectorAll("[data-action]").forEach((button) =>
     button.addEventListener("click", () => act(button.dataset.action)),
   );

@@ -1,0 +1,126 @@
+"""Keyset cursors of the data API, shared by the worker and the master.
+
+A page ends at its last item; the cursor handed out is that item's sort key, and
+the next page is "the items strictly after this key". Unlike an offset, such a
+position stays right while items are added, removed or move: an item is never
+shown twice because others were inserted before it.
+
+Every item carries `slot` and its row `id`, and every key ends with them, so a
+key is unique across the shards: the master merges the shards' pages by the
+same `key_of` and hands out one cursor, the key of the last item it returned;
+each worker then answers "after this key" for its own slots.
+
+One cursor shape serves every order (the query's schema cannot tie a cursor's
+shape to the `sort` sent with it): `<timestamp>_<unread>_<name>_<slot>_<id>`,
+each order reading the fields it sorts by. `<name>` is `z` (no name: after every
+name) or `h` and the name's UTF-8 in hex. `CURSOR_PATTERN` admits only strings
+that decode, so any cursor a client can send that passes the schema is a
+position (perhaps one no item has: the page then starts at the next item), and
+never a 400.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any, Literal
+
+# The most of a name a cursor holds: a longer one is cut, and its page may then start
+# with items of the same cut name again (names are chat subjects and push names, far
+# shorter).
+NAME_BYTES = 1024
+STAMP_MAX = 1e16
+
+# A cursor of a keyed listing (conversations, messages, search).
+CURSOR_PATTERN = (
+    r"^[0-9]{1,16}(\.[0-9]{1,24})?_[0-9]{1,9}_(z|h([0-9a-f]{2}){0,"
+    + str(NAME_BYTES)
+    + r"})_[A-Z]{1,8}[0-9]{1,9}_[0-9]{1,18}$"
+)
+
+# `last`: latest message first; `unread`: most unread first, then latest; `name`: by
+# name, nameless last; `time`: messages by time (search: newest first).
+Sort = Literal["last", "unread", "name", "time"]
+# The orders read from the largest key down (the rest from the smallest up). Messages of a
+# chat page both ways: `before` a cursor newest first, `after` it oldest first.
+DESCENDING: frozenset[str] = frozenset({"last", "unread"})
+
+Key = tuple[Any, ...]
+# A key of the `time` order: (timestamp, slot, id).
+TimeKey = tuple[float, str, int]
+
+
+def key_of(item: dict[str, Any], sort: Sort) -> Key:
+    """The item's position in `sort` order: a conversation for last/unread/name (its
+    `last_timestamp`, `unread`, `name`), a message for `time` (its `timestamp`)."""
+    tail = (str(item["slot"]), int(item["id"]))
+    if sort == "time":
+        return (float(item["timestamp"]), *tail)
+    last = float(item.get("last_timestamp") or 0.0)
+    if sort == "last":
+        return (last, *tail)
+    if sort == "unread":
+        return (int(item["unread"]), last, *tail)
+    name = item.get("name")
+    return (name is None, name or "", *tail)
+
+
+def descending(sort: Sort) -> bool:
+    """Whether pages of `sort` go from the largest key down (`sorted(..., reverse=...)`)."""
+    return sort in DESCENDING
+
+
+def _stamp(value: float) -> str:
+    """A timestamp exactly: the shortest decimal that reads back as the same float."""
+    if not math.isfinite(value) or value < 0:
+        value = 0.0
+    if not 1e-6 <= value < STAMP_MAX:  # never a real timestamp: a position all the same
+        value = 0.0 if value < 1e-6 else STAMP_MAX - 1
+    return format(Decimal(repr(value)), "f")
+
+
+def encode(key: Key, sort: Sort | None = None) -> str:
+    """The cursor of a key `key_of` made (`sort` may be left out: the key's shape says)."""
+    if sort is None:
+        sort = _shape(key)
+    slot, row = key[-2], key[-1]
+    stamp, unread, name = 0.0, 0, None
+    if sort in ("time", "last"):
+        stamp = key[0]
+    elif sort == "unread":
+        unread, stamp = key[0], key[1]
+    else:
+        name = None if key[0] else key[1]
+    named = "z" if name is None else "h" + name.encode()[:NAME_BYTES].hex()
+    return f"{_stamp(stamp)}_{unread}_{named}_{slot}_{row}"
+
+
+def _shape(key: Key) -> Sort:
+    if len(key) == 3:
+        return "time"  # (or `last`: the same fields, the same cursor)
+    return "name" if isinstance(key[1], str) else "unread"
+
+
+def decode(text: str, sort: Sort) -> Key:
+    """The key a cursor names, for `sort`; ValueError for a string `CURSOR_PATTERN`
+    refuses (the schema already refused it)."""
+    parts = text.split("_")
+    if len(parts) != 5:
+        raise ValueError("not a cursor")
+    stamp_text, unread_text, named, slot, row_text = parts
+    stamp, unread, row = float(stamp_text), int(unread_text), int(row_text)
+    if sort in ("time", "last"):
+        return (stamp, slot, row)
+    if sort == "unread":
+        return (unread, stamp, slot, row)
+    if named == "z":
+        return (True, "", slot, row)
+    # Any hex the pattern admits is a name; bytes that are not UTF-8 still name a place.
+    return (False, bytes.fromhex(named[1:]).decode("utf-8", "replace"), slot, row)
+
+
+def after(key: Key, cursor: Key, sort: Sort, reverse: bool | None = None) -> bool:
+    """Whether `key` comes strictly after `cursor` in `sort` order (`reverse` overrides
+    the order's direction, as messages paged `after` a cursor do)."""
+    down = descending(sort) if reverse is None else reverse
+    return key < cursor if down else key > cursor
