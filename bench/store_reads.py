@@ -1,7 +1,8 @@
 """Read latency of the data API on a big shard database: worker, master, and the SQL floor.
 
-A probe is one request of the worker's API (named by its operation in
-`wasp.worker_api`, so its method and path come from the one declaration) and the
+A probe is one request (a worker operation named as `wasp.worker_api` declares it, or
+a master route of its own table by path, so method and path come from the one
+declaration), the targets it is measured at, and the
 SELECTs that answer it, run on a fresh sqlite3 connection of this process: the
 floor, what the same query costs without HTTP, JSON or the worker's thread. Each
 target is measured closed loop by one client (one keep-alive connection, the
@@ -16,11 +17,12 @@ import sqlite3
 import statistics
 import time
 import urllib.parse
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wasp_master.across import ROUTES
 
 from tests.support.worker import CREDENTIAL
 from wasp.worker_api import ENDPOINTS
@@ -32,8 +34,9 @@ Statement = tuple[str, tuple[Any, ...]]
 
 @dataclass(frozen=True)
 class Probe:
-    """One measured request: `operation` with its path parameters, query or body, and
-    the statements of its floor. `goal_ms` is the p99 goal at the worker."""
+    """One measured request: `operation` (a worker operation's name, or the path of one of
+    the master's own routes) with its path parameters, query or body; the targets it is
+    measured at; the statements of its floor. `goal_ms` is the p99 goal."""
 
     name: str
     operation: str
@@ -42,15 +45,18 @@ class Probe:
     goal_ms: float
     query: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
+    at: tuple[str, ...] = ("worker", "master")
 
     def request(self) -> tuple[str, str, bytes | None]:
         """(method, path and query, body) from the operation's declaration."""
-        [endpoint] = [e for e in ENDPOINTS if e.name == self.operation]
-        path = endpoint.path.format(**{k: urllib.parse.quote(v) for k, v in self.params.items()})
+        declared = [(e.method, e.path) for e in ENDPOINTS if e.name == self.operation]
+        declared += [(r.method, r.path) for r in ROUTES if r.path == self.operation]
+        [(method, template)] = declared
+        path = template.format(**{k: urllib.parse.quote(v) for k, v in self.params.items()})
         if self.query:
             path += "?" + urllib.parse.urlencode(self.query)
         body = json.dumps(self.body).encode() if self.body is not None else None
-        return endpoint.method, path, body
+        return method, path, body
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -112,18 +118,9 @@ def measure(
         got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
         got["floor"] = floor(database, probe)
         for target, port in targets.items():
+            if target not in probe.at:
+                continue
             got[target] = over_http(port, probe)
             got[f"{target}_to_floor"] = round(got[target]["p99_ms"] / got["floor"]["p99_ms"], 2)
         results[probe.name] = got
     return results
-
-
-def timed(fn: Callable[[], Any], calls: int) -> dict[str, float]:
-    """p50 and p99 of `fn()` over `calls` calls after a short warm-up."""
-    samples = []
-    for n in range(10 + calls):
-        started = time.perf_counter()
-        fn()
-        if n >= 10:
-            samples.append((time.perf_counter() - started) * 1000)
-    return percentiles(samples)
