@@ -15,8 +15,10 @@ import http.client
 import json
 import sqlite3
 import statistics
+import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,9 @@ from wasp.worker_api import ENDPOINTS
 
 WARMUP = 50
 CALLS = 400
+MIN_CALLS = 5
+WARMUP_S = 5.0
+BUDGET_S = 20.0
 Statement = tuple[str, tuple[Any, ...]]
 
 
@@ -64,40 +69,59 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2)}
 
 
-def over_http(port: int, probe: Probe, calls: int = CALLS) -> dict[str, float]:
-    """p50 and p99 in ms of `calls` requests after WARMUP, closed loop, one connection."""
+def sample(call: Callable[[], None]) -> list[float]:
+    """Milliseconds of each of CALLS calls after WARMUP; a read slow enough to pass the
+    time budgets stops early (warm-up after WARMUP_S, measuring after BUDGET_S once it
+    has MIN_CALLS), and says so by its count."""
+    started = time.monotonic()
+    for _ in range(WARMUP):
+        call()
+        if time.monotonic() - started > WARMUP_S:
+            break
+    samples: list[float] = []
+    began = time.monotonic()
+    while len(samples) < CALLS and (
+        len(samples) < MIN_CALLS or time.monotonic() - began < BUDGET_S
+    ):
+        at = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - at) * 1000)
+    return samples
+
+
+def over_http(port: int, probe: Probe) -> dict[str, float]:
+    """p50 and p99 in ms, closed loop, one client on one keep-alive connection."""
     method, path, body = probe.request()
     headers = {**CREDENTIAL, "Content-Type": "application/json"}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    samples = []
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    size = 0
+
+    def call() -> None:
+        nonlocal size
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{probe.name}: {response.status} {answer[:300]!r}")
+        size = len(answer)
+
     try:
-        for n in range(WARMUP + calls):
-            started = time.perf_counter()
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-            took = (time.perf_counter() - started) * 1000
-            if response.status != 200:
-                raise RuntimeError(f"{probe.name}: {response.status} {answer[:300]!r}")
-            if n >= WARMUP:
-                samples.append(took)
+        samples = sample(call)
     finally:
         connection.close()
-    return {**percentiles(samples), "bytes": len(answer)}
+    return {**percentiles(samples), "calls": len(samples), "bytes": size}
 
 
-def floor(database: Path, probe: Probe, calls: int = CALLS) -> dict[str, float]:
+def floor(database: Path, probe: Probe) -> dict[str, float]:
     """The probe's statements on a fresh connection (read only), every row fetched."""
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        samples = []
-        for n in range(WARMUP + calls):
-            started = time.perf_counter()
+
+        def call() -> None:
             for sql, args in probe.floor:
                 db.execute(sql, args).fetchall()
-            took = (time.perf_counter() - started) * 1000
-            if n >= WARMUP:
-                samples.append(took)
-    return percentiles(samples)
+
+        samples = sample(call)
+    return {**percentiles(samples), "calls": len(samples)}
 
 
 def plans(database: Path, probe: Probe) -> list[str]:
@@ -123,4 +147,5 @@ def measure(
             got[target] = over_http(port, probe)
             got[f"{target}_to_floor"] = round(got[target]["p99_ms"] / got["floor"]["p99_ms"], 2)
         results[probe.name] = got
+        print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
     return results

@@ -127,7 +127,7 @@ def writers(
         while not stop.is_set():
             n += 1
             chat = rng.choice(PEER_CHATS)
-            action = rng.choice(("patch", "patch", "open", "send"))
+            action = rng.choice(("patch", "patch", "open", "mark", "send"))
             if action == "patch":
                 record.in_flight[chat] = n
                 status, _ = call("PATCH", f"{base}/conversations/{chat}", patch_body(n))
@@ -142,6 +142,16 @@ def writers(
                 assert status == 200
                 shown = [m["wa_message_id"] for m in answer["messages"] if m["direction"] == "in"]
                 record.read.update(shown)
+            elif action == "mark":
+                ids = stored_from(record, PEER_CHATS.index(chat), rng)
+                if not ids:
+                    continue
+                body = {"chat_id": chat, "message_ids": ids}
+                status, answer = call("POST", f"{base}/markRead", body)
+                if status == 0:
+                    return
+                assert status == 200, answer
+                record.read.update(ids)
             else:
                 to = {"to": phone_of(A2), "text": f"out {n}", "idempotency_key": f"k{n}"}
                 status, answer = call("POST", f"{base}/send", to)
@@ -169,6 +179,16 @@ def writers(
     for thread in threads:
         thread.start()
     return threads
+
+
+def stored_from(record: Record, peer: int, rng: random.Random) -> list[str]:
+    """A few of this peer's inbound messages that sync already showed (so stored)."""
+    ids = sorted(
+        i
+        for i in list(record.synced_messages)
+        if i.startswith("IN") and int(i[2:]) % len(PEERS) == peer
+    )
+    return rng.sample(ids, min(5, len(ids)))
 
 
 def follow(base: str, record: Record, limit: int) -> bool:
@@ -315,7 +335,15 @@ def check(base: str, data: Path, record: Record, acknowledged: set[str]) -> None
         ]
         actual = {k: chats[chat][k] for k in ("tags", "pinned", "muted_until")}
         assert actual in shapes, (chat, actual, allowed)
-    # What an acknowledged openChat showed is read.
+    # Each conversation's unread count is its messages' (both written in one transaction).
+    for chat_id, conversation in chats.items():
+        unread = [
+            m
+            for m in messages.values()
+            if m["chat_id"] == chat_id and m["direction"] == "in" and not m["read"]
+        ]
+        assert conversation["unread"] == len(unread), chat_id
+    # What an acknowledged openChat showed, or markRead named, is read.
     assert sorted(i for i in record.read if not messages[i]["read"]) == []
     # Every send that got 202 is in the queue.
     for row in record.sent:
