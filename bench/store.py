@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from wasp_worker.store import FILE
 
+from bench.store_alternatives import compare
 from bench.store_data import Shape, cached
 from bench.store_reads import Probe, measure
 from bench.store_write import disk, write_cost
@@ -117,11 +118,13 @@ _CONVERSATION_FIELDS = (
     "chat_id, chat_type, name, last_message_id, last_timestamp, unread, pinned, archived, "
     "muted_until, tags, id, slot"
 )
-_SEARCH = (
+# The worker's search SELECT, first page (20 and one to know more follow), in any order.
+_SEARCH_IN = (
     f"SELECT {_MESSAGE_FIELDS}, snippet(messages_fts, 0, '[', ']', '…', 12) FROM messages_fts "
     "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? {where}"
-    "AND m.deleted_at IS NULL ORDER BY m.timestamp DESC, m.id DESC LIMIT 21"
+    "AND m.deleted_at IS NULL ORDER BY {order} LIMIT 21"
 )
+_SEARCH = _SEARCH_IN.replace("{order}", "m.timestamp DESC, m.id DESC")
 
 
 def probes(f: Facts) -> list[Probe]:
@@ -375,6 +378,15 @@ def run() -> dict[str, Any]:
             for program in reversed(programs):
                 program.stop()
         copy = root / "w1" / FILE
+        common = next(iter(found.terms))
+        alternatives = compare(
+            copy,
+            _SEARCH_IN,
+            found.heavy_slot,
+            [f"A{n}" for n in range(BIG.first_slot, BIG.first_slot + BIG.accounts)],
+            _fts(common),
+            (found.busy_slot, found.busy_chat),
+        )
         writes = write_cost(copy, root / "bare.sqlite3")
         on_disk = disk(built.path)
         (root / "w1").rename(root / "big")  # the view across shards starts its own w1..
@@ -385,6 +397,8 @@ def run() -> dict[str, Any]:
         "generated_s": built.generated_s,
         "facts": found.__dict__,
         "reads": reads,
+        "alternatives": alternatives,
+        "common_word": common,
         "write": writes,
         "disk": on_disk,
         "across_shards": shards,

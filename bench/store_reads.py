@@ -69,59 +69,56 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2)}
 
 
-def sample(call: Callable[[], None]) -> list[float]:
-    """Milliseconds of each of CALLS calls after WARMUP; a read slow enough to pass the
-    time budgets stops early (warm-up after WARMUP_S, measuring after BUDGET_S once it
-    has MIN_CALLS), and says so by its count."""
+def interleaved(calls: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """Milliseconds of CALLS calls of each, after WARMUP, taken in turns (one call of each
+    per round), so a burst of load on the shared machine falls on all of them alike. A
+    read slow enough to pass the time budgets stops early (warm-up after WARMUP_S,
+    measuring after BUDGET_S once each has MIN_CALLS), and says so by its count."""
     started = time.monotonic()
     for _ in range(WARMUP):
-        call()
+        for call in calls.values():
+            call()
         if time.monotonic() - started > WARMUP_S:
             break
-    samples: list[float] = []
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     began = time.monotonic()
-    while len(samples) < CALLS and (
-        len(samples) < MIN_CALLS or time.monotonic() - began < BUDGET_S
-    ):
-        at = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - at) * 1000)
+    for done in range(CALLS):
+        if done >= MIN_CALLS and time.monotonic() - began > BUDGET_S:
+            break
+        for name, call in calls.items():
+            at = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - at) * 1000)
     return samples
 
 
-def over_http(port: int, probe: Probe) -> dict[str, float]:
-    """p50 and p99 in ms, closed loop, one client on one keep-alive connection."""
-    method, path, body = probe.request()
-    headers = {**CREDENTIAL, "Content-Type": "application/json"}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    size = 0
+class HttpTarget:
+    """The probe's request over one keep-alive connection, the answer read whole."""
 
-    def call() -> None:
-        nonlocal size
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
+    def __init__(self, port: int, probe: Probe) -> None:
+        self.method, self.path, self.body = probe.request()
+        self.name = probe.name
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.size = 0
+
+    def __call__(self) -> None:
+        headers = {**CREDENTIAL, "Content-Type": "application/json"}
+        self.connection.request(self.method, self.path, body=self.body, headers=headers)
+        response = self.connection.getresponse()
         answer = response.read()
         if response.status != 200:
-            raise RuntimeError(f"{probe.name}: {response.status} {answer[:300]!r}")
-        size = len(answer)
-
-    try:
-        samples = sample(call)
-    finally:
-        connection.close()
-    return {**percentiles(samples), "calls": len(samples), "bytes": size}
+            raise RuntimeError(f"{self.name}: {response.status} {answer[:300]!r}")
+        self.size = len(answer)
 
 
-def floor(database: Path, probe: Probe) -> dict[str, float]:
-    """The probe's statements on a fresh connection (read only), every row fetched."""
-    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+def floor_call(db: sqlite3.Connection, probe: Probe) -> Callable[[], None]:
+    """The probe's statements on the floor's connection, every row fetched."""
 
-        def call() -> None:
-            for sql, args in probe.floor:
-                db.execute(sql, args).fetchall()
+    def call() -> None:
+        for sql, args in probe.floor:
+            db.execute(sql, args).fetchall()
 
-        samples = sample(call)
-    return {**percentiles(samples), "calls": len(samples)}
+    return call
 
 
 def plans(database: Path, probe: Probe) -> list[str]:
@@ -136,16 +133,27 @@ def plans(database: Path, probe: Probe) -> list[str]:
 def measure(
     database: Path, probes: list[Probe], targets: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
-    """Each probe at each target (name -> port) and at its floor."""
+    """Each probe at each of its targets (name -> port) and at its floor: a fresh sqlite3
+    connection of this process, read only, on the same file."""
     results: dict[str, dict[str, Any]] = {}
-    for probe in probes:
-        got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
-        got["floor"] = floor(database, probe)
-        for target, port in targets.items():
-            if target not in probe.at:
-                continue
-            got[target] = over_http(port, probe)
-            got[f"{target}_to_floor"] = round(got[target]["p99_ms"] / got["floor"]["p99_ms"], 2)
-        results[probe.name] = got
-        print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        for probe in probes:
+            http = {t: HttpTarget(port, probe) for t, port in targets.items() if t in probe.at}
+            try:
+                samples = interleaved({"floor": floor_call(db, probe), **http})
+            finally:
+                for target in http.values():
+                    target.connection.close()
+            got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
+            floor = got["floor"] = {**percentiles(samples["floor"]), "calls": len(samples["floor"])}
+            for name, target in http.items():
+                here = got[name] = {
+                    **percentiles(samples[name]),
+                    "calls": len(samples[name]),
+                    "bytes": target.size,
+                }
+                got[f"{name}_to_floor"] = round(here["p99_ms"] / floor["p99_ms"], 2)
+                got[f"{name}_to_floor_p50"] = round(here["p50_ms"] / floor["p50_ms"], 2)
+            results[probe.name] = got
+            print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
     return results
