@@ -332,6 +332,7 @@ def across_shards(root: Path) -> dict[str, Any]:
     ]
     built = [cached(shape) for shape in shapes]
     generated = sum(b.generated_s or 0 for b in built)
+    from_cache = all(b.from_cache for b in built)
     with closing(sqlite3.connect(built[0].path)) as db:
         terms = search_terms(db, (10_000, 300, 3))
     databases = [
@@ -360,7 +361,13 @@ def across_shards(root: Path) -> dict[str, Any]:
     finally:
         for program in reversed(programs):
             program.stop()
-    return {"shards": SHARDS, "messages_each": SMALL, "generated_s": generated, "reads": found}
+    return {
+        "shards": SHARDS,
+        "messages_each": SMALL,
+        "generated_s": round(generated, 1),
+        "from_cache": from_cache,
+        "reads": found,
+    }
 
 
 def run() -> dict[str, Any]:
@@ -395,6 +402,7 @@ def run() -> dict[str, Any]:
         "shape": BIG.__dict__,
         "cache_file": built.path.name,
         "generated_s": built.generated_s,
+        "from_cache": built.from_cache,
         "facts": found.__dict__,
         "reads": reads,
         "alternatives": alternatives,

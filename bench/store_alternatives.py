@@ -17,6 +17,7 @@ from typing import Any
 from bench.store_reads import interleaved, percentiles
 
 Statement = tuple[str, tuple[Any, ...]]
+MIN_CALLS = 15  # the slow "now" of a pair still gets a p99 worth reading
 
 
 def _reads(db: sqlite3.Connection, statements: list[Statement]) -> Callable[[], None]:
@@ -98,7 +99,9 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     with closing(sqlite3.connect(database, isolation_level=None)) as db:
         for name, pair in pairs.items():
-            samples = interleaved({kind: make(db) for kind, make in pair.items()})
+            samples = interleaved(
+                {kind: make(db) for kind, make in pair.items()}, min_calls=MIN_CALLS
+            )
             results[name] = {
                 kind: {**percentiles(got), "calls": len(got)} for kind, got in samples.items()
             }

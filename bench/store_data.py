@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import json
 import os
 import random
 import sqlite3
@@ -102,7 +103,8 @@ class Shape:
 @dataclass(frozen=True)
 class Built:
     path: Path
-    generated_s: float | None  # None: taken from the cache
+    generated_s: float | None  # how long generating it took (None: not known)
+    from_cache: bool
 
 
 def schema_sql() -> str:
@@ -120,16 +122,20 @@ def schema_sql() -> str:
 def cached(shape: Shape) -> Built:
     """The database for `shape`: from the cache, or generated into it now."""
     path = CACHE / f"{shape.name(schema_sql())}.sqlite3"
+    timing = path.with_suffix(".json")  # how long the generation took, for later runs
     if path.exists():
-        return Built(path, None)
+        known = json.loads(timing.read_text())["generated_s"] if timing.exists() else None
+        return Built(path, known, from_cache=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     for leftover in CACHE.glob(partial.name + "*"):
         leftover.unlink()
     started = time.monotonic()
     generate(partial, shape)
+    took = round(time.monotonic() - started, 1)
+    timing.write_text(json.dumps({"generated_s": took}))
     partial.rename(path)  # complete files only: a run cut short leaves no cache entry
-    return Built(path, round(time.monotonic() - started, 1))
+    return Built(path, took, from_cache=False)
 
 
 def _zipf(count: int, s: float) -> list[float]:

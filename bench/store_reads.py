@@ -69,11 +69,13 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2)}
 
 
-def interleaved(calls: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+def interleaved(
+    calls: dict[str, Callable[[], None]], min_calls: int = MIN_CALLS
+) -> dict[str, list[float]]:
     """Milliseconds of CALLS calls of each, after WARMUP, taken in turns (one call of each
     per round), so a burst of load on the shared machine falls on all of them alike. A
     read slow enough to pass the time budgets stops early (warm-up after WARMUP_S,
-    measuring after BUDGET_S once each has MIN_CALLS), and says so by its count."""
+    measuring after BUDGET_S once each has `min_calls`), and says so by its count."""
     started = time.monotonic()
     for _ in range(WARMUP):
         for call in calls.values():
@@ -83,7 +85,7 @@ def interleaved(calls: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in calls}
     began = time.monotonic()
     for done in range(CALLS):
-        if done >= MIN_CALLS and time.monotonic() - began > BUDGET_S:
+        if done >= min_calls and time.monotonic() - began > BUDGET_S:
             break
         for name, call in calls.items():
             at = time.perf_counter()
