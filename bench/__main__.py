@@ -21,9 +21,11 @@ from bench import (
     operator_scale,
     proxy_overhead,
     sending,
+    store,
     webhooks,
     worker_queue,
 )
+from bench.store_report import store_section
 from tests.support.cluster import ROOT
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -34,6 +36,7 @@ HEADINGS = {
     "events": "## Master: live events to 1,000 Socket.IO clients (issue 5)",
     "sending": "## Worker: sending engine and group commit",
     "webhooks": "## Worker: webhook delivery",
+    "store": "## Store",
 }
 
 
@@ -418,6 +421,12 @@ def _run_webhooks() -> str:
     return webhooks_section(got)
 
 
+def _run_store() -> str:
+    got = store.run()
+    print(json.dumps(got, indent=2))
+    return store_section(got)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "operator": _run_operator,
     "queue": _run_queue,
@@ -425,6 +434,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "events": _run_events,
     "sending": _run_sending,
     "webhooks": _run_webhooks,
+    "store": _run_store,
 }
 
 

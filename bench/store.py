@@ -1,0 +1,417 @@
+"""`python -m bench store`: the shard's store at 1,000,000 messages.
+
+A cached database of realistic shape (`bench.store_data`), a real `wasp worker` on a
+copy of it and a real `wasp master` in front: each data API read measured at the
+worker, through the master and as plain SQL on the same file (`bench.store_reads`);
+the bytes on disk and the write cost the store adds to an inbound message
+(`bench.store_write`).
+
+A probe is one entry of `probes()`: adding an endpoint's measurement is one line
+there, with the SELECTs that answer it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from wasp_worker.store import FILE
+
+from bench.store_alternatives import compare
+from bench.store_data import Shape, cached
+from bench.store_reads import Probe, measure
+from bench.store_write import disk, write_cost
+from tests.support.master import start_master
+from tests.support.processes import ProgramProcess, free_port
+from tests.support.worker import start_worker
+from wasp import data_api
+
+BIG = Shape()
+# The view across shards: SHARDS workers, each on a database of its own range's accounts.
+SHARDS = 10
+SMALL = 100_000
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Where in the generated data each probe looks."""
+
+    list_slot: str  # the account with the most conversations
+    heavy_slot: str  # the account with the most messages
+    busy_slot: str  # the account of the busiest conversation
+    busy_chat: str
+    busy_chat_messages: int
+    middle_cursor: str  # the busiest chat's middle message, as a `before` cursor
+    sync_since: int  # a change in the middle of busy_slot's sequence
+    terms: dict[str, int]  # search text -> messages that have every word
+
+
+def facts(database: Path) -> Facts:
+    with closing(sqlite3.connect(database)) as db:
+        list_slot = db.execute(
+            "SELECT slot FROM conversations GROUP BY slot ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()[0]
+        heavy_slot = db.execute(
+            "SELECT slot FROM messages GROUP BY slot ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()[0]
+        busy_slot, busy_chat, size = db.execute(
+            "SELECT slot, chat_id, count(*) c FROM messages GROUP BY slot, chat_id "
+            "ORDER BY c DESC LIMIT 1"
+        ).fetchone()
+        middle = db.execute(
+            "SELECT timestamp, slot, id FROM messages WHERE slot=? AND chat_id=? "
+            "ORDER BY timestamp, id LIMIT 1 OFFSET ?",
+            (busy_slot, busy_chat, size // 2),
+        ).fetchone()
+        [seqs] = db.execute("SELECT count(*) FROM changes WHERE slot=?", (busy_slot,)).fetchone()
+        [since] = db.execute(
+            "SELECT seq FROM changes WHERE slot=? ORDER BY seq LIMIT 1 OFFSET ?",
+            (busy_slot, seqs // 2),
+        ).fetchone()
+        terms = search_terms(db)
+    return Facts(
+        list_slot,
+        heavy_slot,
+        busy_slot,
+        busy_chat,
+        size,
+        data_api.encode(tuple(middle), "time"),
+        since,
+        terms,
+    )
+
+
+def search_terms(
+    db: sqlite3.Connection, targets: tuple[int, ...] = (100_000, 3_000, 30)
+) -> dict[str, int]:
+    """Words of very different frequency (by default about 100,000, 3,000 and 30
+    messages, from the index's own vocabulary), and two common words together."""
+    db.execute("CREATE VIRTUAL TABLE temp.vocabulary USING fts5vocab(main, messages_fts, 'row')")
+    chosen: dict[str, int] = {}
+    for target in targets:
+        term, docs = db.execute(
+            "SELECT term, doc FROM temp.vocabulary WHERE length(term) >= 4 "
+            "ORDER BY abs(doc - ?) LIMIT 1",
+            (target,),
+        ).fetchone()
+        chosen[term] = docs
+    chosen["pedido entrega"] = db.execute(
+        "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'pedido AND entrega'"
+    ).fetchone()[0]
+    return chosen
+
+
+_MESSAGE_FIELDS = (
+    "m.wa_message_id, m.chat_id, m.direction, m.sender, m.push_name, m.body, m.media_type, "
+    "m.media_url, m.timestamp, m.read, m.status, m.sender_phone_jid, m.sender_lid, "
+    "m.from_me, m.id, m.message_type, m.media_mime, m.media_size, m.media_name, "
+    "m.edited_at, m.deleted_at"
+)
+_CONVERSATION_FIELDS = (
+    "chat_id, chat_type, name, last_message_id, last_timestamp, unread, pinned, archived, "
+    "muted_until, tags, id, slot"
+)
+# The worker's search SELECT, first page (20 and one to know more follow), in any order.
+_SEARCH_IN = (
+    f"SELECT {_MESSAGE_FIELDS}, snippet(messages_fts, 0, '[', ']', '…', 12) FROM messages_fts "
+    "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? {where}"
+    "AND m.deleted_at IS NULL ORDER BY {order} LIMIT 21"
+)
+_SEARCH = _SEARCH_IN.replace("{order}", "m.timestamp DESC, m.id DESC")
+
+
+def probes(f: Facts) -> list[Probe]:
+    """Every measured read: one entry each (the request, then its floor's SELECTs)."""
+    return [
+        Probe(
+            "conversation list, first page of 50",
+            "conversations",
+            {"slot": f.list_slot},
+            [
+                (
+                    f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? "
+                    "ORDER BY last_timestamp DESC, id DESC LIMIT 51",
+                    (f.list_slot,),
+                )
+            ],
+            goal_ms=10,
+            query={"limit": "50"},
+        ),
+        _messages(f, "newest", {}),
+        _messages(f, "from the middle", {"before": f.middle_cursor}),
+        _sync(f, 100),
+        _sync(f, 500),
+        *(_search(f, text, docs) for text, docs in f.terms.items()),
+        Probe(
+            "unread summary of one account",
+            "unread",
+            {"slot": f.list_slot},
+            [
+                (
+                    "SELECT chat_id, unread, last_timestamp, archived, muted_until "
+                    "FROM conversations WHERE slot=? AND unread > 0 "
+                    "ORDER BY last_timestamp DESC, id DESC",
+                    (f.list_slot,),
+                )
+            ],
+            goal_ms=10,
+        ),
+        Probe(
+            "unread summary of the shard's 50 accounts",
+            "dataUnread",
+            {},
+            [
+                (
+                    "SELECT slot, chat_id, unread, last_timestamp, archived, muted_until "
+                    "FROM conversations WHERE unread > 0",
+                    (),
+                )
+            ],
+            goal_ms=10,
+            at=("worker",),
+        ),
+        Probe(
+            "unread across shards (/api/unread, one shard)",
+            "/api/unread",
+            {},
+            [
+                (
+                    "SELECT slot, chat_id, unread, last_timestamp, archived, muted_until "
+                    "FROM conversations WHERE unread > 0",
+                    (),
+                )
+            ],
+            goal_ms=10,
+            at=("master",),
+        ),
+        *(_search_all(text, docs, "dataSearch") for text, docs in list(f.terms.items())[1:3]),
+        *(_search_all(text, docs, "/api/search") for text, docs in list(f.terms.items())[1:3]),
+    ]
+
+
+def _messages(f: Facts, where: str, query: dict[str, str]) -> Probe:
+    """A page of 50 of the busiest chat, newest first (from `before`, if given)."""
+    bound, args = "", cast(tuple[Any, ...], ())
+    if "before" in query:
+        stamp, _, row = data_api.decode(query["before"], "time")
+        bound, args = "AND (m.timestamp, m.id) < (?, ?) ", (stamp, row)
+    return Probe(
+        f"message page of 50, busiest chat ({f.busy_chat_messages:,} messages), {where}",
+        "messages",
+        {"slot": f.busy_slot, "chat_id": f.busy_chat},
+        [
+            (
+                f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.chat_id=? "
+                f"{bound}ORDER BY m.timestamp DESC, m.id DESC LIMIT 51",
+                (f.busy_slot, f.busy_chat, *args),
+            )
+        ],
+        goal_ms=10,
+        query={"limit": "50", **query},
+    )
+
+
+def _fts(text: str) -> str:
+    """The FTS5 query the worker makes of a search text (each word quoted, the last a
+    prefix), written out again here."""
+    quoted = [f'"{word}"' for word in text.split()]
+    return " AND ".join([*quoted[:-1], quoted[-1] + " *"])
+
+
+def _search(f: Facts, text: str, docs: int) -> Probe:
+    """One account's search, first page (20)."""
+    return Probe(
+        f"search one account, {text!r} ({docs:,} messages in the shard)",
+        "search",
+        {"slot": f.heavy_slot},
+        [(_SEARCH.format(where="AND m.slot=? "), (_fts(text), f.heavy_slot))],
+        goal_ms=25,
+        query={"q": text},
+    )
+
+
+def _search_all(text: str, docs: int, operation: str) -> Probe:
+    """The shard's 50 accounts searched at once: the worker's range read (`dataSearch`),
+    or the master's view across shards (`/api/search`, here of one shard). The floor is
+    one SELECT over every slot."""
+    where = "worker, /data/search" if operation == "dataSearch" else "master, /api/search"
+    return Probe(
+        f"search all 50 accounts ({where}), {text!r} ({docs:,} messages)",
+        operation,
+        {},
+        [(_SEARCH.format(where=""), (_fts(text),))],
+        goal_ms=25,
+        query={"q": text},
+        at=("worker",) if operation == "dataSearch" else ("master",),
+    )
+
+
+def _sync(f: Facts, limit: int) -> Probe:
+    """A sync page from the middle of the busiest account's sequence."""
+    return Probe(
+        f"sync page of {limit} changes",
+        "sync",
+        {"slot": f.busy_slot},
+        [
+            (
+                "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
+                (f.busy_slot, f.sync_since, limit),
+            ),
+            (
+                f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.wa_message_id IN "
+                "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='message' "
+                "ORDER BY seq LIMIT ?)",
+                (f.busy_slot, f.busy_slot, f.sync_since, limit),
+            ),
+            (
+                f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? AND chat_id IN "
+                "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='conversation' "
+                "ORDER BY seq LIMIT ?)",
+                (f.busy_slot, f.busy_slot, f.sync_since, limit),
+            ),
+        ],
+        goal_ms=10,
+        query={"since": str(f.sync_since), "limit": str(limit)},
+    )
+
+
+def start_stack(
+    tmp: Path, databases: list[tuple[Path, str, str]], programs: list[ProgramProcess]
+) -> tuple[list[int], int]:
+    """A worker per (database, first slot, last slot), each on a copy of its database,
+    and a local-mode master in front of them; their ports."""
+    env = {"PATH": os.environ["PATH"]}
+    config = tmp / "config"
+    config.mkdir(exist_ok=True)
+    ports, shards = [], []
+    for n, (database, first, last) in enumerate(databases):
+        work = tmp / f"w{n + 1}"
+        work.mkdir()
+        shutil.copyfile(database, work / FILE)
+        port = free_port()
+        programs.append(
+            start_worker(
+                tmp / f"worker-{n + 1}.log",
+                port,
+                work,
+                config,
+                base_env=env,
+                SHARD_NAME=f"w{n + 1}",
+                SLOT_FROM=first,
+                SLOT_TO=last,
+                WARMUP_LIMIT="0",
+            )
+        )
+        ports.append(port)
+        shards.append({"id": f"w{n + 1}", "port": port, "from": first, "to": last})
+    master_port = free_port()
+    programs.append(
+        start_master(
+            tmp / "master.log",
+            master_port,
+            config,
+            base_env=env,
+            SHARDS_JSON=json.dumps(shards),
+        )
+    )
+    return ports, master_port
+
+
+def across_shards(root: Path) -> dict[str, Any]:
+    """`/api/search` of the master over SHARDS workers, each on its own database of SMALL
+    messages (its range's 50 accounts), newest hits first across all 500 accounts."""
+    shapes = [
+        Shape(messages=SMALL, conversations=2_000, first_slot=n * 50 + 1) for n in range(SHARDS)
+    ]
+    built = [cached(shape) for shape in shapes]
+    generated = sum(b.generated_s or 0 for b in built)
+    from_cache = all(b.from_cache for b in built)
+    with closing(sqlite3.connect(built[0].path)) as db:
+        terms = search_terms(db, (10_000, 300, 3))
+    databases = [
+        (b.path, f"A{shape.first_slot}", f"A{shape.first_slot + 49}")
+        for b, shape in zip(built, shapes, strict=True)
+    ]
+    programs: list[ProgramProcess] = []
+    try:
+        _, master = start_stack(root, databases, programs)
+        found = measure(
+            root / "w1" / FILE,
+            [
+                Probe(
+                    f"search {SHARDS} shards, {text!r} ({docs:,} messages in the first shard)",
+                    "/api/search",
+                    {},
+                    [(_SEARCH.format(where=""), (_fts(text),))],
+                    goal_ms=100,
+                    query={"q": text},
+                    at=("master",),
+                )
+                for text, docs in terms.items()
+            ],
+            {"master": master},
+        )
+    finally:
+        for program in reversed(programs):
+            program.stop()
+    return {
+        "shards": SHARDS,
+        "messages_each": SMALL,
+        "generated_s": round(generated, 1),
+        "from_cache": from_cache,
+        "reads": found,
+    }
+
+
+def run() -> dict[str, Any]:
+    built = cached(BIG)
+    found = facts(built.path)
+    cache = Path.cwd() / ".cache"
+    cache.mkdir(exist_ok=True)
+    programs: list[ProgramProcess] = []
+    with tempfile.TemporaryDirectory(prefix="wasp-bench-store-", dir=cache) as tmp:
+        root = Path(tmp)
+        try:
+            [worker], master = start_stack(root, [(built.path, "A1", "A50")], programs)
+            reads = measure(root / "w1" / FILE, probes(found), {"worker": worker, "master": master})
+        finally:
+            for program in reversed(programs):
+                program.stop()
+        copy = root / "w1" / FILE
+        common = next(iter(found.terms))
+        alternatives = compare(
+            copy,
+            _SEARCH_IN,
+            found.heavy_slot,
+            [f"A{n}" for n in range(BIG.first_slot, BIG.first_slot + BIG.accounts)],
+            _fts(common),
+            (found.busy_slot, found.busy_chat),
+        )
+        writes = write_cost(copy, root / "bare.sqlite3")
+        on_disk = disk(built.path)
+        (root / "w1").rename(root / "big")  # the view across shards starts its own w1..
+        shards = across_shards(root)
+    return {
+        "shape": BIG.__dict__,
+        "cache_file": built.path.name,
+        "generated_s": built.generated_s,
+        "from_cache": built.from_cache,
+        "facts": found.__dict__,
+        "reads": reads,
+        "alternatives": alternatives,
+        "common_word": common,
+        "write": writes,
+        "disk": on_disk,
+        "across_shards": shards,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
