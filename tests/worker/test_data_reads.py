@@ -6,17 +6,22 @@ unread counts, read marks that reach WhatsApp, and the range operations across s
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import unicodedata
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
+from wasp_worker.events import EventLog
 from wasp_worker.state import HISTORY
 
 from tests.support.waiting import eventually_async
+from tests.support.worker import CREDENTIAL
 from tests.worker.test_outbound import login
 from tests.worker.test_receipts import statuses
+from tests.worker.test_worker_http import config
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
@@ -166,6 +171,8 @@ VOCABULARY = [
     "2024",
     "çedilha",
     "cedilha",
+    "cafe\u0301s",  # decomposed: an accent as a mark of its own, inside the word
+    "Sa\u0303o",
 ]
 PUNCTUATION = [" ", " ", " ", ", ", ". ", " - ", ' "', '" ', " * ", " (", ") ", ":", "^", "'"]
 
@@ -227,6 +234,9 @@ async def test_search_finds_what_a_term_matcher_finds_newest_first_and_pages(
     queries = [
         *rng.sample(VOCABULARY, 12),
         "caf",
+        "cafe\u0301s",
+        "cafés",
+        "sa\u0303o paulo",
         "he",
         "sao paulo",
         "NEAR(",
@@ -404,3 +414,20 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
     assert status["conversations"] == len(latest)
     assert status["database_bytes"] > 0
     assert status["last_change_seq"] > 150
+
+
+async def test_a_range_operation_reads_only_the_slots_that_have_data(tmp_path: Any) -> None:
+    """A worker may serve a billion slots: a range reads those with conversations."""
+    app = build_app(config(tmp_path, slot_to="A999999999"), EventLog(stream=io.StringIO()))
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as worker:
+        history = worker.app[HISTORY]
+        for n, slot in enumerate(["A7", "A123456789", "A999999999"]):
+            chat = "5511900000001@s.whatsapp.net"
+            assert await history.record(
+                Slot.parse(slot), "in", message(n, chat, 10.0 + n, slot=slot)
+            )
+        for path in ("/data/conversations", "/data/unread", "/data/search?q=body"):
+            answer = await asyncio.wait_for(worker.get(path), 5)
+            assert answer.status == 200, path
+        listed = await (await worker.get("/data/conversations", params={"to": "A200000000"})).json()
+        assert [c["slot"] for c in listed["items"]] == ["A123456789", "A7"]
