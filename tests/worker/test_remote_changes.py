@@ -14,11 +14,13 @@ from wasp_worker.app import build_app
 from wasp_worker.backends.base import ChatSettingsChange
 from wasp_worker.backends.simulator import SimulatorBackend, jid_of, lid_of, phone_of
 from wasp_worker.events import EventLog
+from wasp_worker.sessions import SessionManager
 from wasp_worker.state import SESSIONS
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
 from tests.worker.test_outbound import login
+from tests.worker.test_sending import FakeBackend
 from tests.worker.test_worker_http import config
 from wasp.slots import Slot
 
@@ -196,3 +198,29 @@ async def test_chat_settings_go_to_the_phone_and_come_back_from_it(
 
 
 A3 = Slot.parse("A3")
+
+
+class RefusingSimulator(SimulatorBackend):
+    """WhatsApp refusing a patch: a fault the simulator's server never produces."""
+
+    async def send_chat_settings(
+        self, slot: Slot, chat_id: str, change: ChatSettingsChange, last_message_at: float | None
+    ) -> None:
+        raise RuntimeError("app_state_error: refused")
+
+
+async def test_a_refusal_is_failed_and_logged_and_a_backend_without_settings_is_unsupported(
+    tmp_path: Path,
+) -> None:
+    stream = io.StringIO()
+    refusing = RefusingSimulator(tmp_path, owner="test")
+    sessions = SessionManager(config(tmp_path), refusing, EventLog(stream=stream))
+    try:
+        await sessions.connect(A1)
+        assert await refusing.scan(A1)
+        assert await sessions.send_chat_settings(A1, jid_of(A2), {"archived": True}) == "failed"
+        assert '"reason": "app_state_error: refused"' in stream.getvalue()
+    finally:
+        await refusing.close()
+    plain = SessionManager(config(tmp_path), FakeBackend(), EventLog(stream=io.StringIO()))
+    assert await plain.send_chat_settings(A1, jid_of(A2), {"pinned": True}) == "unsupported"
