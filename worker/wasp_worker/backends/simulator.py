@@ -627,7 +627,9 @@ class SimulatorBackend:
                     **settings.get(chat, {}),
                 },
             )
-            if not fields["from_me"] and not fields["read"]:
+            if fields["from_me"]:
+                fields["read"] = True  # what the account sent is never unread
+            elif not fields["read"]:
                 entry["unread"] += 1
             peer = slot_of(chat.partition("@")[0])
             if peer is not None:
