@@ -112,7 +112,12 @@ async def test_a_relinked_account_gets_its_history_back_with_its_chats_and_conta
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
 
     def worker_at(folder: Path) -> Client:
-        settings = config(folder, work_dir=folder / "data", simulator_server_dir=server)
+        settings = config(
+            folder,
+            work_dir=folder / "data",
+            simulator_server_dir=server,
+            pacing_recipient_burst=10,  # the test's messages leave at once
+        )
         return TestClient(
             TestServer(build_app(settings, EventLog(stream=io.StringIO()))), headers=CREDENTIAL
         )
