@@ -21,8 +21,8 @@ owner, since WhatsApp notices an account connected from two places at once.
 
 It also keeps what WhatsApp's phones keep: each account's copy of the messages
 it sent and received, and its chats' settings (pin, archive, mute). A sender may
-edit or delete for everyone a message it sent (`edit`, `revoke`: the peer's
-device gets the change through the mailbox, in order with its messages); a
+edit or delete for everyone a message it sent (`edit`, `revoke`: both accounts'
+devices get the change through the mailbox, in order with its messages); a
 newly linked device (`scan`) gets the account's history as a history sync;
 settings sent from a worker (`send_chat_settings`) reach the account's "phone"
 (the server's record), and a change made on the phone (`ServerLedger.phone_sets`)
@@ -218,8 +218,9 @@ class SimulatorBackend:
         await asyncio.to_thread(self.server.read_copies, slot, message_ids)
 
     async def edit(self, slot: Slot, wa_message_id: str, body: str) -> bool:
-        """The account (as its simulated phone would) edits a message it sent; the peer's
-        device gets the new text. False when the server has no such message from it."""
+        """The account's phone edits a message it sent (a test's and a demo's hook): the
+        peer's device and the account's own linked device (this worker) get the new text.
+        False when the server has no such message from it."""
         return await asyncio.to_thread(self.server.change, slot, wa_message_id, "edit", body)
 
     async def revoke(self, slot: Slot, wa_message_id: str) -> bool:

@@ -234,10 +234,10 @@ class ServerLedger:
         return [(int(seq), kind, json.loads(fields)) for seq, kind, fields in rows]
 
     def change(self, sender: Slot, message_id: str, kind: str, body: str | None) -> bool:
-        """The sender edits (`body`) or deletes for everyone (`body` None) a message it sent:
-        every copy follows (a deleted one is gone, as WhatsApp keeps only a stub), and the
-        recipient's device is told through the mailbox, in order after the message itself.
-        False when the server has no such message from this sender."""
+        """The sender's phone edits (`body`) or deletes for everyone (`body` None) a message
+        it sent: every copy follows (a deleted one is gone, as WhatsApp keeps only a stub),
+        and both accounts' linked devices are told through the mailbox, in order after the
+        message itself. False when the server has no such message from this sender."""
         at = int(time.time())
         with self._lock:
             db = self._open()
@@ -250,14 +250,16 @@ class ServerLedger:
                 recipient = slot_of(str(found[0]).partition("@")[0]) if found else None
                 if recipient is not None:
                     self._change_copies(db, message_id, body)
-                    notice = {
-                        "slot": str(recipient),
-                        "chat_id": jid_of(sender),  # the chat, as the recipient sees it
-                        "wa_message_id": message_id,
-                        "body": body,
-                        "at": at,
-                    }
-                    self._post(db, recipient, notice, kind)
+                    # Each side names the chat by the other account.
+                    for device, peer in ((recipient, sender), (sender, recipient)):
+                        notice = {
+                            "slot": str(device),
+                            "chat_id": jid_of(peer),
+                            "wa_message_id": message_id,
+                            "body": body,
+                            "at": at,
+                        }
+                        self._post(db, device, notice, kind)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
