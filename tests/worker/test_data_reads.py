@@ -136,7 +136,13 @@ async def test_messages_between_two_cursors_and_cursors_no_message_has(worker: C
     assert [m["wa_message_id"] for m in page["items"]] == ["W000003", "W000004", "W000005"]
     assert page["order"] == "oldest_first"
     # A pattern-valid cursor of another slot, of no message, of a far future: positions.
-    for cursor in ("99999999_7_h00ff_ZZ9_123", "0_0_z_A1_0", "1.5_3_hc3_B7_999999999999999999"):
+    for cursor in (
+        "99999999_7_h00ff_ZZ9_123",
+        "0_0_z_A1_0",
+        "1.5_3_hc3_B7_999999999999999999",
+        "9e+999_0_z_A1_9999999999999999999",
+        "1.5e-300_0_z_A1_1",
+    ):
         answer = await worker.get(path, params={"before": cursor})
         assert answer.status == 200, cursor
     assert (await worker.get(path, params={"before": "1_0_x_A1_1"})).status == 400
@@ -371,7 +377,8 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         chat = f"55119{rng.randrange(8):08d}@s.whatsapp.net"
         stamp = float(rng.randrange(1, 30))
         body = rng.choice(["alpha beta", "beta", "gamma alpha"])
-        record = message(n, chat, stamp, body, slot=slot)
+        name = rng.choice(["Ana", "Bia", "ana", None])
+        record = message(n, chat, stamp, body, slot=slot, push_name=name)
         assert await history.record(Slot.parse(slot), "in", record)
         stored.append(record)
     listed = await pages(worker, "/data/conversations", {"limit": "4"}, "after")
@@ -385,6 +392,29 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         created.setdefault(key, n)
     expected = sorted(latest, key=lambda k: (latest[k], k[0], created[k]), reverse=True)
     assert [(c["slot"], c["chat_id"]) for c in listed] == expected
+    # The other orders, by the same oracle: unread (every message is inbound and unread),
+    # then latest; the latest push name (nameless last), then slot and id ascending.
+    unread: dict[tuple[str, str], int] = {}
+    named: dict[tuple[str, str], tuple[float, int, str]] = {}
+    for n, record in enumerate(stored):
+        key = (record["slot"], record["chat_id"])
+        unread[key] = unread.get(key, 0) + 1
+        if record["push_name"] is not None:
+            named[key] = max(
+                named.get(key, (-1.0, -1, "")), (record["timestamp"], n, record["push_name"])
+            )
+    orders = {
+        "unread": sorted(
+            latest, key=lambda k: (unread[k], latest[k], k[0], created[k]), reverse=True
+        ),
+        "name": sorted(
+            latest,
+            key=lambda k: (k not in named, named[k][2] if k in named else "", k[0], created[k]),
+        ),
+    }
+    for sort, wanted_order in orders.items():
+        got = await pages(worker, "/data/conversations", {"limit": "3", "sort": sort}, "after")
+        assert [(c["slot"], c["chat_id"]) for c in got] == wanted_order, sort
     # Clamped to a sub-range, and to the worker's own slots.
     some = await pages(
         worker, "/data/conversations", {"from": "A2", "to": "A10", "limit": "5"}, "after"

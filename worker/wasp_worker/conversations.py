@@ -75,7 +75,7 @@ _KEY: dict[str, tuple[str, ...]] = {
     "unread": ("unread", "last_timestamp", "id"),
     "name": ("name IS NULL", "coalesce(name, '')", "id"),
 }
-MAX_ID = 2**63 - 1
+MAX_ID = data_api.MAX_ID
 UNSET: Any = object()
 
 
