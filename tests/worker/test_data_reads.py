@@ -437,8 +437,8 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         reverse=True,
     )
     assert [h["wa_message_id"] for h in hits] == [r["wa_message_id"] for r in wanted]
-    unread = await (await worker.get("/data/unread", params={"to": "A2"})).json()
-    assert unread["total_messages"] == sum(1 for r in stored if r["slot"] in ("A1", "A2"))
+    counts = await (await worker.get("/data/unread", params={"to": "A2"})).json()
+    assert counts["total_messages"] == sum(1 for r in stored if r["slot"] in ("A1", "A2"))
     status = await (await worker.get("/data/status")).json()
     assert status["messages"] == 150
     assert status["conversations"] == len(latest)
