@@ -27,9 +27,10 @@ are whatsmeow's own events:
 Receipts of sent messages go to `on_receipt`; `mark_read` sends read receipts.
 Edits, deletes for everyone and history syncs go to `on_remote`, and so do the
 chat settings (pin, archive, mute) the phone set: neonize emits no app-state
-events, so once a session is connected, and again when whatsmeow has delivered
-what waited offline, the cell reads whatsmeow's own record of them for the
-chats the store knows (`known_chats`). `send_chat_settings` sends the settings
+events, so once a session is connected, again when whatsmeow has delivered
+what waited offline, and every `settings_every_s` while connected, the cell
+reads whatsmeow's own record of them for the chats the store knows
+(`known_chats`). `send_chat_settings` sends the settings
 set here as app-state patches.
 """
 
