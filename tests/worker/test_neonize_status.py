@@ -26,11 +26,14 @@ from wasp_worker.backends.base import ReceiptEvent, RemoteChange, StatusEvent
 from wasp_worker.backends.cell_protocol import (
     CellDied,
     Command,
+    Connected,
+    Disconnected,
     Ended,
     LookupLid,
     LookupResult,
     MarkRead,
     MarkReadResult,
+    ReadChatSettings,
     Start,
     Stop,
 )
@@ -443,3 +446,33 @@ async def test_a_lid_lookup_raises_when_the_session_cannot_look(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="GetJIDFromStoreError"):
         await backend.phone_for_lid(A1, "190000000000123@lid")
     await backend.close()
+
+
+async def test_the_phone_s_chat_settings_are_read_at_a_connect_and_again_while_connected(
+    tmp_path: Path,
+) -> None:
+    backend, _, conn = setup(tmp_path, connected=False)
+    chats = ["5511999999999@s.whatsapp.net"]
+
+    async def known_chats(slot: Slot) -> list[str]:
+        return chats
+
+    backend.known_chats, backend.settings_every_s = known_chats, 0.02
+
+    def reads() -> int:
+        return sum(isinstance(c, ReadChatSettings) for c in conn.commands)
+
+    await backend.handle(Connected("A1"))
+    await asyncio.sleep(0.2)
+    assert reads() >= 4  # at the connect, then every 0.02 s
+    assert conn.commands[-1] == ReadChatSettings("A1", tuple(chats))
+    await backend.handle(Disconnected("A1"))
+    await asyncio.sleep(0.05)
+    before = reads()
+    await asyncio.sleep(0.1)
+    assert reads() == before  # not while disconnected
+    reader = backend.sessions[A1].settings_reader
+    await backend.stop(A1)
+    await asyncio.sleep(0)
+    assert reader is not None
+    assert reader.cancelled() or reader.done()

@@ -14,11 +14,13 @@ from wasp_worker.app import build_app
 from wasp_worker.backends.base import ChatSettingsChange
 from wasp_worker.backends.simulator import SimulatorBackend, jid_of, lid_of, phone_of
 from wasp_worker.events import EventLog
+from wasp_worker.sessions import SessionManager
 from wasp_worker.state import SESSIONS
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
 from tests.worker.test_outbound import login
+from tests.worker.test_sending import FakeBackend
 from tests.worker.test_worker_http import config
 from wasp.slots import Slot
 
@@ -97,10 +99,19 @@ async def test_a_peer_s_edit_and_delete_for_everyone_reach_the_recipient_s_store
     synced = {m["wa_message_id"]: m for m in page["messages"]}
     assert synced[first]["body"] == "see you at 11"
     assert synced[second]["deleted_at"] is not None
-    # The sender's own store is not touched by the peer-side hooks.
-    assert rows(
-        work_dir, "SELECT body FROM messages WHERE slot='A1' AND wa_message_id=?", first
-    ) == [("see you at 10",)]
+
+    # The sender's phone made the change: its linked device (this worker, for A1) has it too.
+    def sent(message_id: str) -> tuple[Any, ...]:
+        return rows(
+            work_dir,
+            "SELECT body, deleted_at IS NOT NULL FROM messages WHERE slot='A1' AND wa_message_id=?",
+            message_id,
+        )[0]
+
+    async def mirrored() -> bool:
+        return sent(first) == ("see you at 11", 0) and sent(second) == ("", 1)
+
+    await eventually_async(mirrored, "the edit and the delete in A1's own store")
 
 
 async def test_a_relinked_account_gets_its_history_back_with_its_chats_and_contacts(
@@ -110,7 +121,12 @@ async def test_a_relinked_account_gets_its_history_back_with_its_chats_and_conta
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
 
     def worker_at(folder: Path) -> Client:
-        settings = config(folder, work_dir=folder / "data", simulator_server_dir=server)
+        settings = config(
+            folder,
+            work_dir=folder / "data",
+            simulator_server_dir=server,
+            pacing_recipient_burst=10,  # the test's messages leave at once
+        )
         return TestClient(
             TestServer(build_app(settings, EventLog(stream=io.StringIO()))), headers=CREDENTIAL
         )
@@ -196,3 +212,29 @@ async def test_chat_settings_go_to_the_phone_and_come_back_from_it(
 
 
 A3 = Slot.parse("A3")
+
+
+class RefusingSimulator(SimulatorBackend):
+    """WhatsApp refusing a patch: a fault the simulator's server never produces."""
+
+    async def send_chat_settings(
+        self, slot: Slot, chat_id: str, change: ChatSettingsChange, last_message_at: float | None
+    ) -> None:
+        raise RuntimeError("app_state_error: refused")
+
+
+async def test_a_refusal_is_failed_and_logged_and_a_backend_without_settings_is_unsupported(
+    tmp_path: Path,
+) -> None:
+    stream = io.StringIO()
+    refusing = RefusingSimulator(tmp_path, owner="test")
+    sessions = SessionManager(config(tmp_path), refusing, EventLog(stream=stream))
+    try:
+        await sessions.connect(A1)
+        assert await refusing.scan(A1)
+        assert await sessions.send_chat_settings(A1, jid_of(A2), {"archived": True}) == "failed"
+        assert '"reason": "app_state_error: refused"' in stream.getvalue()
+    finally:
+        await refusing.close()
+    plain = SessionManager(config(tmp_path), FakeBackend(), EventLog(stream=io.StringIO()))
+    assert await plain.send_chat_settings(A1, jid_of(A2), {"pinned": True}) == "unsupported"

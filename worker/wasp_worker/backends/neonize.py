@@ -27,9 +27,10 @@ are whatsmeow's own events:
 Receipts of sent messages go to `on_receipt`; `mark_read` sends read receipts.
 Edits, deletes for everyone and history syncs go to `on_remote`, and so do the
 chat settings (pin, archive, mute) the phone set: neonize emits no app-state
-events, so once a session is connected, and again when whatsmeow has delivered
-what waited offline, the cell reads whatsmeow's own record of them for the
-chats the store knows (`known_chats`). `send_chat_settings` sends the settings
+events, so once a session is connected, again when whatsmeow has delivered
+what waited offline, and every `settings_every_s` while connected, the cell
+reads whatsmeow's own record of them for the chats the store knows
+(`known_chats`). `send_chat_settings` sends the settings
 set here as app-state patches.
 """
 
@@ -156,6 +157,7 @@ class _Session:
     # Why WhatsApp ended the session (logged_out, temporary_ban, ...): its reason stands
     # and the end of the cell's connect changes nothing; only `retry`, if any, reconnects.
     held: str | None = None
+    settings_reader: asyncio.Task[None] | None = None  # re-reads the phone's chat settings
 
 
 @dataclass
@@ -170,6 +172,9 @@ class NeonizeBackend:
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
     known_chats: KnownChats | None = None
+    # whatsmeow applies the phone's app-state changes to its store while connected and
+    # neonize emits no event for them: read them again this often.
+    settings_every_s: float = 300.0
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -260,6 +265,8 @@ class NeonizeBackend:
             return
         if session.retry is not None:
             session.retry.cancel()
+        if session.settings_reader is not None:
+            session.settings_reader.cancel()
         self._tell_cell(slot, Stop(str(slot)))
         self.placement.pop(slot, None)
         await session.on_status(StatusEvent(slot, "DISCONNECTED", reason="stopped"))
@@ -398,6 +405,14 @@ class NeonizeBackend:
         self._reads.add(task)  # held until done: a bare task may be collected mid-way
         task.add_done_callback(self._reads.discard)
 
+    async def _reread(self, slot: Slot, session: _Session) -> None:
+        """Read the phone's chat settings again every `settings_every_s` while the session
+        is this one and connected; ends with it (a new session starts its own)."""
+        while self.sessions.get(slot) is session:
+            await asyncio.sleep(self.settings_every_s)
+            if self.sessions.get(slot) is session and session.connected:
+                self._read_chat_settings(slot)
+
     async def _ask(self, index: int, command: Callable[[int], Command], answer: type[R]) -> R:
         """One request to a cell and its answer; CellGone if the cell dies meanwhile."""
         self._requests += 1
@@ -475,6 +490,8 @@ class NeonizeBackend:
                 session.failures, session.connected, session.held = 0, True, None
                 await status(StatusEvent(slot, "CONNECTED"))
                 self._read_chat_settings(slot)
+                if session.settings_reader is None or session.settings_reader.done():
+                    session.settings_reader = asyncio.create_task(self._reread(slot, session))
             case OfflineSyncCompleted():
                 self._read_chat_settings(slot)  # app-state changes made while offline are in
             case Disconnected():

@@ -1,0 +1,403 @@
+"""The simulated WhatsApp server: its accounts' numbers and the ledger every simulator
+worker on the machine shares through a file (SIMULATOR_SERVER_DIR).
+
+Every simulated slot has a phone number (`phone_of`) and a LID (`lid_of`). The
+ledger (`ServerLedger`) is the server's record of sessions, the message ids it
+accepted, its mailbox, and what the accounts' phones keep: each account's copy
+of its messages and its chats' settings. `wasp_worker.backends.simulator` is the
+backend that talks to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from wasp.slots import Slot, SlotError
+from wasp_worker.backends.base import ChatSettingsChange, Outgoing
+
+PHONE_PREFIX = "555"
+LID_PREFIX = "19"
+
+
+def phone_of(slot: Slot) -> str:
+    """The simulated phone number of a slot: 555, two digits per prefix letter, 9 digits."""
+    letters = "".join(f"{ord(c) - 64:02d}" for c in slot.prefix)
+    return f"{PHONE_PREFIX}{len(slot.prefix)}{letters}{slot.number:09d}"
+
+
+def lid_of(slot: Slot) -> str:
+    """The simulated LID of a slot (WhatsApp's privacy id, unrelated-looking to the phone)."""
+    return f"{LID_PREFIX}{phone_of(slot)[::-1]}@lid"
+
+
+def slot_of_lid(lid: str) -> Slot | None:
+    user, _, server = lid.partition("@")
+    if server != "lid" or not user.startswith(LID_PREFIX):
+        return None
+    return slot_of(user[len(LID_PREFIX) :][::-1])
+
+
+def slot_of(phone: str) -> Slot | None:
+    if not phone.startswith(PHONE_PREFIX) or len(phone) < 4:
+        return None
+    size = int(phone[3])
+    letters, number = phone[4 : 4 + 2 * size], phone[4 + 2 * size :]
+    try:
+        prefix = "".join(chr(int(letters[i : i + 2]) + 64) for i in range(0, len(letters), 2))
+        return Slot(prefix, int(number))
+    except (ValueError, SlotError):
+        return None
+
+
+def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
+    """The message as the recipient's session reports it (the inbound event's fields)."""
+    phone = phone_of(sender)
+    return {
+        "slot": str(to),
+        "from": phone,
+        "to": phone_of(to),
+        "body": message.body,
+        "chat_id": f"{phone}@s.whatsapp.net",
+        "chat_type": "direct",
+        "sender_jid_raw": f"{phone}@s.whatsapp.net",
+        "push_name": None,
+        "wa_message_id": message.wa_message_id,
+        "timestamp": int(time.time()),
+        "media_type": None,
+        "media_url": None,
+        "mime_type": None,
+        "file_name": None,
+        "file_size": None,
+        "from_me": False,
+        "sender_lid": lid_of(sender),
+        "sender_phone_jid": f"{phone}@s.whatsapp.net",
+    }
+
+
+def sent_fields(sender: Slot, recipient: Slot, message: Outgoing) -> dict[str, Any]:
+    """The sender's own copy of a message it sent, as its phone keeps it (from_me)."""
+    fields = inbound_fields(sender, sender, message)
+    chat = jid_of(recipient)
+    fields.update(to=chat, chat_id=chat, from_me=True, sender_lid=None)
+    return fields
+
+
+HISTORY_SYNC_LIMIT = 1000  # the newest messages a newly linked device gets
+CHANGE_KINDS = ("message", "edit", "revoke", "chat_settings")
+
+
+def jid_of(slot: Slot) -> str:
+    return f"{phone_of(slot)}@s.whatsapp.net"
+
+
+class ServerLedger:
+    """The simulated WhatsApp server, shared through a file by every worker on the
+    machine (SIMULATOR_SERVER_DIR): its record of sessions, the message ids it accepted,
+    and its mailbox.
+
+    Sessions: (slot, owner, open|close, CLOCK_MONOTONIC in ns). CLOCK_MONOTONIC is
+    one clock for all processes on Linux, so rows of different workers compare; an
+    `open` is written before the session starts and a `close` after it stopped, so
+    the intervals cover the real ones.
+
+    Accepted: one row per message id, with how many times it was sent; a repeat is
+    not delivered again. Tests count sends and deliveries here.
+
+    Mailbox: a message or receipt for an account that no session of the sending worker
+    holds waits here until the worker holding that account takes it, as WhatsApp's
+    server keeps it for a device that is elsewhere or offline. One taker per item.
+    """
+
+    FILE = "simulator-server.sqlite3"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.FILE
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(
+                "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
+                "monotonic_ns INTEGER, pid INTEGER);"
+                "CREATE TABLE IF NOT EXISTS accepted (wa_message_id TEXT PRIMARY KEY, "
+                "from_slot TEXT, destination TEXT, at REAL, sends INTEGER DEFAULT 1);"
+                "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "kind TEXT NOT NULL DEFAULT 'message', recipient TEXT NOT NULL, "
+                "fields TEXT NOT NULL, taken INTEGER DEFAULT 0);"
+                # Each account's copy of its messages, as its phone keeps them.
+                "CREATE TABLE IF NOT EXISTS copies (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "account TEXT NOT NULL, wa_message_id TEXT NOT NULL, fields TEXT NOT NULL, "
+                "UNIQUE (account, wa_message_id));"
+                "CREATE TABLE IF NOT EXISTS chat_settings (account TEXT NOT NULL, "
+                "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
+                "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
+                "PRIMARY KEY (account, chat_id));"
+            )
+        return self._db
+
+    def record(self, slot: Slot, owner: str, event: str) -> None:
+        at = time.monotonic_ns()
+        with self._lock:
+            self._open().execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (str(slot), owner, event, at, os.getpid()),
+            )
+
+    def accept(
+        self, sender: Slot, message: Outgoing, recipient: Slot, fields: dict[str, Any]
+    ) -> bool:
+        """Take a sent message: counted, and (the first time its id is seen) put in the
+        recipient's mailbox in the same transaction, so nothing accepted can vanish.
+        False if the server had this id already (a repeated send)."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO accepted (wa_message_id, from_slot, destination, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (message.wa_message_id, str(sender), message.destination, time.time()),
+                ).rowcount
+                if inserted:
+                    self._post(db, recipient, fields, "message")
+                    self._keep(db, recipient, fields)
+                    self._keep(db, sender, sent_fields(sender, recipient, message))
+                else:
+                    db.execute(
+                        "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?",
+                        (message.wa_message_id,),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return bool(inserted)
+
+    def counts(self) -> tuple[int, int]:
+        """(distinct messages accepted, repeated sends deduplicated)."""
+        with self._lock:
+            distinct, sends = (
+                self._open()
+                .execute("SELECT count(*), coalesce(sum(sends), 0) FROM accepted")
+                .fetchone()
+            )
+            return int(distinct), int(sends) - int(distinct)
+
+    @staticmethod
+    def _post(db: sqlite3.Connection, recipient: Slot, fields: dict[str, Any], kind: str) -> None:
+        db.execute(
+            "INSERT INTO mailbox (kind, recipient, fields) VALUES (?, ?, ?)",
+            (kind, str(recipient), json.dumps(fields)),
+        )
+
+    @staticmethod
+    def _keep(db: sqlite3.Connection, account: Slot, fields: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO copies (account, wa_message_id, fields) VALUES (?, ?, ?)",
+            (str(account), fields["wa_message_id"], json.dumps({**fields, "read": False})),
+        )
+
+    def post(self, recipient: Slot, fields: dict[str, Any], kind: str) -> None:
+        with self._lock:
+            self._post(self._open(), recipient, fields, kind)
+
+    def waiting(
+        self, recipients: list[Slot], kinds: tuple[str, ...]
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """The items of these kinds waiting for these accounts, oldest first, by number."""
+        if not recipients:
+            return []
+        marks = ",".join("?" * len(recipients))
+        with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    f"SELECT seq, kind, fields FROM mailbox WHERE taken=0 "
+                    f"AND kind IN ({','.join('?' * len(kinds))}) "
+                    f"AND recipient IN ({marks}) ORDER BY seq LIMIT 500",
+                    [*kinds, *(str(r) for r in recipients)],
+                )
+                .fetchall()
+            )
+        return [(int(seq), kind, json.loads(fields)) for seq, kind, fields in rows]
+
+    def change(self, sender: Slot, message_id: str, kind: str, body: str | None) -> bool:
+        """The sender's phone edits (`body`) or deletes for everyone (`body` None) a message
+        it sent: every copy follows (a deleted one is gone, as WhatsApp keeps only a stub),
+        and both accounts' linked devices are told through the mailbox, in order after the
+        message itself. False when the server has no such message from this sender."""
+        at = int(time.time())
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                found = db.execute(
+                    "SELECT destination FROM accepted WHERE wa_message_id=? AND from_slot=?",
+                    (message_id, str(sender)),
+                ).fetchone()
+                recipient = slot_of(str(found[0]).partition("@")[0]) if found else None
+                if recipient is not None:
+                    self._change_copies(db, message_id, body)
+                    # Each side names the chat by the other account.
+                    for device, peer in ((recipient, sender), (sender, recipient)):
+                        notice = {
+                            "slot": str(device),
+                            "chat_id": jid_of(peer),
+                            "wa_message_id": message_id,
+                            "body": body,
+                            "at": at,
+                        }
+                        self._post(db, device, notice, kind)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return recipient is not None
+
+    @staticmethod
+    def _change_copies(db: sqlite3.Connection, message_id: str, body: str | None) -> None:
+        if body is None:
+            db.execute("DELETE FROM copies WHERE wa_message_id=?", (message_id,))
+            return
+        for seq, fields in db.execute(
+            "SELECT seq, fields FROM copies WHERE wa_message_id=?", (message_id,)
+        ).fetchall():
+            db.execute(
+                "UPDATE copies SET fields=? WHERE seq=?",
+                (json.dumps({**json.loads(fields), "body": body}), seq),
+            )
+
+    def read_copies(self, account: Slot, message_ids: list[str]) -> None:
+        """The account read these messages (its phone's copies say so)."""
+        with self._lock:
+            db = self._open()
+            for message_id in message_ids:
+                found = db.execute(
+                    "SELECT seq, fields FROM copies WHERE account=? AND wa_message_id=?",
+                    (str(account), message_id),
+                ).fetchone()
+                if found is not None:
+                    db.execute(
+                        "UPDATE copies SET fields=? WHERE seq=?",
+                        (json.dumps({**json.loads(found[1]), "read": True}), found[0]),
+                    )
+
+    def set_chat_settings(self, account: Slot, chat_id: str, change: ChatSettingsChange) -> None:
+        """The account's chat settings as its phone keeps them (what a worker sent)."""
+        with self._lock:
+            self._set(self._open(), account, chat_id, change)
+
+    @staticmethod
+    def _set(
+        db: sqlite3.Connection, account: Slot, chat_id: str, change: ChatSettingsChange
+    ) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO chat_settings (account, chat_id) VALUES (?, ?)",
+            (str(account), chat_id),
+        )
+        if change.pinned is not None:
+            db.execute(
+                "UPDATE chat_settings SET pinned=? WHERE account=? AND chat_id=?",
+                (int(change.pinned), str(account), chat_id),
+            )
+        if change.archived is not None:
+            db.execute(
+                "UPDATE chat_settings SET archived=? WHERE account=? AND chat_id=?",
+                (int(change.archived), str(account), chat_id),
+            )
+        if change.mute:
+            db.execute(
+                "UPDATE chat_settings SET muted_until=? WHERE account=? AND chat_id=?",
+                (change.muted_until, str(account), chat_id),
+            )
+
+    def phone_sets(self, account: Slot, chat_id: str, change: ChatSettingsChange) -> None:
+        """The account's phone changes a chat's settings: kept, and the device of the worker
+        holding the account is told through the mailbox."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._set(db, account, chat_id, change)
+                notice = {
+                    "slot": str(account),
+                    "chat_id": chat_id,
+                    "pinned": change.pinned,
+                    "archived": change.archived,
+                    "mute": change.mute,
+                    "muted_until": change.muted_until,
+                }
+                self._post(db, account, notice, "chat_settings")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def chat_settings(self, account: Slot) -> dict[str, dict[str, Any]]:
+        """The account's chats' settings, by chat id, as its phone shows them."""
+        with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    "SELECT chat_id, pinned, archived, muted_until FROM chat_settings "
+                    "WHERE account=?",
+                    (str(account),),
+                )
+                .fetchall()
+            )
+        return {
+            chat: {"pinned": bool(pinned), "archived": bool(archived), "muted_until": muted}
+            for chat, pinned, archived, muted in rows
+        }
+
+    def copies(self, account: Slot, limit: int = HISTORY_SYNC_LIMIT) -> list[dict[str, Any]]:
+        """The account's newest messages as its phone keeps them, oldest first."""
+        with self._lock:
+            rows = (
+                self._open()
+                .execute(
+                    "SELECT fields FROM copies WHERE account=? ORDER BY seq DESC LIMIT ?",
+                    (str(account), limit),
+                )
+                .fetchall()
+            )
+        return [json.loads(fields) for (fields,) in reversed(rows)]
+
+    def ack(
+        self, seq: int, receipt_to: Slot | None = None, receipt: dict[str, Any] | None = None
+    ) -> bool:
+        """The device has the item: it leaves the mailbox and, for a message, its sender's
+        `delivered` receipt is posted in the same transaction (once per message, however
+        often a device that crashed before its ack is handed the message again)."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                taken = db.execute(
+                    "UPDATE mailbox SET taken=1 WHERE seq=? AND taken=0", (seq,)
+                ).rowcount
+                if taken and receipt_to is not None and receipt is not None:
+                    self._post(db, receipt_to, receipt, "receipt")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return bool(taken)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
