@@ -142,7 +142,7 @@ class ConversationsQuery(ConversationFilters):
 
 class ConversationPatch(BaseModel):
     """Body of PATCH /api/accounts/{slot}/conversations/{chat_id}: what it names is set,
-    the rest kept. Kept on the shard only: WhatsApp is not told."""
+    the rest kept. Pin, archive and mute are sent to WhatsApp too; tags stay on the shard."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -373,7 +373,8 @@ _ENDPOINTS = [
         "updateConversation",
         "PATCH",
         "/api/accounts/{slot}/conversations/{chat_id}",
-        "Pin, archive, mute or tag a conversation (on the shard only; WhatsApp is not told)",
+        "Pin, archive, mute or tag a conversation; pin, archive and mute are sent to WhatsApp "
+        "(`whatsapp`: sent, not_connected, failed or unsupported)",
         body=ConversationPatch,
         params={"chat_id": Destination},
         responses=(200, *WITH_BODY),

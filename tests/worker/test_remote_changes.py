@@ -188,14 +188,15 @@ async def test_chat_settings_go_to_the_phone_and_come_back_from_it(
     sessions, backend = worker.app[SESSIONS], simulator(worker)
     chat = jid_of(A1)
 
-    # Set here (the store first, as the PATCH handler does): the phone shows it.
+    # Set through the API: the store has it and the phone shows it.
     settings = {"pinned": True, "muted_until": 2e9}
     patched = await worker.patch(f"/api/accounts/A2/conversations/{chat}", json=settings)
     assert patched.status == 200, await patched.text()
-    sent = await sessions.send_chat_settings(A2, chat, settings)
-    assert sent == "sent"
+    assert (await patched.json())["whatsapp"] == "sent"
     phone = await backend.phone_settings(A2)
     assert phone[chat] == {"pinned": True, "archived": False, "muted_until": 2e9}
+    tagged = await worker.patch(f"/api/accounts/A2/conversations/{chat}", json={"tags": ["x"]})
+    assert (await tagged.json())["whatsapp"] is None
     assert await sessions.send_chat_settings(A2, chat, {"tags": ["vip"]}) is None
     assert await sessions.send_chat_settings(A3, chat, {"pinned": True}) == "not_connected"
 

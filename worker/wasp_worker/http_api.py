@@ -130,8 +130,11 @@ async def chats(request: web.Request) -> web.Response:
 
 
 async def update_conversation(request: web.Request) -> web.Response:
-    """Set what the body names on a conversation; 404 for a chat the slot has none of."""
-    slot = request.app[SESSIONS].own(request.match_info["slot"])
+    """Set what the body names on a conversation, then tell WhatsApp its pin, archive and
+    mute (`whatsapp`: sent, not_connected, failed, unsupported; null for tags only, which
+    WhatsApp has no notion of); 404 for a chat the slot has none of."""
+    sessions = request.app[SESSIONS]
+    slot = sessions.own(request.match_info["slot"])
     chat_id = normalise(path_value(request, "chat_id", Destination))
     body = await read_body(request, ConversationPatch)
     settings = body.model_dump(exclude_unset=True)
@@ -140,7 +143,11 @@ async def update_conversation(request: web.Request) -> web.Response:
     found = await request.app[CONVERSATIONS].update(slot, chat_id, settings)
     if found is None:
         raise NotFound(f"no conversation {chat_id} for slot {slot}")
-    return web.json_response({"ok": True, "slot": str(slot), "conversation": found})
+    # After the store has it: the store is the record, WhatsApp is told what it can be.
+    told = await sessions.send_chat_settings(slot, chat_id, settings, found["last_timestamp"])
+    return web.json_response(
+        {"ok": True, "slot": str(slot), "conversation": found, "whatsapp": told}
+    )
 
 
 async def sync(request: web.Request) -> web.Response:
