@@ -40,6 +40,7 @@ FILTERS: list[dict[str, Any]] = [
     {"slots": "A2-A12"},
     {"slots": "A12"},
     {"slots": "A3-B9"},
+    {"q": "a"},  # names (push names) are unset in the simulator: nothing has one
 ]
 
 
@@ -117,6 +118,8 @@ def expected(items: list[dict[str, Any]], sort: str, given: dict[str, Any]) -> l
         if "tag" in given and given["tag"] not in c["tags"]:
             continue
         if "slots" in given and not in_slots(c["slot"], given["slots"]):
+            continue
+        if "q" in given and given["q"].lower() not in (c["name"] or "").lower():
             continue
         kept.append(c)
     last = {id(c): c["last_timestamp"] or 0.0 for c in kept}
