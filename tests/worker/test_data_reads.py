@@ -136,7 +136,13 @@ async def test_messages_between_two_cursors_and_cursors_no_message_has(worker: C
     assert [m["wa_message_id"] for m in page["items"]] == ["W000003", "W000004", "W000005"]
     assert page["order"] == "oldest_first"
     # A pattern-valid cursor of another slot, of no message, of a far future: positions.
-    for cursor in ("99999999_7_h00ff_ZZ9_123", "0_0_z_A1_0", "1.5_3_hc3_B7_999999999999999999"):
+    for cursor in (
+        "99999999_7_h00ff_ZZ9_123",
+        "0_0_z_A1_0",
+        "1.5_3_hc3_B7_999999999999999999",
+        "9e+999_0_z_A1_9999999999999999999",
+        "1.5e-300_0_z_A1_1",
+    ):
         answer = await worker.get(path, params={"before": cursor})
         assert answer.status == 200, cursor
     assert (await worker.get(path, params={"before": "1_0_x_A1_1"})).status == 400

@@ -75,7 +75,7 @@ _KEY: dict[str, tuple[str, ...]] = {
     "unread": ("unread", "last_timestamp", "id"),
     "name": ("name IS NULL", "coalesce(name, '')", "id"),
 }
-MAX_ID = 2**63 - 1
+MAX_ID = data_api.MAX_ID
 UNSET: Any = object()
 
 
@@ -265,24 +265,36 @@ def keyed_page(
     merged by the shared key (what the master does with the shards' pages)."""
     clauses, values = _where(filters)
     down = data_api.descending(sort)
-    order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in _KEY[sort])
-    found: list[dict[str, Any]] = []
+    columns = _KEY[sort]
+    order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in columns)
+    # First the keys alone (for `last`, from the index only), merged across the slots; then
+    # the rows of the page's keys: a range of 50 slots reads 50 pages of keys, one of rows.
+    keys: list[Key] = []
     for slot in present(db, slots):
         where, bound = list(clauses), list(values)
         if cursor is not None:
             condition, bounds = _after(sort, slot, cursor)
             where.append(condition)
             bound += bounds
-        rows = db.execute(
-            f"SELECT {_SELECT} FROM conversations WHERE slot=?"
+        for *head, row_id in db.execute(
+            f"SELECT {', '.join(columns)} FROM conversations WHERE slot=?"
             f"{''.join(f' AND {c}' for c in where)} ORDER BY {order} LIMIT ?",
             (str(slot), *bound, limit + 1),
-        ).fetchall()
-        found += [conversation(row) for row in rows]
-    found.sort(key=lambda item: data_api.key_of(item, sort), reverse=down)
-    page = found[:limit]
-    following = data_api.key_of(page[-1], sort) if len(found) > limit else None
-    return page, following
+        ):
+            if sort == "name":
+                head[0] = bool(head[0])
+            keys.append((*head, str(slot), row_id))
+    keys.sort(reverse=down)
+    chosen = keys[:limit]
+    ids = [key[-1] for key in chosen]
+    rows = {
+        row[_COLUMNS.index("id")]: conversation(row)
+        for row in db.execute(
+            f"SELECT {_SELECT} FROM conversations WHERE id IN ({','.join('?' * len(ids))})", ids
+        )
+    }
+    page = [rows[i] for i in ids]
+    return page, chosen[-1] if len(keys) > limit else None
 
 
 def unread_summary(db: sqlite3.Connection, slots: Slots, now: float) -> dict[str, Any]:
