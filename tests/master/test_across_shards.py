@@ -327,6 +327,7 @@ def test_a_stopped_shard_is_missing_after_the_timeout_and_the_rest_is_right(
     [gone] = answer["missing"]
     assert (gone["shard"], gone["from"], gone["to"]) == ("w3", "A21", "A30")
     assert "1.5 s" in gone["reason"]
+    assert fleet.metric("wasp_master_scatter_missing_total", shard="w3", why="timeout") == 1
     alive = [c for c in everything if c["slot"] not in ACTIVE["w3"]]
     assert shown(answer["items"]) == expected(alive, "last", {})
 
@@ -351,6 +352,8 @@ def test_a_killed_shard_is_missing_and_the_next_page_continues(fleet: Fleet) -> 
             ("w2", "A11", "A20")
         ]
         assert "cannot reach" in answer["missing"][0]["reason"]
+    missed = fleet.metric("wasp_master_scatter_missing_total", shard="w2", why="unreachable")
+    assert missed == len(answers)
     alive_after = [c for c in wanted[5:] if c[0] not in ACTIVE["w2"]]
     assert shown(rest) == alive_after
     # Search and unread say the same; status names w2 unreachable.
