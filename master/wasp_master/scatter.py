@@ -94,7 +94,8 @@ async def scatter(
                 "event": "scatter",
                 "path": path,
                 "pieces": len(pieces),
-                "missing": [m.describe() for m in missing],
+                # The kind, not the reason: a worker's error text may quote the query.
+                "missing": [{"shard": m.piece.route.id, "why": m.why} for m in missing],
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             }
         )
