@@ -377,7 +377,8 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         chat = f"55119{rng.randrange(8):08d}@s.whatsapp.net"
         stamp = float(rng.randrange(1, 30))
         body = rng.choice(["alpha beta", "beta", "gamma alpha"])
-        record = message(n, chat, stamp, body, slot=slot)
+        name = rng.choice(["Ana", "Bia", "ana", None])
+        record = message(n, chat, stamp, body, slot=slot, push_name=name)
         assert await history.record(Slot.parse(slot), "in", record)
         stored.append(record)
     listed = await pages(worker, "/data/conversations", {"limit": "4"}, "after")
@@ -391,6 +392,29 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         created.setdefault(key, n)
     expected = sorted(latest, key=lambda k: (latest[k], k[0], created[k]), reverse=True)
     assert [(c["slot"], c["chat_id"]) for c in listed] == expected
+    # The other orders, by the same oracle: unread (every message is inbound and unread),
+    # then latest; the latest push name (nameless last), then slot and id ascending.
+    unread: dict[tuple[str, str], int] = {}
+    named: dict[tuple[str, str], tuple[float, int, str]] = {}
+    for n, record in enumerate(stored):
+        key = (record["slot"], record["chat_id"])
+        unread[key] = unread.get(key, 0) + 1
+        if record["push_name"] is not None:
+            named[key] = max(
+                named.get(key, (-1.0, -1, "")), (record["timestamp"], n, record["push_name"])
+            )
+    orders = {
+        "unread": sorted(
+            latest, key=lambda k: (unread[k], latest[k], k[0], created[k]), reverse=True
+        ),
+        "name": sorted(
+            latest,
+            key=lambda k: (k not in named, named[k][2] if k in named else "", k[0], created[k]),
+        ),
+    }
+    for sort, wanted_order in orders.items():
+        got = await pages(worker, "/data/conversations", {"limit": "3", "sort": sort}, "after")
+        assert [(c["slot"], c["chat_id"]) for c in got] == wanted_order, sort
     # Clamped to a sub-range, and to the worker's own slots.
     some = await pages(
         worker, "/data/conversations", {"from": "A2", "to": "A10", "limit": "5"}, "after"
@@ -413,8 +437,8 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
         reverse=True,
     )
     assert [h["wa_message_id"] for h in hits] == [r["wa_message_id"] for r in wanted]
-    unread = await (await worker.get("/data/unread", params={"to": "A2"})).json()
-    assert unread["total_messages"] == sum(1 for r in stored if r["slot"] in ("A1", "A2"))
+    counts = await (await worker.get("/data/unread", params={"to": "A2"})).json()
+    assert counts["total_messages"] == sum(1 for r in stored if r["slot"] in ("A1", "A2"))
     status = await (await worker.get("/data/status")).json()
     assert status["messages"] == 150
     assert status["conversations"] == len(latest)

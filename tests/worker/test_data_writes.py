@@ -128,6 +128,8 @@ async def test_a_revoke_leaves_a_tombstone_removes_the_media_and_reports_it(
     ]
     # An edit of a deleted message is refused: the tombstone stays empty.
     assert not await history.edit(A1, PEER, "W00001", "back", 4_000.0)
+    status = await (await worker.get("/data/status")).json()
+    assert (status["messages"], status["tombstones"], status["conversations"]) == (2, 1, 1)
 
 
 async def test_history_sync_stores_each_message_once_without_webhook_events(

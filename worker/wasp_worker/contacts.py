@@ -45,9 +45,13 @@ def upsert(
     it names no identity, or changes nothing."""
     if not phone_jid and not lid:
         return False
+    # One index lookup each (an OR of the columns would read every contact of the slot).
     known = db.execute(
-        f"SELECT {_SELECT} FROM contacts WHERE slot=? AND (jid IN (?, ?) OR phone_jid=? OR lid=?)",
-        (str(slot), phone_jid, lid, phone_jid, lid),
+        f"SELECT {_SELECT} FROM contacts WHERE slot=?1 AND jid=?2 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND jid=?3 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND phone_jid=?2 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND lid=?3",
+        (str(slot), phone_jid, lid),
     ).fetchall()
     merged: dict[str, Any] = {"phone_jid": None, "lid": None, "name": None, "push_name": None}
     for row in sorted(known, key=lambda r: r[5]):  # the newest row's values win

@@ -132,8 +132,10 @@ def _group_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
 def _direct_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
     """The name the account's phone saved for the peer, else the peer's latest push name."""
     if _has_contacts(db):
-        saved = db.execute(
-            "SELECT name FROM contacts WHERE slot=? AND (jid=?2 OR phone_jid=?2 OR lid=?2) "
+        saved = db.execute(  # one index lookup each, not an OR over the slot's contacts
+            "SELECT name FROM contacts WHERE slot=?1 AND jid=?2 AND name IS NOT NULL "
+            "UNION ALL SELECT name FROM contacts WHERE slot=?1 AND phone_jid=?2 "
+            "AND name IS NOT NULL UNION ALL SELECT name FROM contacts WHERE slot=?1 AND lid=?2 "
             "AND name IS NOT NULL LIMIT 1",
             (str(slot), chat_id),
         ).fetchone()

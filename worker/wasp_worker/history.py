@@ -12,6 +12,12 @@ message that arrives is stored in the same transaction as its
 sent, and the receipts of both, in its own transactions (`insert`, `move`).
 Every write also appends to the sync sequence and refreshes the chat's
 conversation in its transaction (`wasp_worker.conversations`), which `sync` reads.
+
+What WhatsApp changes later comes through here too, each in one transaction: an
+edit (`edit`, with a `message.edited` event), a deletion for everyone (`revoke`:
+a tombstone, with a `message.deleted` event), the phone's history sync after a
+login (`import_history`: no `message.received` events, history is not news), and
+read marks (`mark_read`, whose receipts the caller sends).
 """
 
 from __future__ import annotations
