@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from wasp.contract import WORKER_TOKEN_HEADER
-from wasp_master.errors import ShardDown
+from wasp_master.errors import ShardDown, ShardSlow
 from wasp_master.routing import ShardRoute
 
 # RFC 9110 section 7.6.1, plus what this proxy sets itself.
@@ -108,7 +108,7 @@ class Proxy:
             ) as answer:
                 text = await answer.text()
         except TimeoutError:
-            raise ShardDown(route.id, f"no answer within {timeout_s:g} s") from None
+            raise ShardSlow(route.id, f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, ValueError) as error:
             raise ShardDown(route.id, f"cannot reach it ({type(error).__name__})") from None
         try:
