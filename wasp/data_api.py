@@ -22,20 +22,19 @@ never a 400.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from typing import Any, Literal
 
 # The most of a name a cursor holds: a longer one is cut, and its page may then start
 # with items of the same cut name again (names are chat subjects and push names, far
 # shorter).
 NAME_BYTES = 1024
-STAMP_MAX = 1e16
+MAX_ID = 2**63 - 1
 
 # A cursor of a keyed listing (conversations, messages, search).
 CURSOR_PATTERN = (
-    r"^[0-9]{1,16}(\.[0-9]{1,24})?_[0-9]{1,9}_(z|h([0-9a-f]{2}){0,"
+    r"^[0-9]{1,17}(\.[0-9]{1,17})?(e[+-][0-9]{1,3})?_[0-9]{1,9}_(z|h([0-9a-f]{2}){0,"
     + str(NAME_BYTES)
-    + r"})_[A-Z]{1,8}[0-9]{1,9}_[0-9]{1,18}$"
+    + r"})_[A-Z]{1,8}[0-9]{1,9}_[0-9]{1,19}$"
 )
 
 # `last`: latest message first; `unread`: most unread first, then latest; `name`: by
@@ -71,12 +70,11 @@ def descending(sort: Sort) -> bool:
 
 
 def _stamp(value: float) -> str:
-    """A timestamp exactly: the shortest decimal that reads back as the same float."""
-    if not math.isfinite(value) or value < 0:
-        value = 0.0
-    if not 1e-6 <= value < STAMP_MAX:  # never a real timestamp: a position all the same
-        value = 0.0 if value < 1e-6 else STAMP_MAX - 1
-    return format(Decimal(repr(value)), "f")
+    """A timestamp exactly: the shortest text that reads back as the same float (a
+    negative or infinite one, never a real timestamp, is 0: a position all the same)."""
+    if not math.isfinite(value) or value <= 0:
+        return "0.0"
+    return repr(float(value))
 
 
 def encode(key: Key, sort: Sort | None = None) -> str:
@@ -108,7 +106,8 @@ def decode(text: str, sort: Sort) -> Key:
     if len(parts) != 5:
         raise ValueError("not a cursor")
     stamp_text, unread_text, named, slot, row_text = parts
-    stamp, unread, row = float(stamp_text), int(unread_text), int(row_text)
+    # Ids are SQLite's 64-bit integers: a larger number is the last place there is.
+    stamp, unread, row = float(stamp_text), int(unread_text), min(int(row_text), MAX_ID)
     if sort in ("time", "last"):
         return (stamp, slot, row)
     if sort == "unread":

@@ -199,7 +199,7 @@ class SearchFilters(BaseModel):
 
     q: str = Field(
         min_length=1,
-        max_length=200,
+        max_length=100,  # with the other parameters, far inside a request line's 8 KiB
         description="Words to find (any case, accents ignored), all of them; the last may "
         "be the start of a word. Operators and punctuation are plain text.",
     )

@@ -43,3 +43,7 @@ class ShardDown(MasterError):
         super().__init__(
             f"shard {shard} is unavailable: {why}", {"Retry-After": str(retry_after_s)}
         )
+
+
+class ShardSlow(ShardDown):
+    """The shard's worker did not answer within the time the master gives it."""

@@ -70,6 +70,14 @@ class MasterMetrics:
             registry=self.registry,
         )
 
+        self.scatter_missing = Counter(
+            "wasp_master_scatter_missing",
+            "Shards left out of a read across shards (a partial answer), by shard and why: "
+            "suspended, not_ready, timeout, unreachable, error.",
+            ["shard", "why"],
+            registry=self.registry,
+        )
+
     def routed(self, shard: str, code: int, seconds: float) -> None:
         """Count one routed request. Label children are cached: this runs on every request."""
         key = (shard, code)

@@ -9,6 +9,7 @@ worker token (a client's own is dropped): workers answer only the master.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from wasp.contract import WORKER_TOKEN_HEADER
-from wasp_master.errors import ShardDown
+from wasp_master.errors import ShardDown, ShardSlow
 from wasp_master.routing import ShardRoute
 
 # RFC 9110 section 7.6.1, plus what this proxy sets itself.
@@ -94,8 +95,8 @@ class Proxy:
         self, route: ShardRoute, path: str, params: Mapping[str, str], timeout_s: float
     ) -> tuple[int, Any]:
         """The master's own read of a worker (not a client's request passed on): GET
-        `path` with `params`, its JSON answer, within `timeout_s` all told. ShardDown
-        when it cannot be reached, times out or answers something that is not JSON."""
+        `path` with `params`: its status and JSON answer (None: not JSON), within
+        `timeout_s` all told. ShardDown when it cannot be reached or times out."""
         assert self._http is not None
         try:
             async with self._http.get(
@@ -105,11 +106,15 @@ class Proxy:
                 headers={**self._credentials, "Accept-Encoding": "identity"},
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as answer:
-                return answer.status, await answer.json(content_type=None)
+                text = await answer.text()
         except TimeoutError:
-            raise ShardDown(route.id, f"no answer within {timeout_s:g} s") from None
+            raise ShardSlow(route.id, f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, ValueError) as error:
             raise ShardDown(route.id, f"cannot reach it ({type(error).__name__})") from None
+        try:
+            return answer.status, json.loads(text)
+        except ValueError:
+            return answer.status, None  # an answer, but not JSON: the caller says so
 
     async def forward(
         self, request: web.Request, route: ShardRoute, body: bytes | None

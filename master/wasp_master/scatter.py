@@ -18,13 +18,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from wasp_master.errors import MasterError
+from wasp_master.errors import MasterError, ShardSlow
 from wasp_master.selection import Piece
 from wasp_master.state import Master
 
 log = logging.getLogger("wasp.master")
+Why = Literal["suspended", "not_ready", "timeout", "unreachable", "error"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Missing:
 
     piece: Piece
     reason: str
+    why: Why  # the reason's kind, for the metric
 
     def describe(self) -> dict[str, str]:
         return {
@@ -56,21 +58,22 @@ async def _read(
 ) -> Read | Missing:
     route = piece.route
     if route.suspended:
-        return Missing(piece, "suspended: not woken for a read across shards")
+        return Missing(piece, "suspended: not woken for a read across shards", "suspended")
     if not route.ready:
-        return Missing(piece, "not ready")
+        return Missing(piece, "not ready", "not_ready")
     started = time.perf_counter()
     status = 503
     try:
         query = {**params, "from": str(piece.slots.first), "to": str(piece.slots.last)}
         status, body = await master.proxy.get_json(route, path, query, timeout_s)
     except MasterError as error:
-        return Missing(piece, error.reason.removeprefix(f"shard {route.id} is unavailable: "))
+        why: Why = "timeout" if isinstance(error, ShardSlow) else "unreachable"
+        return Missing(piece, error.reason.removeprefix(f"shard {route.id} is unavailable: "), why)
     finally:
         master.metrics.routed(route.id, status, time.perf_counter() - started)
     if status != 200 or not isinstance(body, dict):
         said = body.get("error") if isinstance(body, dict) else None
-        return Missing(piece, f"worker answered {status}: {str(said)[:200]}")
+        return Missing(piece, f"worker answered {status}: {str(said)[:200]}", "error")
     return Read(piece, body)
 
 
@@ -83,13 +86,16 @@ async def scatter(
     results = await asyncio.gather(*(_read(master, p, path, params, timeout_s) for p in pieces))
     reads = [r for r in results if isinstance(r, Read)]
     missing = [r for r in results if isinstance(r, Missing)]
+    for gap in missing:
+        master.metrics.scatter_missing.labels(gap.piece.route.id, gap.why).inc()
     log.info(
         json.dumps(
             {
                 "event": "scatter",
                 "path": path,
                 "pieces": len(pieces),
-                "missing": [m.describe() for m in missing],
+                # The kind, not the reason: a worker's error text may quote the query.
+                "missing": [{"shard": m.piece.route.id, "why": m.why} for m in missing],
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             }
         )

@@ -1,5 +1,7 @@
 """The web console in a real headless Chromium (playwright-core) against `wasp dev`:
-log A1 in with its QR code, log A2 in, send from A1 to A2, read it in A2's page; and,
+log A1 in with its QR code, log A2 in, send from A1 to A2, see it unread with its text
+in A2's chat list (the store's conversations), read it in A2's page, find it with the
+search across shards (with a message to A51 on the other shard) and open a hit; and,
 with API keys, the key asked once and kept. Screenshots land in test-artifacts/console/."""
 
 from __future__ import annotations
@@ -60,9 +62,25 @@ def drive(tmp_path: Path, *script_args: str, env: dict[str, str] | None = None) 
 def test_console_logs_slots_in_and_delivers_a_message(tmp_path: Path) -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     steps = drive(tmp_path)
-    for wanted in ("A1 shows its QR code", "A1 scanned: connected", "A2 received it"):
+    for wanted in (
+        "A1 shows its QR code",
+        "A1 scanned: connected",
+        "A2's chat list shows it unread, with the message",
+        "A2 received it",
+        "search finds it across shards",
+        "a hit opens its chat",
+    ):
         assert wanted in steps
-    for shot in ("01-overview", "02-a1-qr", "04-a2-received", "05-console", "06-phone-a2"):
+    for shot in (
+        "01-overview",
+        "02-a1-qr",
+        "04-a2-unread",
+        "04-a2-received",
+        "05-console",
+        "06-phone-a2",
+        "07-search",
+        "08-hit-opened",
+    ):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot
 
 

@@ -12,7 +12,11 @@ import { chromium } from "playwright-core";
 
 const [url, artifacts, apiKey] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const TEXT = `Hello A2, from the console ${Date.now().toString(36)}`;
+// A word no other message has: the search across shards must find exactly ours.
+const WORD = `w${Date.now().toString(36)}`;
+const TEXT = `Hello A2, from the console ${WORD}`;
+const FAR = `Hello A51 on the other shard ${WORD}`;
+const A1_JID = "555101000000001@s.whatsapp.net";
 const STEP_MS = 15000;
 const started = Date.now();
 const print = (record) => process.stdout.write(JSON.stringify({ ms: Date.now() - started, ...record }) + "\n");
@@ -124,15 +128,32 @@ async function userFlow() {
   });
   await shot("03-a1-sent");
 
-  await step("A2 received it", async () => {
+  await step("A2's chat list shows it unread, with the message", async () => {
     await openSlot("A2");
-    await page.waitForSelector('#chat-list .chat >> text="A1 · Sales"');
+    const chat = page.locator(`#chat-list .chat[data-chat="${A1_JID}"]`);
+    await chat.waitFor();
+    await page.waitForFunction((jid) => {
+      const item = document.querySelector(`#chat-list .chat[data-chat="${jid}"]`);
+      return item && item.dataset.unread === "1" && item.querySelector(".badge")?.textContent === "1";
+    }, A1_JID);
+    const title = await chat.locator(".chat-title").textContent();
+    if (title.trim() !== "A1 · Sales") throw new Error(`the chat is titled ${title}`);
+    const preview = await chat.locator(".chat-preview").textContent();
+    if (preview.trim() !== TEXT) throw new Error(`the chat's last message shows as ${preview}`);
+    if (await page.isVisible(".bubble.in")) throw new Error("a chat was opened (and marked read) unasked");
+  });
+  await shot("04-a2-unread");
+
+  await step("A2 received it", async () => {
+    await page.click(`#chat-list .chat[data-chat="${A1_JID}"]`);
     await page.waitForSelector(`.bubble.in >> text=${TEXT}`);
+    await page.waitForSelector(`#chat-list .chat[data-chat="${A1_JID}"][data-unread="0"]`);
   });
   await shot("04-a2-received");
 
   await step("A1 sees it read (A2 opened the chat: a read receipt)", async () => {
     await openSlot("A1");
+    await page.click('#chat-list .chat[data-chat="555101000000002@s.whatsapp.net"]');
     await page.waitForSelector(`.bubble.out[data-status="read"] >> text=${TEXT}`);
   });
 
@@ -152,11 +173,56 @@ async function userFlow() {
   });
   await shot("05-console");
 
+  await step("search finds it across shards", async () => {
+    // A51 is w2's: log it in and write to it from A1 through the API.
+    const far = await page.evaluate(async ({ far }) => {
+      const post = async (path, body) => {
+        const answer = await fetch(path, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: body ? JSON.stringify(body) : undefined,
+        });
+        return [answer.status, await answer.json()];
+      };
+      await post("/api/accounts/A51/connect");
+      const scanned = await post("/api/accounts/A51/scan");
+      const sent = await post("/api/accounts/A1/send", { to: "555101000000051", text: far });
+      return { scanned: scanned[1].status, sent: sent[0] };
+    }, { far: FAR });
+    if (far.scanned !== "CONNECTED" || far.sent !== 202) throw new Error(`A51: ${JSON.stringify(far)}`);
+    await page.fill("#search-input", WORD);
+    await page.press("#search-input", "Enter");
+    // Out on A1 twice, in on A2 and on A51: four hits in two shards. A51's may need a moment.
+    await page.waitForFunction((word) => {
+      const hits = [...document.querySelectorAll("#search-hits .hit")];
+      if (hits.length === 4) return true;
+      document.getElementById("search-input").value = word;
+      document.getElementById("search").requestSubmit();
+      return false;
+    }, WORD, { polling: 1000 });
+    const hits = await page.$$eval("#search-hits .hit", (found) =>
+      found.map((hit) => `${hit.dataset.slot} ${hit.querySelector(".hit-text").textContent}`).sort(),
+    );
+    const wanted = [`A1 ${FAR}`, `A1 ${TEXT}`, `A2 ${TEXT}`, `A51 ${FAR}`].sort();
+    if (JSON.stringify(hits) !== JSON.stringify(wanted)) throw new Error(`hits: ${JSON.stringify(hits)}`);
+  });
+  await shot("07-search");
+
+  await step("a hit opens its chat", async () => {
+    await page.click('#search-hits .hit[data-slot="A51"]');
+    await page.waitForFunction(() => location.hash === "#/A51");
+    await page.waitForFunction(() => document.getElementById("slot-id").textContent === "A51");
+    await page.waitForSelector(`.bubble.in >> text=${FAR}`);
+    await page.waitForSelector(`#chat-list .chat.current[data-chat="${A1_JID}"]`);
+  });
+  await shot("08-hit-opened");
+
   await step("phone-sized page", async () => {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
     const small = await phone.newPage();
     small.setDefaultTimeout(STEP_MS);
     await small.goto(url + "#/A2");
+    await small.click(`#chat-list .chat[data-chat="${A1_JID}"]`);
     await small.waitForSelector(`.bubble.in >> text=${TEXT}`);
     await shot("06-phone-a2", small);
     await phone.close();

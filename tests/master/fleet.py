@@ -46,6 +46,7 @@ class Sent:
 class Fleet:
     root: Path
     master_url: str
+    metrics_url: str
     workers: dict[str, ProgramProcess] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     ranges: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -78,6 +79,16 @@ class Fleet:
         except urllib.error.HTTPError as error:
             return int(error.code), json.loads(error.read())
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the master's /metrics (0 when absent)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as answer:
+            text = answer.read().decode()
+        wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
     def get(self, path: str, key: str = "admin", **query: Any) -> dict[str, Any]:
         code, answer = self.call("GET", path, key=key, **query)
         assert code == 200, (path, query, code, answer)
@@ -105,8 +116,8 @@ def running_fleet(root: Path, **master_env: str) -> Iterator[Fleet]:
     keys = {"keys": [{"id": n, "hash": hash_key(SECRET[n]), **s} for n, s in KEYS.items()]}
     (root / "keys.json").write_text(json.dumps(keys))
     (root / "config" / "accounts.json").write_text(json.dumps([{"slot": "A1", "ws": "sales"}]))
-    port = free_port()
-    fleet = Fleet(root, f"http://127.0.0.1:{port}")
+    port, metrics_port = free_port(), free_port()
+    fleet = Fleet(root, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics")
     try:
         shards = []
         for name, first, last in SHARDS:
@@ -121,6 +132,7 @@ def running_fleet(root: Path, **master_env: str) -> Iterator[Fleet]:
             base_env={"PATH": os.environ["PATH"]},
             SHARDS_JSON=json.dumps(shards),
             API_KEYS_FILE=str(root / "keys.json"),
+            METRICS_PORT=str(metrics_port),
             **master_env,
         )
         yield fleet

@@ -15,6 +15,7 @@ from wasp_master.config import MasterConfig
 from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import DirectoryStore
+from wasp_master.state import MASTER
 from wasp_worker.app import build_app as build_worker
 from wasp_worker.events import EventLog
 
@@ -73,5 +74,15 @@ async def test_suspended_and_unready_shards_are_missing_not_woken(tmp_path: Path
             assert [s["reachable"] for s in status["shards"]] == [True, False, False]
             assert status["shards"][1]["reason"].startswith("suspended")
         assert woken == []
+        metrics = app[MASTER].metrics.registry
+        for shard, why in (("w2", "suspended"), ("w3", "not_ready")):
+            labels = {"shard": shard, "why": why}
+            assert metrics.get_sample_value("wasp_master_scatter_missing_total", labels) == 3
+        assert (
+            metrics.get_sample_value(
+                "wasp_master_scatter_missing_total", {"shard": "w1", "why": "unreachable"}
+            )
+            is None
+        )
     finally:
         await worker.close()

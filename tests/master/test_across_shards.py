@@ -40,6 +40,7 @@ FILTERS: list[dict[str, Any]] = [
     {"slots": "A2-A12"},
     {"slots": "A12"},
     {"slots": "A3-B9"},
+    {"q": "a"},  # names (push names) are unset in the simulator: nothing has one
 ]
 
 
@@ -117,6 +118,8 @@ def expected(items: list[dict[str, Any]], sort: str, given: dict[str, Any]) -> l
         if "tag" in given and given["tag"] not in c["tags"]:
             continue
         if "slots" in given and not in_slots(c["slot"], given["slots"]):
+            continue
+        if "q" in given and given["q"].lower() not in (c["name"] or "").lower():
             continue
         kept.append(c)
     last = {id(c): c["last_timestamp"] or 0.0 for c in kept}
@@ -283,12 +286,28 @@ def test_bad_queries_are_refused_with_the_reason(fleet: Fleet) -> None:
     for query in (
         {},
         {"q": ""},
-        {"q": "x" * 201},
+        {"q": "x" * 101},
         {"q": "a", "since": "-1"},
         {"q": "a", "limit": "101"},
     ):
         code, answer = fleet.call("GET", "/api/search", **query)
         assert code == 400, (query, answer)
+
+
+def test_search_across_three_shards_is_quick(fleet: Fleet) -> None:
+    """200 searches through the master, one after another (figures printed; the bound is
+    loose: the machine is shared)."""
+    took = []
+    for n in range(200):
+        started = time.perf_counter()
+        answer = fleet.get("/api/search", q=WORDS[n % len(WORDS)], limit=20)
+        took.append((time.perf_counter() - started) * 1000)
+        assert answer["items"]
+        assert not answer["partial"]
+    took.sort()
+    p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99) - 1]
+    print(f"\nsearch across 3 shards, 200 calls: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    assert p99 < 1000
 
 
 def test_a_stopped_shard_is_missing_after_the_timeout_and_the_rest_is_right(
@@ -308,6 +327,7 @@ def test_a_stopped_shard_is_missing_after_the_timeout_and_the_rest_is_right(
     [gone] = answer["missing"]
     assert (gone["shard"], gone["from"], gone["to"]) == ("w3", "A21", "A30")
     assert "1.5 s" in gone["reason"]
+    assert fleet.metric("wasp_master_scatter_missing_total", shard="w3", why="timeout") == 1
     alive = [c for c in everything if c["slot"] not in ACTIVE["w3"]]
     assert shown(answer["items"]) == expected(alive, "last", {})
 
@@ -332,6 +352,8 @@ def test_a_killed_shard_is_missing_and_the_next_page_continues(fleet: Fleet) -> 
             ("w2", "A11", "A20")
         ]
         assert "cannot reach" in answer["missing"][0]["reason"]
+    missed = fleet.metric("wasp_master_scatter_missing_total", shard="w2", why="unreachable")
+    assert missed == len(answers)
     alive_after = [c for c in wanted[5:] if c[0] not in ACTIVE["w2"]]
     assert shown(rest) == alive_after
     # Search and unread say the same; status names w2 unreachable.

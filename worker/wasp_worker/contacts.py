@@ -8,7 +8,8 @@ is folded into the phone JID's. `name` is the name saved on the account's phone
 which every inbound message carries. A value not given keeps the stored one.
 
 Every inbound message upserts its sender in the message's own transaction
-(`history.insert`); the backend's contact list comes through `Contacts.upsert`.
+(`history.insert`); the backend's contact list comes through `Contacts.upsert`,
+which refreshes the person's direct chat (its name is the saved one).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from wasp.slots import Slot
+from wasp_worker import conversations
 from wasp_worker.db import SerialDatabase, transaction
 
 _COLUMNS = ("jid", "phone_jid", "lid", "name", "push_name", "updated_at")
@@ -43,9 +45,13 @@ def upsert(
     it names no identity, or changes nothing."""
     if not phone_jid and not lid:
         return False
+    # One index lookup each (an OR of the columns would read every contact of the slot).
     known = db.execute(
-        f"SELECT {_SELECT} FROM contacts WHERE slot=? AND (jid IN (?, ?) OR phone_jid=? OR lid=?)",
-        (str(slot), phone_jid, lid, phone_jid, lid),
+        f"SELECT {_SELECT} FROM contacts WHERE slot=?1 AND jid=?2 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND jid=?3 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND phone_jid=?2 "
+        f"UNION SELECT {_SELECT} FROM contacts WHERE slot=?1 AND lid=?3",
+        (str(slot), phone_jid, lid),
     ).fetchall()
     merged: dict[str, Any] = {"phone_jid": None, "lid": None, "name": None, "push_name": None}
     for row in sorted(known, key=lambda r: r[5]):  # the newest row's values win
@@ -101,18 +107,15 @@ class Contacts:
         None or absent) into the slot's contacts, in one transaction; how many changed."""
 
         def write(db: sqlite3.Connection) -> int:
+            changed = 0
             with transaction(db):
-                return sum(
-                    upsert(
-                        db,
-                        slot,
-                        c.get("phone_jid"),
-                        c.get("lid"),
-                        c.get("name"),
-                        c.get("push_name"),
-                    )
-                    for c in contacts
-                )
+                for c in contacts:
+                    phone, lid = c.get("phone_jid"), c.get("lid")
+                    if upsert(db, slot, phone, lid, c.get("name"), c.get("push_name")):
+                        changed += 1
+                        # A saved name is the direct chat's name: its conversation follows.
+                        conversations.refresh(db, slot, [jid for jid in (phone, lid) if jid])
+            return changed
 
         return await self._store.call(write)
 

@@ -23,8 +23,7 @@ from typing import Any, Literal
 
 from wasp import data_api
 from wasp.data_api import Key
-from wasp.slots import Slot
-from wasp_worker import contacts
+from wasp.slots import Slot, SlotRange
 from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
@@ -76,7 +75,7 @@ _KEY: dict[str, tuple[str, ...]] = {
     "unread": ("unread", "last_timestamp", "id"),
     "name": ("name IS NULL", "coalesce(name, '')", "id"),
 }
-MAX_ID = 2**63 - 1
+MAX_ID = data_api.MAX_ID
 UNSET: Any = object()
 
 
@@ -133,8 +132,10 @@ def _group_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
 def _direct_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None:
     """The name the account's phone saved for the peer, else the peer's latest push name."""
     if _has_contacts(db):
-        saved = db.execute(
-            "SELECT name FROM contacts WHERE slot=? AND (jid=?2 OR phone_jid=?2 OR lid=?2) "
+        saved = db.execute(  # one index lookup each, not an OR over the slot's contacts
+            "SELECT name FROM contacts WHERE slot=?1 AND jid=?2 AND name IS NOT NULL "
+            "UNION ALL SELECT name FROM contacts WHERE slot=?1 AND phone_jid=?2 "
+            "AND name IS NOT NULL UNION ALL SELECT name FROM contacts WHERE slot=?1 AND lid=?2 "
             "AND name IS NOT NULL LIMIT 1",
             (str(slot), chat_id),
         ).fetchone()
@@ -151,24 +152,6 @@ def _direct_name(db: sqlite3.Connection, slot: Slot, chat_id: str) -> str | None
 def _has_contacts(db: sqlite3.Connection) -> bool:
     """Whether the table exists: the back-fill of version 7 refreshes before version 8."""
     return db.execute("SELECT 1 FROM sqlite_master WHERE name='contacts'").fetchone() is not None
-
-
-def name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
-    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
-    person's saved contact name (`refresh` then shows it)."""
-    if chat_id.endswith("@g.us"):
-        changed = db.execute(
-            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
-            "RETURNING chat_id",
-            (name, str(slot), chat_id, name),
-        ).fetchall()
-        if changed:
-            log_changes(db, slot, "conversation", [chat_id])
-        return
-    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
-    lid = chat_id if chat_id.endswith("@lid") else None
-    contacts.upsert(db, slot, phone, lid, name=name)
-    refresh(db, slot, [chat_id])
 
 
 def set_remote(db: sqlite3.Connection, slot: Slot, chat_id: str, settings: dict[str, Any]) -> bool:
@@ -251,9 +234,30 @@ def _after(sort: str, slot: Slot, cursor: Key) -> tuple[str, list[Any]]:
     ]
 
 
+# The slots an operation reads: named ones (a slot's own operation), or a range (the
+# range operations), of which only the slots that have conversations are read: a range
+# may span a billion slots.
+Slots = list[Slot] | SlotRange
+# Each slot with conversations, one index seek per slot (not a scan of every conversation).
+_SLOTS_PRESENT = (
+    "WITH RECURSIVE s(slot) AS (SELECT min(slot) FROM conversations UNION ALL "
+    "SELECT (SELECT min(slot) FROM conversations WHERE slot > s.slot) FROM s "
+    "WHERE s.slot IS NOT NULL) SELECT slot FROM s WHERE slot IS NOT NULL"
+)
+
+
+def present(db: sqlite3.Connection, slots: Slots) -> list[Slot]:
+    """The slots to read: those named, or those of the range that have conversations (every
+    stored message's chat has one)."""
+    if isinstance(slots, list):
+        return slots
+    found = [Slot.parse(row[0]) for row in db.execute(_SLOTS_PRESENT)]
+    return sorted((slot for slot in found if slot in slots), key=str)
+
+
 def keyed_page(
     db: sqlite3.Connection,
-    slots: list[Slot],
+    slots: Slots,
     filters: Filters,
     sort: Sort,
     cursor: Key | None,
@@ -263,29 +267,41 @@ def keyed_page(
     merged by the shared key (what the master does with the shards' pages)."""
     clauses, values = _where(filters)
     down = data_api.descending(sort)
-    order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in _KEY[sort])
-    found: list[dict[str, Any]] = []
-    for slot in slots:
+    columns = _KEY[sort]
+    order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in columns)
+    # First the keys alone (for `last`, from the index only), merged across the slots; then
+    # the rows of the page's keys: a range of 50 slots reads 50 pages of keys, one of rows.
+    keys: list[Key] = []
+    for slot in present(db, slots):
         where, bound = list(clauses), list(values)
         if cursor is not None:
             condition, bounds = _after(sort, slot, cursor)
             where.append(condition)
             bound += bounds
-        rows = db.execute(
-            f"SELECT {_SELECT} FROM conversations WHERE slot=?"
+        for *head, row_id in db.execute(
+            f"SELECT {', '.join(columns)} FROM conversations WHERE slot=?"
             f"{''.join(f' AND {c}' for c in where)} ORDER BY {order} LIMIT ?",
             (str(slot), *bound, limit + 1),
-        ).fetchall()
-        found += [conversation(row) for row in rows]
-    found.sort(key=lambda item: data_api.key_of(item, sort), reverse=down)
-    page = found[:limit]
-    following = data_api.key_of(page[-1], sort) if len(found) > limit else None
-    return page, following
+        ):
+            if sort == "name":
+                head[0] = bool(head[0])
+            keys.append((*head, str(slot), row_id))
+    keys.sort(reverse=down)
+    chosen = keys[:limit]
+    ids = [key[-1] for key in chosen]
+    rows = {
+        row[_COLUMNS.index("id")]: conversation(row)
+        for row in db.execute(
+            f"SELECT {_SELECT} FROM conversations WHERE id IN ({','.join('?' * len(ids))})", ids
+        )
+    }
+    page = [rows[i] for i in ids]
+    return page, chosen[-1] if len(keys) > limit else None
 
 
-def unread_summary(db: sqlite3.Connection, slots: list[Slot], now: float) -> dict[str, Any]:
+def unread_summary(db: sqlite3.Connection, slots: Slots, now: float) -> dict[str, Any]:
     chats: list[dict[str, Any]] = []
-    for slot in slots:
+    for slot in present(db, slots):
         for chat_id, unread, last, archived, muted_until in db.execute(
             "SELECT chat_id, unread, last_timestamp, archived, muted_until FROM conversations "
             "WHERE slot=? AND unread > 0 ORDER BY last_timestamp DESC, id DESC",
@@ -354,7 +370,7 @@ class Conversations:
 
     async def page(
         self,
-        slots: list[Slot],
+        slots: Slots,
         filters: Filters,
         sort: Sort,
         cursor: Key | None,
@@ -400,7 +416,7 @@ class Conversations:
 
         return await self._store.call(write)
 
-    async def unread(self, slots: list[Slot], now: float) -> dict[str, Any]:
+    async def unread(self, slots: Slots, now: float) -> dict[str, Any]:
         """The unread conversations of these slots, latest first, each flagged `muted`
         (muted_until after `now`) and `archived`; the totals count the others only, and
         `muted_or_archived` counts those apart."""

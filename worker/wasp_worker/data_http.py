@@ -71,15 +71,14 @@ def _search_filters(query: SearchFilters) -> MessageFilters:
     )
 
 
-def _range(request: web.Request, query: SlotsRange) -> list[Slot]:
-    """The slots of `from`..`to` that this worker serves (none when they are not its)."""
+def _range(request: web.Request, query: SlotsRange) -> SlotRange | None:
+    """The slots of `from`..`to` that this worker serves (None: none of them)."""
     config = request.app[CONFIG]
     own = SlotRange(config.slot_from, config.slot_to)
     first, last = query.slot_from or own.first, query.slot_to or own.last
     if first.prefix != own.prefix or last.prefix != own.prefix or first.number > last.number:
-        return []
-    wanted = SlotRange(first, last).overlap(own)
-    return list(wanted) if wanted is not None else []
+        return None
+    return SlotRange(first, last).overlap(own)
 
 
 async def conversations(request: web.Request) -> web.Response:
@@ -198,7 +197,11 @@ async def data_conversations(request: web.Request) -> web.Response:
     query = query_values(request, DataConversationsQuery)
     slots = _range(request, query)
     items, following = await request.app[CONVERSATIONS].page(
-        slots, _filters(query), query.sort, _key(query.after, query.sort), query.limit
+        slots if slots is not None else [],
+        _filters(query),
+        query.sort,
+        _key(query.after, query.sort),
+        query.limit,
     )
     return web.json_response(
         {
@@ -214,7 +217,11 @@ async def data_search(request: web.Request) -> web.Response:
     query = query_values(request, DataSearchQuery)
     slots = _range(request, query)
     items, following = await request.app[PAGES].search(
-        slots, query.q, _search_filters(query), _key(query.after, "time"), query.limit
+        slots if slots is not None else [],
+        query.q,
+        _search_filters(query),
+        _key(query.after, "time"),
+        query.limit,
     )
     return web.json_response(
         {
@@ -228,7 +235,9 @@ async def data_search(request: web.Request) -> web.Response:
 
 async def data_unread(request: web.Request) -> web.Response:
     slots = _range(request, query_values(request, SlotsRange))
-    summary = await request.app[CONVERSATIONS].unread(slots, time.time())
+    summary = await request.app[CONVERSATIONS].unread(
+        slots if slots is not None else [], time.time()
+    )
     return web.json_response({"ok": True, "slots": _named(slots), **summary})
 
 
@@ -237,9 +246,9 @@ async def data_status_handler(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **found})
 
 
-def _named(slots: list[Slot]) -> list[str] | None:
+def _named(slots: SlotRange | None) -> list[str] | None:
     """The range answered, as `[first, last]` (None: none of this worker's slots)."""
-    return [str(slots[0]), str(slots[-1])] if slots else None
+    return None if slots is None else [str(slots.first), str(slots.last)]
 
 
 # Each data operation of the worker's API and its handler (`app` binds them with the rest).

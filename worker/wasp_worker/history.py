@@ -12,6 +12,12 @@ message that arrives is stored in the same transaction as its
 sent, and the receipts of both, in its own transactions (`insert`, `move`).
 Every write also appends to the sync sequence and refreshes the chat's
 conversation in its transaction (`wasp_worker.conversations`), which `sync` reads.
+
+What WhatsApp changes later comes through here too, each in one transaction: an
+edit (`edit`, with a `message.edited` event), a deletion for everyone (`revoke`:
+a tombstone, with a `message.deleted` event), the phone's history sync after a
+login (`import_history`: no `message.received` events, history is not news), and
+read marks (`mark_read`, whose receipts the caller sends).
 """
 
 from __future__ import annotations
@@ -212,6 +218,24 @@ def _set_unread(db: sqlite3.Connection, slot: Slot, chat_id: str, unread: int) -
     log_changes(db, slot, "message", [row[0] for row in changed])
 
 
+def _name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> None:
+    """The name the phone gives a chat, in the caller's transaction: a group's subject, a
+    person's saved contact name (`refresh` then shows it)."""
+    if chat_id.endswith("@g.us"):
+        changed = db.execute(
+            "UPDATE conversations SET name=? WHERE slot=? AND chat_id=? AND name IS NOT ? "
+            "RETURNING chat_id",
+            (name, str(slot), chat_id, name),
+        ).fetchall()
+        if changed:
+            conversations.log_changes(db, slot, "conversation", [chat_id])
+        return
+    phone = chat_id if chat_id.endswith("@s.whatsapp.net") else None
+    lid = chat_id if chat_id.endswith("@lid") else None
+    contacts.upsert(db, slot, phone, lid, name=name)
+    conversations.refresh(db, slot, [chat_id])
+
+
 class History:
     def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
         self._store = store
@@ -355,7 +379,7 @@ class History:
                 conversations.refresh(db, slot, [*touched, *(c["chat_id"] for c in chats)])
                 for chat in chats:
                     if chat.get("name"):
-                        conversations.name_chat(db, slot, chat["chat_id"], chat["name"])
+                        _name_chat(db, slot, chat["chat_id"], chat["name"])
                     settings = {
                         key: chat[key]
                         for key in ("pinned", "archived", "muted_until")

@@ -22,7 +22,7 @@ from typing import Any
 
 from wasp.data_api import Key, TimeKey
 from wasp.slots import Slot
-from wasp_worker.conversations import MAX_ID
+from wasp_worker.conversations import MAX_ID, Slots, present
 from wasp_worker.db import SerialDatabase
 from wasp_worker.history import _FIELDS, _message
 
@@ -32,9 +32,10 @@ SNIPPET_TOKENS = 12
 
 
 def _word_char(char: str) -> bool:
-    """What FTS5's unicode61 tokenizer keeps in a token: letters, digits, private use."""
+    """What FTS5's unicode61 tokenizer keeps in a token: letters, digits, marks (accents,
+    which it then drops), private use."""
     category = unicodedata.category(char)
-    return category[0] in "LN" or category == "Co"
+    return category[0] in "LNM" or category == "Co"
 
 
 def words(text: str) -> list[str]:
@@ -123,7 +124,7 @@ def _prefixed(fields: str) -> str:
 
 def search(
     db: sqlite3.Connection,
-    slots: list[Slot],
+    slots: Slots,
     text: str,
     filters: SearchFilters,
     cursor: Key | None,
@@ -134,39 +135,39 @@ def search(
     query = match_query(text)
     if query is None:
         return [], None
-    found: list[dict[str, Any]] = []
-    for slot in slots:
-        clauses = ["messages_fts MATCH ?", "m.slot=?", "m.deleted_at IS NULL"]
-        values: list[Any] = [query, str(slot)]
-        if filters.chat_id is not None:
-            clauses.append("m.chat_id=?")
-            values.append(filters.chat_id)
-        if filters.sender is not None:
-            clauses.append("? IN (m.sender_phone_jid, m.sender_lid, m.sender_jid)")
-            values.append(filters.sender)
-        if filters.since is not None:
-            clauses.append("m.timestamp >= ?")
-            values.append(filters.since)
-        if filters.until is not None:
-            clauses.append("m.timestamp < ?")
-            values.append(filters.until)
-        if filters.message_type is not None:
-            clauses.append("m.message_type = ?")
-            values.append(filters.message_type)
-        if cursor is not None:
-            clause, bound = _time_after(slot, cursor, True)
-            clauses.append(clause)
-            values += bound
-        where = " AND ".join(clauses)
-        rows = db.execute(
-            f"SELECT {_prefixed(_FIELDS)}, snippet(messages_fts, 0, '{MARK_START}', "
-            f"'{MARK_END}', '{ELLIPSIS}', {SNIPPET_TOKENS}) FROM messages_fts "
-            f"JOIN messages m ON m.id = messages_fts.rowid WHERE {where} "
-            "ORDER BY m.timestamp DESC, m.id DESC LIMIT ?",
-            (*values, limit + 1),
-        ).fetchall()
-        found += [{**_message(row[:-1]), "snippet": row[-1]} for row in rows]
-    found.sort(key=_key, reverse=True)
+    names = [str(slot) for slot in present(db, slots)]
+    if not names:
+        return [], None
+    # One pass over the matches for every slot: the index gives the matches, not their order.
+    clauses = ["messages_fts MATCH ?", f"m.slot IN ({','.join('?' * len(names))})"]
+    values: list[Any] = [query, *names]
+    clauses.append("m.deleted_at IS NULL")
+    if filters.chat_id is not None:
+        clauses.append("m.chat_id=?")
+        values.append(filters.chat_id)
+    if filters.sender is not None:
+        clauses.append("? IN (m.sender_phone_jid, m.sender_lid, m.sender_jid)")
+        values.append(filters.sender)
+    if filters.since is not None:
+        clauses.append("m.timestamp >= ?")
+        values.append(filters.since)
+    if filters.until is not None:
+        clauses.append("m.timestamp < ?")
+        values.append(filters.until)
+    if filters.message_type is not None:
+        clauses.append("m.message_type = ?")
+        values.append(filters.message_type)
+    if cursor is not None:
+        clauses.append("(m.timestamp, m.slot, m.id) < (?, ?, ?)")
+        values += list(cursor)
+    rows = db.execute(
+        f"SELECT {_prefixed(_FIELDS)}, snippet(messages_fts, 0, '{MARK_START}', "
+        f"'{MARK_END}', '{ELLIPSIS}', {SNIPPET_TOKENS}) FROM messages_fts "
+        f"JOIN messages m ON m.id = messages_fts.rowid WHERE {' AND '.join(clauses)} "
+        "ORDER BY m.timestamp DESC, m.slot DESC, m.id DESC LIMIT ?",
+        (*values, limit + 1),
+    ).fetchall()
+    found = [{**_message(row[:-1]), "snippet": row[-1]} for row in rows]
     page = found[:limit]
     return page, _key(page[-1]) if len(found) > limit else None
 
@@ -184,7 +185,7 @@ class MessagePages:
 
     async def search(
         self,
-        slots: list[Slot],
+        slots: Slots,
         text: str,
         filters: SearchFilters,
         cursor: Key | None,

@@ -1,4 +1,5 @@
-// The wasp console: shards, every slot's session, QR log-in, chats and sending.
+// The wasp console: shards, every slot's session, QR log-in, chats and sending, and a
+// search of every shard's messages at once (GET /api/search).
 //
 // It speaks only to the master that serves it: the HTTP API under /api/ (with
 // `x-api-key` when the master has API keys) and the live events over Socket.IO
@@ -764,25 +765,29 @@ const SEARCH_DELAY_MS = 250;
 const SEARCH_PAGE = 20;
 let searchTimer = 0;
 
-// A snippet marks its matches between these (the worker's FTS5 snippet()); shown as <mark>,
-// everything else as text: a message body is never parsed as HTML.
-const MARK_OPEN = "\u0002";
-const MARK_CLOSE = "\u0003";
-
-function marked(text) {
+// The hit's body as text, the searched words marked. (The worker's snippet marks matches
+// with brackets, which a body may hold too; marking here keeps the text exact.)
+function marked(text, q) {
+  const body = String(text || "");
+  const words = q.toLowerCase().split(/\s+/).filter(Boolean);
+  const lower = body.toLowerCase();
   const out = [];
-  let rest = String(text || "");
-  while (rest) {
-    const at = rest.indexOf(MARK_OPEN);
-    if (at < 0) {
-      out.push(rest);
-      break;
+  let at = 0;
+  while (at < body.length) {
+    let next = -1;
+    let size = 0;
+    for (const word of words) {
+      const found = lower.indexOf(word, at);
+      if (found >= 0 && (next < 0 || found < next)) {
+        next = found;
+        size = word.length;
+      }
     }
-    out.push(rest.slice(0, at));
-    const end = rest.indexOf(MARK_CLOSE, at + 1);
-    out.push(h("mark", {}, rest.slice(at + 1, end < 0 ? undefined : end)));
-    rest = end < 0 ? "" : rest.slice(end + 1);
+    if (next < 0) break;
+    out.push(body.slice(at, next), h("mark", {}, body.slice(next, next + size)));
+    at = next + size;
   }
+  out.push(body.slice(at));
   return out;
 }
 
@@ -845,7 +850,7 @@ function renderSearch() {
               h("span", { class: "hit-slot" }, hit.slot),
               h("span", { class: "hit-chat" }, (hit.direction === "out" ? "to " : "from ") + chatLabel(hit.chat_id).title),
               h("span", { class: "hit-time" }, timeText(hit.timestamp)),
-              h("span", { class: "hit-text" }, marked(hit.snippet ?? hit.body)),
+              h("span", { class: "hit-text" }, marked(hit.body, found.q)),
             ),
           ),
         ),
