@@ -410,6 +410,7 @@ def run() -> dict[str, Any]:
         "write": writes,
         "disk": on_disk,
         "across_shards": shards,
+        "load_at_end": round(os.getloadavg()[0], 1),
     }
 
 

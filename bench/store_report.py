@@ -151,7 +151,10 @@ after `ShardStore` made the schema, the full-text index filled by FTS5's `rebuil
 and cached in `~/.cache/wasp/bench/` by generator version and schema; this run's was
 {generated}.
 
-A real `wasp worker` runs on a copy, a real `wasp master` (local mode) in front.
+A real `wasp worker` runs on a copy, a real `wasp master` (local mode) in front; the
+1-minute load average was {got["load_at_end"]} at the end of the run (other work shares
+the machine: its bursts reach the p99s, and a stall of the disk or the page cache can
+make one call of a few take seconds).
 Each read: {CALLS} calls after 50 of warm-up, closed loop, one client on one keep-alive
 connection (a read so slow that {CALLS} calls pass {BUDGET_S:.0f} s stops there, after at
 least 5, and gives its count); the floor is the same SELECTs on a fresh sqlite3 connection of the
