@@ -42,6 +42,7 @@ from wasp_worker.message_pages import MessagePages
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
 from wasp_worker.remote_changes import RemoteChanges
 from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
@@ -81,7 +82,12 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             config.work_dir, owner=identity, server_dir=config.simulator_server_dir
         )
     else:
-        backend = NeonizeBackend(config.work_dir, breaker=config.breaker())
+        credentials = config.proxy_credentials_file or config.config_dir / CREDENTIALS_FILE
+        backend = NeonizeBackend(
+            config.work_dir,
+            breaker=config.breaker(),
+            proxies=ProxyLookup(config.config_dir, credentials),
+        )
     app[CONFIG] = config
     app[BACKGROUND] = []
     app[LOG] = event_log
