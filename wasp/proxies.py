@@ -18,22 +18,32 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 from wasp.slots import SlotId
 
 SCHEMES = ("http", "socks5")
 # A host name, IPv4 address or bracketed IPv6 address, and a port; nothing else
 # (no path, no user info: credentials never enter the shared config).
-PROXY_PATTERN = r"^(http|socks5)://([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\]):[0-9]{1,5}$"
+# The port is 1-65535 in the pattern itself: a URL the schema accepts is one we accept.
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\]"
+_PORT = r"[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+PROXY_PATTERN = rf"^(http|socks5)://({_HOST}):({_PORT})$"
 _PARSE = re.compile(PROXY_PATTERN)
 
 
-def _port_in_range(url: str) -> str:
-    port = int(url.rsplit(":", 1)[1])
-    if not 1 <= port <= 65535:
-        raise ValueError(f"proxy port {port} is out of range 1-65535")
-    return url
+def _explain(value: object) -> object:
+    """The two likely mistakes, named before the pattern's generic refusal."""
+    if isinstance(value, str):
+        scheme, found, rest = value.partition("://")
+        if found and scheme not in SCHEMES:
+            raise ValueError(f"proxy scheme must be http or socks5, not {scheme[:20]!r}")
+        if "@" in rest:  # the message never repeats the value: it holds a password
+            raise ValueError(
+                "proxy credentials do not belong in the shared config: give the URL as "
+                "scheme://host:port and the credentials in the proxy credentials Secret"
+            )
+    return value
 
 
 ProxyUrl = Annotated[
@@ -48,7 +58,7 @@ ProxyUrl = Annotated[
         ),
         examples=["socks5://10.0.0.7:1080"],
     ),
-    AfterValidator(_port_in_range),
+    BeforeValidator(_explain),
 ]
 
 
