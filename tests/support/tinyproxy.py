@@ -19,11 +19,16 @@ def free_port() -> int:
 
 
 class Tinyproxy:
-    def __init__(self, directory: Path, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        credentials: tuple[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         if shutil.which("tinyproxy") is None:
             pytest.fail("tinyproxy is not installed (apt-get install -y tinyproxy)")
         directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = directory / "tinyproxy.log"
         lines = [
             f"Port {self.port}",

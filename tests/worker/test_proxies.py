@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from wasp_worker.backends.base import StatusEvent
 from wasp_worker.backends.neonize import BACKOFF_S, NeonizeBackend
+from wasp_worker.backends.proxy_gate import BACKOFF_S as PROXY_BACKOFF_S
+from wasp_worker.backends.proxy_gate import ProxyGate
+from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.proxies import ProxyLookup
 
 from tests.support.tinyproxy import Tinyproxy, free_port
@@ -192,3 +195,56 @@ def test_the_address_quotes_the_credentials_and_the_repr_hides_them() -> None:
     assert (target.host, target.port, target.endpoint) == ("::1", 1080, "[::1]:1080")
     assert secret not in repr(target)
     assert ProxyTarget("http://h:1").address() == "http://h:1"
+
+
+async def test_the_simulator_waits_for_its_proxy_to_answer_with_a_bounded_backoff(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config"
+    port = free_port()
+    configure(config, {"A1": f"http://127.0.0.1:{port}"}, {})
+    seen = Recorder()
+    gate = ProxyGate(lookup(config), sleep=seen.sleep)
+    backend = SimulatorBackend(tmp_path / "data", proxy_gate=gate)
+    proxy = Tinyproxy(tmp_path / "proxy", port=port)
+    try:
+        await backend.start(A2, seen.on_status)  # no proxy: starts at once
+        assert seen.events[-1].slot == A2
+        assert seen.events[-1].status == "CONNECTING"
+        await backend.start(A1, seen.on_status)
+        await seen.wait_for(lambda: len(seen.delays) >= 7)
+        failed = seen.failures(A1)
+        assert {e.reason for e in failed} == {"proxy_unreachable"}
+        assert failed[0].detail == {"proxy": f"127.0.0.1:{port}", "error": "ConnectionRefusedError"}
+        assert seen.delays[:7] == [*PROXY_BACKOFF_S, 60]
+        assert A1 not in backend.sessions
+        proxy.start()
+        await seen.wait_for(lambda: seen.events[-1].slot == A1 and seen.events[-1].qr)
+        assert A1 in backend.sessions  # the proxy answered: the session started
+        assert "Connect (" in proxy.text()
+        count = len(seen.delays)
+        await asyncio.sleep(0.3)
+        assert len(seen.delays) == count  # no retries once started
+    finally:
+        proxy.stop()
+        await backend.close()
+
+
+async def test_stopping_a_slot_that_waits_for_its_proxy_ends_the_wait(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    configure(config, {"A1": f"http://127.0.0.1:{free_port()}"}, {})
+    seen = Recorder()
+    backend = SimulatorBackend(
+        tmp_path / "data", proxy_gate=ProxyGate(lookup(config), sleep=seen.sleep)
+    )
+    try:
+        await backend.start(A1, seen.on_status)
+        assert seen.events[-1].reason == "proxy_unreachable"
+        await backend.stop(A1)
+        assert seen.events[-1].reason == "stopped"
+        count = len(seen.delays)
+        await asyncio.sleep(0.3)
+        assert len(seen.delays) == count
+        assert A1 not in backend.sessions
+    finally:
+        await backend.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
@@ -25,6 +26,7 @@ from wasp_worker.warmup import read_list
 
 _URL: TypeAdapter[str] = TypeAdapter(ProxyUrl)
 PROBE_TIMEOUT_S = 5.0
+ProxyFor = Callable[[Slot], ProxyTarget | None]  # blocking: called in a thread
 CREDENTIALS_FILE = "proxy-credentials.json"  # in CONFIGDIR unless PROXY_CREDENTIALS_FILE says
 
 

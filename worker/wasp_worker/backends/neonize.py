@@ -118,7 +118,7 @@ from wasp_worker.backends.cell_protocol import (
 )
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
-from wasp_worker.proxies import ProxyInvalid, probe
+from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
@@ -130,7 +130,6 @@ LOGOUT_CODES = {401, 403, 406}  # the connect failures whatsmeow treats as a log
 RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 
 Sleep = Callable[[float], Awaitable[None]]
-ProxyFor = Callable[[Slot], ProxyTarget | None]  # blocking: called in a thread
 MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
 R = TypeVar("R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult)
 
