@@ -39,7 +39,8 @@ class Account(BaseModel):
     slot: SlotId
     enabled: bool = True
     ws: str = Field("default", min_length=1, max_length=128, description="Socket.IO room.")
-    proxy: ProxyUrl | None = None
+    # Unset is left out of the stored document, as before proxies existed.
+    proxy: ProxyUrl | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class Role(BaseModel):
