@@ -248,3 +248,38 @@ async def test_stopping_a_slot_that_waits_for_its_proxy_ends_the_wait(tmp_path: 
         assert A1 not in backend.sessions
     finally:
         await backend.close()
+
+
+async def test_a_simulator_worker_says_why_and_starts_once_the_proxy_answers(
+    tmp_path: Path,
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from wasp_worker.app import build_app
+    from wasp_worker.events import EventLog
+
+    from tests.support.worker import CREDENTIAL
+    from tests.worker.test_worker_http import config
+
+    port = free_port()
+    configure(tmp_path / "config", {"A1": f"http://127.0.0.1:{port}"}, {})
+    proxy = Tinyproxy(tmp_path / "proxy", port=port)
+    app = build_app(config(tmp_path), EventLog(stream=io.StringIO()))
+    try:
+        async with TestClient(TestServer(app), headers=CREDENTIAL) as worker:
+            answer = await (await worker.post("/api/accounts/A1/connect")).json()
+            assert answer["reason"] == "proxy_unreachable"
+            assert answer["detail"] == {
+                "proxy": f"127.0.0.1:{port}",
+                "error": "ConnectionRefusedError",
+            }
+            proxy.start()  # the next try, after the first backoff (2 s), finds it
+            status: dict[str, Any] = {}
+            for _ in range(200):
+                status = await (await worker.get("/api/accounts/A1/status")).json()
+                if status["status"] == "CONNECTING":
+                    break
+                await asyncio.sleep(0.05)
+            assert status["status"] == "CONNECTING"
+            assert status["qr"]
+    finally:
+        proxy.stop()
