@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.master.test_master_http import Stack, stack  # noqa: F401  (the fixture)
-from wasp.proxies import PROXY_PATTERN
+from wasp.proxies import PROXY_PATTERN, Credentials, ProxyTarget
 
 SECRET = "hunter2secret"
 
@@ -78,3 +81,21 @@ async def test_openapi_documents_the_proxy_field(stack: Stack) -> None:  # noqa:
 )
 def test_the_pattern_takes_what_the_proxy_settings_take(url: str, valid: bool) -> None:
     assert (re.match(PROXY_PATTERN, url) is not None) is valid
+
+
+@given(st.integers(min_value=0, max_value=99_999))
+def test_the_pattern_takes_exactly_the_ports_1_to_65535(port: int) -> None:
+    assert (re.match(PROXY_PATTERN, f"socks5://h:{port}") is not None) is (1 <= port <= 65535)
+
+
+@given(
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40),
+)
+def test_the_address_gives_back_any_credentials_to_a_url_parser(user: str, password: str) -> None:
+    address = ProxyTarget(
+        "http://proxy.example:3128", Credentials(username=user, password=password)
+    ).address()
+    parts = urlsplit(address)  # the standard library reads it, as Go's url.Parse would
+    assert (unquote(parts.username or ""), unquote(parts.password or "")) == (user, password)
+    assert (parts.hostname, parts.port) == ("proxy.example", 3128)
