@@ -74,7 +74,7 @@ def lookup(config_dir: Path) -> ProxyLookup:
 
 
 async def test_only_the_slot_with_a_proxy_connects_through_it(
-    tmp_path: Path, proxy: Tinyproxy
+    tmp_path: Path, proxy: Tinyproxy, capfd: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config"
     configure(config, {"A1": proxy.url}, {"A1": {"username": USER, "password": PASSWORD}})
@@ -96,6 +96,8 @@ async def test_only_the_slot_with_a_proxy_connects_through_it(
     finally:
         await backend.close()
     assert PASSWORD not in repr(seen.events)
+    out, err = capfd.readouterr()  # the cells' own output (whatsmeow's log) included
+    assert PASSWORD not in out + err
 
 
 async def test_a_stopped_proxy_says_proxy_unreachable_and_backs_off(
