@@ -287,6 +287,7 @@ def test_the_published_values_stay_as_published() -> None:
         "RETENTION_INTERVAL_S",
         "RETENTION_BATCH",
         "WEBHOOK_SECRETS_FILE",
+        "PROXY_CREDENTIALS_FILE",
         "WEBHOOK_HORIZON_S",
         "WEBHOOK_TIMEOUT_S",
         "WEBHOOK_RETRY_BASE_S",

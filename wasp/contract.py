@@ -280,6 +280,9 @@ class WorkerEnv(BaseSettings):
     # longest one delivery attempt may take, and the backoff between attempts (full jitter
     # in [0, min(cap, base * 2^(attempts-1)))).
     webhook_secrets_file: Path | None = Field(None, alias="WEBHOOK_SECRETS_FILE")
+    # Per-slot proxy credentials (`wasp.proxies.ProxyCredentials`; in Kubernetes a key of
+    # the same mounted Secret; unset: CONFIGDIR/proxy-credentials.json).
+    proxy_credentials_file: Path | None = Field(None, alias="PROXY_CREDENTIALS_FILE")
     webhook_horizon_s: float = Field(86400.0, alias="WEBHOOK_HORIZON_S", gt=0)
     webhook_timeout_s: float = Field(10.0, alias="WEBHOOK_TIMEOUT_S", gt=0, le=300)
     webhook_retry_base_s: float = Field(

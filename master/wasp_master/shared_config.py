@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+from wasp.proxies import ProxyUrl
 from wasp.slots import SlotId
 from wasp.validation import JsonInt, problems
 from wasp_master.errors import BadRequest, MasterError
@@ -30,13 +31,16 @@ KINDS: tuple[Kind, ...] = ("accounts", "roles", "groups")
 
 
 class Account(BaseModel):
-    """One WhatsApp account: its slot, whether warm-up may start it, its workspace."""
+    """One WhatsApp account: its slot, whether warm-up may start it, its workspace, the
+    proxy its session connects through (credentials are never part of it)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     slot: SlotId
     enabled: bool = True
     ws: str = Field("default", min_length=1, max_length=128, description="Socket.IO room.")
+    # Unset is left out of the stored document, as before proxies existed.
+    proxy: ProxyUrl | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class Role(BaseModel):

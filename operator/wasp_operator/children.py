@@ -110,7 +110,10 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
             "backend": spec.backend,
             "master_internal_url": config.master_internal_url,
             **(
-                {"webhook_secrets_file": f"{WEBHOOK_SECRETS_PATH}/webhook-secrets.json"}
+                {
+                    "webhook_secrets_file": f"{WEBHOOK_SECRETS_PATH}/webhook-secrets.json",
+                    "proxy_credentials_file": f"{WEBHOOK_SECRETS_PATH}/proxy-credentials.json",
+                }
                 if config.webhook_signing_secret
                 else {}
             ),

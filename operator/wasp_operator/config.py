@@ -32,7 +32,8 @@ class OperatorConfig(BaseModel):
     webhook_signing_secret: str | None = Field(
         None,
         description="Secret with the webhooks' signing secrets (key webhook-secrets.json, "
-        "written by the master), mounted into workers; optional.",
+        "written by the master) and the accounts' proxy credentials (key "
+        "proxy-credentials.json), mounted into workers; optional.",
     )
     worker_tokens_key: str = Field("worker-tokens", description="Its key in that Secret.")
     worker_port: int = WORKER_PORT

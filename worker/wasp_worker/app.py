@@ -29,6 +29,7 @@ from wasp.openapi import add_routes, bind
 from wasp.slots import Slot
 from wasp_worker.backends.base import ReceiptEvent
 from wasp_worker.backends.neonize import NeonizeBackend
+from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.config import WorkerConfig
 from wasp_worker.contacts import Contacts
@@ -42,6 +43,7 @@ from wasp_worker.message_pages import MessagePages
 from wasp_worker.metrics import registry_for
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
 from wasp_worker.remote_changes import RemoteChanges
 from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
@@ -76,12 +78,17 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     event_log = log or EventLog()
     backend: SimulatorBackend | NeonizeBackend
     identity = config.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+    credentials = config.proxy_credentials_file or config.config_dir / CREDENTIALS_FILE
+    proxies = ProxyLookup(config.config_dir, credentials)
     if config.backend == "simulator":
         backend = SimulatorBackend(
-            config.work_dir, owner=identity, server_dir=config.simulator_server_dir
+            config.work_dir,
+            owner=identity,
+            server_dir=config.simulator_server_dir,
+            proxy_gate=ProxyGate(proxies),
         )
     else:
-        backend = NeonizeBackend(config.work_dir, breaker=config.breaker())
+        backend = NeonizeBackend(config.work_dir, breaker=config.breaker(), proxies=proxies)
     app[CONFIG] = config
     app[BACKGROUND] = []
     app[LOG] = event_log

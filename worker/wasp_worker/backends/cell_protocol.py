@@ -13,7 +13,7 @@ enum name (`name`), because neonize renumbers them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 ReceiptState = Literal["delivered", "read", "played"]
@@ -28,6 +28,8 @@ class Start:
     slot: str
     db_path: str
     work_dir: str
+    # The proxy URL, with its credentials if any (SECRET: never logged); "" connects directly.
+    proxy: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

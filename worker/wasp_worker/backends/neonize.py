@@ -24,6 +24,13 @@ are whatsmeow's own events:
   whatsmeow keeps the socket, says `KeepAliveRestored` when pings answer again,
   and forces a reconnect itself after three minutes without answers.
 
+A slot whose account names a proxy (`proxies`, `wasp.proxies`) connects through
+it alone. When such a connect fails, one TCP connect to the proxy tells the
+proxy's fault from WhatsApp's: `proxy_unreachable` (refused, timeout) or
+`proxy_auth_refused` (the proxy answered 407), detail `{"proxy": "host:port"}`
+and never its credentials; the backoff above bounds the retries. A proxy that
+is not a valid URL holds the session with `proxy_invalid`: never a direct connect.
+
 Receipts of sent messages go to `on_receipt`; `mark_read` sends read receipts.
 Edits, deletes for everyone and history syncs go to `on_remote`, and so do the
 chat settings (pin, archive, mute) the phone set: neonize emits no app-state
@@ -51,6 +58,7 @@ from typing import Any, TypeVar, assert_never
 
 import aiohttp
 
+from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
     ChatSettingsChange,
@@ -111,6 +119,7 @@ from wasp_worker.backends.cell_protocol import (
 )
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
+from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
@@ -158,6 +167,7 @@ class _Session:
     # and the end of the cell's connect changes nothing; only `retry`, if any, reconnects.
     held: str | None = None
     settings_reader: asyncio.Task[None] | None = None  # re-reads the phone's chat settings
+    proxy: ProxyTarget | None = None  # the one the last connect went through
 
 
 @dataclass
@@ -175,6 +185,7 @@ class NeonizeBackend:
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
     settings_every_s: float = 300.0
+    proxies: ProxyFor | None = None
     cells: dict[int, Cell] = field(default_factory=dict)
     sessions: dict[Slot, _Session] = field(default_factory=dict)
     placement: dict[Slot, int] = field(default_factory=dict)
@@ -252,10 +263,19 @@ class NeonizeBackend:
         if session is None:
             return
         session.held = None
+        try:
+            proxy = await asyncio.to_thread(self.proxies, slot) if self.proxies else None
+        except ProxyInvalid:
+            await self._hold(slot, session, "proxy_invalid", None)
+            return
+        if self.sessions.get(slot) is not session:
+            return  # stopped meanwhile
+        session.proxy = proxy
         auth = self.auth_dir(slot)
         auth.mkdir(parents=True, exist_ok=True)
+        address = proxy.address() if proxy is not None else ""
         self._cell_for(slot).send(
-            Start(str(slot), str(auth / "session.sqlite3"), str(self.work_dir))
+            Start(str(slot), str(auth / "session.sqlite3"), str(self.work_dir), address)
         )
         await session.on_status(StatusEvent(slot, "CONNECTING"))
 
@@ -592,7 +612,12 @@ class NeonizeBackend:
                         await self.on_remote(RemoteChatSettings(slot, setting.chat_id, change))
             case Ended(reason=reason):
                 session.connected = False
-                if session.held is None:
+                if session.held is None and session.proxy is not None:
+                    # the probe may take seconds: other slots' events do not wait for it
+                    task = asyncio.create_task(self._ended_behind_proxy(slot, session, reason))
+                    self._reads.add(task)
+                    task.add_done_callback(self._reads.discard)
+                elif session.held is None:
                     await status(StatusEvent(slot, "DISCONNECTED", reason=reason))
                     self._schedule_retry(slot, session, self._next_backoff(session))
             case _:
@@ -623,6 +648,20 @@ class NeonizeBackend:
         )
         if retry_after is not None:
             self._schedule_retry(slot, session, retry_after)
+
+    async def _ended_behind_proxy(self, slot: Slot, session: _Session, reason: str) -> None:
+        """Say whose fault a failed connect through a proxy was, then back off as any."""
+        proxy = session.proxy
+        assert proxy is not None
+        detail: dict[str, Any] = {"proxy": proxy.endpoint}
+        if reason.startswith("connect_failed"):
+            why = await probe(proxy)
+            if why is not None:
+                reason, detail["error"] = "proxy_unreachable", why
+        if self.sessions.get(slot) is not session or session.held is not None:
+            return  # stopped or held meanwhile
+        await session.on_status(StatusEvent(slot, "DISCONNECTED", reason=reason, detail=detail))
+        self._schedule_retry(slot, session, self._next_backoff(session))
 
     def _next_backoff(self, session: _Session) -> float:
         delay = BACKOFF_S[min(session.failures, len(BACKOFF_S) - 1)]

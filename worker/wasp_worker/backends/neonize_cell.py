@@ -46,6 +46,17 @@ from wasp_worker.backends.cell_protocol import (
     Stop,
 )
 
+# How a dial error says the proxy refused its credentials: Go's HTTP CONNECT error is
+# the proxy's status text (407, or 401 from some proxies), x/net's SOCKS5 its own words.
+AUTH_REFUSED = ("Proxy Authentication Required", "Unauthorized", "authentication failed")
+
+
+def connect_failure(error: Exception, proxied: bool) -> str:
+    """The reason a connect failed, without any of the error's text (it may hold secrets)."""
+    if proxied and any(words in str(error) for words in AUTH_REFUSED):
+        return "proxy_auth_refused"
+    return f"connect_failed: {type(error).__name__}"
+
 
 def run_cell(conn: Connection) -> None:
     # neonize reconfigures root logging at import and whatsmeow logs pairing
@@ -53,6 +64,7 @@ def run_cell(conn: Connection) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     import neonize.events
+    from neonize._binder import ProxySettings
     from neonize.client import NewClient
     from neonize.events import HistorySyncEv, MessageEv
     from neonize.utils import build_jid
@@ -83,7 +95,7 @@ def run_cell(conn: Connection) -> None:
         user, _, server = text.partition("@")
         return build_jid(user, server)
 
-    def session(slot: str, db_path: str, work_dir: str) -> None:
+    def session(slot: str, db_path: str, work_dir: str, proxy: str) -> None:
         settled = threading.Event()
 
         def settle() -> None:
@@ -150,10 +162,11 @@ def run_cell(conn: Connection) -> None:
 
         reason = "stopped"
         connect_lock.acquire()
-        try:
-            client.connect()  # blocks for the session's life
+        try:  # blocks for the session's life; through the slot's proxy alone if it has one
+            client.connect(ProxySettings(proxy_address=proxy) if proxy else None)
         except Exception as error:
-            reason = f"connect_failed: {type(error).__name__}"
+            # The message may quote the proxy URL with its credentials: only a verdict leaves.
+            reason = connect_failure(error, bool(proxy))
         finally:
             settle()
             clients.pop(slot, None)
@@ -307,7 +320,7 @@ def run_cell(conn: Connection) -> None:
             case Start(slot=slot) if slot not in clients:
                 threading.Thread(
                     target=session,
-                    args=(slot, command.db_path, command.work_dir),
+                    args=(slot, command.db_path, command.work_dir, command.proxy),
                     daemon=True,
                     name=f"session-{slot}",
                 ).start()

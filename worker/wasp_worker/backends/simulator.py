@@ -58,6 +58,7 @@ from wasp_worker.backends.base import (
     SendFailed,
     StatusEvent,
 )
+from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.simulator_server import (
     CHANGE_KINDS,
     ServerLedger,
@@ -131,6 +132,7 @@ class SimulatorBackend:
     server: ServerLedger = field(init=False)
     _handing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one hand-over at a time
     _collector: asyncio.Task[None] | None = None
+    proxy_gate: ProxyGate | None = None  # a slot's proxy must answer before it starts
 
     def __post_init__(self) -> None:
         self.server = ServerLedger(self.server_dir or self.work_dir)
@@ -298,6 +300,10 @@ class SimulatorBackend:
         return f"wasp-simulator:{slot}:{session.rotation}"
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
+        if self.proxy_gate is not None and not await self.proxy_gate.admit(
+            slot, on_status, self.start
+        ):
+            return
         if self._collector is None:
             self._collector = asyncio.create_task(self._collect())
         await asyncio.to_thread(self.server.record, slot, self.owner, "open")
@@ -341,6 +347,8 @@ class SimulatorBackend:
         return True
 
     async def stop(self, slot: Slot) -> None:
+        if self.proxy_gate is not None:
+            await self.proxy_gate.cancel(slot)
         session = self.sessions.pop(slot, None)
         if session is None:
             return
@@ -361,6 +369,7 @@ class SimulatorBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._collector
             self._collector = None
-        for slot in list(self.sessions):
+        waiting = list(self.proxy_gate.waits) if self.proxy_gate is not None else []
+        for slot in [*self.sessions, *waiting]:
             await self.stop(slot)
         self.server.close()
