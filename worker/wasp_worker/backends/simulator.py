@@ -61,6 +61,7 @@ from wasp_worker.backends.base import (
     SendFailed,
     StatusEvent,
 )
+from wasp_worker.backends.sim_groups import SimulatorGroups
 from wasp_worker.qr import qr_data_url
 
 PHONE_PREFIX = "555"
@@ -476,7 +477,7 @@ class _Session:
 
 
 @dataclass
-class SimulatorBackend:
+class SimulatorBackend(SimulatorGroups):
     """Sessions whose "auth state" is a small JSON file under `work_dir/auth/<slot>/`."""
 
     work_dir: Path
@@ -507,6 +508,10 @@ class SimulatorBackend:
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
+        # Groups and contacts: a recipient that blocked the sender never gets its messages
+        # (the sender sees it sent, never delivered).
+        if await self.blocked_by(recipient, slot):
+            return
         fields = inbound_fields(recipient, slot, message)
         fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
@@ -721,3 +726,4 @@ class SimulatorBackend:
         for slot in list(self.sessions):
             await self.stop(slot)
         self.server.close()
+        self.close_groups()
