@@ -182,7 +182,7 @@ def test_a_group_across_shards_from_creation_to_leaving(master: Master) -> None:
 
 def test_bad_input_and_wrong_state_are_refused_before_anything_changes(master: Master) -> None:
     before = master.ok("GET", "/api/accounts/A1/groups")["groups"]
-    bad = [
+    bad: list[tuple[str, str, Any]] = [
         ("GET", "/api/accounts/A1/groups/not-a-group", None),
         ("POST", "/api/accounts/A1/groups", {"name": "X", "participants": []}),
         ("POST", "/api/accounts/A1/groups", {"name": " ", "participants": [number("A2")]}),
