@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 BURST = 50  # numbers: one full check (`worker_api.MAX_NUMBER_CHECK`) after a quiet time
 PER_MINUTE = 10  # numbers a minute on average after that
+EPSILON = 1e-9  # float refills: the wait given and the check made then must agree
 
 
 @dataclass
@@ -44,8 +45,8 @@ class NumberChecks:
                 float(self.burst), bucket.tokens + (now - bucket.at) * self.per_minute / 60
             )
             bucket.at = now
-        missing = count - bucket.tokens
-        if missing > 1e-9:
+        missing = count - bucket.tokens - EPSILON  # a hair short counts as there
+        if missing > 0:
             return max(1.0, math.ceil(missing * 60 / self.per_minute))
         bucket.tokens -= count
         return 0.0
