@@ -72,8 +72,10 @@ async def test_every_request_through_a_real_cell_says_the_session_is_not_logged_
         assert backend.cells[0].process.is_alive()
         # A session the backend knows is down is refused before any cell is asked.
         backend.sessions[A1].connected = False
+        asked = backend._requests
         with pytest.raises(GroupRefused, match="groups: not_logged_in"):
             await backend.joined_groups(A1)
+        assert backend._requests == asked
     finally:
         await backend.close()
 
@@ -94,6 +96,8 @@ def test_group_info_names_members_by_phone_and_marks_admins() -> None:
             ),
             proto.GroupParticipant(JID=jid("5511000000002@s.whatsapp.net"), IsAdmin=True),
             proto.GroupParticipant(JID=jid("5511000000003@s.whatsapp.net")),
+            # whatsmeow sets IsAdmin for a super admin too; one without it is still an admin.
+            proto.GroupParticipant(JID=jid("5511000000004@s.whatsapp.net"), IsSuperAdmin=True),
         ],
     )
     assert group_info(info) == GroupInfo(
@@ -105,6 +109,7 @@ def test_group_info_names_members_by_phone_and_marks_admins() -> None:
             Participant("5511000000001@s.whatsapp.net", admin=True, super_admin=True),
             Participant("5511000000002@s.whatsapp.net", admin=True, super_admin=False),
             Participant("5511000000003@s.whatsapp.net", admin=False, super_admin=False),
+            Participant("5511000000004@s.whatsapp.net", admin=True, super_admin=True),
         ),
     )
     bare = group_info(proto.GroupInfo(JID=jid(GROUP)))
