@@ -73,7 +73,7 @@ async def test_a_session_not_logged_in_is_a_409_naming_its_state(worker: Client)
 
 
 async def test_a_backend_without_the_operations_is_a_501_naming_each(worker: Client) -> None:
-    worker.app[SESSIONS].backend = object()  # type: ignore[assignment]
+    worker.app[SESSIONS].backend = object()  # a stand-in without them
     for operation, method, path, body in OPERATIONS:
         status, error = await call(worker, method, path, body)
         assert status == 501
