@@ -27,6 +27,9 @@ newly linked device (`scan`) gets the account's history as a history sync;
 settings sent from a worker (`send_chat_settings`) reach the account's "phone"
 (the server's record), and a change made on the phone (`ServerLedger.phone_sets`)
 reaches the worker holding the account.
+
+Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
+(`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
 """
 
 from __future__ import annotations
