@@ -280,6 +280,78 @@ class DataSearchQuery(SlotsRange, SearchFilters):
     )
 
 
+# -- groups and contacts: operations WhatsApp answers (the session must be logged in) --------
+
+# A group's JID: `<digits>@g.us` (old groups: `<creator>-<time>@g.us`).
+GROUP_ID_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?@g\.us$"
+GroupId = Annotated[str, StringConstraints(pattern=GROUP_ID_PATTERN)]
+# A phone number (international digits, no + or leading 0), as a number check takes it.
+PhoneNumber = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{6,19}$")]
+# A WhatsApp user: a phone number (an optional +) or its phone JID.
+USER_PATTERN = r"^\+?[1-9][0-9]{6,19}(@s\.whatsapp\.net)?$"
+UserId = Annotated[str, StringConstraints(pattern=USER_PATTERN)]
+GroupName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*[^\s][^\x00-\x1f]*$"),
+]
+MAX_PARTICIPANTS = 256  # one call's participants: WhatsApp's group size is larger, a call's not
+MAX_NUMBER_CHECK = 50
+
+
+class CreateGroupRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/groups."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: GroupName = Field(description="The group's name (subject).")
+    participants: list[UserId] = Field(
+        min_length=1,
+        max_length=MAX_PARTICIPANTS,
+        description="Who joins besides the account (numbers or phone JIDs); the account "
+        "is the group's admin.",
+    )
+
+
+class RenameGroupRequest(BaseModel):
+    """Body of PATCH /api/accounts/{slot}/groups/{group_id}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: GroupName = Field(description="The group's new name (subject).")
+
+
+class ParticipantsRequest(BaseModel):
+    """Body of POST /api/accounts/{slot}/groups/{group_id}/participants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    action: Literal["add", "remove", "promote", "demote"] = Field(
+        description="add or remove members; promote to admin or demote from it."
+    )
+    participants: list[UserId] = Field(
+        min_length=1, max_length=MAX_PARTICIPANTS, description="Numbers or phone JIDs."
+    )
+
+
+class InviteQuery(BaseModel):
+    """Query of GET /api/accounts/{slot}/groups/{group_id}/invite."""
+
+    revoke: bool = Field(False, description="true: the old link stops working, a new one is made.")
+
+
+class NumbersCheck(BaseModel):
+    """Body of POST /api/accounts/{slot}/contacts/check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    numbers: list[PhoneNumber] = Field(
+        min_length=1,
+        max_length=MAX_NUMBER_CHECK,
+        description="International numbers, digits only (at most 50 a call; each one counts "
+        "against the account's pace of checks).",
+    )
+
+
 # SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
 MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MediaName = Annotated[str, StringConstraints(pattern=MEDIA_NAME_PATTERN)]
@@ -301,7 +373,9 @@ API = ApiInfo(
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
-        429: "Worker capacity full",
+        429: "Worker capacity full, or the account's number checks are over their pace "
+        "(Retry-After says when to try again)",
+        501: "The session's backend cannot do this operation (the error names it)",
         503: "This worker does not hold its shard's lease (another may)",
     },
     security_schemes={
@@ -314,6 +388,9 @@ OPEN = frozenset({"/health", "/ready"})
 # and a path the router does not know (a slot that changes the path's shape).
 SLOT_OPS = (400, 404, 409, 503)
 WITH_BODY = (*SLOT_OPS, 413)
+# An operation WhatsApp answers: the session's state may not allow it (409), and a backend
+# may not do it (501).
+SESSION_OPS = (*SLOT_OPS, 501)
 _ENDPOINTS = [
     Endpoint("health", "GET", "/health", "Worker health: range, active and max sessions"),
     Endpoint(
@@ -429,6 +506,106 @@ _ENDPOINTS = [
         "/api/accounts/{slot}/unread",
         "Unread messages and conversations (muted and archived ones counted apart)",
         responses=(200, *SLOT_OPS),
+    ),
+    Endpoint(
+        "groups",
+        "GET",
+        "/api/accounts/{slot}/groups",
+        "The groups the account is in, as WhatsApp lists them (needs a logged-in session)",
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "createGroup",
+        "POST",
+        "/api/accounts/{slot}/groups",
+        "Create a group with these participants; the account is its admin",
+        body=CreateGroupRequest,
+        responses=(200, *SESSION_OPS, 413),
+    ),
+    Endpoint(
+        "group",
+        "GET",
+        "/api/accounts/{slot}/groups/{group_id}",
+        "A group's name, participants and admins (404: not a group the account is in)",
+        params={"group_id": GroupId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "renameGroup",
+        "PATCH",
+        "/api/accounts/{slot}/groups/{group_id}",
+        "Rename a group (409: the group lets only admins and the account is not one)",
+        body=RenameGroupRequest,
+        params={"group_id": GroupId},
+        responses=(200, *SESSION_OPS, 413),
+    ),
+    Endpoint(
+        "groupParticipants",
+        "POST",
+        "/api/accounts/{slot}/groups/{group_id}/participants",
+        "Add, remove, promote or demote participants (the account must be an admin); "
+        "the answer says what happened to each",
+        body=ParticipantsRequest,
+        params={"group_id": GroupId},
+        responses=(200, *SESSION_OPS, 413),
+    ),
+    Endpoint(
+        "groupInvite",
+        "GET",
+        "/api/accounts/{slot}/groups/{group_id}/invite",
+        "The group's invite link; `revoke=true` replaces it with a new one (admins only)",
+        query=InviteQuery,
+        params={"group_id": GroupId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "leaveGroup",
+        "POST",
+        "/api/accounts/{slot}/groups/{group_id}/leave",
+        "Leave a group",
+        params={"group_id": GroupId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "contactsCheck",
+        "POST",
+        "/api/accounts/{slot}/contacts/check",
+        "Which numbers are on WhatsApp; paced per account (bulk checks get accounts "
+        "banned): over the pace, 429 with Retry-After and nothing checked",
+        body=NumbersCheck,
+        responses=(200, *SESSION_OPS, 413, 429),
+    ),
+    Endpoint(
+        "contactPicture",
+        "GET",
+        "/api/accounts/{slot}/contacts/{jid}/picture",
+        "A user's profile picture (URL and id; null: none, or hidden from the account)",
+        params={"jid": UserId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "contactInfo",
+        "GET",
+        "/api/accounts/{slot}/contacts/{jid}/info",
+        "What WhatsApp says of a user: about text, verified business name, devices",
+        params={"jid": UserId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "blockContact",
+        "POST",
+        "/api/accounts/{slot}/contacts/{jid}/block",
+        "Block a user: their messages no longer reach the account",
+        params={"jid": UserId},
+        responses=(200, *SESSION_OPS),
+    ),
+    Endpoint(
+        "unblockContact",
+        "POST",
+        "/api/accounts/{slot}/contacts/{jid}/unblock",
+        "Unblock a user",
+        params={"jid": UserId},
+        responses=(200, *SESSION_OPS),
     ),
     Endpoint(
         "contactsLookup",

@@ -180,7 +180,9 @@ API = ApiInfo(
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
         413: "Body too large",
-        429: "The shard's capacity is full",
+        429: "The shard's capacity is full, or the account's number checks are over their "
+        "pace (see Retry-After)",
+        501: "The session's backend cannot do this operation (the error names it)",
         503: "The shard cannot answer now (down, waking up or not the lease holder); "
         "see Retry-After",
     },
@@ -218,6 +220,18 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/accounts/{slot}/unread"): "read",
     ("GET", "/api/accounts/{slot}/contacts/{jid}"): "read",
     ("POST", "/api/accounts/{slot}/contacts/lookup"): "read",
+    ("GET", "/api/accounts/{slot}/groups"): "read",
+    ("POST", "/api/accounts/{slot}/groups"): "session",
+    ("GET", "/api/accounts/{slot}/groups/{group_id}"): "read",
+    ("PATCH", "/api/accounts/{slot}/groups/{group_id}"): "session",
+    ("POST", "/api/accounts/{slot}/groups/{group_id}/participants"): "session",
+    ("GET", "/api/accounts/{slot}/groups/{group_id}/invite"): "session",  # a link lets anyone join
+    ("POST", "/api/accounts/{slot}/groups/{group_id}/leave"): "session",
+    ("POST", "/api/accounts/{slot}/contacts/check"): "read",
+    ("GET", "/api/accounts/{slot}/contacts/{jid}/picture"): "read",
+    ("GET", "/api/accounts/{slot}/contacts/{jid}/info"): "read",
+    ("POST", "/api/accounts/{slot}/contacts/{jid}/block"): "session",
+    ("POST", "/api/accounts/{slot}/contacts/{jid}/unblock"): "session",
     ("POST", "/api/accounts/{slot}/openChat"): "read",
     ("GET", "/api/accounts/{slot}/media/{name}"): "read",
     ("GET", "/api/accounts/{slot}/messages/{id}"): "read",

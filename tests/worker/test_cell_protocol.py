@@ -21,6 +21,7 @@ from wasp_worker.backends.base import (
     RemoteChatSettings,
     StatusEvent,
 )
+from wasp_worker.backends.groups import NumberCheck
 from wasp_worker.backends.neonize import NeonizeBackend, _Session
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 
@@ -58,6 +59,20 @@ COMMANDS: list[protocol.Command] = [
     protocol.LookupLid(4, "A1", "190000000000123@lid"),
     protocol.SetChatSettings(5, "A1", "5511999999999@s.whatsapp.net", True, None, True, None, 1.0),
     protocol.ReadChatSettings("A1", ("5511999999999@s.whatsapp.net",)),
+    # groups and contacts
+    protocol.JoinedGroups(6, "A1"),
+    protocol.GetGroupInfo(7, "A1", "120363012345678901@g.us"),
+    protocol.CreateGroup(8, "A1", "Team", ("5511999999999@s.whatsapp.net",)),
+    protocol.RenameGroup(9, "A1", "120363012345678901@g.us", "Team 2"),
+    protocol.UpdateParticipants(
+        10, "A1", "120363012345678901@g.us", "promote", ("5511999999999@s.whatsapp.net",)
+    ),
+    protocol.GetInviteLink(11, "A1", "120363012345678901@g.us", True),
+    protocol.LeaveGroup(12, "A1", "120363012345678901@g.us"),
+    protocol.CheckNumbers(13, "A1", ("5511999999999",)),
+    protocol.GetPicture(14, "A1", "5511999999999@s.whatsapp.net"),
+    protocol.GetUserInfo(15, "A1", "5511999999999@s.whatsapp.net"),
+    protocol.SetBlocked(16, "A1", "5511999999999@s.whatsapp.net", True),
 ]
 CHAT = "5511999999999@s.whatsapp.net"
 HISTORY_CHAT: protocol.HistoryChat = {
@@ -106,6 +121,9 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.MarkReadResult: protocol.MarkReadResult(7, True, ""),
     protocol.LookupResult: protocol.LookupResult(7, True, "5511999999999@s.whatsapp.net"),
     protocol.ChatSettingsResult: protocol.ChatSettingsResult(7, False, "app_state_error"),
+    protocol.GroupsResult: protocol.GroupsResult(
+        7, (NumberCheck("5511999999999", True, "5511999999999@s.whatsapp.net"),)
+    ),
     protocol.CellDied: protocol.CellDied(5, None),  # a cell the backend does not have
 }
 REPLIES = (
@@ -114,6 +132,7 @@ REPLIES = (
     protocol.MarkReadResult,
     protocol.LookupResult,
     protocol.ChatSettingsResult,
+    protocol.GroupsResult,
 )
 # What the backend hands on_remote for each kind that changes the store.
 REMOTE = {

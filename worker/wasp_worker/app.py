@@ -35,12 +35,14 @@ from wasp_worker.config import WorkerConfig
 from wasp_worker.contacts import Contacts
 from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.events import EventLog
+from wasp_worker.groups_http import NUMBER_CHECKS
 from wasp_worker.history import Direction
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
 from wasp_worker.message_pages import MessagePages
 from wasp_worker.metrics import registry_for
+from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
@@ -123,6 +125,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[HISTORY] = history = store.history
     app[CONVERSATIONS] = store.conversations
     app[CONTACTS] = contacts = Contacts(store.db)
+    app[NUMBER_CHECKS] = NumberChecks()
     app[PAGES] = MessagePages(store.db)
     app[DATABASE] = store.db
     app[RUNNER] = runner = OutboundRunner(queue, sessions, event_log, registry)

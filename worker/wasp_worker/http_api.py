@@ -35,6 +35,7 @@ from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.data_http import DATA_HANDLERS
 from wasp_worker.errors import Conflict, NotFound
+from wasp_worker.groups_http import GROUP_HANDLERS
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
@@ -342,4 +343,5 @@ HANDLERS: dict[str, Handler] = {
     "webhookDeadLetters": webhook_dead_letters,
     "webhookReplay": webhook_replay,
     **DATA_HANDLERS,
+    **GROUP_HANDLERS,
 }

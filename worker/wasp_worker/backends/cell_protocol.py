@@ -3,8 +3,8 @@
 Frozen, picklable dataclasses with no neonize import, so the worker (which never
 loads neonize) and the cell share one definition. `Command` goes from the worker
 to a cell; `Event` comes back. Requests that want an answer (Send, Pair,
-MarkRead, LookupLid, SetChatSettings) carry a `request_id` that their `Reply` repeats. JIDs are
-"user@server" strings; times are Unix seconds.
+MarkRead, LookupLid, SetChatSettings, and every `GroupsRequest`) carry a `request_id`
+that their `Reply` repeats. JIDs are "user@server" strings; times are Unix seconds.
 
 WhatsApp's own codes travel as whatsmeow numbers them (`code`, e.g. 401 for a
 logout, 101 for a ban for messaging too many people) together with neonize's
@@ -15,6 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
+
+from wasp_worker.backends.groups import (
+    GroupInfo,
+    NumberCheck,
+    ParticipantAction,
+    ParticipantResult,
+    Picture,
+    UserInfo,
+)
 
 ReceiptState = Literal["delivered", "read", "played"]
 
@@ -102,7 +111,103 @@ class ReadChatSettings:
     chat_ids: tuple[str, ...]
 
 
-Command = Start | Stop | Send | Pair | MarkRead | LookupLid | SetChatSettings | ReadChatSettings
+# -- worker -> cell: groups and contacts (each answered by a `GroupsResult`) ---------------
+
+
+@dataclass(frozen=True)
+class GroupsRequest:
+    """What every group and contact request carries."""
+
+    request_id: int
+    slot: str
+
+
+@dataclass(frozen=True)
+class JoinedGroups(GroupsRequest):
+    pass
+
+
+@dataclass(frozen=True)
+class GetGroupInfo(GroupsRequest):
+    group_id: str
+
+
+@dataclass(frozen=True)
+class CreateGroup(GroupsRequest):
+    name: str
+    participants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RenameGroup(GroupsRequest):
+    group_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class UpdateParticipants(GroupsRequest):
+    group_id: str
+    action: ParticipantAction
+    participants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetInviteLink(GroupsRequest):
+    group_id: str
+    revoke: bool
+
+
+@dataclass(frozen=True)
+class LeaveGroup(GroupsRequest):
+    group_id: str
+
+
+@dataclass(frozen=True)
+class CheckNumbers(GroupsRequest):
+    numbers: tuple[str, ...]  # digits, no +
+
+
+@dataclass(frozen=True)
+class GetPicture(GroupsRequest):
+    jid: str
+
+
+@dataclass(frozen=True)
+class GetUserInfo(GroupsRequest):
+    jid: str
+
+
+@dataclass(frozen=True)
+class SetBlocked(GroupsRequest):
+    jid: str
+    blocked: bool
+
+
+GroupsCommand = (
+    JoinedGroups
+    | GetGroupInfo
+    | CreateGroup
+    | RenameGroup
+    | UpdateParticipants
+    | GetInviteLink
+    | LeaveGroup
+    | CheckNumbers
+    | GetPicture
+    | GetUserInfo
+    | SetBlocked
+)
+
+Command = (
+    Start
+    | Stop
+    | Send
+    | Pair
+    | MarkRead
+    | LookupLid
+    | SetChatSettings
+    | ReadChatSettings
+    | GroupsCommand
+)
 
 # -- cell -> worker -----------------------------------------------------------
 
@@ -356,6 +461,28 @@ class ChatSettingsResult:
     detail: str  # why not, when not ok
 
 
+GroupsValue = (
+    tuple[GroupInfo, ...]
+    | GroupInfo
+    | tuple[ParticipantResult, ...]
+    | str
+    | tuple[NumberCheck, ...]
+    | Picture
+    | UserInfo
+    | None
+)
+
+
+@dataclass(frozen=True)
+class GroupsResult:
+    """The answer to a `GroupsRequest`: its value, or why not (`error`: "not_logged_in", or
+    whatsmeow's error's name and text)."""
+
+    request_id: int
+    value: GroupsValue
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class CellDied:
     """Made by the worker's reader of a cell's pipe when the pipe breaks; never sent."""
@@ -386,5 +513,5 @@ SessionEvent = (
     | ChatSettingsSeen
     | Ended
 )
-Reply = SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult
+Reply = SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult | GroupsResult
 Event = SessionEvent | Reply | CellDied

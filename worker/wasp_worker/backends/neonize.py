@@ -88,6 +88,9 @@ from wasp_worker.backends.cell_protocol import (
     Disconnected,
     Ended,
     Event,
+    GroupsCommand,
+    GroupsResult,
+    GroupsValue,
     HistorySynced,
     KeepAliveRestored,
     KeepAliveTimeout,
@@ -118,6 +121,7 @@ from wasp_worker.backends.cell_protocol import (
     Undecryptable,
 )
 from wasp_worker.backends.neonize_cell import run_cell
+from wasp_worker.backends.neonize_directory import NeonizeGroups, refusal
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
@@ -132,7 +136,9 @@ RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 
 Sleep = Callable[[float], Awaitable[None]]
 MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
-R = TypeVar("R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult)
+R = TypeVar(
+    "R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult, GroupsResult
+)
 
 
 class CellGone(RuntimeError):
@@ -171,7 +177,7 @@ class _Session:
 
 
 @dataclass
-class NeonizeBackend:
+class NeonizeBackend(NeonizeGroups):
     work_dir: Path
     sessions_per_cell: int = 25
     sleep: Sleep = asyncio.sleep  # injected: tests drive the backoff without waiting
@@ -433,6 +439,24 @@ class NeonizeBackend:
             if self.sessions.get(slot) is session and session.connected:
                 self._read_chat_settings(slot)
 
+    # -- groups and contacts (the operations are `NeonizeGroups`') --------------------
+
+    async def _groups(
+        self, slot: Slot, operation: str, make: Callable[[int], GroupsCommand]
+    ) -> GroupsValue:
+        """One groups or contacts request to the slot's cell; GroupRefused says why not."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise refusal(operation, "not_logged_in")
+        try:
+            result = await self._ask(index, make, GroupsResult)
+        except (TimeoutError, CellGone):
+            raise refusal(operation, "the session's process did not answer") from None
+        if result.error is not None:
+            raise refusal(operation, result.error)
+        return result.value
+
     async def _ask(self, index: int, command: Callable[[int], Command], answer: type[R]) -> R:
         """One request to a cell and its answer; CellGone if the cell dies meanwhile."""
         self._requests += 1
@@ -490,7 +514,13 @@ class NeonizeBackend:
                     reply.set_exception(CellGone("cell_died"))
             await self._restart_cell(event.cell, event.process)
         elif isinstance(
-            event, SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult
+            event,
+            SendResult
+            | PairResult
+            | MarkReadResult
+            | LookupResult
+            | ChatSettingsResult
+            | GroupsResult,
         ):
             pending = self._pending.get(event.request_id)
             if pending is not None and not pending[1].done():

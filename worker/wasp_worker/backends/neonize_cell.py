@@ -30,6 +30,7 @@ from wasp_worker.backends.cell_protocol import (
     Connected,
     Ended,
     Event,
+    GroupsRequest,
     LookupLid,
     LookupResult,
     MarkRead,
@@ -72,7 +73,7 @@ def run_cell(conn: Connection) -> None:
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends import neonize_patches
+    from wasp_worker.backends import neonize_groups, neonize_patches
     from wasp_worker.backends.neonize_events import (
         TRANSLATORS,
         chat_setting,
@@ -299,6 +300,10 @@ def run_cell(conn: Connection) -> None:
         if found:
             tell(ChatSettingsSeen(command.slot, tuple(found)))
 
+    def groups_request(command: Any) -> None:
+        # Only logged-in clients are called: whatsmeow's store calls abort the process else.
+        tell(neonize_groups.answer(logged_in(command.slot), command))
+
     while True:
         try:
             command = conn.recv()
@@ -317,6 +322,8 @@ def run_cell(conn: Connection) -> None:
                 pool.submit(set_chat_settings, command)
             case ReadChatSettings():
                 pool.submit(read_chat_settings, command)
+            case GroupsRequest():  # groups and contacts: `neonize_groups` runs them
+                pool.submit(groups_request, command)
             case Start(slot=slot) if slot not in clients:
                 threading.Thread(
                     target=session,

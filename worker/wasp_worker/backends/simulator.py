@@ -27,6 +27,9 @@ newly linked device (`scan`) gets the account's history as a history sync;
 settings sent from a worker (`send_chat_settings`) reach the account's "phone"
 (the server's record), and a change made on the phone (`ServerLedger.phone_sets`)
 reaches the worker holding the account.
+
+Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
+(`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from wasp_worker.backends.base import (
     StatusEvent,
 )
 from wasp_worker.backends.proxy_gate import ProxyGate
+from wasp_worker.backends.sim_groups import SimulatorGroups
 from wasp_worker.backends.simulator_server import (
     CHANGE_KINDS,
     ServerLedger,
@@ -117,7 +121,7 @@ class _Session:
 
 
 @dataclass
-class SimulatorBackend:
+class SimulatorBackend(SimulatorGroups):
     """Sessions whose "auth state" is a small JSON file under `work_dir/auth/<slot>/`."""
 
     work_dir: Path
@@ -149,6 +153,10 @@ class SimulatorBackend:
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
             raise SendFailed("not_a_simulated_account")
+        # Groups and contacts: a recipient that blocked the sender never gets its messages
+        # (the sender sees it sent, never delivered).
+        if await self.blocked_by(recipient, slot):
+            return
         fields = inbound_fields(recipient, slot, message)
         fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
@@ -373,3 +381,4 @@ class SimulatorBackend:
         for slot in [*self.sessions, *waiting]:
             await self.stop(slot)
         self.server.close()
+        self.close_groups()
