@@ -9,14 +9,21 @@ import asyncio
 import io
 import math
 import random
+import sqlite3
 import unicodedata
+from contextlib import closing
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker import history as history_rows
+from wasp_worker import message_pages
 from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
+from wasp_worker.db import transaction
 from wasp_worker.events import EventLog
+from wasp_worker.message_pages import SearchFilters
 from wasp_worker.state import HISTORY
+from wasp_worker.store import ShardStore
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
@@ -532,3 +539,43 @@ async def test_ids_stay_unique_when_more_messages_share_a_millisecond_than_it_nu
     spilled = [m["wa_message_id"] for m in crowd[4096:]]
     assert names[:5] == [*spilled[::-1], next_ms["wa_message_id"]]
     assert names[5:] == [m["wa_message_id"] for m in crowd[:4096]][::-1]
+
+
+def test_a_search_page_reads_a_page_of_the_index_not_every_match(tmp_path: Any) -> None:
+    """Counted in SQLite VM steps: a page of 5 (first, and after a cursor) costs a small
+    part of what reading every match costs, however many messages match."""
+    path = tmp_path / "queue.sqlite3"
+    ShardStore(path).close()
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        rng = random.Random(5)
+        with transaction(db):
+            for n in range(3000):
+                chat = f"55119{n % 50:08d}@s.whatsapp.net"
+                record = message(n, chat, rng.uniform(1, 1e6), f"common word {n}")
+                assert history_rows.insert(db, A1, "in", record)
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db.set_progress_handler(step, 100)
+        every = db.execute(
+            "SELECT count(m.body) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "WHERE messages_fts MATCH 'common'"
+        ).fetchone()
+        assert every == (3000,)
+        all_matches, steps = steps, 0
+        first, cursor = message_pages.search(db, [A1], "common", SearchFilters(), None, 5)
+        first_page, steps = steps, 0
+        assert cursor is not None
+        for _ in range(200):  # well into the matches
+            _, cursor = message_pages.search(db, [A1], "common", SearchFilters(), cursor, 5)
+            assert cursor is not None
+        steps = 0
+        later, _ = message_pages.search(db, [A1], "common", SearchFilters(), cursor, 5)
+        later_page = steps
+    assert len(first) == len(later) == 5
+    assert first_page * 20 < all_matches, (first_page, all_matches)
+    assert later_page * 20 < all_matches, (later_page, all_matches)

@@ -8,6 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from wasp_worker.db import migrate
+from wasp_worker.history import MARK_CHAT_READ
 from wasp_worker.queue import SCHEMA as QUEUE_V0
 from wasp_worker.store import ShardStore, migrations
 
@@ -117,3 +118,14 @@ def test_the_copy_numbers_the_messages_of_a_millisecond_in_time_order(tmp_path: 
         "M4": 5000 * 4096 + 1,
         "M3": 5000 * 4096 + 2,
     }
+
+
+def test_opening_a_chat_marks_it_read_through_the_unread_index(tmp_path: Path) -> None:
+    """Through the partial index of unread inbound messages, not a scan of the chat."""
+    path = tmp_path / "queue.sqlite3"
+    ShardStore(path).close()
+    with closing(sqlite3.connect(path)) as db:
+        plan = db.execute(
+            f"EXPLAIN QUERY PLAN {MARK_CHAT_READ}", ("A1", "1@s.whatsapp.net")
+        ).fetchall()
+    assert any("messages_unread" in row[-1] for row in plan), plan

@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 """
 RECEIPT_ORDER = ("sent", "delivered", "read", "played")
+# openChat's read mark: `direction='in'` (outbound messages are stored read) lets the
+# partial index `messages_unread` find the chat's unread rows instead of scanning the chat.
+MARK_CHAT_READ = (
+    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND direction='in' AND read=0 "
+    "RETURNING wa_message_id"
+)
 
 Direction = Literal["in", "out"]
 _MEDIA_NAME = re.compile(MEDIA_NAME_PATTERN)
@@ -470,12 +476,7 @@ class History:
             ):
                 unread.setdefault(sender, []).append(message_id)
             with transaction(db):
-                marked = db.execute(
-                    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND direction='in' "
-                    "AND read=0 "
-                    "RETURNING wa_message_id",
-                    (str(slot), chat_id),
-                ).fetchall()
+                marked = db.execute(MARK_CHAT_READ, (str(slot), chat_id)).fetchall()
                 log_changes(db, slot, "message", [m[0] for m in marked])
                 conversations.refresh(db, slot, [chat_id])
             return [_message(r) for r in reversed(rows)], unread
