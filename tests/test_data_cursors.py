@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wasp import data_api
 from wasp.data_api import CURSOR_PATTERN, Sort
 
-SORTS: list[Sort] = ["last", "unread", "name", "time"]
+SORTS: list[Sort] = ["last", "unread", "name", "chat", "time"]
 PATTERN = re.compile(CURSOR_PATTERN)
 
 slots = st.from_regex(r"\A[A-Z]{1,8}[1-9][0-9]{0,8}\Z")
@@ -33,8 +33,9 @@ items = st.fixed_dictionaries(
 @given(st.from_regex(CURSOR_PATTERN, fullmatch=True), st.sampled_from(SORTS))
 def test_every_cursor_the_schema_admits_is_a_position(text: str, sort: Sort) -> None:
     key = data_api.decode(text, sort)
-    assert isinstance(key[-1], int)
-    assert isinstance(key[-2], str)
+    row, slot = key if sort == "time" else (key[-1], key[-2])  # `time`: (id, slot)
+    assert isinstance(row, int)
+    assert isinstance(slot, str)
     assert PATTERN.fullmatch(data_api.encode(key, sort))
 
 
@@ -44,7 +45,7 @@ def test_an_items_cursor_names_its_own_key(item: dict[str, Any], sort: Sort) -> 
     text = data_api.encode(key, sort)
     assert PATTERN.fullmatch(text), text
     assert data_api.decode(text, sort) == key
-    if sort != "last":  # its shape says the order, but `last` and `time` look alike
+    if sort != "last":  # its shape says the order, but `last` and `chat` look alike
         assert data_api.encode(key) == text
 
 

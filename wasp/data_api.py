@@ -5,8 +5,9 @@ the next page is "the items strictly after this key". Unlike an offset, such a
 position stays right while items are added, removed or move: an item is never
 shown twice because others were inserted before it.
 
-Every item carries `slot` and its row `id`, and every key ends with them, so a
-key is unique across the shards: the master merges the shards' pages by the
+Every item carries `slot` and its row `id`, and every key ends with them (the
+`time` key of search hits is just (id, slot): ids follow time), so a key is
+unique across the shards: the master merges the shards' pages by the
 same `key_of` and hands out one cursor, the key of the last item it returned;
 each worker then answers "after this key" for its own slots.
 
@@ -38,22 +39,39 @@ CURSOR_PATTERN = (
 )
 
 # `last`: latest message first; `unread`: most unread first, then latest; `name`: by
-# name, nameless last; `time`: messages by time (search: newest first).
-Sort = Literal["last", "unread", "name", "time"]
+# name, nameless last; `chat`: a chat's messages by timestamp; `time`: search hits by
+# message id, which is time-ordered (`wasp_worker.message_ids`), newest first.
+Sort = Literal["last", "unread", "name", "chat", "time"]
 # The orders read from the largest key down (the rest from the smallest up). Messages of a
 # chat page both ways: `before` a cursor newest first, `after` it oldest first.
 DESCENDING: frozenset[str] = frozenset({"last", "unread"})
 
 Key = tuple[Any, ...]
-# A key of the `time` order: (timestamp, slot, id).
-TimeKey = tuple[float, str, int]
+# A key of the `chat` order: (timestamp, slot, id).
+ChatKey = tuple[float, str, int]
+# A key of the `time` order: (id, slot). A shard's ids are unique, so its hits in id
+# order are in this order too, and the master merges the shards' pages by it.
+TimeKey = tuple[int, str]
+
+# A message's id is its timestamp in whole milliseconds times ID_SPAN, plus
+# a number for the messages of that millisecond in the order they were stored. Id order is
+# then time order to the millisecond, ties by arrival.
+ID_SPAN = 4096
+
+
+def stamp_of_id(row: int) -> float:
+    """The time (seconds, to the millisecond) a message id stands for."""
+    return (row // ID_SPAN) / 1000
 
 
 def key_of(item: dict[str, Any], sort: Sort) -> Key:
     """The item's position in `sort` order: a conversation for last/unread/name (its
-    `last_timestamp`, `unread`, `name`), a message for `time` (its `timestamp`)."""
-    tail = (str(item["slot"]), int(item["id"]))
+    `last_timestamp`, `unread`, `name`), a message for `chat` (its `timestamp`) and
+    `time` (its `id`)."""
     if sort == "time":
+        return (int(item["id"]), str(item["slot"]))
+    tail = (str(item["slot"]), int(item["id"]))
+    if sort == "chat":
         return (float(item["timestamp"]), *tail)
     last = float(item.get("last_timestamp") or 0.0)
     if sort == "last":
@@ -81,9 +99,13 @@ def encode(key: Key, sort: Sort | None = None) -> str:
     """The cursor of a key `key_of` made (`sort` may be left out: the key's shape says)."""
     if sort is None:
         sort = _shape(key)
+    if sort == "time":
+        # The timestamp field says the id's millisecond, for a reader: the id alone counts.
+        row, slot = key
+        return f"{_stamp(stamp_of_id(row))}_0_z_{slot}_{row}"
     slot, row = key[-2], key[-1]
     stamp, unread, name = 0.0, 0, None
-    if sort in ("time", "last"):
+    if sort in ("chat", "last"):
         stamp = key[0]
     elif sort == "unread":
         unread, stamp = key[0], key[1]
@@ -94,8 +116,10 @@ def encode(key: Key, sort: Sort | None = None) -> str:
 
 
 def _shape(key: Key) -> Sort:
+    if len(key) == 2:
+        return "time"
     if len(key) == 3:
-        return "time"  # (or `last`: the same fields, the same cursor)
+        return "chat"  # (or `last`: the same fields, the same cursor)
     return "name" if isinstance(key[1], str) else "unread"
 
 
@@ -108,7 +132,9 @@ def decode(text: str, sort: Sort) -> Key:
     stamp_text, unread_text, named, slot, row_text = parts
     # Ids are SQLite's 64-bit integers: a larger number is the last place there is.
     stamp, unread, row = float(stamp_text), int(unread_text), min(int(row_text), MAX_ID)
-    if sort in ("time", "last"):
+    if sort == "time":
+        return (row, slot)
+    if sort in ("chat", "last"):
         return (stamp, slot, row)
     if sort == "unread":
         return (unread, stamp, slot, row)

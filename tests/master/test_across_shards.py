@@ -12,6 +12,7 @@ killing comes last."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -193,9 +194,12 @@ def test_search_across_shards_finds_every_hit_once_newest_first(fleet: Fleet) ->
             items, answers = page_through(fleet, "/api/search", limit, q=word)
             got = Counter((h["slot"], h["chat_id"], h["body"]) for h in items)
             assert got == wanted, (word, limit)
-            places = [(h["timestamp"], h["slot"], h["id"]) for h in items]
+            # The search key: (id, slot), ids time-ordered to the millisecond.
+            places = [(h["id"], h["slot"]) for h in items]
             assert places == sorted(places, reverse=True), "newest first"
             assert len(set(places)) == len(places)
+            stamps = [math.floor(h["timestamp"] * 1000) for h in items]
+            assert stamps == sorted(stamps, reverse=True)
             assert not any(a["partial"] for a in answers)
     # Filters pass through to every shard: one slot's range, one chat.
     items, _ = page_through(fleet, "/api/search", 100, q="alpha", slots="A11-A30")

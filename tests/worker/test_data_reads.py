@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import random
+import sqlite3
 import unicodedata
+from contextlib import closing
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker import history as history_rows
+from wasp_worker import message_pages
 from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
+from wasp_worker.db import transaction
 from wasp_worker.events import EventLog
+from wasp_worker.message_pages import SearchFilters
 from wasp_worker.state import HISTORY
+from wasp_worker.store import ShardStore
 
 from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
@@ -430,10 +438,12 @@ async def test_range_operations_merge_the_slots_in_one_keyed_order(worker: Clien
     elsewhere = await (await worker.get("/data/conversations", params={"from": "B1"})).json()
     assert (elsewhere["items"], elsewhere["slots"]) == ([], None)
     hits = await pages(worker, "/data/search", {"q": "alpha", "limit": "7"}, "after")
+    # Search hits: newest first, in one shard the messages of a millisecond by arrival
+    # whatever their slot.
     order = {r["wa_message_id"]: n for n, r in enumerate(stored)}
     wanted = sorted(
         (r for r in stored if "alpha" in r["body"]),
-        key=lambda r: (r["timestamp"], r["slot"], order[r["wa_message_id"]]),
+        key=lambda r: (r["timestamp"], order[r["wa_message_id"]]),
         reverse=True,
     )
     assert [h["wa_message_id"] for h in hits] == [r["wa_message_id"] for r in wanted]
@@ -461,3 +471,111 @@ async def test_a_range_operation_reads_only_the_slots_that_have_data(tmp_path: A
             assert answer.status == 200, path
         listed = await (await worker.get("/data/conversations", params={"to": "A200000000"})).json()
         assert [c["slot"] for c in listed["items"]] == ["A123456789", "A7"]
+
+
+def _millisecond_then_arrival(stored: list[dict[str, Any]]) -> list[str]:
+    """The documented search order, newest first: by whole millisecond, then (messages of
+    one millisecond) the later stored first."""
+    ranked = sorted(
+        enumerate(stored), key=lambda p: (math.floor(p[1]["timestamp"] * 1000), p[0]), reverse=True
+    )
+    return [record["wa_message_id"] for _, record in ranked]
+
+
+async def test_a_history_import_of_old_messages_after_new_ones_searches_in_time_order(
+    worker: Client,
+) -> None:
+    history = worker.app[HISTORY]
+    rng = random.Random(41)
+    chats = [f"55119{i:08d}@s.whatsapp.net" for i in range(3)]
+    stored: list[dict[str, Any]] = []
+    for n in range(60):  # live first: the newest messages
+        record = message(n, rng.choice(chats), 5_000.0 + rng.randrange(40) / 8, "needle live")
+        assert await history.record(A1, "in", record)
+        stored.append(record)
+    # Then the phone's history, older (some in the same millisecond as each other, or as a
+    # live message), imported in two batches after the live ones.
+    stamps = [
+        1.0,
+        1.0004,
+        2.5,
+        4_000.0,
+        5_000.0,
+        5_000.0009,
+        *(rng.uniform(1, 5_000) for _ in range(40)),
+    ]
+    older = [
+        message(100 + n, rng.choice(chats), stamp, "needle old", read=True)
+        for n, stamp in enumerate(stamps)
+    ]
+    for batch in (older[:20], older[20:]):
+        assert await history.import_history(A1, batch, []) == len(batch)
+        stored.extend(batch)
+    expected = _millisecond_then_arrival(stored)
+    for limit in ("1", "3", "50"):
+        got = await pages(worker, f"{BASE}/search", {"q": "needle", "limit": limit}, "cursor")
+        assert [h["wa_message_id"] for h in got] == expected, limit
+    ranged = await pages(worker, "/data/search", {"q": "needle", "limit": "7"}, "after")
+    assert [h["wa_message_id"] for h in ranged] == expected
+
+
+async def test_ids_stay_unique_when_more_messages_share_a_millisecond_than_it_numbers(
+    worker: Client,
+) -> None:
+    """A millisecond numbers 4096 messages; more spill into the next one's numbers, after
+    any already there, ordered as if a millisecond later."""
+    history = worker.app[HISTORY]
+    chat = "5511900000001@s.whatsapp.net"
+    next_ms = message(0, chat, 7.001, "crowd next")  # stored first: holds number 0 of 7001 ms
+    assert await history.import_history(A1, [next_ms], []) == 1
+    crowd = [message(1 + n, chat, 7.0, "crowd same") for n in range(4100)]
+    assert await history.import_history(A1, crowd, []) == len(crowd)  # none lost
+    got = await pages(worker, f"{BASE}/search", {"q": "crowd", "limit": "100"}, "cursor")
+    ids = [h["id"] for h in got]
+    assert len(set(ids)) == len(ids) == 4101
+    names = [h["wa_message_id"] for h in got]
+    # The four that spilled come newest, in the order stored, then the next millisecond's
+    # own message, then the 4096 of the full millisecond.
+    spilled = [m["wa_message_id"] for m in crowd[4096:]]
+    assert names[:5] == [*spilled[::-1], next_ms["wa_message_id"]]
+    assert names[5:] == [m["wa_message_id"] for m in crowd[:4096]][::-1]
+
+
+def test_a_search_page_reads_a_page_of_the_index_not_every_match(tmp_path: Any) -> None:
+    """Counted in SQLite VM steps: a page of 5 (first, and after a cursor) costs a small
+    part of what reading every match costs, however many messages match."""
+    path = tmp_path / "queue.sqlite3"
+    ShardStore(path).close()
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        rng = random.Random(5)
+        with transaction(db):
+            for n in range(3000):
+                chat = f"55119{n % 50:08d}@s.whatsapp.net"
+                record = message(n, chat, rng.uniform(1, 1e6), f"common word {n}")
+                assert history_rows.insert(db, A1, "in", record)
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db.set_progress_handler(step, 100)
+        every = db.execute(
+            "SELECT count(m.body) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "WHERE messages_fts MATCH 'common'"
+        ).fetchone()
+        assert every == (3000,)
+        all_matches, steps = steps, 0
+        first, cursor = message_pages.search(db, [A1], "common", SearchFilters(), None, 5)
+        first_page, steps = steps, 0
+        assert cursor is not None
+        for _ in range(200):  # well into the matches
+            _, cursor = message_pages.search(db, [A1], "common", SearchFilters(), cursor, 5)
+            assert cursor is not None
+        steps = 0
+        later, _ = message_pages.search(db, [A1], "common", SearchFilters(), cursor, 5)
+        later_page = steps
+    assert len(first) == len(later) == 5
+    assert first_page * 20 < all_matches, (first_page, all_matches)
+    assert later_page * 20 < all_matches, (later_page, all_matches)

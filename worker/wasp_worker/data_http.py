@@ -111,7 +111,7 @@ async def messages(request: web.Request) -> web.Response:
     slot, chat_id = _slot(request), _chat(request)
     query = query_values(request, MessagesQuery)
     items, following = await request.app[PAGES].chat(
-        slot, chat_id, _key(query.before, "time"), _key(query.after, "time"), query.limit
+        slot, chat_id, _key(query.before, "chat"), _key(query.after, "chat"), query.limit
     )
     return web.json_response(
         {
@@ -120,7 +120,7 @@ async def messages(request: web.Request) -> web.Response:
             "chat_id": chat_id,
             "order": "oldest_first" if query.after is not None else "newest_first",
             "items": items,
-            "next_cursor": _cursor(following, "time"),
+            "next_cursor": _cursor(following, "chat"),
         }
     )
 

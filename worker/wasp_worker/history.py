@@ -35,6 +35,7 @@ from wasp.worker_api import MEDIA_NAME_PATTERN
 from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.message_ids import next_id
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 from wasp_worker.webhooks.source import WebhookEvents
@@ -65,6 +66,12 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_chat ON messages (slot, chat_id, timestamp);
 """
 RECEIPT_ORDER = ("sent", "delivered", "read", "played")
+# openChat's read mark: `direction='in'` (outbound messages are stored read) lets the
+# partial index `messages_unread` find the chat's unread rows instead of scanning the chat.
+MARK_CHAT_READ = (
+    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND direction='in' AND read=0 "
+    "RETURNING wa_message_id"
+)
 
 Direction = Literal["in", "out"]
 _MEDIA_NAME = re.compile(MEDIA_NAME_PATTERN)
@@ -113,11 +120,14 @@ def _insert_row(
     fields: dict[str, Any],
     read: bool | None = None,
 ) -> bool:
-    """The message's row alone (INSERT OR IGNORE); False when its id is already there."""
+    """The message's row alone (INSERT OR IGNORE), its id time-ordered
+    (`wasp_worker.message_ids`); False when its WhatsApp id is already there."""
+    stamp = fields.get("timestamp") or time.time()
     cursor = db.execute(
-        f"INSERT OR IGNORE INTO messages (slot, {', '.join(_INSERTED)}, media_name, sender_jid) "
-        f"VALUES ({', '.join('?' * (len(_INSERTED) + 3))})",
+        f"INSERT OR IGNORE INTO messages (id, slot, {', '.join(_INSERTED)}, media_name, "
+        f"sender_jid) VALUES ({', '.join('?' * (len(_INSERTED) + 4))})",
         (
+            next_id(db, stamp),
             str(slot),
             fields["wa_message_id"],
             fields["chat_id"],
@@ -127,7 +137,7 @@ def _insert_row(
             fields.get("body") or "",
             fields.get("media_type"),
             fields.get("media_url"),
-            fields.get("timestamp") or time.time(),
+            stamp,
             int(direction == "out" if read is None else read or direction == "out"),
             "sent" if direction == "out" else None,
             fields.get("sender_phone_jid"),
@@ -466,11 +476,7 @@ class History:
             ):
                 unread.setdefault(sender, []).append(message_id)
             with transaction(db):
-                marked = db.execute(
-                    "UPDATE messages SET read=1 WHERE slot=? AND chat_id=? AND read=0 "
-                    "RETURNING wa_message_id",
-                    (str(slot), chat_id),
-                ).fetchall()
+                marked = db.execute(MARK_CHAT_READ, (str(slot), chat_id)).fetchall()
                 log_changes(db, slot, "message", [m[0] for m in marked])
                 conversations.refresh(db, slot, [chat_id])
             return [_message(r) for r in reversed(rows)], unread

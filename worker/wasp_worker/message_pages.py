@@ -1,11 +1,13 @@
 """Reading stored messages a page at a time: a chat's messages, and full-text search.
 
-Both are keyed by (timestamp, slot, id) (`wasp.data_api`, order `time`): a page
-ends at its last message and the next starts strictly after it, so messages
-stored meanwhile never shift a page. A chat's page reads its index
-(slot, chat_id, timestamp, id) from the cursor on: O(page). A search asks the
-FTS5 index for the matching rows, then orders those by time: its cost grows
-with the number of matches, not the number of messages.
+A page ends at its last message and the next starts strictly after it, so
+messages stored meanwhile never shift a page. A chat's page is keyed by
+(timestamp, slot, id) (`wasp.data_api`, order `chat`) and reads its index
+(slot, chat_id, timestamp, id) from the cursor on: O(page). A search is keyed by
+(id, slot) (order `time`): ids are time-ordered (`wasp_worker.message_ids`), so
+it reads the FTS5 index itself newest first (rowid DESC, below the cursor's id)
+and stops after a page: O(page), not O(matches), when the filters keep most
+matches (a filter that keeps few of them makes it read on to find a page).
 
 A user's search text never reaches FTS5's query syntax: `match_query` makes
 each word a quoted string (FTS5 then reads operators and punctuation in it as
@@ -20,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from wasp.data_api import Key, TimeKey
+from wasp.data_api import ChatKey, Key, TimeKey
 from wasp.slots import Slot
 from wasp_worker.conversations import MAX_ID, Slots, present
 from wasp_worker.db import SerialDatabase
@@ -86,7 +88,7 @@ def _time_after(slot: Slot, cursor: Key, down: bool) -> tuple[str, list[Any]]:
     return f"(m.timestamp, m.id) {'<' if down else '>'} (?, ?)", [stamp, bound]
 
 
-def _key(item: dict[str, Any]) -> TimeKey:
+def _key(item: dict[str, Any]) -> ChatKey:
     return (float(item["timestamp"]), str(item["slot"]), int(item["id"]))
 
 
@@ -97,7 +99,7 @@ def chat_page(
     before: Key | None,
     after: Key | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], TimeKey | None]:
+) -> tuple[list[dict[str, Any]], ChatKey | None]:
     """A chat's messages: after `after` oldest first (below `before` when both are
     given), else before `before` (or from the newest) newest first; and the key to
     continue from in the same direction (None: nothing follows)."""
@@ -138,7 +140,7 @@ def search(
     names = [str(slot) for slot in present(db, slots)]
     if not names:
         return [], None
-    # One pass over the matches for every slot: the index gives the matches, not their order.
+    # One pass over the matches for every slot, in the index's rowid order, newest first.
     clauses = ["messages_fts MATCH ?", f"m.slot IN ({','.join('?' * len(names))})"]
     values: list[Any] = [query, *names]
     clauses.append("m.deleted_at IS NULL")
@@ -158,18 +160,22 @@ def search(
         clauses.append("m.message_type = ?")
         values.append(filters.message_type)
     if cursor is not None:
-        clauses.append("(m.timestamp, m.slot, m.id) < (?, ?, ?)")
-        values += list(cursor)
+        # The rowid bound is what FTS5 takes as a constraint; the (id, slot) one drops the
+        # cursor's own id when its slot does not come after this row's.
+        row, cursor_slot = cursor
+        clauses += ["messages_fts.rowid <= ?", "(m.id, m.slot) < (?, ?)"]
+        values += [row, row, cursor_slot]
+    # CROSS JOIN keeps the index the outer loop, so the LIMIT stops it after a page.
     rows = db.execute(
         f"SELECT {_prefixed(_FIELDS)}, snippet(messages_fts, 0, '{MARK_START}', "
         f"'{MARK_END}', '{ELLIPSIS}', {SNIPPET_TOKENS}) FROM messages_fts "
-        f"JOIN messages m ON m.id = messages_fts.rowid WHERE {' AND '.join(clauses)} "
-        "ORDER BY m.timestamp DESC, m.slot DESC, m.id DESC LIMIT ?",
+        f"CROSS JOIN messages m ON m.id = messages_fts.rowid WHERE {' AND '.join(clauses)} "
+        "ORDER BY messages_fts.rowid DESC LIMIT ?",
         (*values, limit + 1),
     ).fetchall()
     found = [{**_message(row[:-1]), "snippet": row[-1]} for row in rows]
     page = found[:limit]
-    return page, _key(page[-1]) if len(found) > limit else None
+    return page, (int(page[-1]["id"]), str(page[-1]["slot"])) if len(found) > limit else None
 
 
 class MessagePages:
@@ -180,7 +186,7 @@ class MessagePages:
 
     async def chat(
         self, slot: Slot, chat_id: str, before: Key | None, after: Key | None, limit: int
-    ) -> tuple[list[dict[str, Any]], TimeKey | None]:
+    ) -> tuple[list[dict[str, Any]], ChatKey | None]:
         return await self._store.call(lambda db: chat_page(db, slot, chat_id, before, after, limit))
 
     async def search(

@@ -1,8 +1,10 @@
 """Version 8 of the shard's database: what the data API stands on.
 
-- `messages` is rebuilt with an `id INTEGER PRIMARY KEY AUTOINCREMENT`: a row's
-  number never changes (a plain rowid may be renumbered by VACUUM) and is never
-  reused, so cursors and the full-text index can name rows by it. New columns:
+- `messages` is rebuilt with an `id INTEGER PRIMARY KEY`: a row's number never
+  changes (a rowid that is no declared column may be renumbered by VACUUM), so
+  cursors and the full-text index can name rows by it. It is time-ordered
+  (`wasp_worker.message_ids`), not a counter: the copy numbers the rows in
+  (timestamp, rowid) order, each write after through `history.insert`'s row. New columns:
   `message_type` (text, image, video, audio, document, sticker, ...), the
   media's `media_mime`, `media_size`, `media_name`, and `edited_at` and
   `deleted_at` (a message deleted for everyone stays as a tombstone: its body
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import sqlite3
 
+from wasp_worker import message_ids
+
 MESSAGES = """
 CREATE TABLE messages_v8 (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  id INTEGER PRIMARY KEY,
   slot TEXT NOT NULL,
   wa_message_id TEXT NOT NULL,
   chat_id TEXT NOT NULL,
@@ -109,9 +113,12 @@ STATEMENTS = (
 def migrate(db: sqlite3.Connection) -> None:
     """Version 7 → 8, inside the migration's transaction."""
     db.execute(MESSAGES)
-    db.execute(
-        f"INSERT INTO messages_v8 ({_V7_COLUMNS}, message_type) "
-        f"SELECT {_V7_COLUMNS}, coalesce(media_type, 'text') FROM messages ORDER BY rowid"
+    # Read and written in one stream: the old table's rows in time order, each given its id.
+    ordered = db.execute("SELECT timestamp, rowid FROM messages ORDER BY timestamp, rowid")
+    db.executemany(
+        f"INSERT INTO messages_v8 (id, {_V7_COLUMNS}, message_type) "
+        f"SELECT ?, {_V7_COLUMNS}, coalesce(media_type, 'text') FROM messages WHERE rowid=?",
+        message_ids.in_time_order(ordered),
     )
     db.execute("DROP TABLE messages")
     db.execute("ALTER TABLE messages_v8 RENAME TO messages")
