@@ -32,9 +32,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from wasp_worker.message_ids import in_time_order
 from wasp_worker.store import FILE, ShardStore
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 20260101
 END = 1_767_225_600.0  # 2026-01-01 UTC: the newest message is just before it
 SPAN_S = 365 * 86_400.0
@@ -237,10 +238,12 @@ def generate(path: Path, shape: Shape) -> None:
         db.execute("BEGIN")
         rows: list[tuple[object, ...]] = []
         changes: list[tuple[str, str, str]] = []
-        for n, (pick, at) in enumerate(zip(picks, times, strict=True)):
+        # Ids as the store gives them (time-ordered: `message_ids`), the times being sorted.
+        ids = in_time_order((at, n) for n, at in enumerate(times))
+        for n, (pick, at, (message_id, _)) in enumerate(zip(picks, times, ids, strict=True)):
             chat = chats[pick]
-            rows.append(_message(rng, chat, n, at, vocabulary, word_weights))
-            changes.append((chat.slot, "message", str(rows[-1][1])))
+            rows.append((message_id, *_message(rng, chat, n, at, vocabulary, word_weights)))
+            changes.append((chat.slot, "message", str(rows[-1][2])))
             changes.append((chat.slot, "conversation", chat.chat_id))
             if len(rows) == 50_000:
                 _flush(db, rows, changes)
@@ -310,7 +313,7 @@ def _flush(
     db: sqlite3.Connection, rows: list[tuple[object, ...]], changes: list[tuple[str, str, str]]
 ) -> None:
     db.executemany(
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 20)})", rows
+        f"INSERT INTO messages (id, {_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 21)})", rows
     )
     db.executemany("INSERT INTO changes (slot, kind, key) VALUES (?, ?, ?)", changes)
     rows.clear()
