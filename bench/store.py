@@ -82,7 +82,7 @@ def facts(database: Path) -> Facts:
         busy_slot,
         busy_chat,
         size,
-        data_api.encode(tuple(middle), "time"),
+        data_api.encode(tuple(middle), "chat"),
         since,
         terms,
     )
@@ -118,14 +118,16 @@ _CONVERSATION_FIELDS = (
     "chat_id, chat_type, name, last_message_id, last_timestamp, unread, pinned, archived, "
     "muted_until, tags, id, slot"
 )
-# The worker's search SELECT, first page (20 and one to know more follow), in any order.
+# The worker's search SELECT, first page (20 and one to know more follow), in any order:
+# FTS5 the outer loop, as the worker reads it.
 _SEARCH_IN = (
     f"SELECT {_MESSAGE_FIELDS}, snippet(messages_fts, 0, '[', ']', '…', 12) FROM messages_fts "
-    "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? {where}"
+    "CROSS JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? {where}"
     "AND m.deleted_at IS NULL ORDER BY {order} LIMIT 21"
 )
-BY_TIME = "m.timestamp DESC, m.slot DESC, m.id DESC"
-_SEARCH = _SEARCH_IN.replace("{order}", BY_TIME)
+# The worker's order: message ids follow time, so FTS5's rowid order is newest first.
+BY_ID = "messages_fts.rowid DESC"
+_SEARCH = _SEARCH_IN.replace("{order}", BY_ID)
 ALL = [f"A{n}" for n in range(BIG.first_slot, BIG.first_slot + BIG.accounts)]
 
 
@@ -207,7 +209,7 @@ def _messages(f: Facts, where: str, query: dict[str, str]) -> Probe:
     """A page of 50 of the busiest chat, newest first (from `before`, if given)."""
     bound, args = "", cast(tuple[Any, ...], ())
     if "before" in query:
-        stamp, _, row = data_api.decode(query["before"], "time")
+        stamp, _, row = data_api.decode(query["before"], "chat")
         bound, args = "AND (m.timestamp, m.id) < (?, ?) ", (stamp, row)
     return Probe(
         f"message page of 50, busiest chat ({f.busy_chat_messages:,} messages), {where}",

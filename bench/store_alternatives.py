@@ -1,6 +1,7 @@
 """Where a read misses its goal, the same SQL next to a changed one, on the same file.
 
-Each pair is the query the worker runs now and the change this benchmark suggests,
+Each pair is two forms of a query: the one the worker ran before and the one it runs now,
+or two it could run,
 both as plain SQL on one sqlite3 connection, taken in turns (`interleaved`), so the
 difference is the query's. A write (openChat's read mark) runs inside a transaction
 that is rolled back, on a copy, so every call does the same work.
@@ -55,19 +56,19 @@ def compare(
     one = "AND m.slot=? "
     many = f"AND m.slot IN ({','.join('?' * len(slots))}) "
     pairs: dict[str, dict[str, Callable[[sqlite3.Connection], Callable[[], None]]]] = {
-        "search one account, a common word: newest by timestamp (now) / by id": {
+        "search one account, a common word: sorted by timestamp (before) / by id (now)": {
             "now": lambda db: _reads(db, [(search.format(where=one, order=by_time), (fts, slot))]),
             "suggested": lambda db: _reads(
                 db, [(search.format(where=one, order=by_id), (fts, slot))]
             ),
         },
         "search one account, a common word: as a prefix (now) / as a whole word": {
-            "now": lambda db: _reads(db, [(search.format(where=one, order=by_time), (fts, slot))]),
+            "now": lambda db: _reads(db, [(search.format(where=one, order=by_id), (fts, slot))]),
             "suggested": lambda db: _reads(
-                db, [(search.format(where=one, order=by_time), (fts.removesuffix(" *"), slot))]
+                db, [(search.format(where=one, order=by_id), (fts.removesuffix(" *"), slot))]
             ),
         },
-        "search all 50 accounts, a common word: newest by timestamp (now) / by id": {
+        "search all 50 accounts, a common word: by timestamp (before) / by id (now)": {
             "now": lambda db: _reads(
                 db, [(search.format(where=many, order=by_time), (fts, *slots))]
             ),
@@ -75,7 +76,7 @@ def compare(
                 db, [(search.format(where=many, order=by_id), (fts, *slots))]
             ),
         },
-        "openChat's read mark on the busiest chat: UPDATE without (now) / with direction='in'": {
+        "openChat's read mark, busiest chat: without (before) / with direction='in' (now)": {
             "now": lambda db: _rolled_back(
                 db,
                 (
