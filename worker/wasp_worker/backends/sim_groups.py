@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from wasp.slots import Slot
 from wasp_worker.backends.groups import (
@@ -30,6 +28,7 @@ from wasp_worker.backends.groups import (
     Picture,
     UserInfo,
 )
+from wasp_worker.backends.shared_file import SharedFile
 
 INVITE_PREFIX = "https://chat.whatsapp.com/"
 ABOUT = "Hey there! I am using WhatsApp."
@@ -52,47 +51,22 @@ def _jid(slot: Slot) -> str:
     return f"{_phone_of(slot)}@s.whatsapp.net"
 
 
-class GroupServer:
+class GroupServer(SharedFile):
     """The server's groups and block lists in one SQLite file; each change is one
     transaction, so workers racing on a group see one order."""
 
     FILE = "simulator-groups.sqlite3"
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / self.FILE
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=10, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS groups (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "group_id TEXT UNIQUE, name TEXT NOT NULL, owner TEXT NOT NULL, "
-                "created_at INTEGER NOT NULL, invite TEXT NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS members (group_id TEXT NOT NULL, jid TEXT NOT NULL, "
-                "admin INTEGER NOT NULL DEFAULT 0, super INTEGER NOT NULL DEFAULT 0, "
-                "PRIMARY KEY (group_id, jid));"
-                "CREATE TABLE IF NOT EXISTS blocks (account TEXT NOT NULL, jid TEXT NOT NULL, "
-                "PRIMARY KEY (account, jid));"
-            )
-        return self._db
-
-    def _transaction(self, work: Any) -> Any:
-        with self._lock:
-            db = self._open()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return result
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS groups (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "group_id TEXT UNIQUE, name TEXT NOT NULL, owner TEXT NOT NULL, "
+        "created_at INTEGER NOT NULL, invite TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS members (group_id TEXT NOT NULL, jid TEXT NOT NULL, "
+        "admin INTEGER NOT NULL DEFAULT 0, super INTEGER NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (group_id, jid));"
+        "CREATE TABLE IF NOT EXISTS blocks (account TEXT NOT NULL, jid TEXT NOT NULL, "
+        "PRIMARY KEY (account, jid));"
+    )
 
     @staticmethod
     def _info(db: sqlite3.Connection, group_id: str) -> GroupInfo:
@@ -240,12 +214,6 @@ class GroupServer:
                 .fetchone()
             )
         return row is not None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 class SimulatorGroups:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from wasp.slots import Slot, SlotError
 from wasp_worker.backends.base import ChatSettingsChange, Outgoing
+from wasp_worker.backends.shared_file import SharedFile
 
 PHONE_PREFIX = "555"
 LID_PREFIX = "19"
@@ -96,7 +95,7 @@ def jid_of(slot: Slot) -> str:
     return f"{phone_of(slot)}@s.whatsapp.net"
 
 
-class ServerLedger:
+class ServerLedger(SharedFile):
     """The simulated WhatsApp server, shared through a file by every worker on the
     machine (SIMULATOR_SERVER_DIR): its record of sessions, the message ids it accepted,
     and its mailbox.
@@ -116,36 +115,23 @@ class ServerLedger:
 
     FILE = "simulator-server.sqlite3"
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / self.FILE
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=10, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
-                "monotonic_ns INTEGER, pid INTEGER);"
-                "CREATE TABLE IF NOT EXISTS accepted (wa_message_id TEXT PRIMARY KEY, "
-                "from_slot TEXT, destination TEXT, at REAL, sends INTEGER DEFAULT 1);"
-                "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "kind TEXT NOT NULL DEFAULT 'message', recipient TEXT NOT NULL, "
-                "fields TEXT NOT NULL, taken INTEGER DEFAULT 0);"
-                # Each account's copy of its messages, as its phone keeps them.
-                "CREATE TABLE IF NOT EXISTS copies (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "account TEXT NOT NULL, wa_message_id TEXT NOT NULL, fields TEXT NOT NULL, "
-                "UNIQUE (account, wa_message_id));"
-                "CREATE TABLE IF NOT EXISTS chat_settings (account TEXT NOT NULL, "
-                "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
-                "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
-                "PRIMARY KEY (account, chat_id));"
-            )
-        return self._db
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS sessions (slot TEXT, owner TEXT, event TEXT, "
+        "monotonic_ns INTEGER, pid INTEGER);"
+        "CREATE TABLE IF NOT EXISTS accepted (wa_message_id TEXT PRIMARY KEY, "
+        "from_slot TEXT, destination TEXT, at REAL, sends INTEGER DEFAULT 1);"
+        "CREATE TABLE IF NOT EXISTS mailbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "kind TEXT NOT NULL DEFAULT 'message', recipient TEXT NOT NULL, "
+        "fields TEXT NOT NULL, taken INTEGER DEFAULT 0);"
+        # Each account's copy of its messages, as its phone keeps them.
+        "CREATE TABLE IF NOT EXISTS copies (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "account TEXT NOT NULL, wa_message_id TEXT NOT NULL, fields TEXT NOT NULL, "
+        "UNIQUE (account, wa_message_id));"
+        "CREATE TABLE IF NOT EXISTS chat_settings (account TEXT NOT NULL, "
+        "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
+        "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
+        "PRIMARY KEY (account, chat_id));"
+    )
 
     def record(self, slot: Slot, owner: str, event: str) -> None:
         at = time.monotonic_ns()
@@ -395,9 +381,3 @@ class ServerLedger:
                 db.execute("ROLLBACK")
                 raise
             return bool(taken)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
