@@ -34,6 +34,8 @@ EventType = Literal[
     "message.status",
     "message.edited",
     "message.deleted",
+    "message.reaction",
+    "message.poll_vote",
     "session.status",
     "session.qr",
 ]
@@ -42,6 +44,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     "message.status",
     "message.edited",
     "message.deleted",
+    "message.reaction",
+    "message.poll_vote",
     "session.status",
     "session.qr",
 )

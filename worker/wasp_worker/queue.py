@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -140,6 +141,13 @@ class Outbound:
     not_before: float = 0.0
     created: float = 0.0
     first_failed: float | None = None
+    # JSON of what the message says beyond `body` and `media_url` (`store_v9`); None: nothing.
+    payload: str | None = None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The payload as a dict ({} for a plain text or media-from-URL message)."""
+        return json.loads(self.payload) if self.payload else {}
 
     def status(self, state: str, reason: str | None = None) -> dict[str, Any]:
         """The message in a state: a `wa:message_status` live event's and a
@@ -174,7 +182,7 @@ class Outbound:
 
 _COLUMNS = (
     "id, slot, wa_message_id, destination, kind, body, media_url, file_name, state, reason, "
-    "attempts, not_before, created, first_failed"
+    "attempts, not_before, created, first_failed, payload"
 )
 
 

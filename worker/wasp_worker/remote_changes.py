@@ -20,7 +20,9 @@ from wasp.slots import Slot
 from wasp_worker.backends.base import (
     HistoryImport,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
+    PollVote,
     RemoteChange,
     RemoteChatSettings,
 )
@@ -83,6 +85,8 @@ class RemoteChanges:
                     muted_until=settings.muted_until if settings.mute else UNSET,
                 )
                 self.log.emit("wa_chat_settings_seen", slot=slot, chat_id=chat, applied=applied)
+            case MessageReaction() | PollVote():
+                self.log.emit("wa_change_not_stored", slot=slot, change=type(change).__name__)
             case _:
                 assert_never(change)
 

@@ -13,7 +13,8 @@ the messages of `history.sqlite3`, the history's own file before this one
 (either of its versions), and 6 the outbox of `webhooks.sqlite3`; 7 adds the
 conversations and the sync sequence, back-filled from the messages; 8 gives messages
 and conversations stable ids and adds the full-text index and contacts
-(`store_v8`). Each step
+(`store_v8`); 9 adds replies, reactions, poll votes and the payload of richer
+messages (`store_v9`). Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from wasp_worker import conversations, history, queue, store_v8
+from wasp_worker import conversations, history, queue, store_v8, store_v9
 from wasp_worker.conversations import Conversations
 from wasp_worker.db import Migration, SerialDatabase
 from wasp_worker.history import History
@@ -102,6 +103,7 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         _copy_outbox(folder / OLD_OUTBOX),
         conversations.backfill,
         store_v8.migrate,
+        store_v9.MIGRATION,
     )
 
 

@@ -10,6 +10,24 @@ from wasp.slots import Slot
 
 Status = Literal["CONNECTING", "CONNECTED", "DISCONNECTED"]
 ReceiptState = Literal["delivered", "read", "played"]
+SendKind = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "voice",
+    "sticker",
+    "location",
+    "contact",
+    "poll",
+    "reaction",
+    "edit",
+    "delete",
+]
+"""What a queued message is (the queue row's `kind`): a content kind, or an action on a
+message sent before (reaction, edit, delete for everyone)."""
+MEDIA_AND_TEXT: frozenset[SendKind] = frozenset({"text", "image", "video", "audio", "document"})
 
 
 @dataclass(frozen=True)
@@ -108,7 +126,38 @@ class RemoteChatSettings:
     change: ChatSettingsChange
 
 
-RemoteChange = MessageEdit | MessageRevoke | HistoryImport | RemoteChatSettings
+@dataclass(frozen=True)
+class MessageReaction:
+    """Someone reacted to a message of this slot's chat (`emoji` "" removes their reaction).
+    `reactor` is the reacting person's JID; `from_me` when it was the account itself (from
+    its phone or another linked device)."""
+
+    slot: Slot
+    chat_id: str
+    wa_message_id: str
+    reactor: str
+    emoji: str
+    from_me: bool
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class PollVote:
+    """A voter's current choice in a poll of this slot's chat: the option names (WhatsApp
+    sends their hashes; the backend resolves them against the poll's options). An empty
+    choice withdraws the vote."""
+
+    slot: Slot
+    chat_id: str
+    poll_id: str
+    voter: str
+    options: tuple[str, ...]
+    timestamp: float
+
+
+RemoteChange = (
+    MessageEdit | MessageRevoke | HistoryImport | RemoteChatSettings | MessageReaction | PollVote
+)
 """What WhatsApp says changed in a slot's history, besides new messages and receipts."""
 
 
@@ -128,6 +177,8 @@ class Outgoing(Protocol):
     def media_url(self) -> str | None: ...
     @property
     def file_name(self) -> str | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
 
 
 OnStatus = Callable[[StatusEvent], Awaitable[None]]
@@ -145,6 +196,8 @@ class Backend(Protocol):
 
     on_inbound: OnInbound | None
     on_receipt: OnReceipt | None
+    # The kinds `send` takes: any other is refused with 501 before it is queued.
+    sends: frozenset[SendKind]
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
         """Begin connecting; return once the session is initialised (QR shown or resumed)."""

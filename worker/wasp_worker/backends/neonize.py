@@ -61,6 +61,7 @@ import aiohttp
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    MEDIA_AND_TEXT,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
@@ -75,6 +76,7 @@ from wasp_worker.backends.base import (
     ReceiptEvent,
     RemoteChatSettings,
     SendFailed,
+    SendKind,
     StatusEvent,
 )
 from wasp_worker.backends.cell_protocol import (
@@ -187,6 +189,7 @@ class NeonizeBackend(NeonizeGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.

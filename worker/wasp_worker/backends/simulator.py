@@ -45,6 +45,7 @@ from typing import Any
 
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    MEDIA_AND_TEXT,
     ChatSettingsChange,
     HistoryImport,
     MessageEdit,
@@ -59,6 +60,7 @@ from wasp_worker.backends.base import (
     ReceiptState,
     RemoteChatSettings,
     SendFailed,
+    SendKind,
     StatusEvent,
 )
 from wasp_worker.backends.proxy_gate import ProxyGate
@@ -129,6 +131,7 @@ class SimulatorBackend(SimulatorGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
