@@ -1,5 +1,6 @@
 // The wasp console: shards, every slot's session, QR log-in, chats and sending, and a
-// search of every shard's messages at once (GET /api/search).
+// search of every shard's messages at once (GET /api/search). In a chat an agent replies
+// to, reacts to, edits and deletes messages, and sees the other side typing.
 //
 // It speaks only to the master that serves it: the HTTP API under /api/ (with
 // `x-api-key` when the master has API keys) and the live events over Socket.IO
@@ -8,11 +9,47 @@
 // event id it saw per shard, and the master replays what came after, so a
 // reload or a lost connection rebuilds the same picture. No framework: a few
 // DOM helpers and text nodes only (message bodies are never parsed as HTML).
+//
+// Every operation it calls is named in ROUTES by the method and path template the
+// master's route table declares; the page reads the master's OpenAPI document (generated
+// from that table) and offers only the operations it finds there.
 "use strict";
 
 const KEY_STORAGE = "wasp.apiKey";
 const SHARDS_EVERY_MS = 3000;
 const SLOT_RE = /^([A-Z]{1,8})([1-9][0-9]{0,8})$/;
+// WhatsApp lets a sender edit a message for 15 minutes.
+const EDIT_WINDOW_S = 15 * 60;
+const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+// Typing: tell WhatsApp again at most this often while keys are pressed, "paused" after
+// this long without one (WhatsApp itself drops a typing state after about 25 s).
+const TYPING_EVERY_MS = 4000;
+const TYPING_IDLE_MS = 5000;
+const PRESENCE_SHOWN_MS = 25000;
+
+// The operations this page calls: method and path template exactly as the master's route
+// table (and so its /openapi.json) declares them. tests/e2e/test_console_actions.py holds
+// every entry to the generated document.
+const ROUTES = {
+  shards: ["GET", "/api/shards"],
+  accounts: ["GET", "/api/accounts"],
+  search: ["GET", "/api/search"],
+  status: ["GET", "/api/accounts/{slot}/status"],
+  connect: ["POST", "/api/accounts/{slot}/connect"],
+  scan: ["POST", "/api/accounts/{slot}/scan"],
+  destroy: ["POST", "/api/accounts/{slot}/destroy"],
+  logout: ["POST", "/api/accounts/{slot}/logout"],
+  chats: ["GET", "/api/accounts/{slot}/chats"],
+  conversations: ["GET", "/api/accounts/{slot}/conversations"],
+  openChat: ["POST", "/api/accounts/{slot}/openChat"],
+  send: ["POST", "/api/accounts/{slot}/send"],
+  media: ["GET", "/api/accounts/{slot}/media/{name}"],
+  react: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/reaction"],
+  edit: ["PATCH", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"],
+  delete: ["DELETE", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"],
+  vote: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/vote"],
+  presence: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/presence"],
+};
 
 const state = {
   shards: [], // GET /api/shards
@@ -27,6 +64,12 @@ const state = {
   search: { q: "", items: [], next: null, partial: [], busy: false },
   messages: [],
   pending: [], // messages sent from this page, not yet in the chat: {id, waMessageId, to, body, state}
+  actions: [], // reactions, edits, deletes and votes queued from this page: {id, slot, chatId}
+  documented: null, // "METHOD path" of every operation in /openapi.json, once read
+  chosen: null, // wa_message_id of the message whose actions are shown
+  picking: null, // wa_message_id whose emoji picker is open
+  compose: null, // {mode: "reply" | "edit", id: wa_message_id} while replying or editing
+  presence: null, // {slot, chatId, state, until}: the open chat's peer typing or recording
   noScan: new Set(), // shards whose backend has no scan (not the simulator)
   replaying: false,
   loaded: false,
@@ -108,6 +151,84 @@ function chatLabel(chatId) {
   return { title: name ? `${slot} · ${name}` : slot, sub: "+" + user };
 }
 
+// ---------- what a message says ----------
+
+// A message's extra fields (location, contacts, poll, mentions, quoted_id) as the item
+// carries them, or inside its `payload` (the store's JSON of them, a string or an object).
+function extra(m, key) {
+  if (m[key] !== undefined && m[key] !== null) return m[key];
+  let payload = m.payload;
+  if (typeof payload === "string") {
+    try {
+      payload = JSON.parse(payload);
+    } catch (error) {
+      payload = null;
+    }
+  }
+  return payload && typeof payload === "object" ? payload[key] ?? null : null;
+}
+
+const kindOf = (m) => m.message_type || m.media_type || "text";
+const isOwn = (m) => m.direction === "out";
+const findMessage = (id) => state.messages.find((m) => m.wa_message_id === id) || null;
+
+function senderLabel(m) {
+  if (isOwn(m)) return "You";
+  return m.push_name || chatLabel(String(m.sender || state.chatId || "")).title;
+}
+
+function phoneOfCard(card) {
+  const tel = /TEL[^:\n]*:([^\r\n]+)/i.exec(card.vcard || "");
+  return card.phone || (tel ? tel[1].trim() : "");
+}
+
+const optionName = (option) => (typeof option === "string" ? option : option?.name || "");
+
+// One line for a message: chat list previews, quotes, the composer's "replying to".
+function snippet(m) {
+  if (!m) return "";
+  if (m.deleted_at) return "This message was deleted";
+  const kind = kindOf(m);
+  switch (kind) {
+    case "text":
+      return m.body || "";
+    case "location":
+      return "📍 " + (extra(m, "location")?.name || "Location");
+    case "contact":
+      return "👤 " + ((extra(m, "contacts") || []).map((c) => c.name).join(", ") || "Contact");
+    case "poll":
+      return "📊 " + (extra(m, "poll")?.question || "Poll");
+    case "voice":
+      return "🎤 Voice note";
+    case "sticker":
+      return "Sticker";
+    default:
+      return m.body ? (m.media_type ? `[${kind}] ${m.body}` : m.body) : `[${kind}]`;
+  }
+}
+
+// Reactions by emoji: how many, and whether this account's is one of them.
+function reactionGroups(m) {
+  const groups = new Map();
+  for (const r of m.reactions || []) {
+    if (!r.emoji) continue;
+    const group = groups.get(r.emoji) || { emoji: r.emoji, count: 0, mine: false };
+    group.count += 1;
+    group.mine = group.mine || Boolean(r.from_me);
+    groups.set(r.emoji, group);
+  }
+  return [...groups.values()];
+}
+
+const myReaction = (m) => (m.reactions || []).find((r) => r.from_me && r.emoji)?.emoji || "";
+
+function editable(m) {
+  const young = Date.now() / 1000 - (m.timestamp || 0) < EDIT_WINDOW_S;
+  return isOwn(m) && !m.deleted_at && kindOf(m) === "text" && young && offered("edit");
+}
+
+const deletable = (m) => isOwn(m) && !m.deleted_at && offered("delete");
+
 function statusOf(slot) {
   return state.sessions.get(slot)?.status || "OFF";
 }
@@ -164,7 +285,55 @@ async function api(method, path, body) {
   return data || {};
 }
 
-const slotPath = (slot, op) => `/api/accounts/${encodeURIComponent(slot)}/${op}`;
+// An operation of ROUTES by name: its method and path, the parameters filled in (encoded).
+function fill(name, params) {
+  const [method, template] = ROUTES[name];
+  const path = template.replace(/\{(\w+)\}/g, (_, key) => {
+    if (params[key] === undefined || params[key] === null) throw new ApiError(0, `${name}: no ${key}`);
+    return encodeURIComponent(params[key]);
+  });
+  return [method, path];
+}
+
+function call(name, params = {}, { body, query } = {}) {
+  const [method, path] = fill(name, params);
+  const search = query ? `?${new URLSearchParams(query)}` : "";
+  return api(method, path + search, body);
+}
+
+// A stored media file as a blob: URL (an <img> or <audio> cannot send the API key), kept.
+const blobs = new Map();
+async function mediaUrl(slot, name) {
+  const [, path] = fill("media", { slot, name });
+  if (!blobs.has(path)) {
+    const key = localStorage.getItem(KEY_STORAGE);
+    const response = await fetch(path, { headers: key ? { "x-api-key": key } : {} });
+    if (!response.ok) throw new ApiError(response.status, `media: ${response.status}`);
+    blobs.set(path, URL.createObjectURL(await response.blob()));
+  }
+  return blobs.get(path);
+}
+
+// Whether the master documents an operation (its OpenAPI document, read once at start).
+function offered(name) {
+  return Boolean(state.documented && state.documented.has(ROUTES[name].join(" ")));
+}
+
+async function loadRoutes() {
+  try {
+    const response = await fetch("/openapi.json", { headers: { accept: "application/json" } });
+    const doc = await response.json();
+    const found = new Set();
+    for (const [path, item] of Object.entries(doc.paths || {})) {
+      for (const method of Object.keys(item)) found.add(`${method.toUpperCase()} ${path}`);
+    }
+    state.documented = found;
+  } catch (error) {
+    state.documented = new Set();
+  }
+}
+
+const newKey = () => `console-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
 
 // ---------- API keys ----------
 
@@ -202,7 +371,7 @@ function setupKeyDialog() {
 
 async function loadShards() {
   try {
-    const data = await api("GET", "/api/shards");
+    const data = await call("shards");
     state.shards = data.shards || [];
     state.loaded = true;
   } catch (error) {
@@ -214,7 +383,7 @@ async function loadShards() {
 
 async function loadAccounts() {
   try {
-    const data = await api("GET", "/api/accounts");
+    const data = await call("accounts");
     state.accounts = new Map((data.accounts || []).map((a) => [a.slot, a]));
   } catch (error) {
     return;
@@ -224,7 +393,7 @@ async function loadAccounts() {
 
 async function refreshStatus(slot) {
   try {
-    const data = await api("GET", slotPath(slot, "status"));
+    const data = await call("status", { slot });
     applyStatus(slot, data.status, data.qr);
   } catch (error) {
     if (error.status !== 401) applyStatus(slot, "OFF", null);
@@ -303,7 +472,70 @@ const HANDLERS = {
   "wa:qr": (p) => applyStatus(p.slot, "CONNECTING", p.qr),
   "wa:message": (p) => onInbound(p),
   "wa:message_status": (p) => onMessageStatus(p),
+  "wa:reaction": (p) =>
+    onChange(p, (m) => {
+      const rest = (m.reactions || []).filter((r) => r.reactor !== p.reactor && !(p.from_me && r.from_me));
+      m.reactions = p.emoji ? [...rest, { reactor: p.reactor, emoji: p.emoji, from_me: Boolean(p.from_me) }] : rest;
+    }),
+  "wa:message_edited": (p) =>
+    onChange(p, (m) => {
+      if (typeof p.body === "string") m.body = p.body;
+      m.edited_at = p.edited_at || Date.now() / 1000;
+    }),
+  "wa:message_deleted": (p) =>
+    onChange(p, (m) => {
+      m.deleted_at = p.deleted_at || Date.now() / 1000;
+      m.body = "";
+      m.reactions = [];
+    }),
+  // Counts need every voter's choice: the store has them, the event only this voter's.
+  "wa:poll_vote": (p) => onChange({ ...p, wa_message_id: p.poll_id }, null),
+  "wa:presence": (p) => onPresence(p),
 };
+
+// A change to a stored message (reaction, edit, delete, vote): shown at once when its chat
+// is open, then the chat read again from the store, which has the whole picture.
+function onChange(change, apply) {
+  if (change.slot !== state.selected) return;
+  if (change.chat_id !== state.chatId) {
+    if (!state.replaying) loadChats();
+    return;
+  }
+  const message = findMessage(change.wa_message_id);
+  if (message && apply) apply(message);
+  renderConversation();
+  if (!state.replaying) refreshSoon();
+}
+
+let refreshTimer = 0;
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => {
+    if (state.chatId) openChat(state.chatId, { quiet: true });
+  }, 200);
+}
+
+// The open chat's peer typing or recording: shown until "paused" (or another state), a
+// message from them, or PRESENCE_SHOWN_MS without news. Replayed presence is stale: skipped.
+function onPresence(p) {
+  if (p.slot !== state.selected || state.replaying) return;
+  if (p.state === "typing" || p.state === "recording") {
+    state.presence = { slot: p.slot, chatId: p.chat_id, state: p.state, until: Date.now() + PRESENCE_SHOWN_MS };
+    setTimeout(renderPresence, PRESENCE_SHOWN_MS + 50);
+  } else if (state.presence && state.presence.chatId === p.chat_id) {
+    state.presence = null;
+  }
+  renderPresence();
+}
+
+function renderPresence() {
+  const node = $("presence");
+  if (!node) return;
+  const p = state.presence;
+  const shown = p && p.slot === state.selected && p.chatId === state.chatId && Date.now() < p.until;
+  node.textContent = shown ? (p.state === "recording" ? "recording…" : "typing…") : "";
+  node.dataset.state = shown ? p.state : "";
+}
 
 function applyStatus(slot, status, qr) {
   if (!slot) return;
@@ -323,14 +555,14 @@ function onInbound(message) {
     if (message.chat_id === state.chatId) {
       if (!state.messages.some((m) => m.wa_message_id === message.wa_message_id)) {
         state.messages.push({
-          wa_message_id: message.wa_message_id,
-          direction: "in",
+          ...message,
+          direction: message.from_me ? "out" : "in",
           sender: message.from,
           body: message.body || "",
-          media_type: message.media_type,
-          timestamp: message.timestamp,
         });
       }
+      // WhatsApp clears "typing…" when the message it announced arrives.
+      if (state.presence?.chatId === message.chat_id) state.presence = null;
       if (!state.replaying) openChat(state.chatId, { quiet: true });
     } else if (!state.replaying) {
       loadChats();
@@ -345,7 +577,22 @@ function onInbound(message) {
 
 const TICKS = { sent: "✓", delivered: "✓✓", read: "✓✓", played: "✓✓" };
 
+// Sent or failed rows not (yet) known to this page: an action's 202 can come after its
+// status event (the queue may send first); `track` looks here.
+const finished = new Map();
+
 function onMessageStatus(update) {
+  const action = state.actions.find((a) => a.id === update.id && a.slot === update.slot);
+  if (update.state === "sent" || update.state === "failed") {
+    if (!action) {
+      finished.set(`${update.slot}/${update.id}`, update);
+      if (finished.size > 500) finished.delete(finished.keys().next().value);
+    } else {
+      actionDone(action, update);
+      return;
+    }
+  }
+  if (action) return;
   if (update.state in TICKS && update.state !== "sent") {
     // A receipt: a sent message was delivered, read or played.
     const shown = update.slot === state.selected && state.messages.find((m) => m.wa_message_id === update.waMessageId);
@@ -373,10 +620,10 @@ function onMessageStatus(update) {
 // worker sorts them); a conversation row names its last message by id only, so the text
 // shown under it comes from the slot's chats when the row carries none.
 async function fetchChats(slot) {
-  const data = await api("GET", `${slotPath(slot, "conversations")}?limit=100`);
+  const data = await call("conversations", { slot }, { query: { limit: "100" } });
   const items = data.items || [];
   if (items.length && !items.every((c) => c.last_message)) {
-    const chats = await api("GET", slotPath(slot, "chats"));
+    const chats = await call("chats", { slot });
     const last = new Map((chats.chats || []).map((c) => [c.chat_id, c.last_message]));
     for (const item of items) item.last_message = item.last_message || last.get(item.chat_id) || null;
   }
@@ -406,8 +653,9 @@ async function openChat(chatId, { quiet = false } = {}) {
   const slot = state.selected;
   if (!slot) return;
   try {
-    const data = await api("POST", slotPath(slot, "openChat"), { chat_id: chatId, limit: 100 });
+    const data = await call("openChat", { slot }, { body: { chat_id: chatId, limit: 100 } });
     if (slot !== state.selected) return;
+    if (state.chatId !== data.chat_id) leaveChat();
     state.chatId = data.chat_id;
     state.messages = data.messages || [];
     const known = new Set(state.messages.map((m) => m.wa_message_id));
@@ -431,8 +679,18 @@ async function openChat(chatId, { quiet = false } = {}) {
   renderConversation();
 }
 
+// What belongs to the open chat only: its chosen message, the composer's reply or edit,
+// the peer's typing, this agent's typing.
+function leaveChat() {
+  stopTyping();
+  state.chosen = state.picking = null;
+  if (state.compose) clearCompose();
+  state.presence = null;
+}
+
 function select(slot) {
   if (slot === state.selected) return;
+  leaveChat();
   state.selected = slot;
   state.chats = [];
   state.chatId = null;
@@ -456,7 +714,7 @@ async function act(action) {
   const buttons = document.querySelectorAll("[data-action]");
   buttons.forEach((b) => (b.disabled = true));
   try {
-    const data = await api("POST", slotPath(slot, action));
+    const data = await call(action, { slot });
     applyStatus(slot, data.status, data.qr ?? null);
     if (action === "connect") loadChats();
   } catch (error) {
@@ -478,16 +736,22 @@ async function act(action) {
 async function send(event) {
   event.preventDefault();
   const slot = state.selected;
-  const to = $("to-phone").value.trim();
   const text = $("message-text").value;
+  if (state.compose?.mode === "edit") return saveEdit(slot, text);
+  // A reply goes to the chat of the message it quotes, whatever the "To" field says.
+  const replyTo = state.compose?.mode === "reply" && state.chatId ? state.compose.id : null;
+  const to = replyTo ? state.chatId : $("to-phone").value.trim();
   if (!slot || !to || !text.trim()) return;
+  stopTyping();
   $("send-button").disabled = true;
   try {
-    const key = `console-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
-    const data = await api("POST", slotPath(slot, "send"), { to, text, idempotency_key: key });
+    const body = { to, text, idempotency_key: newKey() };
+    if (replyTo) body.reply_to = replyTo;
+    const data = await call("send", { slot }, { body });
     const message = data.message;
-    state.pending.push({ ...message, slot, body: text, state: message.state });
+    state.pending.push({ ...message, slot, body: text, state: message.state, quoted_id: replyTo });
     $("message-text").value = "";
+    if (replyTo) state.compose = null;
     if (state.chatId !== message.to) {
       state.chatId = message.to;
       state.messages = [];
@@ -499,6 +763,140 @@ async function send(event) {
     $("send-button").disabled = false;
     $("message-text").focus();
     renderConversation();
+  }
+}
+
+// ---------- acting on a message: reply, react, edit, delete ----------
+
+// A queued action (its 202 answer is the queue row, as /send's): its status event ends it.
+function track(data, slot, chatId) {
+  const id = data?.message?.id ?? data?.id;
+  if (id === undefined) return refreshSoon();
+  const action = { id, slot, chatId };
+  const early = finished.get(`${slot}/${id}`);
+  if (early) actionDone(action, early);
+  else if (data?.message?.state === "sent") actionDone(action, data.message);
+  else state.actions.push(action);
+}
+
+function actionDone(action, update) {
+  state.actions = state.actions.filter((a) => a !== action && a.id !== action.id);
+  if (update.state === "failed" && !state.replaying) toast(`Not done: ${update.reason || "failed"}`, "error");
+  if (action.slot === state.selected && action.chatId === state.chatId) refreshSoon();
+}
+
+function choose(id) {
+  state.chosen = state.chosen === id ? null : id;
+  state.picking = null;
+  renderConversation();
+}
+
+function startReply(m) {
+  state.compose = { mode: "reply", id: m.wa_message_id };
+  state.chosen = state.picking = null;
+  renderConversation();
+  $("message-text").focus();
+}
+
+function startEdit(m) {
+  state.compose = { mode: "edit", id: m.wa_message_id };
+  state.chosen = state.picking = null;
+  $("message-text").value = m.body || "";
+  renderConversation();
+  $("message-text").focus();
+}
+
+function clearCompose() {
+  if (state.compose?.mode === "edit") $("message-text").value = "";
+  state.compose = null;
+  renderCompose();
+}
+
+async function saveEdit(slot, text) {
+  const id = state.compose.id;
+  const chatId = state.chatId;
+  const message = findMessage(id);
+  if (!slot || !chatId || !text.trim()) return;
+  $("send-button").disabled = true;
+  try {
+    const body = { text, idempotency_key: newKey() };
+    const data = await call("edit", { slot, chat_id: chatId, message_id: id }, { body });
+    if (message) Object.assign(message, { body: text, edited_at: Date.now() / 1000, acting: true });
+    clearCompose();
+    track(data, slot, chatId);
+  } catch (error) {
+    toast(`Not edited: ${error.message}`, "error");
+  } finally {
+    $("send-button").disabled = false;
+    renderConversation();
+  }
+}
+
+// Clicking the emoji this account already reacted with removes it (an empty emoji).
+async function react(m, emoji) {
+  const slot = state.selected;
+  const chatId = state.chatId;
+  const next = myReaction(m) === emoji ? "" : emoji;
+  state.picking = null;
+  try {
+    const body = { emoji: next, idempotency_key: newKey() };
+    const data = await call("react", { slot, chat_id: chatId, message_id: m.wa_message_id }, { body });
+    const others = (m.reactions || []).filter((r) => !r.from_me);
+    m.reactions = next ? [...others, { reactor: "", emoji: next, from_me: true, pending: true }] : others;
+    track(data, slot, chatId);
+  } catch (error) {
+    toast(`No reaction: ${error.message}`, "error");
+  }
+  renderConversation();
+}
+
+async function remove(m) {
+  if (!confirm("Delete this message for everyone?")) return;
+  const slot = state.selected;
+  const chatId = state.chatId;
+  state.chosen = null;
+  try {
+    const data = await call("delete", { slot, chat_id: chatId, message_id: m.wa_message_id });
+    m.acting = true;
+    if (state.compose?.id === m.wa_message_id) clearCompose();
+    track(data, slot, chatId);
+  } catch (error) {
+    toast(`Not deleted: ${error.message}`, "error");
+  }
+  renderConversation();
+}
+
+// "typing" to the open chat while the agent types: again at most every TYPING_EVERY_MS,
+// "paused" once idle for TYPING_IDLE_MS, on leaving the field, the chat or the page, and
+// when the message goes. Best effort: a refusal is not worth a toast on every key.
+const typing = { active: false, sentAt: 0, idle: 0, slot: null, chatId: null, unsupported: false };
+
+function onTyping() {
+  const slot = state.selected;
+  const chatId = state.chatId;
+  if (!slot || !chatId || typing.unsupported || !offered("presence") || statusOf(slot) !== "CONNECTED") return;
+  if (!$("message-text").value) return stopTyping();
+  clearTimeout(typing.idle);
+  typing.idle = setTimeout(stopTyping, TYPING_IDLE_MS);
+  const same = typing.active && typing.slot === slot && typing.chatId === chatId;
+  if (same && Date.now() - typing.sentAt < TYPING_EVERY_MS) return;
+  if (typing.active && !same) stopTyping();
+  Object.assign(typing, { active: true, sentAt: Date.now(), slot, chatId });
+  sendPresence(slot, chatId, "typing");
+}
+
+function stopTyping() {
+  clearTimeout(typing.idle);
+  if (!typing.active) return;
+  typing.active = false;
+  sendPresence(typing.slot, typing.chatId, "paused");
+}
+
+async function sendPresence(slot, chatId, presence) {
+  try {
+    await call("presence", { slot, chat_id: chatId }, { body: { state: presence } });
+  } catch (error) {
+    if (error.status === 501) typing.unsupported = true;
   }
 }
 
@@ -695,7 +1093,7 @@ function renderChats() {
       const label = chatLabel(chat.chat_id);
       const title = chat.name && !slotOfPhone(chat.chat_id) ? chat.name : label.title;
       const last = chat.last_message || {};
-      const preview = (last.direction === "out" ? "You: " : "") + (last.body || (last.media_type ? `[${last.media_type}]` : ""));
+      const preview = (last.direction === "out" ? "You: " : "") + snippet(last);
       return h(
         "li",
         {},
@@ -717,46 +1115,332 @@ function renderChats() {
   );
 }
 
+// Kept across renders: the conversation scrolls to its end for a new chat or a new
+// message, and otherwise stays where the agent scrolled it.
+let shownChat = { chatId: null, count: 0 };
+
 function renderConversation() {
   const box = $("conversation");
   if (!state.chatId) {
     box.replaceChildren();
     box.hidden = true;
+    shownChat = { chatId: null, count: 0 };
+    renderCompose();
     return;
   }
   box.hidden = false;
+  const before = box.querySelector(".bubbles");
+  const atEnd = !before || before.scrollHeight - before.scrollTop - before.clientHeight < 40;
+  const top = before ? before.scrollTop : 0;
   const label = chatLabel(state.chatId);
   const known = new Set(state.messages.map((m) => m.wa_message_id));
   const pending = state.pending.filter((m) => m.to === state.chatId && !known.has(m.waMessageId));
-  const bubbles = [
-    ...state.messages.map((m) =>
-      h(
-        "div",
-        { class: `bubble ${m.direction}`, dataset: { id: m.wa_message_id, status: m.status || "" } },
-        h("p", {}, m.body || (m.media_type ? `[${m.media_type}]` : "")),
-        h(
-          "span",
-          { class: "meta" },
-          timeText(m.timestamp),
-          m.direction === "out" ? h("span", { class: `ticks ${m.status || "sent"}`, title: m.status || "sent" }, " " + (TICKS[m.status] || "✓")) : "",
-        ),
-      ),
-    ),
-    ...pending.map((m) =>
-      h(
-        "div",
-        { class: `bubble out pending ${m.state}`, dataset: { id: m.waMessageId } },
-        h("p", {}, m.body),
-        h("span", { class: "meta" }, m.state === "failed" ? `failed: ${m.reason || "?"}` : m.state),
-      ),
-    ),
-  ];
+  const bubbles = [...state.messages.map(renderMessage), ...pending.map(renderPending)];
   box.replaceChildren(
-    h("div", { class: "conversation-head" }, h("b", {}, label.title), " ", h("span", {}, label.sub)),
+    h(
+      "div",
+      { class: "conversation-head" },
+      h("b", {}, label.title),
+      " ",
+      h("span", {}, label.sub),
+      h("span", { class: "presence", id: "presence", "aria-live": "polite" }),
+    ),
     bubbles.length ? h("div", { class: "bubbles" }, bubbles) : h("p", { class: "empty" }, "No messages in this chat yet."),
   );
+  renderPresence();
   const scroller = box.querySelector(".bubbles");
-  if (scroller) scroller.scrollTop = scroller.scrollHeight;
+  if (scroller) {
+    const grew = shownChat.chatId !== state.chatId || bubbles.length > shownChat.count;
+    scroller.scrollTop = atEnd || grew ? scroller.scrollHeight : top;
+  }
+  shownChat = { chatId: state.chatId, count: bubbles.length };
+  renderCompose();
+}
+
+// Handlers of controls inside a bubble: the bubble's own click chooses it.
+const only = (handler) => (event) => {
+  event.stopPropagation();
+  handler(event);
+};
+
+function renderMessage(m) {
+  const id = m.wa_message_id;
+  const kind = kindOf(m);
+  const classes = ["bubble", m.direction, `k-${kind}`];
+  if (m.deleted_at) classes.push("deleted");
+  if (id === state.chosen) classes.push("chosen");
+  if (m.acting) classes.push("acting");
+  return h(
+    "div",
+    {
+      class: classes.join(" "),
+      dataset: { id, status: m.status || "", kind },
+      tabindex: "0",
+      "aria-label": `${senderLabel(m)}: ${snippet(m)}`,
+      onclick: () => choose(id),
+      onkeydown: (event) => {
+        if (event.key === "Enter" && event.target === event.currentTarget) choose(id);
+      },
+    },
+    quoteOf(m),
+    messageBody(m),
+    h(
+      "span",
+      { class: "meta" },
+      m.edited_at && !m.deleted_at ? h("span", { class: "edited", title: "Edited" }, "edited ") : null,
+      timeText(m.timestamp),
+      isOwn(m) ? h("span", { class: `ticks ${m.status || "sent"}`, title: m.status || "sent" }, " " + (TICKS[m.status] || "✓")) : "",
+    ),
+    m.deleted_at ? null : reactionsOf(m),
+    id === state.chosen && !m.deleted_at ? actionsOf(m) : null,
+    id === state.picking && !m.deleted_at ? pickerOf(m) : null,
+  );
+}
+
+function renderPending(m) {
+  return h(
+    "div",
+    { class: `bubble out pending ${m.state}`, dataset: { id: m.waMessageId } },
+    quoteOf(m),
+    h("p", {}, m.body),
+    h("span", { class: "meta" }, m.state === "failed" ? `failed: ${m.reason || "?"}` : m.state),
+  );
+}
+
+// The quoted message above a reply's text; a click brings it into view when it is loaded.
+function quoteOf(m) {
+  const quotedId = extra(m, "quoted_id");
+  if (!quotedId) return null;
+  const quoted = findMessage(quotedId);
+  return h(
+    "div",
+    {
+      class: `quote${quoted ? "" : " missing"}`,
+      role: "button",
+      tabindex: "0",
+      dataset: { quoted: quotedId },
+      title: "Show the quoted message",
+      onclick: only(() => showMessage(quotedId)),
+    },
+    h("b", {}, quoted ? senderLabel(quoted) : "Quoted message"),
+    h("span", {}, quoted ? snippet(quoted) : "Not loaded in this view"),
+  );
+}
+
+function showMessage(id) {
+  const node = [...document.querySelectorAll("#conversation .bubble")].find((b) => b.dataset.id === id);
+  if (!node) {
+    toast("The quoted message is older than this view shows.");
+    return;
+  }
+  node.scrollIntoView({ block: "center", behavior: "smooth" });
+  node.classList.remove("flash");
+  void node.offsetWidth; // restart the animation
+  node.classList.add("flash");
+}
+
+function messageBody(m) {
+  if (m.deleted_at) return h("p", { class: "tombstone" }, "🚫 This message was deleted");
+  const kind = kindOf(m);
+  switch (kind) {
+    case "text":
+      return h("p", {}, m.body || "");
+    case "location":
+      return locationCard(extra(m, "location") || {});
+    case "contact":
+      return h("div", { class: "contacts" }, (extra(m, "contacts") || []).map(contactCard));
+    case "poll":
+      return pollCard(m, extra(m, "poll") || {});
+    case "voice":
+      return voiceNote(m);
+    case "sticker":
+      return sticker(m);
+    default:
+      return h("p", {}, m.media_type || kind !== "text" ? h("span", { class: "media-tag" }, `[${kind}] `) : null, m.body || "");
+  }
+}
+
+function locationCard(place) {
+  const lat = Number(place.latitude);
+  const lon = Number(place.longitude);
+  const known = Number.isFinite(lat) && Number.isFinite(lon);
+  const map = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=16/${lat}/${lon}`;
+  return h(
+    "div",
+    { class: "card location" },
+    h("span", { class: "card-icon", "aria-hidden": "true" }, "📍"),
+    h(
+      "div",
+      {},
+      h("b", {}, place.name || "Location"),
+      place.address ? h("span", { class: "sub" }, place.address) : null,
+      known
+        ? h("a", { class: "coords", href: map, target: "_blank", rel: "noopener noreferrer", onclick: only(() => {}) }, `${lat.toFixed(5)}, ${lon.toFixed(5)}`)
+        : null,
+    ),
+  );
+}
+
+function contactCard(card) {
+  const phone = phoneOfCard(card);
+  return h(
+    "div",
+    { class: "card contact" },
+    h("span", { class: "card-icon", "aria-hidden": "true" }, "👤"),
+    h("div", {}, h("b", {}, card.name || "Contact"), phone ? h("span", { class: "sub" }, phone) : null),
+  );
+}
+
+function pollCard(m, poll) {
+  const votes = m.votes || {};
+  const options = (poll.options || []).map(optionName);
+  const total = options.reduce((sum, name) => sum + (Number(votes[name]) || 0), 0);
+  const many = Number(poll.selectable_count) > 1;
+  return h(
+    "div",
+    { class: "poll" },
+    h("b", { class: "poll-question" }, "📊 ", poll.question || "Poll"),
+    h("span", { class: "sub" }, many ? `Choose up to ${poll.selectable_count}` : "Choose one"),
+    h(
+      "ul",
+      { class: "poll-options" },
+      options.map((name) => {
+        const count = Number(votes[name]) || 0;
+        return h(
+          "li",
+          { dataset: { option: name, votes: String(count) } },
+          h("span", { class: "poll-option" }, name),
+          h("span", { class: "poll-count" }, count),
+          h("span", { class: "poll-bar" }, h("i", { style: `width:${total ? Math.round((100 * count) / total) : 0}%` })),
+        );
+      }),
+    ),
+    h("span", { class: "sub" }, `${total} vote${total === 1 ? "" : "s"}`),
+  );
+}
+
+const mediaName = (m) => /\/media\/([^/?#]+)$/.exec(m.media_url || "")?.[1] || null;
+
+function voiceNote(m) {
+  const name = mediaName(m);
+  const box = h("div", { class: "voice" });
+  const play = h(
+    "button",
+    {
+      type: "button",
+      class: "play",
+      "aria-label": "Play the voice note",
+      disabled: !name,
+      onclick: only(async () => {
+        try {
+          const src = await mediaUrl(state.selected, name);
+          box.replaceChildren(h("audio", { controls: true, autoplay: true, src }));
+        } catch (error) {
+          toast(`Cannot play it: ${error.message}`, "error");
+        }
+      }),
+    },
+    "▶",
+  );
+  box.append(play, h("span", {}, "🎤 Voice note"));
+  return box;
+}
+
+function sticker(m) {
+  const name = mediaName(m);
+  if (!name) return h("p", { class: "sticker-text" }, "Sticker");
+  const image = h("img", { class: "sticker", alt: "Sticker", width: "128", height: "128" });
+  mediaUrl(state.selected, name).then(
+    (src) => (image.src = src),
+    () => image.replaceWith(h("p", { class: "sticker-text" }, "Sticker")),
+  );
+  return image;
+}
+
+function reactionsOf(m) {
+  const groups = reactionGroups(m);
+  if (!groups.length) return null;
+  return h(
+    "div",
+    { class: "reactions" },
+    groups.map((group) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: `reaction${group.mine ? " mine" : ""}`,
+          dataset: { emoji: group.emoji, count: String(group.count) },
+          "aria-pressed": String(group.mine),
+          title: group.mine ? "Your reaction: click to remove it" : "React with this too",
+          disabled: !offered("react"),
+          onclick: only(() => react(m, group.emoji)),
+        },
+        group.emoji,
+        h("span", { class: "count" }, group.count),
+      ),
+    ),
+  );
+}
+
+function actionsOf(m) {
+  const button = (act, text, handler, extraAttrs = {}) =>
+    h("button", { type: "button", class: "act", dataset: { act }, onclick: only(handler), ...extraAttrs }, text);
+  return h(
+    "div",
+    { class: "bubble-actions", role: "toolbar", "aria-label": "Message actions" },
+    offered("send") ? button("reply", "↩ Reply", () => startReply(m)) : null,
+    offered("react")
+      ? button("react", "☺ React", () => {
+          state.picking = state.picking === m.wa_message_id ? null : m.wa_message_id;
+          renderConversation();
+        }, { "aria-expanded": String(state.picking === m.wa_message_id) })
+      : null,
+    editable(m) ? button("edit", "✎ Edit", () => startEdit(m)) : null,
+    deletable(m) ? button("delete", "🗑 Delete", () => remove(m)) : null,
+  );
+}
+
+function pickerOf(m) {
+  const mine = myReaction(m);
+  return h(
+    "div",
+    { class: "emoji-picker", role: "group", "aria-label": "React with" },
+    REACTIONS.map((emoji) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: emoji === mine ? "mine" : "",
+          dataset: { emoji },
+          "aria-pressed": String(emoji === mine),
+          title: emoji === mine ? "Remove your reaction" : `React with ${emoji}`,
+          onclick: only(() => react(m, emoji)),
+        },
+        emoji,
+      ),
+    ),
+  );
+}
+
+// Above the composer's field: the message replied to or being edited, and a way out.
+function renderCompose() {
+  const bar = $("compose-context");
+  const compose = state.compose;
+  const message = compose && findMessage(compose.id);
+  $("send-button").textContent = compose?.mode === "edit" ? "Save" : "Send";
+  if (!compose || !message) {
+    bar.hidden = true;
+    bar.replaceChildren();
+    return;
+  }
+  bar.hidden = false;
+  bar.dataset.mode = compose.mode;
+  bar.dataset.id = compose.id;
+  const title = compose.mode === "edit" ? "Edit your message" : `Reply to ${senderLabel(message)}`;
+  bar.replaceChildren(
+    h("div", { class: "quote" }, h("b", {}, title), h("span", {}, snippet(message))),
+    h("button", { type: "button", class: "linkish", id: "compose-cancel", "aria-label": "Cancel", onclick: () => clearCompose() }, "✕"),
+  );
 }
 
 // ---------- search across shards ----------
@@ -803,7 +1487,7 @@ async function runSearch({ more = false } = {}) {
   if (more && state.search.next) params.set("cursor", state.search.next);
   state.search.busy = true;
   try {
-    const data = await api("GET", `/api/search?${params}`);
+    const data = await call("search", {}, { query: params });
     if ($("search-input").value.trim() !== q) return; // typed on meanwhile
     const before = more ? state.search.items : [];
     state.search = {
@@ -915,12 +1599,20 @@ function start() {
     button.addEventListener("click", () => act(button.dataset.action)),
   );
   $("composer").addEventListener("submit", send);
+  $("message-text").addEventListener("input", onTyping);
+  $("message-text").addEventListener("blur", stopTyping);
+  $("message-text").addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.compose) clearCompose();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) stopTyping();
+  });
   $("to-slot").addEventListener("change", (event) => {
     if (event.target.value) $("to-phone").value = phoneOf(event.target.value);
   });
   $("chats-refresh").addEventListener("click", () => loadChats());
   window.addEventListener("hashchange", route);
-  loadShards()
+  Promise.all([loadRoutes(), loadShards()])
     .then(loadAccounts)
     .then(() => {
       route();
