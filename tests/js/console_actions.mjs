@@ -1,0 +1,282 @@
+// An agent acting on messages in the console, in a real browser (headless Chromium through
+// playwright-core): A2 writes to A1; the agent on A1 replies to it, reacts (and takes the
+// reaction back, and reacts again), edits the reply, deletes a wrong message; A2 types.
+// Two pages: A1's (the agent) and A2's, open on the chat, which must follow live. After
+// each action the script also waits for A2's store (the master's data API) to show it.
+// One JSON line per step goes to stdout; the last but one names the messages' ids.
+//
+//   CHROMIUM=/usr/bin/chromium node console_actions.mjs <console url> <artifacts dir>
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, artifacts] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const WORD = `w${Date.now().toString(36)}`;
+const QUESTION = `Can you confirm order 1042? ${WORD}`;
+const REPLY = `Confirmed, it ships tomorow ${WORD}`;
+const EDITED = `Confirmed, it ships tomorrow ${WORD}`;
+const WRONG = `Meeting at 3pm (wrong chat) ${WORD}`;
+const A1_JID = "555101000000001@s.whatsapp.net";
+const A2_JID = "555101000000002@s.whatsapp.net";
+const STEP_MS = 20000;
+const started = Date.now();
+const print = (record) => process.stdout.write(JSON.stringify({ ms: Date.now() - started, ...record }) + "\n");
+
+mkdirSync(artifacts, { recursive: true });
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+const page = await context.newPage(); // the agent on A1
+const peer = await context.newPage(); // A2
+const consoleErrors = [];
+const presenceSent = []; // A2's presence requests: [state, ms]
+for (const [name, target] of [["A1", page], ["A2", peer]]) {
+  target.setDefaultTimeout(STEP_MS);
+  target.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(`${name}: ${message.text()}`);
+  });
+  target.on("pageerror", (error) => consoleErrors.push(`${name}: ${error}`));
+}
+peer.on("request", (request) => {
+  if (request.url().endsWith("/presence")) presenceSent.push([JSON.parse(request.postData()).state, Date.now()]);
+});
+
+async function shot(name, target = page) {
+  const path = join(artifacts, `${name}.png`);
+  await target.screenshot({ path });
+  print({ step: "screenshot", path });
+}
+
+async function step(name, body) {
+  const at = Date.now();
+  await body();
+  print({ step: name, took: Date.now() - at });
+}
+
+async function master(method, path, body) {
+  const answer = await fetch(new URL(path, url), {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return [answer.status, await answer.json()];
+}
+
+// The slot's messages with the other one, as its store has them (newest first).
+async function stored(slot, chat) {
+  const [status, page] = await master("GET", `/api/accounts/${slot}/conversations/${encodeURIComponent(chat)}/messages?limit=50`);
+  if (status !== 200) throw new Error(`${slot}'s messages: ${status} ${JSON.stringify(page)}`);
+  return page.items;
+}
+
+// Wait for A2's store to show what `test` looks for in its chat with A1.
+async function inA2(what, test) {
+  const until = Date.now() + STEP_MS;
+  let items = [];
+  while (Date.now() < until) {
+    items = await stored("A2", A1_JID);
+    if (test(items)) return items;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`A2's store never showed ${what}: ${JSON.stringify(items).slice(0, 2000)}`);
+}
+
+const bubble = (target, id) => target.locator(`#conversation .bubble[data-id="${id}"]`);
+
+// Choose a message (its actions show); choosing it again would close them.
+async function choose(id) {
+  if (!(await page.locator(`#conversation .bubble.chosen[data-id="${id}"]`).count())) await bubble(page, id).click();
+  await page.waitForSelector(`#conversation .bubble.chosen[data-id="${id}"] .bubble-actions`);
+}
+
+async function openChat(target, slot, chat) {
+  await target.goto(`${url}#/${slot}`);
+  await target.waitForSelector('#live[data-state="live"]');
+  await target.waitForFunction((s) => document.getElementById("slot-status").textContent === "Connected" && document.getElementById("slot-id").textContent === s, slot);
+  await target.click(`#chat-list .chat[data-chat="${chat}"]`);
+  await target.waitForSelector(`#chat-list .chat.current[data-chat="${chat}"]`);
+}
+
+const ids = {};
+
+async function flow() {
+  await step("A1 and A2 logged in", async () => {
+    await page.goto(url);
+    await page.waitForSelector('#live[data-state="live"]');
+    for (const slot of ["A1", "A2"]) {
+      await master("POST", `/api/accounts/${slot}/connect`);
+      const [, scanned] = await master("POST", `/api/accounts/${slot}/scan`);
+      if (scanned.status !== "CONNECTED") throw new Error(`${slot}: ${JSON.stringify(scanned)}`);
+      // Many messages to one chat in a minute: pace them as a demo would, not as a phone.
+      const fast = { perMinute: 600, burst: 50 };
+      const [paced] = await master("PUT", `/api/accounts/${slot}/pacing`, { session: fast, recipient: fast });
+      if (paced !== 200) throw new Error(`${slot}'s pacing: ${paced}`);
+    }
+  });
+
+  await step("A2 writes to A1", async () => {
+    await peer.goto(`${url}#/A2`);
+    await peer.waitForSelector('#live[data-state="live"]');
+    await peer.waitForFunction(() => document.getElementById("slot-status").textContent === "Connected");
+    await peer.selectOption("#to-slot", "A1");
+    await peer.fill("#message-text", QUESTION);
+    await peer.click("#send-button");
+    await peer.waitForSelector(`.bubble.out:not(.pending) >> text=${QUESTION}`);
+  });
+
+  await step("A1 opens the chat", async () => {
+    await openChat(page, "A1", A2_JID);
+    const question = page.locator(".bubble.in", { hasText: QUESTION });
+    await question.waitFor();
+    ids.question = await question.getAttribute("data-id");
+  });
+
+  await step("an incoming message can be replied to and reacted to, not edited or deleted", async () => {
+    await choose(ids.question);
+    const offered = await bubble(page, ids.question).locator(".bubble-actions .act").evaluateAll((found) => found.map((b) => b.dataset.act));
+    if (JSON.stringify(offered) !== JSON.stringify(["reply", "react"])) throw new Error(`offered: ${offered}`);
+  });
+
+  await step("A1 replies quoting A2's message", async () => {
+    await bubble(page, ids.question).locator('[data-act="reply"]').click();
+    const context = page.locator(`#compose-context[data-mode="reply"][data-id="${ids.question}"]`);
+    await context.waitFor();
+    if (!(await context.textContent()).includes(QUESTION)) throw new Error("the composer does not quote the message");
+    await page.fill("#message-text", REPLY);
+    await page.click("#send-button");
+    const reply = page.locator(`.bubble.out:not(.pending):has(.quote[data-quoted="${ids.question}"])`, { hasText: REPLY });
+    await reply.waitFor();
+    ids.reply = await reply.getAttribute("data-id");
+    const quoted = await reply.locator(".quote").textContent();
+    if (!quoted.includes(QUESTION)) throw new Error(`the quote shows ${quoted}`);
+    await page.waitForSelector("#compose-context", { state: "hidden" });
+    await inA2("the reply quoting the question", (items) =>
+      items.some((m) => m.wa_message_id === ids.reply && m.body === REPLY && m.quoted_id === ids.question),
+    );
+  });
+  await shot("21-a1-replied");
+
+  await step("A2 sees the reply's quote; clicking it shows the quoted message", async () => {
+    const quote = bubble(peer, ids.reply).locator(`.quote[data-quoted="${ids.question}"]`);
+    await quote.waitFor();
+    await peer.evaluate(() => (document.querySelector("#conversation .bubbles").scrollTop = 1e6));
+    await quote.click();
+    await peer.waitForSelector(`#conversation .bubble.flash[data-id="${ids.question}"]`);
+  });
+
+  await step("A1 reacts 👍 (own reaction highlighted) and A2 sees it", async () => {
+    await choose(ids.question);
+    await bubble(page, ids.question).locator('[data-act="react"]').click();
+    await bubble(page, ids.question).locator('.emoji-picker button[data-emoji="👍"]').click();
+    await bubble(page, ids.question).locator('.reaction.mine[data-emoji="👍"][data-count="1"]').waitFor();
+    await inA2("A1's 👍", (items) => {
+      const question = items.find((m) => m.wa_message_id === ids.question);
+      return question && question.reactions.length === 1 && question.reactions[0].emoji === "👍" && !question.reactions[0].from_me;
+    });
+    await bubble(peer, ids.question).locator('.reaction:not(.mine)[data-emoji="👍"][data-count="1"]').waitFor();
+  });
+  await shot("22-a1-reacted");
+  await shot("22-a2-sees-reaction", peer);
+
+  await step("clicking the own reaction again removes it, here and at A2", async () => {
+    await bubble(page, ids.question).locator('.reaction.mine[data-emoji="👍"]').click();
+    await bubble(page, ids.question).locator(".reaction").waitFor({ state: "detached" });
+    await inA2("no reaction left", (items) => items.find((m) => m.wa_message_id === ids.question)?.reactions.length === 0);
+    await bubble(peer, ids.question).locator(".reaction").waitFor({ state: "detached" });
+  });
+
+  await step("A1 reacts ❤️ from the picker", async () => {
+    await choose(ids.question);
+    await bubble(page, ids.question).locator('[data-act="react"]').click();
+    await bubble(page, ids.question).locator('.emoji-picker button[data-emoji="❤️"]').click();
+    await bubble(page, ids.question).locator('.reaction.mine[data-emoji="❤️"]').waitFor();
+    await inA2("A1's ❤️", (items) => items.find((m) => m.wa_message_id === ids.question)?.reactions[0]?.emoji === "❤️");
+    await bubble(peer, ids.question).locator('.reaction[data-emoji="❤️"]').waitFor();
+  });
+
+  await step("A1 edits its reply", async () => {
+    await choose(ids.reply);
+    await bubble(page, ids.reply).locator('[data-act="edit"]').click();
+    await page.waitForSelector(`#compose-context[data-mode="edit"][data-id="${ids.reply}"]`);
+    if ((await page.inputValue("#message-text")) !== REPLY) throw new Error("the composer does not hold the text to edit");
+    if ((await page.textContent("#send-button")) !== "Save") throw new Error("the button does not say Save");
+    await page.fill("#message-text", EDITED);
+    await page.click("#send-button");
+    await bubble(page, ids.reply).locator(".edited").waitFor();
+    await page.waitForFunction(
+      ([id, text]) => document.querySelector(`#conversation .bubble[data-id="${id}"]:not(.acting) p`)?.textContent === text,
+      [ids.reply, EDITED],
+    );
+    await inA2("the edited text", (items) => {
+      const reply = items.find((m) => m.wa_message_id === ids.reply);
+      return reply && reply.body === EDITED && reply.edited_at;
+    });
+    await bubble(peer, ids.reply).locator(".edited").waitFor();
+    await peer.waitForFunction(
+      ([id, text]) => document.querySelector(`#conversation .bubble[data-id="${id}"] > p`)?.textContent === text,
+      [ids.reply, EDITED],
+    );
+  });
+  await shot("23-a1-edited");
+
+  await step("A1 deletes a wrong message for everyone", async () => {
+    await page.fill("#message-text", WRONG);
+    await page.click("#send-button");
+    const wrong = page.locator(".bubble.out:not(.pending)", { hasText: WRONG });
+    await wrong.waitFor();
+    ids.wrong = await wrong.getAttribute("data-id");
+    await inA2("the wrong message", (items) => items.some((m) => m.wa_message_id === ids.wrong));
+    await bubble(peer, ids.wrong).waitFor();
+    await choose(ids.wrong);
+    let asked = "";
+    page.once("dialog", (dialog) => {
+      asked = dialog.message();
+      dialog.accept();
+    });
+    await bubble(page, ids.wrong).locator('[data-act="delete"]').click();
+    await bubble(page, ids.wrong).locator(".tombstone >> text=This message was deleted").waitFor();
+    if (!/for everyone/.test(asked)) throw new Error(`asked: ${asked}`);
+    await inA2("the tombstone", (items) => {
+      const gone = items.find((m) => m.wa_message_id === ids.wrong);
+      return gone && gone.deleted_at && gone.body === "";
+    });
+    await bubble(peer, ids.wrong).locator(".tombstone >> text=This message was deleted").waitFor();
+    if (await page.locator(`text=${WRONG}`).count()) throw new Error("A1 still shows the deleted text");
+  });
+  await shot("24-a1-deleted");
+
+  await step("A2 types: A1 sees typing…, then not once A2 leaves the field", async () => {
+    await peer.bringToFront();
+    await peer.click("#message-text");
+    const before = presenceSent.length;
+    await peer.type("#message-text", "Thanks!", { delay: 60 });
+    await page.waitForFunction(() => document.getElementById("presence")?.textContent === "typing…");
+    await shot("25-a1-sees-typing");
+    const typed = presenceSent.slice(before).map(([state]) => state);
+    // Seven keys in well under TYPING_EVERY_MS: one "typing" only (throttled).
+    if (JSON.stringify(typed) !== JSON.stringify(["typing"])) throw new Error(`A2 sent ${JSON.stringify(typed)}`);
+    await peer.locator("#message-text").blur();
+    await page.waitForFunction(() => document.getElementById("presence")?.textContent === "");
+    const after = presenceSent.slice(before).map(([state]) => state);
+    if (JSON.stringify(after) !== JSON.stringify(["typing", "paused"])) throw new Error(`A2 sent ${JSON.stringify(after)}`);
+  });
+
+  print({ step: "ids", ids, texts: { QUESTION, REPLY, EDITED, WRONG } });
+}
+
+try {
+  await flow();
+  if (consoleErrors.length) throw new Error(`errors in the page: ${consoleErrors.join(" | ")}`);
+  print({ step: "done", ok: true });
+  await browser.close();
+} catch (error) {
+  print({ step: "failed", error: String(error && error.stack ? error.stack : error), consoleErrors });
+  await page.screenshot({ path: join(artifacts, "failure-a1.png") }).catch(() => {});
+  await peer.screenshot({ path: join(artifacts, "failure-a2.png") }).catch(() => {});
+  await browser.close();
+  process.exit(1);
+}
