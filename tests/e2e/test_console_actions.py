@@ -21,12 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from wasp_master.app import API, all_routes
+from wasp_master.config import MasterConfig
+
 from tests.e2e.test_console import JS, TIMEOUT_S, chromium
 from tests.support.cluster import ROOT
 from tests.support.dev import start_dev
 from wasp.openapi import openapi
-from wasp_master.app import API, all_routes
-from wasp_master.config import MasterConfig
 
 APP_JS = ROOT / "master" / "wasp_master" / "console" / "app.js"
 ARTIFACTS = ROOT / "test-artifacts" / "console-actions"
@@ -103,16 +104,20 @@ def test_an_agent_replies_reacts_edits_deletes_and_sees_typing(tmp_path: Path) -
     ):
         assert wanted in names
     question, reply, wrong = at_a2[ids["question"]], at_a2[ids["reply"]], at_a2[ids["wrong"]]
-    assert question["direction"] == "out" and question["body"] == texts["QUESTION"]
+    assert question["direction"] == "out"
+    assert question["body"] == texts["QUESTION"]
     assert [(r["emoji"], r["from_me"]) for r in question["reactions"]] == [("❤️", False)]
     assert question["reactions"][0]["reactor"].split("@")[0] == A1.split("@")[0]
     assert at_a1[ids["question"]]["reactions"] == [
         {**at_a1[ids["question"]]["reactions"][0], "emoji": "❤️", "from_me": True}
     ]
-    assert reply["quoted_id"] == ids["question"] and reply["direction"] == "in"
-    assert reply["body"] == texts["EDITED"] and reply["edited_at"] is not None
+    assert reply["quoted_id"] == ids["question"]
+    assert reply["direction"] == "in"
+    assert reply["body"] == texts["EDITED"]
+    assert reply["edited_at"] is not None
     assert at_a1[ids["reply"]]["body"] == texts["EDITED"]
-    assert wrong["deleted_at"] is not None and wrong["body"] == ""
+    assert wrong["deleted_at"] is not None
+    assert wrong["body"] == ""
     assert at_a1[ids["wrong"]]["deleted_at"] is not None
     for shot in ("21-a1-replied", "22-a1-reacted", "22-a2-sees-reaction", "23-a1-edited"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot
