@@ -108,9 +108,12 @@ async function flow() {
     await page.goto(url);
     await page.waitForSelector('#live[data-state="live"]');
     for (const slot of ["A1", "A2"]) {
-      await master("POST", `/api/accounts/${slot}/connect`);
-      const [, scanned] = await master("POST", `/api/accounts/${slot}/scan`);
-      if (scanned.status !== "CONNECTED") throw new Error(`${slot}: ${JSON.stringify(scanned)}`);
+      const [, now] = await master("GET", `/api/accounts/${slot}/status`);
+      if (now.status !== "CONNECTED") {
+        await master("POST", `/api/accounts/${slot}/connect`);
+        const [, scanned] = await master("POST", `/api/accounts/${slot}/scan`);
+        if (scanned.status !== "CONNECTED") throw new Error(`${slot}: ${JSON.stringify(scanned)}`);
+      }
       // Many messages to one chat in a minute: pace them as a demo would, not as a phone.
       const fast = { perMinute: 600, burst: 50 };
       const [paced] = await master("PUT", `/api/accounts/${slot}/pacing`, { session: fast, recipient: fast });
@@ -255,14 +258,19 @@ async function flow() {
     const before = presenceSent.length;
     await peer.type("#message-text", "Thanks!", { delay: 60 });
     await page.waitForFunction(() => document.getElementById("presence")?.textContent === "typing…");
-    await shot("25-a1-sees-typing");
     const typed = presenceSent.slice(before).map(([state]) => state);
+    await shot("25-a1-sees-typing");
     // Seven keys in well under TYPING_EVERY_MS: one "typing" only (throttled).
     if (JSON.stringify(typed) !== JSON.stringify(["typing"])) throw new Error(`A2 sent ${JSON.stringify(typed)}`);
+    const left = Date.now();
     await peer.locator("#message-text").blur();
     await page.waitForFunction(() => document.getElementById("presence")?.textContent === "");
-    const after = presenceSent.slice(before).map(([state]) => state);
-    if (JSON.stringify(after) !== JSON.stringify(["typing", "paused"])) throw new Error(`A2 sent ${JSON.stringify(after)}`);
+    const after = presenceSent.slice(before);
+    if (JSON.stringify(after.map(([state]) => state)) !== JSON.stringify(["typing", "paused"])) {
+      throw new Error(`A2 sent ${JSON.stringify(after)}`);
+    }
+    // "paused" because A2 left the field, not because it was idle for TYPING_IDLE_MS.
+    if (after[1][1] - left > 1500) throw new Error(`paused ${after[1][1] - left} ms after the blur`);
   });
 
   print({ step: "ids", ids, texts: { QUESTION, REPLY, EDITED, WRONG } });

@@ -1240,7 +1240,7 @@ function showMessage(id) {
 }
 
 function messageBody(m) {
-  if (m.deleted_at) return h("p", { class: "tombstone" }, "🚫 This message was deleted");
+  if (m.deleted_at) return h("p", { class: "tombstone" }, "⊘ This message was deleted");
   const kind = kindOf(m);
   switch (kind) {
     case "text":
