@@ -520,7 +520,8 @@ function refreshSoon() {
 function onPresence(p) {
   if (p.slot !== state.selected || state.replaying) return;
   if (p.state === "typing" || p.state === "recording") {
-    state.presence = { slot: p.slot, chatId: p.chat_id, state: p.state, until: Date.now() + PRESENCE_SHOWN_MS };
+    const who = String(p.chat_id).endsWith("@g.us") ? chatLabel(String(p.sender || "")).title : "";
+    state.presence = { slot: p.slot, chatId: p.chat_id, state: p.state, who, until: Date.now() + PRESENCE_SHOWN_MS };
     setTimeout(renderPresence, PRESENCE_SHOWN_MS + 50);
   } else if (state.presence && state.presence.chatId === p.chat_id) {
     state.presence = null;
@@ -533,7 +534,9 @@ function renderPresence() {
   if (!node) return;
   const p = state.presence;
   const shown = p && p.slot === state.selected && p.chatId === state.chatId && Date.now() < p.until;
-  node.textContent = shown ? (p.state === "recording" ? "recording…" : "typing…") : "";
+  // In a group, who: "Ana is typing…"; in a direct chat the header already says who.
+  const doing = shown ? (p.state === "recording" ? "recording…" : "typing…") : "";
+  node.textContent = shown && p.who ? `${p.who} is ${doing}` : doing;
   node.dataset.state = shown ? p.state : "";
 }
 
@@ -875,6 +878,7 @@ function onTyping() {
   const slot = state.selected;
   const chatId = state.chatId;
   if (!slot || !chatId || typing.unsupported || !offered("presence") || statusOf(slot) !== "CONNECTED") return;
+  if (state.compose?.mode === "edit") return; // correcting a sent message is not writing one
   if (!$("message-text").value) return stopTyping();
   clearTimeout(typing.idle);
   typing.idle = setTimeout(stopTyping, TYPING_IDLE_MS);
