@@ -87,9 +87,10 @@ async function inA2(what, test) {
 
 const bubble = (target, id) => target.locator(`#conversation .bubble[data-id="${id}"]`);
 
-// Choose a message (its actions show); choosing it again would close them.
+// Choose a message (its actions show); choosing it again would close them. Clicked on its
+// time line: the middle of a reply is its quote, which shows the quoted message instead.
 async function choose(id) {
-  if (!(await page.locator(`#conversation .bubble.chosen[data-id="${id}"]`).count())) await bubble(page, id).click();
+  if (!(await page.locator(`#conversation .bubble.chosen[data-id="${id}"]`).count())) await bubble(page, id).locator(".meta").click();
   await page.waitForSelector(`#conversation .bubble.chosen[data-id="${id}"] .bubble-actions`);
 }
 
