@@ -101,6 +101,7 @@ def test_an_agent_replies_reacts_edits_deletes_and_sees_typing(tmp_path: Path) -
         "A1 edits its reply",
         "A1 deletes a wrong message for everyone",
         "A2 types: A1 sees typing…, then not once A2 leaves the field",
+        "A2 sends a location, a contact card, a poll, a voice note, a sticker; A1 sees each",
     ):
         assert wanted in names
     question, reply, wrong = at_a2[ids["question"]], at_a2[ids["reply"]], at_a2[ids["wrong"]]
@@ -121,5 +122,5 @@ def test_an_agent_replies_reacts_edits_deletes_and_sees_typing(tmp_path: Path) -
     assert at_a1[ids["wrong"]]["deleted_at"] is not None
     for shot in ("21-a1-replied", "22-a1-reacted", "22-a2-sees-reaction", "23-a1-edited"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot
-    for shot in ("24-a1-deleted", "25-a1-sees-typing"):
+    for shot in ("24-a1-deleted", "25-a1-sees-typing", "26-a1-kinds"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, shot
