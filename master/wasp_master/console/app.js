@@ -177,9 +177,11 @@ function senderLabel(m) {
   return m.push_name || chatLabel(String(m.sender || state.chatId || "")).title;
 }
 
+// A contact card's number, international with its +: the item's `phone`, else its vCard's TEL.
 function phoneOfCard(card) {
   const tel = /TEL[^:\n]*:([^\r\n]+)/i.exec(card.vcard || "");
-  return card.phone || (tel ? tel[1].trim() : "");
+  const phone = String(card.phone || (tel ? tel[1].trim() : ""));
+  return /^[0-9]+$/.test(phone) ? "+" + phone : phone;
 }
 
 const optionName = (option) => (typeof option === "string" ? option : option?.name || "");
