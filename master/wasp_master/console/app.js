@@ -755,6 +755,9 @@ async function send(event) {
     const data = await call("send", { slot }, { body });
     const message = data.message;
     state.pending.push({ ...message, slot, body: text, state: message.state, quoted_id: replyTo });
+    // The queue may have sent it before this answer came: its status event waited here.
+    const early = finished.get(`${slot}/${message.id}`);
+    if (early) onMessageStatus(early);
     $("message-text").value = "";
     if (replyTo) state.compose = null;
     if (state.chatId !== message.to) {
