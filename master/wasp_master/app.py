@@ -251,7 +251,13 @@ ACCESS: dict[tuple[str, str], Operation] = {
 }
 
 MASTER_ROUTES = [
-    Route("GET", "/health", health, "Master health and every shard's range and reachability"),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Master health and every shard's range and reachability",
+        name="health",
+    ),
     Route(
         "POST",
         "/internal/emit",
@@ -259,21 +265,25 @@ MASTER_ROUTES = [
         "A worker's live event (needs x-master-token when one is configured)",
         body=EmitRequest,
         responses=(200, 400, 413),
+        name="internalEmit",
     ),
-    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity"),
+    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity", name="shards"),
     Route(
         "GET",
         "/api/status",
         status,
         "Every shard: whether its worker answers, and its store's figures (counts, bytes "
         "on disk, last write, last change); unscoped keys only",
+        name="fleetStatus",
     ),
     *across.ROUTES,
     *[
         route
         for kind in KINDS
         for route in (
-            Route("GET", f"/api/{kind}", read_config, f"The shared {kind} list"),
+            Route(
+                "GET", f"/api/{kind}", read_config, f"The shared {kind} list", name=f"{kind}List"
+            ),
             Route(
                 "PUT",
                 f"/api/{kind}",
@@ -281,10 +291,17 @@ MASTER_ROUTES = [
                 f"Replace the shared {kind} list (validated, written atomically)",
                 body=LISTS[kind],
                 responses=(200, 400, 409, 413),
+                name=f"set{kind.capitalize()}List",
             ),
         )
     ],
-    Route("GET", "/api/webhooks", read_webhooks, "Webhook subscriptions, secrets masked"),
+    Route(
+        "GET",
+        "/api/webhooks",
+        read_webhooks,
+        "Webhook subscriptions, secrets masked",
+        name="webhooks",
+    ),
     Route(
         "PUT",
         "/api/webhooks",
@@ -293,6 +310,7 @@ MASTER_ROUTES = [
         "`secrets` holds the secrets generated now, shown this once",
         body=WebhooksWrite,
         responses=(200, 400, 403, 409, 413),
+        name="setWebhooks",
     ),
     *proxy_credentials.ROUTES,
 ]

@@ -166,6 +166,7 @@ ROUTES = [
         PATH,
         read_credentials,
         "Slots with proxy credentials, and their user names (never a password)",
+        name="proxyCredentials",
     ),
     Route(
         "PUT",
@@ -176,6 +177,7 @@ ROUTES = [
         body=Credentials,
         params={"slot": SlotId},
         responses=(200, 400, 409, 413),
+        name="setProxyCredentials",
     ),
     Route(
         "DELETE",
@@ -184,5 +186,6 @@ ROUTES = [
         "Remove a slot's proxy credentials",
         params={"slot": SlotId},
         responses=(200, 400, 409),
+        name="removeProxyCredentials",
     ),
 ]
