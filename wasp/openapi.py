@@ -56,6 +56,7 @@ class Route:
     params: Mapping[str, Any] = field(default_factory=dict)  # path parameter -> its type
     responses: tuple[int, ...] = (200,)
     security: tuple[str, ...] = ()  # ApiInfo.security_schemes, any one of them suffices
+    name: str | None = None  # the document's operationId: what clients (the console) call it by
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Endpoint:
             self.params,
             self.responses,
             self.security,
+            self.name,
         )
 
 
@@ -203,8 +205,14 @@ def openapi(routes: Sequence[Route | Endpoint], info: ApiInfo) -> dict[str, Any]
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
     used_schemes: set[str] = set()
+    named: set[str] = set()
     for route in routes:
         operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        if route.name is not None:
+            if route.name in named:
+                raise ValueError(f"operation {route.name!r} declared twice")
+            named.add(route.name)
+            operation["operationId"] = route.name
         parameters = _parameters(route)
         if parameters:
             operation["parameters"] = parameters
