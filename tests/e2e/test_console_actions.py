@@ -5,8 +5,8 @@ for everyone; A2 types and A1 sees "typing…". A1's page shows each, A2's page 
 the chat) follows live, and the script waits for A2's store to show each. Afterwards the
 stores of both slots are read here, through the master's API, for the end state.
 
-And the console's calls derive from the route table: every operation it names is in the
-master's generated OpenAPI document, and it writes no API path anywhere else.
+And the console's calls derive from the route table: it names each operation as the table
+does (its operationId in the master's generated OpenAPI document), and writes no API path.
 Screenshots land in test-artifacts/console-actions/."""
 
 from __future__ import annotations
@@ -35,28 +35,43 @@ A1 = "555101000000001@s.whatsapp.net"
 A2 = "555101000000002@s.whatsapp.net"
 
 
-def console_routes() -> tuple[dict[str, tuple[str, str]], str]:
-    """The ROUTES table of app.js (name -> method, path) and the script without it."""
+def console_operations() -> tuple[list[str], dict[str, tuple[str, str]], str]:
+    """app.js's OPERATIONS (names), its UNNAMED (name -> method, path) and the script
+    without the UNNAMED table."""
     source = APP_JS.read_text()
-    block = re.search(r"^const ROUTES = \{\n(.*?)^\};\n", source, re.M | re.S)
-    assert block is not None, "app.js has no ROUTES table"
-    entries = re.findall(r'^\s+(\w+): \["([A-Z]+)", "([^"]+)"\],$', block.group(1), re.M)
+    names = re.search(r"^const OPERATIONS = \[\n(.*?)^\];\n", source, re.M | re.S)
+    assert names is not None, "app.js has no OPERATIONS list"
+    operations = re.findall(r'^  "(\w+)",$', names.group(1), re.M)
+    assert len(operations) == len(names.group(1).strip().splitlines()), "an entry not parsed"
+    block = re.search(r"^const UNNAMED = \{\n(.*?)^\};\n", source, re.M | re.S)
+    assert block is not None, "app.js has no UNNAMED table"
+    entries = re.findall(r'^  (\w+): \["([A-Z]+)", "([^"]+)"\],$', block.group(1), re.M)
     assert len(entries) == len(block.group(1).strip().splitlines()), "an entry not parsed"
     rest = source[: block.start()] + source[block.end() :]
-    return {name: (method, path) for name, method, path in entries}, rest
+    return operations, {name: (method, path) for name, method, path in entries}, rest
 
 
-def test_the_console_calls_only_operations_of_the_route_table() -> None:
-    routes, rest = console_routes()
+def test_the_console_calls_operations_by_their_names_in_the_route_table() -> None:
+    operations, unnamed, rest = console_operations()
     document = openapi(all_routes(MasterConfig()), API)
-    declared = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
-    for name, (method, path) in routes.items():
-        assert (method, path) in declared, f"console {name}: {method} {path} is not in the API"
-    for action in ("react", "edit", "delete", "presence", "send", "openChat", "media"):
-        assert action in routes
-    # No path of the API written in code outside the table (comments may name them).
+    named = {
+        operation["operationId"]
+        for item in document["paths"].values()
+        for operation in item.values()
+        if "operationId" in operation
+    }
+    for name in operations:
+        assert name in named, f"the console calls {name}, which the master does not declare"
+    for name in ("react", "editMessage", "deleteMessage", "setPresence", "send", "media"):
+        assert name in operations
+    # Found by method and path only while the table has no name for it: once it has one,
+    # the console must use it.
+    for name, (method, path) in unnamed.items():
+        operation = document["paths"][path][method.lower()]
+        assert "operationId" not in operation, f"{name} is {operation['operationId']} now"
+    # No path of the API written in code anywhere else (comments may name them).
     literals = re.findall(r"[\"'`]/api/[^\"'`]*", rest)
-    assert not literals, f"app.js names API paths outside ROUTES: {literals}"
+    assert not literals, f"app.js names API paths: {literals}"
 
 
 def get(base: str, path: str) -> Any:

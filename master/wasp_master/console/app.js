@@ -10,9 +10,8 @@
 // reload or a lost connection rebuilds the same picture. No framework: a few
 // DOM helpers and text nodes only (message bodies are never parsed as HTML).
 //
-// Every operation it calls is named in ROUTES by the method and path template the
-// master's route table declares; the page reads the master's OpenAPI document (generated
-// from that table) and offers only the operations it finds there.
+// It calls each operation by the name the master's route table gives it (OPERATIONS),
+// finding its method and path in the master's OpenAPI document, generated from that table.
 "use strict";
 
 const KEY_STORAGE = "wasp.apiKey";
@@ -27,28 +26,31 @@ const TYPING_EVERY_MS = 4000;
 const TYPING_IDLE_MS = 5000;
 const PRESENCE_SHOWN_MS = 25000;
 
-// The operations this page calls: method and path template exactly as the master's route
-// table (and so its /openapi.json) declares them. tests/e2e/test_console_actions.py holds
-// every entry to the generated document.
-const ROUTES = {
-  shards: ["GET", "/api/shards"],
-  accounts: ["GET", "/api/accounts"],
-  search: ["GET", "/api/search"],
-  status: ["GET", "/api/accounts/{slot}/status"],
-  connect: ["POST", "/api/accounts/{slot}/connect"],
-  scan: ["POST", "/api/accounts/{slot}/scan"],
-  destroy: ["POST", "/api/accounts/{slot}/destroy"],
-  logout: ["POST", "/api/accounts/{slot}/logout"],
-  chats: ["GET", "/api/accounts/{slot}/chats"],
-  conversations: ["GET", "/api/accounts/{slot}/conversations"],
-  openChat: ["POST", "/api/accounts/{slot}/openChat"],
-  send: ["POST", "/api/accounts/{slot}/send"],
-  media: ["GET", "/api/accounts/{slot}/media/{name}"],
-  react: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/reaction"],
-  edit: ["PATCH", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"],
-  delete: ["DELETE", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"],
-  vote: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/vote"],
-  presence: ["POST", "/api/accounts/{slot}/conversations/{chat_id}/presence"],
+// The operations this page calls, by the name the master's route table gives each one (its
+// operationId in /openapi.json): the page reads that document once and takes each one's
+// method and path from it, so a path changed in the table moves the console with it, and
+// an operation the master does not document is not offered. The search across shards has
+// no name in the table yet: it is found by its documented method and path.
+const OPERATIONS = [
+  "shards",
+  "accountsList",
+  "status",
+  "connect",
+  "scan",
+  "destroy",
+  "logout",
+  "chats",
+  "conversations",
+  "openChat",
+  "send",
+  "media",
+  "react",
+  "editMessage",
+  "deleteMessage",
+  "setPresence",
+];
+const UNNAMED = {
+  searchAcrossShards: ["GET", "/api/search"],
 };
 
 const state = {
@@ -65,7 +67,7 @@ const state = {
   messages: [],
   pending: [], // messages sent from this page, not yet in the chat: {id, waMessageId, to, body, state}
   actions: [], // reactions, edits, deletes and votes queued from this page: {id, slot, chatId}
-  documented: null, // "METHOD path" of every operation in /openapi.json, once read
+  routes: null, // name -> [method, path template] of OPERATIONS, from /openapi.json once read
   chosen: null, // wa_message_id of the message whose actions are shown
   picking: null, // wa_message_id whose emoji picker is open
   compose: null, // {mode: "reply" | "edit", id: wa_message_id} while replying or editing
@@ -226,10 +228,10 @@ const myReaction = (m) => (m.reactions || []).find((r) => r.from_me && r.emoji)?
 
 function editable(m) {
   const young = Date.now() / 1000 - (m.timestamp || 0) < EDIT_WINDOW_S;
-  return isOwn(m) && !m.deleted_at && kindOf(m) === "text" && young && offered("edit");
+  return isOwn(m) && !m.deleted_at && kindOf(m) === "text" && young && offered("editMessage");
 }
 
-const deletable = (m) => isOwn(m) && !m.deleted_at && offered("delete");
+const deletable = (m) => isOwn(m) && !m.deleted_at && offered("deleteMessage");
 
 function statusOf(slot) {
   return state.sessions.get(slot)?.status || "OFF";
@@ -287,9 +289,42 @@ async function api(method, path, body) {
   return data || {};
 }
 
-// An operation of ROUTES by name: its method and path, the parameters filled in (encoded).
-function fill(name, params) {
-  const [method, template] = ROUTES[name];
+// The master's operations by name, from its OpenAPI document (read once; again after a failure).
+let routesRead = null;
+function loadRoutes() {
+  routesRead ??= fetch("/openapi.json", { headers: { accept: "application/json" } })
+    .then((response) => {
+      if (!response.ok) throw new Error(String(response.status));
+      return response.json();
+    })
+    .then((doc) => {
+      const unnamed = new Map(Object.entries(UNNAMED).map(([name, route]) => [route.join(" "), name]));
+      const routes = new Map();
+      for (const [path, item] of Object.entries(doc.paths || {})) {
+        for (const [method, operation] of Object.entries(item)) {
+          const route = [method.toUpperCase(), path];
+          const name = operation.operationId || unnamed.get(route.join(" "));
+          if (name) routes.set(name, route);
+        }
+      }
+      state.routes = routes;
+    })
+    .catch((error) => {
+      routesRead = null;
+      throw new ApiError(0, `cannot read the master's API document (${error.message})`);
+    });
+  return routesRead;
+}
+
+// Whether the master documents an operation (false until its document is read).
+const offered = (name) => Boolean(state.routes && state.routes.has(name));
+
+// An operation by name: its method and path, the path's parameters filled in (encoded).
+async function fill(name, params) {
+  await loadRoutes();
+  const route = state.routes.get(name);
+  if (!route) throw new ApiError(0, `the master has no operation ${name}`);
+  const [method, template] = route;
   const path = template.replace(/\{(\w+)\}/g, (_, key) => {
     if (params[key] === undefined || params[key] === null) throw new ApiError(0, `${name}: no ${key}`);
     return encodeURIComponent(params[key]);
@@ -297,8 +332,8 @@ function fill(name, params) {
   return [method, path];
 }
 
-function call(name, params = {}, { body, query } = {}) {
-  const [method, path] = fill(name, params);
+async function call(name, params = {}, { body, query } = {}) {
+  const [method, path] = await fill(name, params);
   const search = query ? `?${new URLSearchParams(query)}` : "";
   return api(method, path + search, body);
 }
@@ -306,7 +341,7 @@ function call(name, params = {}, { body, query } = {}) {
 // A stored media file as a blob: URL (an <img> or <audio> cannot send the API key), kept.
 const blobs = new Map();
 async function mediaUrl(slot, name) {
-  const [, path] = fill("media", { slot, name });
+  const [, path] = await fill("media", { slot, name });
   if (!blobs.has(path)) {
     const key = localStorage.getItem(KEY_STORAGE);
     const response = await fetch(path, { headers: key ? { "x-api-key": key } : {} });
@@ -314,25 +349,6 @@ async function mediaUrl(slot, name) {
     blobs.set(path, URL.createObjectURL(await response.blob()));
   }
   return blobs.get(path);
-}
-
-// Whether the master documents an operation (its OpenAPI document, read once at start).
-function offered(name) {
-  return Boolean(state.documented && state.documented.has(ROUTES[name].join(" ")));
-}
-
-async function loadRoutes() {
-  try {
-    const response = await fetch("/openapi.json", { headers: { accept: "application/json" } });
-    const doc = await response.json();
-    const found = new Set();
-    for (const [path, item] of Object.entries(doc.paths || {})) {
-      for (const method of Object.keys(item)) found.add(`${method.toUpperCase()} ${path}`);
-    }
-    state.documented = found;
-  } catch (error) {
-    state.documented = new Set();
-  }
 }
 
 const newKey = () => `console-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
@@ -385,7 +401,7 @@ async function loadShards() {
 
 async function loadAccounts() {
   try {
-    const data = await call("accounts");
+    const data = await call("accountsList");
     state.accounts = new Map((data.accounts || []).map((a) => [a.slot, a]));
   } catch (error) {
     return;
@@ -828,7 +844,7 @@ async function saveEdit(slot, text) {
   $("send-button").disabled = true;
   try {
     const body = { text, idempotency_key: newKey() };
-    const data = await call("edit", { slot, chat_id: chatId, message_id: id }, { body });
+    const data = await call("editMessage", { slot, chat_id: chatId, message_id: id }, { body });
     if (message) Object.assign(message, { body: text, edited_at: Date.now() / 1000, acting: true });
     clearCompose();
     track(data, slot, chatId);
@@ -864,7 +880,7 @@ async function remove(m) {
   const chatId = state.chatId;
   state.chosen = null;
   try {
-    const data = await call("delete", { slot, chat_id: chatId, message_id: m.wa_message_id });
+    const data = await call("deleteMessage", { slot, chat_id: chatId, message_id: m.wa_message_id });
     m.acting = true;
     if (state.compose?.id === m.wa_message_id) clearCompose();
     track(data, slot, chatId);
@@ -882,7 +898,7 @@ const typing = { active: false, sentAt: 0, idle: 0, slot: null, chatId: null, un
 function onTyping() {
   const slot = state.selected;
   const chatId = state.chatId;
-  if (!slot || !chatId || typing.unsupported || !offered("presence") || statusOf(slot) !== "CONNECTED") return;
+  if (!slot || !chatId || typing.unsupported || !offered("setPresence") || statusOf(slot) !== "CONNECTED") return;
   if (state.compose?.mode === "edit") return; // correcting a sent message is not writing one
   if (!$("message-text").value) return stopTyping();
   clearTimeout(typing.idle);
@@ -903,7 +919,7 @@ function stopTyping() {
 
 async function sendPresence(slot, chatId, presence) {
   try {
-    await call("presence", { slot, chat_id: chatId }, { body: { state: presence } });
+    await call("setPresence", { slot, chat_id: chatId }, { body: { state: presence } });
   } catch (error) {
     if (error.status === 501) typing.unsupported = true;
   }
@@ -1496,7 +1512,7 @@ async function runSearch({ more = false } = {}) {
   if (more && state.search.next) params.set("cursor", state.search.next);
   state.search.busy = true;
   try {
-    const data = await call("search", {}, { query: params });
+    const data = await call("searchAcrossShards", {}, { query: params });
     if ($("search-input").value.trim() !== q) return; // typed on meanwhile
     const before = more ? state.search.items : [];
     state.search = {
@@ -1621,7 +1637,7 @@ function start() {
   });
   $("chats-refresh").addEventListener("click", () => loadChats());
   window.addEventListener("hashchange", route);
-  Promise.all([loadRoutes(), loadShards()])
+  loadShards()
     .then(loadAccounts)
     .then(() => {
       route();
