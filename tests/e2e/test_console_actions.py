@@ -69,6 +69,12 @@ def test_the_console_calls_operations_by_their_names_in_the_route_table() -> Non
     for name, (method, path) in unnamed.items():
         operation = document["paths"][path][method.lower()]
         assert "operationId" not in operation, f"{name} is {operation['operationId']} now"
+    # Every name the script calls is listed (the page refuses others); actions by variable
+    # (`call(action, ...)`) are the slot buttons' data-action names.
+    called = set(re.findall(r"\b(?:call|offered|fill)\(\"(\w+)\"", rest))
+    assert called <= {*operations, *unnamed}, called - {*operations, *unnamed}
+    index = (APP_JS.parent / "index.html").read_text()
+    assert set(re.findall(r'data-action="(\w+)"', index)) <= set(operations)
     # No path of the API written in code anywhere else (comments may name them).
     literals = re.findall(r"[\"'`]/api/[^\"'`]*", rest)
     assert not literals, f"app.js names API paths: {literals}"

@@ -316,11 +316,15 @@ function loadRoutes() {
   return routesRead;
 }
 
+// Only the operations listed above: the test holds each of them to the route table.
+const listed = (name) => OPERATIONS.includes(name) || Object.hasOwn(UNNAMED, name);
+
 // Whether the master documents an operation (false until its document is read).
-const offered = (name) => Boolean(state.routes && state.routes.has(name));
+const offered = (name) => listed(name) && Boolean(state.routes && state.routes.has(name));
 
 // An operation by name: its method and path, the path's parameters filled in (encoded).
 async function fill(name, params) {
+  if (!listed(name)) throw new ApiError(0, `${name} is not one of the console's operations`);
   await loadRoutes();
   const route = state.routes.get(name);
   if (!route) throw new ApiError(0, `the master has no operation ${name}`);
