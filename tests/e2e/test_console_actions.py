@@ -123,6 +123,7 @@ def test_an_agent_replies_reacts_edits_deletes_and_sees_typing(tmp_path: Path) -
         "A1 deletes a wrong message for everyone",
         "A2 types: A1 sees typing…, then not once A2 leaves the field",
         "A2 sends a location, a contact card, a poll, a voice note, a sticker; A1 sees each",
+        "past WhatsApp's 15 minutes a sent message offers no Edit, still Delete",
     ):
         assert wanted in names
     question, reply, wrong = at_a2[ids["question"]], at_a2[ids["reply"]], at_a2[ids["wrong"]]

@@ -315,6 +315,28 @@ async function flow() {
     if (after[1][1] - left > 1500) throw new Error(`paused ${after[1][1] - left} ms after the blur`);
   });
 
+  await step("past WhatsApp's 15 minutes a sent message offers no Edit, still Delete", async () => {
+    // A page of its own whose clock the test moves (the page reads Date.now()).
+    const later = await context.newPage();
+    later.setDefaultTimeout(STEP_MS);
+    later.on("pageerror", (error) => consoleErrors.push(`A1 later: ${error}`));
+    await later.clock.install();
+    await openChat(later, "A1", A2_JID);
+    const acts = async () => {
+      const mine = bubble(later, ids.reply);
+      if (!(await later.locator(`#conversation .bubble.chosen[data-id="${ids.reply}"]`).count())) await mine.locator(".meta").click();
+      await mine.locator(".bubble-actions").waitFor();
+      return mine.locator(".bubble-actions .act").evaluateAll((found) => found.map((b) => b.dataset.act));
+    };
+    const now = await acts();
+    if (JSON.stringify(now) !== JSON.stringify(["reply", "react", "edit", "delete"])) throw new Error(`now: ${now}`);
+    await later.clock.setSystemTime(Date.now() + 15 * 60 * 1000 + 5000);
+    await bubble(later, ids.reply).locator(".meta").click(); // closes the actions ...
+    const past = await acts(); // ... and opens them again, drawn at the new time
+    if (JSON.stringify(past) !== JSON.stringify(["reply", "react", "delete"])) throw new Error(`past: ${past}`);
+    await later.close();
+  });
+
   print({ step: "ids", ids, texts: { QUESTION, REPLY, EDITED, WRONG } });
 }
 
