@@ -180,6 +180,8 @@ async function flow() {
     await bubble(page, ids.question).locator('[data-act="react"]').click();
     await bubble(page, ids.question).locator('.emoji-picker button[data-emoji="👍"]').click();
     await bubble(page, ids.question).locator('.reaction.mine[data-emoji="👍"][data-count="1"]').waitFor();
+    // ... and once A1's store has it (the queue sent it), as the store says: A1's own.
+    await bubble(page, ids.question).locator('.reaction.mine:not(.pending)[data-emoji="👍"][data-count="1"]').waitFor();
     await inA2("A1's 👍", (items) => {
       const question = items.find((m) => m.wa_message_id === ids.question);
       return question && question.reactions.length === 1 && question.reactions[0].emoji === "👍" && !question.reactions[0].from_me;
@@ -200,7 +202,7 @@ async function flow() {
     await choose(ids.question);
     await bubble(page, ids.question).locator('[data-act="react"]').click();
     await bubble(page, ids.question).locator('.emoji-picker button[data-emoji="❤️"]').click();
-    await bubble(page, ids.question).locator('.reaction.mine[data-emoji="❤️"]').waitFor();
+    await bubble(page, ids.question).locator('.reaction.mine:not(.pending)[data-emoji="❤️"]').waitFor();
     await inA2("A1's ❤️", (items) => items.find((m) => m.wa_message_id === ids.question)?.reactions[0]?.emoji === "❤️");
     await bubble(peer, ids.question).locator('.reaction[data-emoji="❤️"]').waitFor();
   });
@@ -313,6 +315,12 @@ async function flow() {
     }
     // "paused" because A2 left the field, not because it was idle for TYPING_IDLE_MS.
     if (after[1][1] - left > 1500) throw new Error(`paused ${after[1][1] - left} ms after the blur`);
+    // Recording a voice note shows too (A2's presence through the API this time).
+    const presence = `/api/accounts/A2/conversations/${encodeURIComponent(A1_JID)}/presence`;
+    await master("POST", presence, { state: "recording" });
+    await page.waitForFunction(() => document.getElementById("presence")?.textContent === "recording…");
+    await master("POST", presence, { state: "paused" });
+    await page.waitForFunction(() => document.getElementById("presence")?.textContent === "");
   });
 
   await step("past WhatsApp's 15 minutes a sent message offers no Edit, still Delete", async () => {

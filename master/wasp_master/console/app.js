@@ -216,9 +216,10 @@ function reactionGroups(m) {
   const groups = new Map();
   for (const r of m.reactions || []) {
     if (!r.emoji) continue;
-    const group = groups.get(r.emoji) || { emoji: r.emoji, count: 0, mine: false };
+    const group = groups.get(r.emoji) || { emoji: r.emoji, count: 0, mine: false, pending: false };
     group.count += 1;
     group.mine = group.mine || Boolean(r.from_me);
+    group.pending = group.pending || Boolean(r.pending); // shown before the store has it
     groups.set(r.emoji, group);
   }
   return [...groups.values()];
@@ -1397,7 +1398,7 @@ function reactionsOf(m) {
         "button",
         {
           type: "button",
-          class: `reaction${group.mine ? " mine" : ""}`,
+          class: `reaction${group.mine ? " mine" : ""}${group.pending ? " pending" : ""}`,
           dataset: { emoji: group.emoji, count: String(group.count) },
           "aria-pressed": String(group.mine),
           title: group.mine ? "Your reaction: click to remove it" : "React with this too",
