@@ -1426,7 +1426,7 @@ function actionsOf(m) {
         }, { "aria-expanded": String(state.picking === m.wa_message_id) })
       : null,
     editable(m) ? button("edit", "✎ Edit", () => startEdit(m)) : null,
-    deletable(m) ? button("delete", "🗑 Delete", () => remove(m)) : null,
+    deletable(m) ? button("delete", "✕ Delete", () => remove(m)) : null,
   );
 }
 
