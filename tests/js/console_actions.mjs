@@ -247,14 +247,16 @@ async function flow() {
       dialog.accept();
     });
     await bubble(page, ids.wrong).locator('[data-act="delete"]').click();
-    await bubble(page, ids.wrong).locator(".tombstone >> text=This message was deleted").waitFor();
+    await page.locator(`#conversation .bubble[data-id="${ids.wrong}"]:not(.acting) .tombstone >> text=This message was deleted`).waitFor();
     if (!/for everyone/.test(asked)) throw new Error(`asked: ${asked}`);
     await inA2("the tombstone", (items) => {
       const gone = items.find((m) => m.wa_message_id === ids.wrong);
       return gone && gone.deleted_at && gone.body === "";
     });
     await bubble(peer, ids.wrong).locator(".tombstone >> text=This message was deleted").waitFor();
-    if (await page.locator(`text=${WRONG}`).count()) throw new Error("A1 still shows the deleted text");
+    // Nowhere on A1's page any more: not in the chat, not as the chat list's last message.
+    await page.waitForFunction((text) => !document.body.innerText.includes(text), WRONG);
+    await page.waitForSelector(`#chat-list .chat[data-chat="${A2_JID}"] .chat-preview >> text=You: This message was deleted`);
   });
   await shot("24-a1-deleted");
 
