@@ -111,6 +111,7 @@ async function flow() {
   await step("A1 and A2 logged in", async () => {
     await page.goto(url);
     await page.waitForSelector('#live[data-state="live"]');
+    await page.waitForSelector('article.shard[data-shard="w1"] .pill.h-running');
     for (const slot of ["A1", "A2"]) {
       const [, now] = await master("GET", `/api/accounts/${slot}/status`);
       if (now.status !== "CONNECTED") {

@@ -393,6 +393,7 @@ function setupKeyDialog() {
 // ---------- loading ----------
 
 async function loadShards() {
+  const wasRunning = Boolean(state.selected && shardOf(state.selected)?.running);
   try {
     const data = await call("shards");
     state.shards = data.shards || [];
@@ -401,6 +402,9 @@ async function loadShards() {
     if (!state.loaded) $("shards-empty").textContent = `Cannot load shards: ${error.message}`;
     return;
   }
+  // A slot opened before its worker answered (a page loaded as the fleet starts) has no
+  // chats yet: read them once its shard runs.
+  if (!wasRunning && state.selected && shardOf(state.selected)?.running) loadChats();
   render();
 }
 
