@@ -66,7 +66,7 @@ const state = {
   search: { q: "", items: [], next: null, partial: [], busy: false },
   messages: [],
   pending: [], // messages sent from this page, not yet in the chat: {id, waMessageId, to, body, state}
-  actions: [], // reactions, edits, deletes and votes queued from this page: {id, slot, chatId}
+  actions: [], // reactions, edits and deletes queued from this page: {id, slot, chatId}
   routes: null, // name -> [method, path template] of OPERATIONS, from /openapi.json once read
   chosen: null, // wa_message_id of the message whose actions are shown
   picking: null, // wa_message_id whose emoji picker is open
