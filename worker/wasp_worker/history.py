@@ -23,6 +23,7 @@ read marks (`mark_read`, whose receipts the caller sends).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -97,6 +98,8 @@ _KEYS = (
     "media_name",
     "edited_at",
     "deleted_at",
+    "quoted_id",
+    "payload",
     "slot",
 )
 _FIELDS = ", ".join(_KEYS)
@@ -104,12 +107,25 @@ _FIELDS = ", ".join(_KEYS)
 # (version 8 added `id`, the type, the media's metadata, edits and tombstones).
 V3_COLUMNS = ("slot", *_KEYS[: _KEYS.index("from_me") + 1], "sender_jid")
 _INSERTED = (*_KEYS[: _KEYS.index("from_me") + 1], "message_type", "media_mime", "media_size")
+# What an inbound message carries besides its body and media, stored as `payload` JSON.
+PAYLOAD_KEYS = ("mentions", "location", "contacts", "poll")
+
+
+def payload_of(fields: dict[str, Any]) -> str | None:
+    """The `payload` column of a message's fields: those of `PAYLOAD_KEYS` it has (not
+    empty), as JSON; None when it has none (a plain text or media message)."""
+    found = {key: fields[key] for key in PAYLOAD_KEYS if fields.get(key)}
+    return json.dumps(found, ensure_ascii=False) if found else None
 
 
 def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(_KEYS, row, strict=True))
     record["read"] = bool(record["read"])
     record["from_me"] = bool(record["from_me"])
+    # The payload's fields show beside the others (mentions, location, contacts, poll).
+    extra = json.loads(record.pop("payload") or "{}")
+    record.update({key: extra.get(key) for key in PAYLOAD_KEYS})
+    record["mentions"] = record["mentions"] or []
     return record
 
 
@@ -125,7 +141,7 @@ def _insert_row(
     stamp = fields.get("timestamp") or time.time()
     cursor = db.execute(
         f"INSERT OR IGNORE INTO messages (id, slot, {', '.join(_INSERTED)}, media_name, "
-        f"sender_jid) VALUES ({', '.join('?' * (len(_INSERTED) + 4))})",
+        f"sender_jid, quoted_id, payload) VALUES ({', '.join('?' * (len(_INSERTED) + 6))})",
         (
             next_id(db, stamp),
             str(slot),
@@ -148,6 +164,8 @@ def _insert_row(
             fields.get("file_size"),
             fields.get("file_name"),
             fields.get("sender_jid_raw"),
+            fields.get("quoted_id") or None,
+            payload_of(fields),
         ),
     )
     return cursor.rowcount > 0
