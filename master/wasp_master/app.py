@@ -180,8 +180,7 @@ API = ApiInfo(
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
         413: "Body too large",
-        422: "A well-formed body the operation cannot take (the error says why); nothing "
-        "changed",
+        422: "A well-formed body the operation cannot take (the error says why); nothing changed",
         429: "The shard's capacity is full, or the account's number checks are over their "
         "pace (see Retry-After)",
         501: "The session's backend cannot do this operation (the error names it)",

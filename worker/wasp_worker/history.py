@@ -264,6 +264,82 @@ def _name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> N
     conversations.refresh(db, slot, [chat_id])
 
 
+def apply_edit(
+    db: sqlite3.Connection,
+    slot: Slot,
+    chat_id: str,
+    wa_message_id: str,
+    body: str,
+    edited_at: float,
+) -> tuple[bool, bool]:
+    """An edit in the caller's transaction: the body replaced (the full-text index follows
+    by trigger), `edited_at` set, the change logged and a `message.edited` event. (known,
+    changed): unknown when the slot has no such message in that chat, or it was deleted;
+    an edit older than the one stored, or the same again, changes nothing."""
+    found = db.execute(
+        "SELECT id, edited_at, body, deleted_at FROM messages "
+        "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+        (str(slot), wa_message_id, chat_id),
+    ).fetchone()
+    if found is None or found[3] is not None:
+        return False, False
+    row, stored_at, stored_body, _ = found
+    if stored_at is not None and (
+        edited_at < stored_at or (edited_at == stored_at and body == stored_body)
+    ):
+        return True, False
+    db.execute("UPDATE messages SET body=?, edited_at=? WHERE id=?", (body, edited_at, row))
+    log_changes(db, slot, "message", [wa_message_id])
+    conversations.refresh(db, slot, [chat_id])
+    data = {
+        "slot": str(slot),
+        "id": row,
+        "chat_id": chat_id,
+        "wa_message_id": wa_message_id,
+        "body": body,
+        "edited_at": edited_at,
+    }
+    outbox_tables.add(db, [Event.new("message.edited", slot, data)])
+    return True, True
+
+
+def apply_revoke(
+    db: sqlite3.Connection, slot: Slot, chat_id: str, wa_message_id: str, deleted_at: float
+) -> tuple[bool, bool, Path | None]:
+    """A delete for everyone in the caller's transaction: the message stays as a tombstone
+    (body '' and media fields cleared, `deleted_at` set, read: it no longer counts as
+    unread), the change logged and a `message.deleted` event. (known, changed, the media
+    file to remove once committed); a second revoke changes nothing."""
+    found = db.execute(
+        "SELECT id, media_url, deleted_at FROM messages "
+        "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+        (str(slot), wa_message_id, chat_id),
+    ).fetchone()
+    if found is None:
+        return False, False, None
+    row, media_url, already = found
+    if already is not None:
+        return True, False, None
+    db.execute(
+        "UPDATE messages SET body='', media_type=NULL, media_url=NULL, "
+        "media_mime=NULL, media_size=NULL, media_name=NULL, deleted_at=?, read=1 "
+        "WHERE id=?",
+        (deleted_at, row),
+    )
+    log_changes(db, slot, "message", [wa_message_id])
+    conversations.refresh(db, slot, [chat_id])
+    data = {
+        "slot": str(slot),
+        "id": row,
+        "chat_id": chat_id,
+        "wa_message_id": wa_message_id,
+        "deleted_at": deleted_at,
+    }
+    outbox_tables.add(db, [Event.new("message.deleted", slot, data)])
+    name = _media_name(media_url)
+    return True, True, media.media_dir(_work_dir(db), slot) / name if name else None
+
+
 class History:
     def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
         self._store = store
@@ -290,40 +366,12 @@ class History:
     async def edit(
         self, slot: Slot, chat_id: str, wa_message_id: str, body: str, edited_at: float
     ) -> bool:
-        """WhatsApp says the message was edited: its body replaced (the full-text index
-        follows by trigger), `edited_at` set, the change logged and a `message.edited` event,
-        in one transaction. False when the slot has no such message in that chat, or it
-        was deleted; an edit older than the one stored, or the same again, changes nothing."""
+        """WhatsApp says the message was edited (`apply_edit`, in one transaction). False
+        when the slot has no such message in that chat, or it was deleted."""
 
         def write(db: sqlite3.Connection) -> tuple[bool, bool]:
             with transaction(db):
-                found = db.execute(
-                    "SELECT id, edited_at, body, deleted_at FROM messages "
-                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
-                    (str(slot), wa_message_id, chat_id),
-                ).fetchone()
-                if found is None or found[3] is not None:
-                    return False, False
-                row, stored_at, stored_body, _ = found
-                if stored_at is not None and (
-                    edited_at < stored_at or (edited_at == stored_at and body == stored_body)
-                ):
-                    return True, False
-                db.execute(
-                    "UPDATE messages SET body=?, edited_at=? WHERE id=?", (body, edited_at, row)
-                )
-                log_changes(db, slot, "message", [wa_message_id])
-                conversations.refresh(db, slot, [chat_id])
-                data = {
-                    "slot": str(slot),
-                    "id": row,
-                    "chat_id": chat_id,
-                    "wa_message_id": wa_message_id,
-                    "body": body,
-                    "edited_at": edited_at,
-                }
-                outbox_tables.add(db, [Event.new("message.edited", slot, data)])
-                return True, True
+                return apply_edit(db, slot, chat_id, wa_message_id, body, edited_at)
 
         known, changed = await self._store.call(write)
         if changed:
@@ -331,42 +379,13 @@ class History:
         return known
 
     async def revoke(self, slot: Slot, chat_id: str, wa_message_id: str, deleted_at: float) -> bool:
-        """WhatsApp says the message was deleted for everyone: it stays as a tombstone
-        (body '' and media fields cleared, `deleted_at` set, read: it no longer counts as
-        unread), the change logged and a `message.deleted` event, in one transaction; then
-        its media file on the volume is removed here (callers need not). False when the
-        slot has no such message in that chat; a second revoke changes nothing."""
+        """WhatsApp says the message was deleted for everyone (`apply_revoke`, in one
+        transaction); then its media file on the volume is removed here (callers need not).
+        False when the slot has no such message in that chat."""
 
         def write(db: sqlite3.Connection) -> tuple[bool, bool, Path | None]:
             with transaction(db):
-                found = db.execute(
-                    "SELECT id, media_url, deleted_at FROM messages "
-                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
-                    (str(slot), wa_message_id, chat_id),
-                ).fetchone()
-                if found is None:
-                    return False, False, None
-                row, media_url, already = found
-                if already is not None:
-                    return True, False, None
-                db.execute(
-                    "UPDATE messages SET body='', media_type=NULL, media_url=NULL, "
-                    "media_mime=NULL, media_size=NULL, media_name=NULL, deleted_at=?, read=1 "
-                    "WHERE id=?",
-                    (deleted_at, row),
-                )
-                log_changes(db, slot, "message", [wa_message_id])
-                conversations.refresh(db, slot, [chat_id])
-                data = {
-                    "slot": str(slot),
-                    "id": row,
-                    "chat_id": chat_id,
-                    "wa_message_id": wa_message_id,
-                    "deleted_at": deleted_at,
-                }
-                outbox_tables.add(db, [Event.new("message.deleted", slot, data)])
-            name = _media_name(media_url)
-            return True, True, media.media_dir(_work_dir(db), slot) / name if name else None
+                return apply_revoke(db, slot, chat_id, wa_message_id, deleted_at)
 
         known, changed, media_path = await self._store.call(write)
         if changed:

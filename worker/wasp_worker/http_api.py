@@ -31,6 +31,7 @@ from wasp.worker_api import (
     SyncQuery,
 )
 from wasp_worker import media
+from wasp_worker.actions_http import ACTION_HANDLERS
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.data_http import DATA_HANDLERS
@@ -344,4 +345,5 @@ HANDLERS: dict[str, Handler] = {
     "webhookReplay": webhook_replay,
     **DATA_HANDLERS,
     **GROUP_HANDLERS,
+    **ACTION_HANDLERS,
 }

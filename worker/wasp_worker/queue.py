@@ -35,13 +35,14 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history
+from wasp_worker import history, reactions
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
@@ -186,10 +187,26 @@ _COLUMNS = (
 )
 
 
+ActionKind = Literal["reaction", "edit", "delete", "vote"]
+ACTION_KINDS: frozenset[str] = frozenset({"reaction", "edit", "delete", "vote"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action on a message of the slot's store, as the queue takes it: its row's
+    destination is the chat (so it keeps its place in the chat's lane) and its payload
+    `details`: {target, emoji | text | options, target_from_me, target_sender, me}."""
+
+    kind: ActionKind
+    chat_id: str
+    idempotency_key: str | None
+    details: dict[str, Any]
+
+
 @dataclass
 class _Pending:
     slot: Slot
-    request: Message
+    request: Message | Action
     answer: asyncio.Future[tuple[Outbound, bool]]
 
 
@@ -214,7 +231,7 @@ class OutboundQueue:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
-    async def enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
+    async def enqueue(self, slot: Slot, request: Message | Action) -> tuple[Outbound, bool]:
         """Store the message; returns (row, created) once it is committed. A known
         idempotency key returns its row. Concurrent calls share one transaction."""
         answer: asyncio.Future[tuple[Outbound, bool]] = asyncio.get_running_loop().create_future()
@@ -258,7 +275,10 @@ class OutboundQueue:
             for pending in batch:
                 db.execute("SAVEPOINT request")
                 try:
-                    results.append(self._insert(pending.slot, pending.request))
+                    if isinstance(pending.request, Action):
+                        results.append(self._insert_action(pending.slot, pending.request))
+                    else:
+                        results.append(self._insert(pending.slot, pending.request))
                 except Exception as error:
                     db.execute("ROLLBACK TO request")
                     results.append(error)
@@ -469,6 +489,10 @@ class OutboundQueue:
                 if state == "failed":
                     outbox_tables.add(db, [ended.status_event("failed", reason)])
                     return state
+                if ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
+                    outbox_tables.add(db, [ended.status_event("sent")])
+                    removed.append(_apply_action(db, slot, ended))
+                    return ended.state
                 history.insert(db, slot, "out", _sent(ended))
                 events = [ended.status_event("sent")]
                 if ended.state != "sent":  # its receipt came back before the send returned
@@ -477,8 +501,12 @@ class OutboundQueue:
                 outbox_tables.add(db, events)
                 return ended.state
 
+        removed: list[Path | None] = []
         final: str = await self._store.call(write)
         self._outbox.added()
+        for path in removed:  # a deleted message's media, once the tombstone is committed
+            if path is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
         return final
 
     async def retry(
@@ -525,6 +553,83 @@ class OutboundQueue:
                 )
 
         await self._run(write)
+
+    async def enqueue_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        """Store an action on a message (`Action`) as a queue row, in the same group commit
+        as sends: (row, created). A known idempotency key returns its row; so does a
+        second delete of the same message (the first one's, unless that one failed)."""
+        return await self.enqueue(slot, action)
+
+    async def by_key(self, slot: Slot, key: str) -> Outbound | None:
+        """The slot's row of an idempotency key, if any."""
+
+        def read(db: sqlite3.Connection) -> Outbound | None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), key),
+            ).fetchone()
+            return Outbound(*found) if found else None
+
+        found: Outbound | None = await self._store.call(read)
+        return found
+
+    def _insert_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        db = self._db
+        found = None
+        if action.idempotency_key is not None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), action.idempotency_key),
+            ).fetchone()
+        if found is None and action.kind == "delete":
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND kind='delete' "
+                "AND destination=? AND state!='failed' "
+                "AND json_extract(payload, '$.target')=? ORDER BY id LIMIT 1",
+                (str(slot), action.chat_id, action.details["target"]),
+            ).fetchone()
+        if found:
+            return Outbound(*found), False
+        now = time.time()
+        cursor = db.execute(
+            "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
+            "state, not_before, created, payload) VALUES (?, ?, '', ?, ?, 'queued', ?, ?, ?)",
+            (
+                str(slot),
+                action.idempotency_key,
+                action.chat_id,
+                action.kind,
+                now,
+                now,
+                json.dumps(action.details, ensure_ascii=False),
+            ),
+        )
+        row = int(cursor.lastrowid or 0)
+        db.execute("UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row))
+        stored = self._get(row)
+        outbox_tables.add(db, [stored.status_event("queued")])
+        return stored, True
+
+
+def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Path | None:
+    """A sent action applied to the store in the caller's transaction, as the same change
+    received from WhatsApp would be, with its webhook event (the account itself is the
+    reactor or voter); a deleted message's media file to remove once committed."""
+    details, chat, at = action.details, action.destination, time.time()
+    target, me = str(details["target"]), str(details["me"])
+    event = None
+    match action.kind:
+        case "reaction":
+            event = reactions.apply_reaction(db, slot, chat, target, me, details["emoji"], True, at)
+        case "vote":
+            event = reactions.apply_vote(db, slot, chat, target, me, details["options"], at)
+        case "edit":
+            history.apply_edit(db, slot, chat, target, details["text"], at)
+        case "delete":
+            return history.apply_revoke(db, slot, chat, target, at)[2]
+    if event is not None:
+        outbox_tables.add(db, [event])
+    return None
 
 
 def _sent(message: Outbound) -> dict[str, Any]:

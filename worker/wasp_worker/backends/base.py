@@ -24,9 +24,11 @@ SendKind = Literal[
     "reaction",
     "edit",
     "delete",
+    "vote",
 ]
 """What a queued message is (the queue row's `kind`): a content kind, or an action on a
-message sent before (reaction, edit, delete for everyone)."""
+message sent before (reaction, edit, delete for everyone, poll vote)."""
+ACTIONS: frozenset[SendKind] = frozenset({"reaction", "edit", "delete", "vote"})
 MEDIA_AND_TEXT: frozenset[SendKind] = frozenset({"text", "image", "video", "audio", "document"})
 
 
@@ -240,6 +242,15 @@ class SyncsChats(Protocol):
     ) -> None:
         """Tell WhatsApp (the account's phone and other devices) a chat's new settings.
         Raises RuntimeError with the reason when they did not go out."""
+
+
+@runtime_checkable
+class KnowsAccount(Protocol):
+    """A backend that knows who an account is on WhatsApp (its own JID): the reactor and
+    voter of its own actions, and whom a group's admins are compared with."""
+
+    def account_jid(self, slot: Slot) -> str | None:
+        """The account's own phone JID; None when the backend does not know it (yet)."""
 
 
 class SendFailed(Exception):

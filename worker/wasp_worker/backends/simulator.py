@@ -45,10 +45,12 @@ from typing import Any
 
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    ACTIONS,
     MEDIA_AND_TEXT,
     ChatSettingsChange,
     HistoryImport,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
     OnInbound,
     OnReceipt,
@@ -56,13 +58,16 @@ from wasp_worker.backends.base import (
     OnStatus,
     Outgoing,
     PairFailed,
+    PollVote,
     ReceiptEvent,
     ReceiptState,
+    RemoteChange,
     RemoteChatSettings,
     SendFailed,
     SendKind,
     StatusEvent,
 )
+from wasp_worker.backends.groups import GroupRefused
 from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.sim_groups import SimulatorGroups
 from wasp_worker.backends.simulator_server import (
@@ -90,9 +95,22 @@ __all__ = [
 ]
 
 
-def _remote(kind: str, fields: dict[str, Any]) -> MessageEdit | MessageRevoke | RemoteChatSettings:
+def _remote(kind: str, fields: dict[str, Any]) -> RemoteChange:
     """A change the server keeps in the mailbox, as the backend reports it."""
     slot, chat = Slot.parse(fields["slot"]), fields["chat_id"]
+    if kind == "reaction":
+        return MessageReaction(
+            slot,
+            chat,
+            fields["wa_message_id"],
+            fields["reactor"],
+            fields["emoji"],
+            False,
+            fields["at"],
+        )
+    if kind == "vote":
+        options = tuple(fields["options"])
+        return PollVote(slot, chat, fields["poll_id"], fields["voter"], options, fields["at"])
     if kind == "edit":
         return MessageEdit(slot, chat, fields["wa_message_id"], fields["body"], fields["at"])
     if kind == "revoke":
@@ -131,7 +149,7 @@ class SimulatorBackend(SimulatorGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
@@ -152,6 +170,9 @@ class SimulatorBackend(SimulatorGroups):
         session = self.sessions.get(slot)
         if session is None or not session.connected:
             raise SendFailed("not_connected")
+        if message.kind in ACTIONS:
+            await self._send_action(slot, message)
+            return
         user, _, server = message.destination.partition("@")
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
@@ -165,6 +186,43 @@ class SimulatorBackend(SimulatorGroups):
         held = self.sessions.get(recipient)
         if fresh and held is not None and held.connected:
             await self._hand_over([recipient])  # ours: no need to wait for the next poll
+
+    def account_jid(self, slot: Slot) -> str:
+        return jid_of(slot)
+
+    async def _send_action(self, slot: Slot, message: Outgoing) -> None:
+        """An action on a message reaches the other side's devices as a remote change: the
+        peer of a direct chat, every other member of a group (each naming the chat its way)."""
+        chat = message.destination
+        if chat.endswith("@g.us"):
+            try:
+                info = await self.group_info(slot, chat)
+            except GroupRefused:
+                raise SendFailed("not_a_group_member") from None
+            members = (slot_of(p.jid.partition("@")[0]) for p in info.participants)
+            recipients = [(member, chat) for member in members if member and member != slot]
+        else:
+            user, _, server = chat.partition("@")
+            peer = slot_of(user) if server == "s.whatsapp.net" else None
+            if peer is None:
+                raise SendFailed("not_a_simulated_account")
+            recipients = [(peer, jid_of(slot))]
+        recipients = [r for r in recipients if not await self.blocked_by(r[0], slot)]
+        fresh = await asyncio.to_thread(
+            self.server.deliver_action,
+            slot,
+            message.wa_message_id,
+            message.kind,
+            message.details,
+            recipients,
+        )
+        held = [
+            device
+            for device, _ in recipients
+            if (session := self.sessions.get(device)) is not None and session.connected
+        ]
+        if fresh and held:
+            await self._hand_over(held)
 
     async def _hand_over(self, recipients: list[Slot]) -> None:
         """Hand what waits on the server for these accounts to their devices (this worker),
