@@ -119,7 +119,7 @@ def test_a_reaction_to_a_message_not_stored_is_kept_without_a_sync_change(
             )
         ]
     )
-    store.db.call_blocking(lambda db: reactions.decorate(db, A1, items))
+    store.db.call_blocking(lambda db: reactions.decorate(db, items))
     assert items[0]["reactions"] == [
         {"reactor": "bob@s.whatsapp.net", "emoji": "👍", "from_me": False}
     ]

@@ -37,6 +37,7 @@ from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.message_ids import next_id
+from wasp_worker.reactions import decorate
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 from wasp_worker.webhooks.source import WebhookEvents
@@ -484,7 +485,7 @@ class History:
                         "last_timestamp": last_ts,
                         "unread": int(unread or 0),
                         "messages": total,
-                        "last_message": _message(last),
+                        "last_message": decorate(db, [_message(last)])[0],
                     }
                 )
             return chats
@@ -516,7 +517,7 @@ class History:
                 marked = db.execute(MARK_CHAT_READ, (str(slot), chat_id)).fetchall()
                 log_changes(db, slot, "message", [m[0] for m in marked])
                 conversations.refresh(db, slot, [chat_id])
-            return [_message(r) for r in reversed(rows)], unread
+            return decorate(db, [_message(r) for r in reversed(rows)]), unread
 
         return await self._store.call(read)
 
@@ -542,10 +543,17 @@ class History:
             ids = list(keys["message"])
             marks = ",".join("?" * len(ids))
             found = {
-                row[0]: _message(row)
-                for row in db.execute(
-                    f"SELECT {_FIELDS} FROM messages WHERE slot=? AND wa_message_id IN ({marks})",
-                    (str(slot), *ids),
+                item["wa_message_id"]: item
+                for item in decorate(
+                    db,
+                    [
+                        _message(row)
+                        for row in db.execute(
+                            f"SELECT {_FIELDS} FROM messages WHERE slot=? "
+                            f"AND wa_message_id IN ({marks})",
+                            (str(slot), *ids),
+                        )
+                    ],
                 )
             }
             chats = conversations.conversations_named(db, slot, list(keys["conversation"]))

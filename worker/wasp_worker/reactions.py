@@ -23,12 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from wasp.slots import Slot
 from wasp.webhooks import Event
+from wasp_worker.backends.base import MessageReaction, PollVote
 from wasp_worker.conversations import log_changes
+from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.webhooks import outbox as outbox_tables
+from wasp_worker.webhooks.outbox import Outbox
 
 HASH_PREFIX = "sha256:"
 
@@ -227,17 +231,74 @@ def votes_of(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> dict[str
     return counts
 
 
-def decorate(db: sqlite3.Connection, slot: Slot, items: list[dict[str, Any]]) -> None:
-    """Add to each message item of this slot what the data API shows besides its row: its
-    `reactions` ([{reactor, emoji, from_me}], [] when none) and, for a poll, its `votes`."""
-    ids = [item["wa_message_id"] for item in items]
-    reactions = reactions_of(db, slot, ids)
-    polls = [item["wa_message_id"] for item in items if item.get("message_type") == "poll"]
-    votes = votes_of(db, slot, polls)
+def decorate(db: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add to each message item (of any slot: a search spans several) what the data API
+    shows besides its row: its `reactions` ([{reactor, emoji, from_me}], [] when none)
+    and, for a poll, its `votes` {option: count}. The items, changed in place."""
+    by_slot: dict[str, list[dict[str, Any]]] = {}
     for item in items:
-        item["reactions"] = [
-            {key: r[key] for key in ("reactor", "emoji", "from_me")}
-            for r in reactions.get(item["wa_message_id"], [])
-        ]
-        if item.get("message_type") == "poll":
-            item["votes"] = votes.get(item["wa_message_id"], {})
+        by_slot.setdefault(str(item["slot"]), []).append(item)
+    for name, found in by_slot.items():
+        slot = Slot.parse(name)
+        reactions = reactions_of(db, slot, [item["wa_message_id"] for item in found])
+        polls = [item["wa_message_id"] for item in found if item.get("message_type") == "poll"]
+        votes = votes_of(db, slot, polls)
+        for item in found:
+            item["reactions"] = [
+                {key: r[key] for key in ("reactor", "emoji", "from_me")}
+                for r in reactions.get(item["wa_message_id"], [])
+            ]
+            if item.get("message_type") == "poll":
+                item["votes"] = votes.get(item["wa_message_id"], {})
+    return items
+
+
+class Reactions:
+    """The remote changes' side: each reaction or vote in its own transaction with its
+    webhook event, on the shard database's thread."""
+
+    def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
+        self._store = store
+        self._outbox = outbox
+
+    async def _write(self, apply: Callable[[sqlite3.Connection], Event | None]) -> Event | None:
+        def write(db: sqlite3.Connection) -> Event | None:
+            with transaction(db):
+                event = apply(db)
+                if event is not None:
+                    outbox_tables.add(db, [event])
+                return event
+
+        event = await self._store.call(write)
+        if event is not None:
+            self._outbox.added()
+        return event
+
+    async def react(self, change: MessageReaction) -> Event | None:
+        """Store a reaction (`apply_reaction`); its event, None when nothing changed."""
+        return await self._write(
+            lambda db: apply_reaction(
+                db,
+                change.slot,
+                change.chat_id,
+                change.wa_message_id,
+                change.reactor,
+                change.emoji,
+                change.from_me,
+                change.timestamp,
+            )
+        )
+
+    async def vote(self, change: PollVote) -> Event | None:
+        """Store a vote (`apply_vote`); its event, None when nothing changed."""
+        return await self._write(
+            lambda db: apply_vote(
+                db,
+                change.slot,
+                change.chat_id,
+                change.poll_id,
+                change.voter,
+                change.options,
+                change.timestamp,
+            )
+        )
