@@ -36,7 +36,7 @@ from wasp_worker.contacts import Contacts
 from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.events import EventLog
 from wasp_worker.groups_http import NUMBER_CHECKS
-from wasp_worker.history import Direction
+from wasp_worker.history import Direction, complete
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
@@ -46,6 +46,7 @@ from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
+from wasp_worker.reactions import Reactions
 from wasp_worker.remote_changes import RemoteChanges
 from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
@@ -155,8 +156,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
     )
 
-    async def inbound(fields: dict[str, Any]) -> None:
+    async def inbound(received_fields: dict[str, Any]) -> None:
         """A message for one of our sessions: count it, log its id (never its body), fan it out."""
+        fields = complete(received_fields)
         slot = Slot.parse(fields["slot"])
         state = sessions.states.get(slot)
         if state is None or state.status != "CONNECTED":
@@ -187,7 +189,16 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     backend.on_inbound = inbound
     backend.on_receipt = receipt
     # Edits, deletes, history syncs and the phone's chat settings, into the store.
-    remote = RemoteChanges(store.db, history, store.conversations, contacts, sessions, event_log)
+    remote = RemoteChanges(
+        store.db,
+        history,
+        store.conversations,
+        contacts,
+        sessions,
+        event_log,
+        reactions=Reactions(store.db, store.outbox),
+        emit=link.emit,
+    )
     backend.on_remote = remote.apply
     if isinstance(backend, NeonizeBackend):
         backend.known_chats = remote.known_chats

@@ -112,6 +112,20 @@ _INSERTED = (*_KEYS[: _KEYS.index("from_me") + 1], "message_type", "media_mime",
 PAYLOAD_KEYS = ("mentions", "location", "contacts", "poll")
 
 
+def complete(fields: dict[str, Any]) -> dict[str, Any]:
+    """The inbound fields with every kind key present (a backend may leave out those its
+    message does not have): `message_type` (the media's type, else text), `quoted_id`,
+    `mentions` [], `location`, `contacts`, `poll` (None). What `wa:message` and the
+    `message.received` webhook carry."""
+    return {
+        **fields,
+        "message_type": fields.get("message_type") or fields.get("media_type") or "text",
+        "quoted_id": fields.get("quoted_id") or None,
+        "mentions": list(fields.get("mentions") or []),
+        **{key: fields.get(key) or None for key in ("location", "contacts", "poll")},
+    }
+
+
 def payload_of(fields: dict[str, Any]) -> str | None:
     """The `payload` column of a message's fields: those of `PAYLOAD_KEYS` it has (not
     empty), as JSON; None when it has none (a plain text or media message)."""

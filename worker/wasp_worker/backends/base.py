@@ -263,3 +263,40 @@ class SendFailed(Exception):
 
 class PairFailed(Exception):
     """No pairing code now; the message says why (no login in progress, rejected number)."""
+
+
+# -- chat presence: typing and recording -------------------------------------------------
+
+PresenceState = Literal["typing", "recording", "paused"]
+"""What this account shows in a chat: typing, recording a voice note, or neither."""
+SeenPresence = Literal["typing", "recording", "paused", "available", "unavailable"]
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A chat's peer types, records or paused (chat presence), or came online or went
+    offline; only for chats the session subscribed to (`subscribe_presence`)."""
+
+    slot: Slot
+    chat_id: str
+    sender: str
+    state: SeenPresence
+    at: float
+
+
+OnPresence = Callable[[PresenceEvent], Awaitable[None]]
+
+
+@runtime_checkable
+class ChatPresence(Protocol):
+    """A backend that shows and sees typing and recording (a backend without it: 501)."""
+
+    on_presence: OnPresence | None
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        """Ask WhatsApp for the chat's presence until the connection ends. Raises
+        RuntimeError with the reason when it could not ("not_connected", ...)."""
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        """Show the account typing, recording or paused in the chat now (not queued:
+        presence is ephemeral). Raises RuntimeError with the reason when it did not go."""

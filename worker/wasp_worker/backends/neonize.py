@@ -66,13 +66,18 @@ from wasp_worker.backends.base import (
     HistoryImport,
     KnownChats,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
+    PollVote,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     RemoteChatSettings,
     SendFailed,
@@ -107,11 +112,16 @@ from wasp_worker.backends.cell_protocol import (
     OfflineSyncCompleted,
     Pair,
     PairResult,
+    PollUpdate,
+    PresenceResult,
+    PresenceSeen,
     Qr,
+    Reaction,
     ReadChatSettings,
     Receipt,
     Reply,
     Send,
+    SendPresence,
     SendResult,
     SessionEvent,
     SetChatSettings,
@@ -119,6 +129,7 @@ from wasp_worker.backends.cell_protocol import (
     Stop,
     StreamError,
     StreamReplaced,
+    SubscribePresence,
     TemporaryBan,
     Undecryptable,
 )
@@ -127,6 +138,7 @@ from wasp_worker.backends.neonize_directory import NeonizeGroups, refusal
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
+from wasp_worker.reactions import HASH_PREFIX
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
 SEND_TIMEOUT_S = 60.0
@@ -139,7 +151,14 @@ RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 Sleep = Callable[[float], Awaitable[None]]
 MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
 R = TypeVar(
-    "R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult, GroupsResult
+    "R",
+    SendResult,
+    PairResult,
+    MarkReadResult,
+    LookupResult,
+    ChatSettingsResult,
+    PresenceResult,
+    GroupsResult,
 )
 
 
@@ -189,6 +208,7 @@ class NeonizeBackend(NeonizeGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
+    on_presence: OnPresence | None = None
     sends: frozenset[SendKind] = MEDIA_AND_TEXT
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
@@ -418,6 +438,30 @@ class NeonizeBackend(NeonizeGroups):
         if not result.ok:
             raise RuntimeError(result.detail)
 
+    async def _presence_request(self, slot: Slot, make: Callable[[int], Command]) -> None:
+        """A presence subscription or update through the slot's cell; RuntimeError says why
+        it did not go."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        try:
+            result = await self._ask(index, make, PresenceResult)
+        except (TimeoutError, CellGone):
+            raise RuntimeError("presence_unanswered") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SubscribePresence(request_id, str(slot), chat_id)
+        )
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SendPresence(request_id, str(slot), chat_id, state)
+        )
+
     def _read_chat_settings(self, slot: Slot) -> None:
         """Have the cell read whatsmeow's record of the known chats' settings (what the
         phone set); `ChatSettingsSeen` brings them back."""
@@ -523,6 +567,7 @@ class NeonizeBackend(NeonizeGroups):
             | MarkReadResult
             | LookupResult
             | ChatSettingsResult
+            | PresenceResult
             | GroupsResult,
         ):
             pending = self._pending.get(event.request_id)
@@ -626,6 +671,23 @@ class NeonizeBackend(NeonizeGroups):
             case MessageRevoked(chat_id=chat, wa_message_id=message_id, deleted_at=at):
                 if self.on_remote is not None:
                     await self.on_remote(MessageRevoke(slot, chat, message_id, at))
+            case Reaction(chat_id=chat, wa_message_id=message_id, reactor=reactor, emoji=emoji):
+                if self.on_remote is not None:
+                    await self.on_remote(
+                        MessageReaction(
+                            slot, chat, message_id, reactor, emoji, event.from_me, event.timestamp
+                        )
+                    )
+            case PollUpdate(chat_id=chat, poll_id=poll_id, voter=voter, option_hashes=hashes):
+                if self.on_remote is not None:
+                    # Only the store knows the poll's options: it resolves the hashes.
+                    options = tuple(HASH_PREFIX + digest for digest in hashes)
+                    await self.on_remote(
+                        PollVote(slot, chat, poll_id, voter, options, event.timestamp)
+                    )
+            case PresenceSeen(chat_id=chat, sender=sender, state=state, at=at):
+                if self.on_presence is not None:
+                    await self.on_presence(PresenceEvent(slot, chat, sender, state, at))
             case HistorySynced(messages=messages, chats=chats, contacts=contacts):
                 if self.on_remote is not None:
                     await self.on_remote(
