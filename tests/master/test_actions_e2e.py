@@ -237,7 +237,7 @@ def test_a_reaction_and_its_removal_reach_both_stores_webhooks_and_api(
     )
     assert answer.status == 202, answer
     row = answer.body["message"]
-    assert row["type"] == "reaction" and row["to"] == jid(sender) and row["state"] == "queued"
+    assert (row["type"], row["to"], row["state"]) == ("reaction", jid(sender), "queued")
     eventually(lambda: fleet.sent(receiver, row["id"]), "reaction sent")
     mine = {"reactor": jid(receiver), "emoji": "👍🏽"}
 
@@ -295,7 +295,7 @@ def test_an_edit_and_a_delete_reach_both_stores_webhooks_and_api(
     first = fleet.call("DELETE", path(sender, jid(receiver), message_id))
     assert first.status == 202, first
     again = fleet.call("DELETE", path(sender, jid(receiver), message_id))
-    assert again.status == 200 and again.body["message"]["id"] == first.body["message"]["id"]
+    assert (again.status, again.body["message"]["id"]) == (200, first.body["message"]["id"])
     eventually(lambda: fleet.sent(sender, first.body["message"]["id"]), "delete sent")
     for slot, chat in ((sender, jid(receiver)), (receiver, jid(sender))):
         eventually(
@@ -312,7 +312,8 @@ def test_an_edit_and_a_delete_reach_both_stores_webhooks_and_api(
         assert len(deletes) == 1, slot
     # An action on a tombstone is no longer possible; still one delete row in the queue.
     late = fleet.call("PATCH", path(sender, jid(receiver), message_id), {"text": "again"})
-    assert late.status == 409 and late.body["error"].startswith("edit: "), late
+    assert late.status == 409, late
+    assert late.body["error"].startswith("edit: "), late
     rows = fleet.read(
         sender,
         "SELECT count(*) FROM outbound WHERE kind='delete' AND json_extract(payload,'$.target')=?",
@@ -406,7 +407,8 @@ def test_an_edit_after_fifteen_minutes_is_refused(fleet: Fleet) -> None:
     eventually(lambda: fleet.item("A1", jid("A2"), old_id), "A1 has its old message")
     before = fleet.queued("A1")
     answer = fleet.call("PATCH", path("A1", jid("A2"), old_id), {"text": "new news"})
-    assert answer.status == 409 and "15 minutes" in answer.body["error"], answer
+    assert answer.status == 409, answer
+    assert "15 minutes" in answer.body["error"], answer
     assert fleet.queued("A1") == before
     # Deleting it for everyone is still the account's right.
     assert fleet.call("DELETE", path("A1", jid("A2"), old_id)).status == 202
@@ -418,7 +420,7 @@ def test_a_retried_idempotency_key_answers_the_first_row(fleet: Fleet) -> None:
     first = fleet.call("POST", where, {"emoji": "🇧🇷", "idempotency_key": "react-once"})
     assert first.status == 202, first
     again = fleet.call("POST", where, {"emoji": "🎉", "idempotency_key": "react-once"})
-    assert again.status == 200 and again.body["message"]["id"] == first.body["message"]["id"]
+    assert (again.status, again.body["message"]["id"]) == (200, first.body["message"]["id"])
     eventually(lambda: fleet.sent("A51", first.body["message"]["id"]), "reaction sent")
     item = eventually(
         lambda: (fleet.item("A1", jid("A51"), message_id) or {}).get("reactions"), "reaction"
@@ -439,7 +441,8 @@ def test_an_edit_keeps_its_place_behind_the_chat_s_earlier_message(fleet: Fleet)
         held = fleet.ok("POST", "/api/accounts/A1/send", {"to": number("A2"), "text": "two"})
         edit = fleet.ok("PATCH", path("A1", jid("A2"), message_id), {"text": "edited late"})
         eventually(lambda: fleet.sent("A1", edit["message"]["id"]), "edit sent", timeout=20)
-        assert fleet.sent("A1", held["message"]["id"]) and fleet.sent("A1", filler["message"]["id"])
+        assert fleet.sent("A1", held["message"]["id"])
+        assert fleet.sent("A1", filler["message"]["id"])
         eventually(
             lambda: (fleet.item("A2", jid("A1"), message_id) or {}).get("body") == "edited late",
             "A2 sees the edit",
