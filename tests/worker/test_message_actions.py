@@ -1,0 +1,128 @@
+"""Actions on messages on one worker (simulator backend): a backend that does not send an
+action's kind answers 501 naming it before anything is queued, and a delete for everyone
+of someone else's message goes only in a group the account is an admin of (asked of the
+group's server), reaching every other member as a tombstone."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from wasp_worker.backends.base import MEDIA_AND_TEXT
+from wasp_worker.backends.simulator import SimulatorBackend, jid_of, phone_of
+from wasp_worker.state import QUEUE, SESSIONS
+
+from tests.support.waiting import eventually_async
+from wasp.slots import Slot
+
+Client = TestClient[Any, Any]
+A1, A2, A3 = (Slot.parse(s) for s in ("A1", "A2", "A3"))
+
+
+def path(slot: Slot, chat: str, message_id: str, action: str = "") -> str:
+    return (
+        f"/api/accounts/{slot}/conversations/{urllib.parse.quote(chat)}/messages/"
+        f"{message_id}{action}"
+    )
+
+
+async def connect(worker: Client, *slots: Slot) -> SimulatorBackend:
+    for slot in slots:
+        assert (await worker.post(f"/api/accounts/{slot}/connect")).status == 200
+        assert (await worker.post(f"/api/accounts/{slot}/scan")).status == 200
+    backend = worker.app[SESSIONS].backend
+    assert isinstance(backend, SimulatorBackend)
+    return backend
+
+
+async def item(worker: Client, slot: Slot, chat: str, message_id: str) -> dict[str, Any] | None:
+    where = f"/api/accounts/{slot}/conversations/{urllib.parse.quote(chat)}/messages?limit=500"
+    answer = await worker.get(where)
+    if answer.status != 200:
+        return None
+    found = [i for i in (await answer.json())["items"] if i["wa_message_id"] == message_id]
+    return found[0] if found else None
+
+
+def group_message(slot: Slot, group: str, sender: Slot, message_id: str) -> dict[str, Any]:
+    """A message of `sender` in a group, as the server hands it to `slot`'s device."""
+    return {
+        "slot": str(slot),
+        "wa_message_id": message_id,
+        "timestamp": int(time.time()),
+        "body": "a message to the group",
+        "from": phone_of(sender),
+        "to": group,
+        "chat_id": group,
+        "chat_type": "group",
+        "sender_jid_raw": jid_of(sender),
+        "sender_phone_jid": jid_of(sender),
+        "from_me": slot == sender,
+    }
+
+
+async def test_a_backend_that_does_not_send_a_kind_answers_501_and_queues_nothing(
+    worker: Client,
+) -> None:
+    backend = await connect(worker, A1, A2)
+    sent = await worker.post("/api/accounts/A1/send", json={"to": phone_of(A2), "text": "hi"})
+    message_id = (await sent.json())["message"]["waMessageId"]
+
+    async def stored() -> dict[str, Any] | None:
+        return await item(worker, A1, jid_of(A2), message_id)
+
+    await eventually_async(stored, "A1 stores what it sent")
+    backend.sends = MEDIA_AND_TEXT  # a backend that sends no action
+    depth = await worker.app[QUEUE].depth()
+    rows = len(await worker.app[QUEUE].heads("A1", time.time()))
+    actions = [
+        ("reaction", "POST", "/reaction", {"emoji": "👍"}),
+        ("edit", "PATCH", "", {"text": "changed"}),
+        ("delete", "DELETE", "", None),
+        ("vote", "POST", "/vote", {"options": []}),
+    ]
+    for kind, method, action, body in actions:
+        answer = await worker.request(method, path(A1, jid_of(A2), message_id, action), json=body)
+        assert answer.status == 501, kind
+        assert (await answer.json())["error"] == (
+            f"send.{kind}: not supported by the simulator backend"
+        )
+    assert await worker.app[QUEUE].depth() == depth
+    assert len(await worker.app[QUEUE].heads("A1", time.time())) == rows
+
+
+async def test_only_a_group_s_admin_deletes_another_member_s_message_for_everyone(
+    worker: Client,
+) -> None:
+    backend = await connect(worker, A1, A2, A3)
+    created = await worker.post(
+        "/api/accounts/A1/groups",
+        json={"name": "Team", "participants": [phone_of(A2), phone_of(A3)]},
+    )
+    group = (await created.json())["group"]["id"]
+    message_id = "3EB0GROUPMSG0001"
+    for member in (A1, A2, A3):  # A2 wrote to the group: every member's device gets it
+        backend.server.post(member, group_message(member, group, A2, message_id), "message")
+    for member in (A1, A2, A3):
+
+        async def arrived(member: Slot = member) -> dict[str, Any] | None:
+            return await item(worker, member, group, message_id)
+
+        await eventually_async(arrived, f"{member} has the group's message")
+    # A3 is a member, not an admin: refused, nothing queued.
+    refused = await worker.delete(path(A3, group, message_id))
+    assert refused.status == 409
+    assert "not an admin" in (await refused.json())["error"]
+    assert await worker.app[QUEUE].depth() == 0
+    # A1 made the group: its admin may delete A2's message for everyone.
+    accepted = await worker.delete(path(A1, group, message_id))
+    assert accepted.status == 202, await accepted.text()
+    for member in (A1, A2, A3):
+
+        async def tombstone(member: Slot = member) -> bool:
+            found = await item(worker, member, group, message_id)
+            return found is not None and found["deleted_at"] is not None and found["body"] == ""
+
+        await eventually_async(tombstone, f"{member} shows the tombstone")
