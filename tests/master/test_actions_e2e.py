@@ -96,6 +96,21 @@ class Fleet:
     def item(self, slot: str, chat: str, message_id: str) -> dict[str, Any] | None:
         return self.items(slot, chat).get(message_id)
 
+    def field(self, slot: str, chat: str, message_id: str, name: str) -> Any:
+        """One field of a message item (None while the message is not there)."""
+        return (self.item(slot, chat, message_id) or {}).get(name)
+
+    def wait_field(
+        self, slot: str, chat: str, message_id: str, name: str, want: Any = None
+    ) -> None:
+        """Until the message's field is `want` (None: until it is set)."""
+
+        def seen() -> bool:
+            value = self.field(slot, chat, message_id, name)
+            return bool(value) if want is None else value == want
+
+        eventually(seen, f"{slot}'s {message_id} {name}")
+
     def state(self, slot: str, row: int) -> str:
         return str(self.ok("GET", f"/api/accounts/{slot}/messages/{row}")["message"]["state"])
 
@@ -260,7 +275,7 @@ def test_a_reaction_and_its_removal_reach_both_stores_webhooks_and_api(
     eventually(lambda: fleet.sent(receiver, removal["message"]["id"]), "removal sent")
 
     def gone(slot: str, chat: str) -> bool:
-        return (fleet.item(slot, chat, message_id) or {"reactions": [1]})["reactions"] == []
+        return (fleet.item(slot, chat, message_id) or {"reactions": [1]}).get("reactions") == []
 
     eventually(lambda: gone(sender, jid(receiver)), "the reaction is gone for the other side")
     eventually(lambda: gone(receiver, jid(sender)), "the reaction is gone for the reactor")
@@ -279,12 +294,7 @@ def test_an_edit_and_a_delete_reach_both_stores_webhooks_and_api(
     assert answer.status == 202, answer
     eventually(lambda: fleet.sent(sender, answer.body["message"]["id"]), "edit sent")
     for slot, chat in ((sender, jid(receiver)), (receiver, jid(sender))):
-        eventually(
-            lambda slot=slot, chat=chat: (
-                (fleet.item(slot, chat, message_id) or {}).get("body") == "the typo"
-            ),
-            f"{slot} shows the new text",
-        )
+        fleet.wait_field(slot, chat, message_id, "body", "the typo")
         item = fleet.item(slot, chat, message_id) or {}
         assert item["edited_at"] is not None
         edits = [
@@ -298,12 +308,7 @@ def test_an_edit_and_a_delete_reach_both_stores_webhooks_and_api(
     assert (again.status, again.body["message"]["id"]) == (200, first.body["message"]["id"])
     eventually(lambda: fleet.sent(sender, first.body["message"]["id"]), "delete sent")
     for slot, chat in ((sender, jid(receiver)), (receiver, jid(sender))):
-        eventually(
-            lambda slot=slot, chat=chat: (fleet.item(slot, chat, message_id) or {}).get(
-                "deleted_at"
-            ),
-            f"{slot} shows a tombstone",
-        )
+        fleet.wait_field(slot, chat, message_id, "deleted_at")
         item = fleet.item(slot, chat, message_id) or {}
         assert item["body"] == ""
         deletes = [
@@ -335,12 +340,7 @@ def test_a_vote_reaches_both_stores_webhooks_and_api(
     eventually(lambda: fleet.sent(receiver, answer.body["message"]["id"]), "vote sent")
     counts = {"pizza": 0, "sushi": 1, "salad": 0}
     for slot, chat in ((receiver, jid(sender)), (sender, jid(receiver))):
-        eventually(
-            lambda slot=slot, chat=chat: (
-                (fleet.item(slot, chat, poll_id) or {}).get("votes") == counts
-            ),
-            f"{slot} counts the vote",
-        )
+        fleet.wait_field(slot, chat, poll_id, "votes", counts)
         votes = [e for e in fleet.events(slot, "message.poll_vote") if e["poll_id"] == poll_id]
         assert [(e["voter"], e["options"]) for e in votes] == [(jid(receiver), ["sushi"])], slot
 

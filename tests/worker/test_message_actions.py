@@ -77,7 +77,7 @@ async def test_a_backend_that_does_not_send_a_kind_answers_501_and_queues_nothin
     backend.sends = MEDIA_AND_TEXT  # a backend that sends no action
     depth = await worker.app[QUEUE].depth()
     rows = len(await worker.app[QUEUE].heads("A1", time.time()))
-    actions = [
+    actions: list[tuple[str, str, str, Any]] = [
         ("reaction", "POST", "/reaction", {"emoji": "👍"}),
         ("edit", "PATCH", "", {"text": "changed"}),
         ("delete", "DELETE", "", None),

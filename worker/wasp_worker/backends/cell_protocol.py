@@ -72,6 +72,8 @@ class Send:
     data: bytes | None
     file_name: str | None
     mime: str | None
+    # The queue row's payload: what a kind says beyond text and media (an action's target).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ import aiohttp
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    ACTIONS,
     MEDIA_AND_TEXT,
     ChatSettingsChange,
     HistoryImport,
@@ -209,7 +210,7 @@ class NeonizeBackend(NeonizeGroups):
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
     on_presence: OnPresence | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
@@ -337,7 +338,7 @@ class NeonizeBackend(NeonizeGroups):
         if index is None:
             raise RuntimeError("no session")
         data = None
-        if message.kind != "text":
+        if message.kind != "text" and message.kind not in ACTIONS:  # an action has no media
             data = await self._download(message.media_url or "")
         result = await self._ask(
             index,
@@ -350,6 +351,7 @@ class NeonizeBackend(NeonizeGroups):
                 data,
                 message.file_name,
                 None,
+                message.details,
             ),
             SendResult,
         )

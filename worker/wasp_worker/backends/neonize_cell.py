@@ -76,7 +76,7 @@ def run_cell(conn: Connection) -> None:
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends import neonize_groups, neonize_patches
+    from wasp_worker.backends import neonize_actions, neonize_groups, neonize_patches
     from wasp_worker.backends.neonize_events import (
         TRANSLATORS,
         chat_setting,
@@ -198,7 +198,12 @@ def run_cell(conn: Connection) -> None:
             return
         to, text, data = jid(command.to), command.text, command.data
         try:
-            if command.kind == "text":
+            if command.kind in neonize_actions.KINDS:  # an action on a message sent before
+                built = neonize_actions.build(
+                    client, command.kind, to, command.details, client.get_me().JID
+                )
+                response = client.send_message(to, built)
+            elif command.kind == "text":
                 response = client.send_message(to, text or "")
             elif command.kind == "image":
                 response = client.send_image(to, data, caption=text)
