@@ -1,7 +1,8 @@
 """Actions on messages on one worker (simulator backend): a backend that does not send an
 action's kind answers 501 naming it before anything is queued, and a delete for everyone
 of someone else's message goes only in a group the account is an admin of (asked of the
-group's server), reaching every other member as a tombstone."""
+group's server), reaching every other member as a tombstone, live for every member (the
+admin's own once sent)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,11 @@ async def test_only_a_group_s_admin_deletes_another_member_s_message_for_everyon
             return found is not None and found["deleted_at"] is not None and found["body"] == ""
 
         await eventually_async(tombstone, f"{member} shows the tombstone")
+    # Live, as the console sees it: the admin's own delete once sent, the others' received.
+    answer = await (await worker.get("/events")).json()
+    deleted = sorted(
+        e["payload"]["slot"]
+        for e in answer["events"]
+        if e["event"] == "wa:message_deleted" and e["payload"]["wa_message_id"] == message_id
+    )
+    assert deleted == ["A1", "A2", "A3"]

@@ -200,6 +200,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         emit=link.emit,
     )
     backend.on_remote = remote.apply
+    queue.emit = link.emit  # the account's own actions, once sent, show live as received ones
     if isinstance(backend, NeonizeBackend):
         backend.known_chats = remote.known_chats
 

@@ -33,6 +33,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -227,6 +228,8 @@ class OutboundQueue:
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.stats = CommitStats()
+        # The live feed's: a sent action's change to the store, as a received one is shown.
+        self.emit: Callable[[str, dict[str, Any]], None] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
@@ -491,7 +494,7 @@ class OutboundQueue:
                     return state
                 if ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
                     outbox_tables.add(db, [ended.status_event("sent")])
-                    removed.append(_apply_action(db, slot, ended))
+                    applied.append(_apply_action(db, slot, ended))
                     return ended.state
                 history.insert(db, slot, "out", _sent(ended))
                 events = [ended.status_event("sent")]
@@ -501,12 +504,14 @@ class OutboundQueue:
                 outbox_tables.add(db, events)
                 return ended.state
 
-        removed: list[Path | None] = []
+        applied: list[Applied] = []
         final: str = await self._store.call(write)
         self._outbox.added()
-        for path in removed:  # a deleted message's media, once the tombstone is committed
-            if path is not None:
-                await asyncio.to_thread(path.unlink, missing_ok=True)
+        for change in applied:  # once committed: the live event, a deleted message's media
+            if change.live is not None and self.emit is not None:
+                self.emit(*change.live)
+            if change.media is not None:
+                await asyncio.to_thread(change.media.unlink, missing_ok=True)
         return final
 
     async def retry(
@@ -611,25 +616,43 @@ class OutboundQueue:
         return stored, True
 
 
-def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Path | None:
+@dataclass(frozen=True)
+class Applied:
+    """What a sent action changed, to show once committed: its live event (name, data) and
+    the media file of a message it deleted."""
+
+    live: tuple[str, dict[str, Any]] | None = None
+    media: Path | None = None
+
+
+def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Applied:
     """A sent action applied to the store in the caller's transaction, as the same change
     received from WhatsApp would be, with its webhook event (the account itself is the
-    reactor or voter); a deleted message's media file to remove once committed."""
+    reactor or voter)."""
     details, chat, at = action.details, action.destination, time.time()
     target, me = str(details["target"]), str(details["me"])
-    event = None
+    message = {"slot": str(slot), "chat_id": chat, "wa_message_id": target}
     match action.kind:
-        case "reaction":
-            event = reactions.apply_reaction(db, slot, chat, target, me, details["emoji"], True, at)
-        case "vote":
-            event = reactions.apply_vote(db, slot, chat, target, me, details["options"], at)
+        case "reaction" | "vote":
+            event = (
+                reactions.apply_reaction(db, slot, chat, target, me, details["emoji"], True, at)
+                if action.kind == "reaction"
+                else reactions.apply_vote(db, slot, chat, target, me, details["options"], at)
+            )
+            if event is None:
+                return Applied()
+            outbox_tables.add(db, [event])
+            name = "wa:reaction" if action.kind == "reaction" else "wa:poll_vote"
+            return Applied((name, event.data))
         case "edit":
-            history.apply_edit(db, slot, chat, target, details["text"], at)
+            _, changed = history.apply_edit(db, slot, chat, target, details["text"], at)
+            live = {**message, "body": details["text"], "edited_at": at}
+            return Applied(("wa:message_edited", live) if changed else None)
         case "delete":
-            return history.apply_revoke(db, slot, chat, target, at)[2]
-    if event is not None:
-        outbox_tables.add(db, [event])
-    return None
+            _, changed, media = history.apply_revoke(db, slot, chat, target, at)
+            live = {**message, "deleted_at": at}
+            return Applied(("wa:message_deleted", live) if changed else None, media)
+    return Applied()
 
 
 def _sent(message: Outbound) -> dict[str, Any]:
