@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from wasp_worker.backends.base import MEDIA_AND_TEXT
-from wasp_worker.backends.simulator import SimulatorBackend, jid_of, phone_of
+from wasp_worker.backends.simulator import SimulatorBackend, jid_of, lid_of, phone_of
 from wasp_worker.state import QUEUE, SESSIONS
 
 from tests.support.waiting import eventually_async
@@ -135,3 +135,29 @@ async def test_only_a_group_s_admin_deletes_another_member_s_message_for_everyon
         if e["event"] == "wa:message_deleted" and e["payload"]["wa_message_id"] == message_id
     )
     assert deleted == ["A1", "A2", "A3"]
+
+
+async def test_an_action_in_a_chat_named_by_lid_goes_to_the_phone_and_lands_in_that_chat(
+    worker: Client,
+) -> None:
+    """WhatsApp may name a direct chat by the peer's LID: the action goes out to the phone
+    JID (as a send to that chat does) and is applied to the chat the store has, the LID's."""
+    backend = await connect(worker, A1, A2)
+    chat, message_id = lid_of(A2), "3EB0LIDCHAT00001"
+    fields = group_message(A1, chat, A2, message_id)
+    backend.server.post(A1, {**fields, "chat_type": "direct"}, "message")
+    backend.server.post(A2, group_message(A2, jid_of(A1), A2, message_id), "message")
+
+    async def arrived() -> dict[str, Any] | None:
+        return await item(worker, A1, chat, message_id)
+
+    await eventually_async(arrived, "A1 has the message in the LID's chat")
+    answer = await worker.post(path(A1, chat, message_id, "/reaction"), json={"emoji": "🙏"})
+    assert answer.status == 202, await answer.text()
+
+    async def reacted(slot: Slot, where: str) -> bool:
+        found = await item(worker, slot, where, message_id)
+        return found is not None and [r["emoji"] for r in found["reactions"]] == ["🙏"]
+
+    await eventually_async(lambda: reacted(A1, chat), "A1's own store shows it in the LID chat")
+    await eventually_async(lambda: reacted(A2, jid_of(A1)), "A2 gets it in its chat with A1")

@@ -111,8 +111,11 @@ def _me(request: web.Request, slot: Slot) -> str:
     return str(slot)
 
 
-def _details(request: web.Request, slot: Slot, target: Target, **what: Any) -> dict[str, Any]:
+def _details(
+    request: web.Request, slot: Slot, chat_id: str, target: Target, **what: Any
+) -> dict[str, Any]:
     return {
+        "chat": chat_id,
         "target": target.wa_message_id,
         **what,
         "target_from_me": target.own,
@@ -160,7 +163,7 @@ async def react(request: web.Request) -> web.Response:
     except ActionRefused as refused:
         raise Unprocessable(str(refused)) from None
     _alive("reaction", target)
-    details = _details(request, slot, target, emoji=emoji)
+    details = _details(request, slot, chat_id, target, emoji=emoji)
     return await _queue(request, slot, Action("reaction", chat_id, body.idempotency_key, details))
 
 
@@ -177,7 +180,7 @@ async def edit(request: web.Request) -> web.Response:
         raise Conflict(f"edit: message {message_id} is a {target.message_type}, not a text")
     if time.time() - target.timestamp > EDIT_WINDOW_S:
         raise Conflict(f"edit: message {message_id} is older than WhatsApp's 15 minutes")
-    details = _details(request, slot, target, text=body.text)
+    details = _details(request, slot, chat_id, target, text=body.text)
     return await _queue(request, slot, Action("edit", chat_id, body.idempotency_key, details))
 
 
@@ -185,7 +188,7 @@ async def delete(request: web.Request) -> web.Response:
     slot, chat_id, target = await _target(request, "delete")
     if not target.own:
         await _check_admin(request, slot, chat_id, target.wa_message_id)
-    details = _details(request, slot, target)
+    details = _details(request, slot, chat_id, target)
     return await _queue(request, slot, Action("delete", chat_id, None, details))
 
 
@@ -223,7 +226,7 @@ async def vote(request: web.Request) -> web.Response:
         options = check_options(body.options, offered, int(poll.get("selectable_count") or 0))
     except ActionRefused as refused:
         raise Unprocessable(str(refused)) from None
-    details = _details(request, slot, target, options=options)
+    details = _details(request, slot, chat_id, target, options=options)
     return await _queue(request, slot, Action("vote", chat_id, body.idempotency_key, details))
 
 

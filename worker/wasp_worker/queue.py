@@ -196,7 +196,7 @@ ACTION_KINDS: frozenset[str] = frozenset({"reaction", "edit", "delete", "vote"})
 class Action:
     """An action on a message of the slot's store, as the queue takes it: its row's
     destination is the chat (so it keeps its place in the chat's lane) and its payload
-    `details`: {target, emoji | text | options, target_from_me, target_sender, me}."""
+    `details`: {chat, target, emoji | text | options, target_from_me, target_sender, me}."""
 
     kind: ActionKind
     chat_id: str
@@ -589,20 +589,23 @@ class OutboundQueue:
         if found is None and action.kind == "delete":
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND kind='delete' "
-                "AND destination=? AND state!='failed' "
+                "AND json_extract(payload, '$.chat')=? AND state!='failed' "
                 "AND json_extract(payload, '$.target')=? ORDER BY id LIMIT 1",
                 (str(slot), action.chat_id, action.details["target"]),
             ).fetchone()
         if found:
             return Outbound(*found), False
         now = time.time()
+        # The lane of the chat's messages: a LID the map knows goes as its phone JID, as a
+        # send to it does (`details["chat"]` keeps the store's name of the chat).
+        destination = self._phone_for(slot, action.chat_id) or action.chat_id
         cursor = db.execute(
             "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
             "state, not_before, created, payload) VALUES (?, ?, '', ?, ?, 'queued', ?, ?, ?)",
             (
                 str(slot),
                 action.idempotency_key,
-                action.chat_id,
+                destination,
                 action.kind,
                 now,
                 now,
@@ -629,7 +632,8 @@ def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Appli
     """A sent action applied to the store in the caller's transaction, as the same change
     received from WhatsApp would be, with its webhook event (the account itself is the
     reactor or voter)."""
-    details, chat, at = action.details, action.destination, time.time()
+    details, at = action.details, time.time()
+    chat = str(details.get("chat") or action.destination)  # as the store names it
     target, me = str(details["target"]), str(details["me"])
     message = {"slot": str(slot), "chat_id": chat, "wa_message_id": target}
     match action.kind:
