@@ -144,20 +144,20 @@ async def test_an_action_in_a_chat_named_by_lid_goes_to_the_phone_and_lands_in_t
     JID (as a send to that chat does) and is applied to the chat the store has, the LID's."""
     backend = await connect(worker, A1, A2)
     chat, message_id = lid_of(A2), "3EB0LIDCHAT00001"
-    fields = group_message(A1, chat, A2, message_id)
-    backend.server.post(A1, {**fields, "chat_type": "direct"}, "message")
-    backend.server.post(A2, group_message(A2, jid_of(A1), A2, message_id), "message")
+    # A1's phone wrote to A2; A1's device names the chat by A2's LID.
+    backend.server.post(A1, group_message(A1, chat, A1, message_id), "message")
+    backend.server.post(A2, group_message(A2, jid_of(A1), A1, message_id), "message")
 
     async def arrived() -> dict[str, Any] | None:
         return await item(worker, A1, chat, message_id)
 
     await eventually_async(arrived, "A1 has the message in the LID's chat")
-    answer = await worker.post(path(A1, chat, message_id, "/reaction"), json={"emoji": "🙏"})
+    answer = await worker.patch(path(A1, chat, message_id), json={"text": "corrected"})
     assert answer.status == 202, await answer.text()
 
-    async def reacted(slot: Slot, where: str) -> bool:
+    async def edited(slot: Slot, where: str) -> bool:
         found = await item(worker, slot, where, message_id)
-        return found is not None and [r["emoji"] for r in found["reactions"]] == ["🙏"]
+        return found is not None and found["body"] == "corrected"
 
-    await eventually_async(lambda: reacted(A1, chat), "A1's own store shows it in the LID chat")
-    await eventually_async(lambda: reacted(A2, jid_of(A1)), "A2 gets it in its chat with A1")
+    await eventually_async(lambda: edited(A1, chat), "A1's own store shows it in the LID chat")
+    await eventually_async(lambda: edited(A2, jid_of(A1)), "A2 gets it in its chat with A1")
