@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from wasp_worker.backends.base import OnStatus, Outgoing, SendFailed
+from wasp_worker.backends.base import MEDIA_AND_TEXT, OnStatus, Outgoing, SendFailed, SendKind
 from wasp_worker.events import EventLog
 from wasp_worker.outbound import OutboundRunner, SendSettings, failure_reason, retry_delay
 from wasp_worker.pacer import Pacer, TokenBucket
@@ -66,6 +66,7 @@ class FakeBackend:
     says which error a given attempt raises (None: it goes through)."""
 
     delay: float = 0.0
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     hang: set[str] = field(default_factory=set)
     fail: Callable[[str, str, int], Exception | None] = lambda slot, wa_id, attempt: None
     log: list[Send] = field(default_factory=list)
