@@ -10,12 +10,14 @@ import time
 import urllib.parse
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from wasp_worker.backends.base import MEDIA_AND_TEXT
 from wasp_worker.backends.simulator import SimulatorBackend, jid_of, lid_of, phone_of
 from wasp_worker.state import QUEUE, SESSIONS
 
 from tests.support.waiting import eventually_async
+from wasp.message_actions import ActionRefused, check_emoji, check_options
 from wasp.slots import Slot
 
 Client = TestClient[Any, Any]
@@ -161,3 +163,38 @@ async def test_an_action_in_a_chat_named_by_lid_goes_to_the_phone_and_lands_in_t
 
     await eventually_async(lambda: edited(A1, chat), "A1's own store shows it in the LID chat")
     await eventually_async(lambda: edited(A2, jid_of(A1)), "A2 gets it in its chat with A1")
+
+
+# One emoji however many code points it takes; the table is written out by hand.
+ONE_EMOJI = [
+    "👍",
+    "👍🏽",  # a skin tone
+    "👨\u200d👩\u200d👧\u200d👦",  # a family: four joined by ZWJ
+    "🏳️\u200d🌈",  # a flag sequence with a variation selector
+    "🇧🇷",  # a regional-indicator flag
+    "1️⃣",  # a keycap
+    "❤️",
+    "",  # no emoji: the reaction is removed
+]
+NOT_ONE = ["a", "ok", "👍👍", "👍 ", " 👍", "🇧", "👍a", "\u200d", ":thumbsup:"]
+
+
+@pytest.mark.parametrize("text", ONE_EMOJI)
+def test_one_emoji_of_any_length_is_a_reaction(text: str) -> None:
+    assert check_emoji(text) == text
+
+
+@pytest.mark.parametrize("text", NOT_ONE)
+def test_anything_but_exactly_one_emoji_is_refused(text: str) -> None:
+    with pytest.raises(ActionRefused, match=r"^emoji: "):
+        check_emoji(text)
+
+
+def test_a_vote_takes_the_poll_s_own_options_each_once_within_its_count() -> None:
+    offered = ["pizza", "sushi", "salad"]
+    assert check_options(["sushi"], offered, 1) == ["sushi"]
+    assert check_options([], offered, 1) == []  # withdrawn
+    assert check_options(["salad", "pizza"], offered, 0) == ["salad", "pizza"]  # 0: any number
+    for chosen, selectable in ((["tacos"], 1), (["sushi", "sushi"], 0), (["pizza", "sushi"], 1)):
+        with pytest.raises(ActionRefused, match=r"^options: "):
+            check_options(chosen, offered, selectable)
