@@ -45,6 +45,8 @@ from wasp_worker.metrics import registry_for
 from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.presence import PresenceWatch
+from wasp_worker.presence_http import PRESENCE
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
 from wasp_worker.reactions import Reactions
 from wasp_worker.remote_changes import RemoteChanges
@@ -188,6 +190,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     backend.on_inbound = inbound
     backend.on_receipt = receipt
+    # Typing and recording: the chats the agent opens are watched, wa:presence live only.
+    app[PRESENCE] = presence = PresenceWatch(sessions, event_log, link.emit)
+    backend.on_presence = presence.seen
+    link.listeners.append(presence.listen)
     # Edits, deletes, history syncs and the phone's chat settings, into the store.
     remote = RemoteChanges(
         store.db,
@@ -221,6 +227,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await presence.close()
         await backend.close()
         await link.close()
         await webhooks.close()

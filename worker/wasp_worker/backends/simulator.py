@@ -51,11 +51,14 @@ from wasp_worker.backends.base import (
     MessageEdit,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     ReceiptState,
     RemoteChatSettings,
@@ -76,6 +79,8 @@ from wasp_worker.backends.simulator_server import (
     slot_of_lid,
 )
 from wasp_worker.qr import qr_data_url
+
+PRESENCE_STALE_S = 30.0
 
 # The server's names, for the simulator's users (tests, `wasp dev`, benchmarks).
 __all__ = [
@@ -131,6 +136,7 @@ class SimulatorBackend(SimulatorGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
+    on_presence: OnPresence | None = None
     sends: frozenset[SendKind] = MEDIA_AND_TEXT
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
@@ -207,6 +213,49 @@ class SimulatorBackend(SimulatorGroups):
                     )
                 )
                 await asyncio.to_thread(self.server.ack, seq)
+        await self._hand_over_presence(recipients)
+
+    async def _hand_over_presence(self, recipients: list[Slot]) -> None:
+        """Typing and recording of the peers these accounts subscribed to; one older than
+        `PRESENCE_STALE_S` is dropped (it says nothing about now)."""
+        if self.on_presence is None:
+            return
+        for seq, _, seen in await asyncio.to_thread(self.server.waiting, recipients, ("presence",)):
+            if time.time() - float(seen["at"]) <= PRESENCE_STALE_S:
+                await self.on_presence(
+                    PresenceEvent(
+                        Slot.parse(seen["slot"]),
+                        seen["chat_id"],
+                        seen["sender"],
+                        seen["state"],
+                        float(seen["at"]),
+                    )
+                )
+            await asyncio.to_thread(self.server.ack, seq)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        """The server sends this connection the peer's presence from now on."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is not None:
+            await asyncio.to_thread(self.server.subscribe_presence, slot, peer)
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        """The peer's device sees it if its connection subscribed to this account's."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is None:
+            return  # nobody simulated to show it to
+        posted = await asyncio.to_thread(self.server.post_presence, slot, peer, state)
+        held = self.sessions.get(peer)
+        if posted and held is not None and held.connected:
+            await self._hand_over([peer])  # ours: no need to wait for the next poll
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The server's directory: every simulated account's LID is known to it."""
