@@ -6,6 +6,9 @@ nothing."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,12 @@ from wasp_worker.presence_http import PRESENCE
 from wasp_worker.sessions import SessionManager
 from wasp_worker.state import FEED
 
-from tests.support.waiting import eventually_async
-from tests.support.worker import CREDENTIAL
+from tests.master.test_events_e2e import KEY, TOKEN, Listener, post, programs
+from tests.support.cluster import free_port
+from tests.support.master import start_master
+from tests.support.processes import ProgramProcess
+from tests.support.waiting import eventually, eventually_async
+from tests.support.worker import CREDENTIAL, call_worker, start_worker
 from tests.worker.test_outbound import login
 from tests.worker.test_sending import FakeBackend
 from tests.worker.test_worker_http import config
@@ -28,6 +35,7 @@ from wasp.slots import Slot
 Client = TestClient[Any, Any]
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
 A1_JID = f"{phone_of(A1)}@s.whatsapp.net"
+__all__ = ["programs"]  # the fixture of the live events' end-to-end test
 
 
 async def presences(worker: Client, slot: str) -> list[dict[str, Any]]:
@@ -122,3 +130,71 @@ async def test_a_backend_without_presence_answers_501_naming_it(tmp_path: Path) 
         answer = await show(client, "A1", phone_of(A2), "typing")
         assert answer.status == 501
         assert (await answer.json())["error"] == "presence: not supported by the FakeBackend"
+
+
+def test_presence_crosses_shards_through_the_master_to_a_socket_io_client(
+    tmp_path: Path, programs: list[ProgramProcess]
+) -> None:
+    """Two shards sharing one simulated WhatsApp server, a master, the real JavaScript
+    Socket.IO client: A60 (shard w2) shows typing to A3 (shard w1) before and after A3
+    opened their chat; only what follows the subscription arrives."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    env = {"PATH": os.environ["PATH"]}
+    w1, w2, master = free_port(), free_port(), free_port()
+    push = {"MASTER_INTERNAL_URL": f"http://127.0.0.1:{master}", "MASTER_TOKEN": TOKEN}
+    for name, port, first, last in (("w1", w1, "A1", "A50"), ("w2", w2, "A51", "A100")):
+        programs.append(
+            start_worker(
+                tmp_path / f"{name}.log",
+                port,
+                tmp_path / name,
+                config_dir,
+                base_env=env,
+                SLOT_FROM=first,
+                SLOT_TO=last,
+                SHARD_NAME=name,
+                SIMULATOR_SERVER_DIR=str(tmp_path / "server"),
+                **push,
+            )
+        )
+    shards = [
+        {"id": "w1", "port": w1, "from": "A1", "to": "A50"},
+        {"id": "w2", "port": w2, "from": "A51", "to": "A100"},
+    ]
+    programs.append(
+        start_master(
+            tmp_path / "master.log",
+            master,
+            config_dir,
+            base_env=env,
+            SHARDS_JSON=json.dumps(shards),
+            MASTER_TOKEN=TOKEN,
+            API_KEYS=KEY,
+        )
+    )
+    url = f"http://127.0.0.1:{master}"
+    listener = Listener(url, {"apiKey": KEY, "all": True})
+    try:
+        listener.wait_for(lambda: any(x["type"] == "joined" for x in listener.lines), "join")
+        for slot in ("A3", "A60"):
+            post(f"{url}/api/accounts/{slot}/connect")
+            post(f"{url}/api/accounts/{slot}/scan")
+        a3, a60 = Slot.parse("A3"), Slot.parse("A60")
+        chat = f"{url}/api/accounts/A60/conversations/{phone_of(a3)}/presence"
+        assert post(chat, body={"state": "typing"})["state"] == "typing"  # A3 not watching
+        post(f"{url}/api/accounts/A3/openChat", body={"chat_id": phone_of(a60)})
+
+        def subscribed() -> bool:
+            _, answer = call_worker("GET", f"http://127.0.0.1:{w1}/logs?limit=500")
+            return any(e["event"] == "presence_subscribed" for e in answer["logs"])
+
+        eventually(subscribed, "A3 subscribed to A60's presence")
+        post(chat, body={"state": "recording"})
+        listener.wait_for(lambda: bool(listener.events("wa:presence")), "wa:presence")
+        time.sleep(0.5)  # a typing that was (wrongly) delivered would be in by now
+        seen = listener.events("wa:presence")
+        assert [(p["slot"], p["state"]) for p in seen] == [("A3", "recording")]
+        assert seen[0]["sender"] == f"{phone_of(a60)}@s.whatsapp.net"
+    finally:
+        listener.close()
