@@ -37,8 +37,9 @@ from neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2 import (
     HistorySyncMsg,
 )
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
+from wasp_worker.backends.cell_protocol import Message as MessageEvent
 from wasp_worker.backends.cell_protocol import PollUpdate, PresenceSeen, Reaction
-from wasp_worker.backends.neonize import NeonizeBackend
+from wasp_worker.backends.neonize import NeonizeBackend, _Session
 from wasp_worker.backends.neonize_events import (
     TRANSLATORS,
     chat_presence,
@@ -51,6 +52,7 @@ from wasp_worker.backends.neonize_events import (
     reaction,
     vcard_phone,
 )
+from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.reactions import resolve_options
 
 from tests.worker.test_neonize_backend import Recorder
@@ -338,5 +340,31 @@ async def test_presence_commands_go_through_a_real_cell_which_says_it_is_not_con
         with pytest.raises(RuntimeError, match="not_connected"):
             await backend.send_presence(slot, PEER_TEXT, "typing")
         assert backend.cells[0].process.is_alive()
+    finally:
+        await backend.close()
+
+
+async def test_a_message_the_worker_could_not_store_is_handed_over_again(tmp_path: Path) -> None:
+    """whatsmeow acknowledged it already: the backend tries again, and the session's other
+    events are not held meanwhile."""
+    seen = Recorder()
+    attempts: list[str] = []
+
+    async def on_inbound(fields: dict[str, Any]) -> None:
+        attempts.append(fields["wa_message_id"])
+        if len(attempts) < 3:  # the store refuses twice (a fault no real part gives on demand)
+            raise OSError("disk I/O error")
+
+    fields = inbound_fields("A1", ME, envelope(E2EMessage(conversation="hi")))
+    assert fields is not None
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep, on_inbound=on_inbound)
+    slot = Slot.parse("A1")
+    backend.sessions[slot] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    try:
+        await backend.handle(MessageEvent("A1", fields))  # does not raise: the dispatcher lives on
+        await seen.wait_for(lambda: backend.inbound_retried == 1)
+        assert attempts == ["3EB0NEW"] * 3
+        assert seen.delays[:2] == [1, 2]
+        assert backend.inbound_lost == 0
     finally:
         await backend.close()

@@ -348,3 +348,47 @@ async def test_edits_and_deletes_are_live_events_too(worker: Client, tmp_path: P
     deleted = await eventually_async(lambda: live(worker, "wa:message_deleted"), "deleted")
     assert {d["slot"] for d in deleted} == {"A1", "A2"}  # both devices of the chat
     assert all("body" not in d for d in deleted)
+
+
+async def test_a_message_the_store_refused_stays_on_the_server_and_comes_again(
+    worker: Client, tmp_path: Path
+) -> None:
+    """The store fails (a real SQLite error, from a trigger): the message is not lost, the
+    simulated server hands it over again once the store takes it, and it is stored once."""
+    work_dir = tmp_path / "data"
+    await login(worker, "A1")
+    await login(worker, "A2")
+    db = sqlite3.connect(work_dir / "queue.sqlite3")
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.direction='in' "
+        "BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+    )
+    db.commit()
+    try:
+        sent = await worker.post("/api/accounts/A1/send", json={"to": phone_of(A2), "text": "hi"})
+        message_id = (await sent.json())["message"]["waMessageId"]
+
+        async def refused() -> bool:
+            logs = (await (await worker.get("/logs?limit=500")).json())["logs"]
+            return any(
+                e["event"] == "history_write_failed" and e["wa_message_id"] == message_id
+                for e in logs
+            )
+
+        await eventually_async(refused, "the store refused it")
+        assert await live(worker, "wa:message") == []  # not stored: not news yet
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+
+        async def stored() -> list[Any]:
+            return db.execute(
+                "SELECT count(*) FROM messages WHERE slot='A2' AND wa_message_id=?",
+                (message_id,),
+            ).fetchone()[0]
+
+        assert await eventually_async(stored, "handed over again and stored") == 1
+        assert [m["wa_message_id"] for m in await live(worker, "wa:message")] == [message_id]
+        received = [m["wa_message_id"] for m in outbox(work_dir, "message.received")]
+        assert received == [message_id]
+    finally:
+        db.close()

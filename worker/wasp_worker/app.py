@@ -174,8 +174,16 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         direction: Direction = "out" if fields.get("from_me") else "in"
         try:
             await history.record(slot, direction, fields)
-        except Exception as error:  # the live event still goes out; history and webhook miss it
-            event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
+        except Exception as error:
+            # Not stored: raised, so the backend does not count it delivered and hands it
+            # over again (the simulator's server keeps it until acknowledged; neonize retries).
+            event_log.emit(
+                "history_write_failed",
+                slot=fields["slot"],
+                wa_message_id=fields["wa_message_id"],
+                error=type(error).__name__,
+            )
+            raise
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 

@@ -141,6 +141,7 @@ from wasp_worker.qr import qr_data_url
 from wasp_worker.reactions import HASH_PREFIX
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
+INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
 SEND_TIMEOUT_S = 60.0
 BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
 MAX_MEDIA_BYTES = 64 << 20
@@ -222,6 +223,8 @@ class NeonizeBackend(NeonizeGroups):
     _pending: dict[int, tuple[int, asyncio.Future[Reply]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
+    inbound_retried: int = 0  # messages stored on a later try
+    inbound_lost: int = 0  # messages the worker never could store
     breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
     _reads: set[asyncio.Task[None]] = field(default_factory=set)
@@ -661,7 +664,7 @@ class NeonizeBackend(NeonizeGroups):
                     )
             case Message(fields=fields):
                 if self.on_inbound is not None:
-                    await self.on_inbound(dict(fields))
+                    await self._inbound(dict(fields))
             case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
                 if self.on_receipt is not None:
                     await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
@@ -717,6 +720,31 @@ class NeonizeBackend(NeonizeGroups):
                     self._schedule_retry(slot, session, self._next_backoff(session))
             case _:
                 assert_never(event)
+
+    async def _inbound(self, fields: dict[str, Any]) -> None:
+        """Hand a message to the worker. whatsmeow acknowledged it to WhatsApp already (a
+        Python handler cannot stop it), so one the worker could not store is tried again
+        here, in the background, after each of `INBOUND_RETRY_S`; the session's other
+        events keep flowing meanwhile."""
+        assert self.on_inbound is not None
+        try:
+            await self.on_inbound(fields)
+        except Exception:
+            task = asyncio.create_task(self._inbound_again(fields))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    async def _inbound_again(self, fields: dict[str, Any]) -> None:
+        assert self.on_inbound is not None
+        for delay in INBOUND_RETRY_S:
+            await self.sleep(delay)
+            try:
+                await self.on_inbound(fields)
+            except Exception:
+                continue
+            self.inbound_retried += 1
+            return
+        self.inbound_lost += 1  # the worker logged each failure with the message's id
 
     async def _hold(
         self,

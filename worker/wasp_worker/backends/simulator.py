@@ -188,7 +188,12 @@ class SimulatorBackend(SimulatorGroups):
             if kind == "message":
                 if self.on_inbound is None:
                     break
-                await self.on_inbound(fields)
+                try:
+                    await self.on_inbound(fields)
+                except Exception:
+                    # Not stored (the worker logged why): left unacknowledged, the server
+                    # hands it over again at the next poll, and nothing after it overtakes it.
+                    break
                 sender = slot_of(str(fields["from"]))
                 chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
                 ids = [fields["wa_message_id"]]
