@@ -380,11 +380,13 @@ async def test_a_message_the_store_refused_stays_on_the_server_and_comes_again(
         db.execute("DROP TRIGGER refuse")
         db.commit()
 
-        async def stored() -> list[Any]:
-            return db.execute(
-                "SELECT count(*) FROM messages WHERE slot='A2' AND wa_message_id=?",
-                (message_id,),
-            ).fetchone()[0]
+        async def stored() -> int:
+            return int(
+                db.execute(
+                    "SELECT count(*) FROM messages WHERE slot='A2' AND wa_message_id=?",
+                    (message_id,),
+                ).fetchone()[0]
+            )
 
         assert await eventually_async(stored, "handed over again and stored") == 1
         assert [m["wa_message_id"] for m in await live(worker, "wa:message")] == [message_id]
