@@ -28,13 +28,13 @@ from typing import Any
 
 from wasp.slots import Slot
 from wasp.webhooks import Event
-from wasp_worker.backends.base import MessageReaction, PollVote
+from wasp_worker.backends.base import OPTION_HASH_PREFIX, MessageReaction, PollVote
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 
-HASH_PREFIX = "sha256:"
+HASH_PREFIX = OPTION_HASH_PREFIX
 
 
 def option_hash(name: str) -> str:

@@ -141,11 +141,15 @@ class MessageReaction:
     timestamp: float
 
 
+OPTION_HASH_PREFIX = "sha256:"
+"""How a vote names an option by its hash (`sha256:` + the hex SHA-256 of its name)."""
+
+
 @dataclass(frozen=True)
 class PollVote:
-    """A voter's current choice in a poll of this slot's chat: the option names (WhatsApp
-    sends their hashes; the backend resolves them against the poll's options). An empty
-    choice withdraws the vote."""
+    """A voter's current choice in a poll of this slot's chat: the option names, or their
+    hashes (`OPTION_HASH_PREFIX`) when only the store knows the poll's options (WhatsApp
+    sends hashes; the store resolves them). An empty choice withdraws the vote."""
 
     slot: Slot
     chat_id: str

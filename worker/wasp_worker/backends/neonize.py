@@ -62,6 +62,7 @@ from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
     MEDIA_AND_TEXT,
+    OPTION_HASH_PREFIX,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
@@ -138,7 +139,6 @@ from wasp_worker.backends.neonize_directory import NeonizeGroups, refusal
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
-from wasp_worker.reactions import HASH_PREFIX
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
 INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
@@ -684,7 +684,7 @@ class NeonizeBackend(NeonizeGroups):
             case PollUpdate(chat_id=chat, poll_id=poll_id, voter=voter, option_hashes=hashes):
                 if self.on_remote is not None:
                     # Only the store knows the poll's options: it resolves the hashes.
-                    options = tuple(HASH_PREFIX + digest for digest in hashes)
+                    options = tuple(OPTION_HASH_PREFIX + digest for digest in hashes)
                     await self.on_remote(
                         PollVote(slot, chat, poll_id, voter, options, event.timestamp)
                     )

@@ -30,6 +30,13 @@ reaches the worker holding the account.
 
 Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
 (`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
+
+Presence: an account's connection subscribes to a peer's (`subscribe_presence`,
+ended by the next open or close of its session, as a WhatsApp connection's
+subscriptions end with it); what the peer shows (`send_presence`) goes through
+the mailbox to a subscribed connection only, and is dropped once stale. A
+message the worker could not store stays in the mailbox (unacknowledged) and is
+handed over again at the next poll.
 """
 
 from __future__ import annotations
