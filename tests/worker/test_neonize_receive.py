@@ -65,7 +65,7 @@ GROUP = JID(User="120363012345678901", Server="g.us")
 PEER_TEXT = "5511999999999@s.whatsapp.net"
 VCARD = (
     "BEGIN:VCARD\nVERSION:3.0\nFN:Bea Lima\n"
-    "TEL;type=CELL;type=VOICE;waid=5511988887777:+55 11 98888-7777\nEND:VCARD"
+    "item1.TEL;waid=5511988887777:+55 11 98888-7777\nitem1.X-ABLabel:Mobile\nEND:VCARD"
 )
 
 
