@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from wasp_worker import history, reactions
+from wasp_worker import history, reactions, retention
 from wasp_worker.backends.base import MessageReaction, PollVote
 from wasp_worker.backends.simulator import SimulatorBackend, lid_of, phone_of
 from wasp_worker.db import transaction
@@ -394,3 +394,26 @@ async def test_a_message_the_store_refused_stays_on_the_server_and_comes_again(
         assert received == [message_id]
     finally:
         db.close()
+
+
+def test_retention_takes_a_message_s_reactions_and_votes_with_it(store: ShardStore) -> None:
+    stored(store, ["m1", "poll1", "m2"])
+    react(store, "m1", "bob", "👍", 10.0)
+    react(store, "m2", "bob", "👍", 10.0)
+    vote(store, "bob", ["pizza"], 11.0)
+
+    def doomed(db: sqlite3.Connection) -> list[retention.Doomed]:
+        rows = db.execute(
+            "SELECT id, slot, chat_id, wa_message_id FROM messages "
+            "WHERE wa_message_id IN ('m1', 'poll1')"
+        ).fetchall()
+        return [retention.Doomed(row[0], row[1], row[2], row[3], None) for row in rows]
+
+    assert store.db.call_blocking(lambda db: retention.delete(db, doomed(db))) == 2
+    left = store.db.call_blocking(
+        lambda db: (
+            db.execute("SELECT wa_message_id FROM reactions").fetchall(),
+            db.execute("SELECT count(*) FROM poll_votes").fetchone()[0],
+        )
+    )
+    assert left == ([("m2",)], 0)

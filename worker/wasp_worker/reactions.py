@@ -189,6 +189,19 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
+def forget(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> None:
+    """The reactions to and votes in these messages go with them (retention deleted them),
+    in the caller's transaction."""
+    if ids:
+        marks = _marks(ids)
+        db.execute(
+            f"DELETE FROM reactions WHERE slot=? AND wa_message_id IN ({marks})", (str(slot), *ids)
+        )
+        db.execute(
+            f"DELETE FROM poll_votes WHERE slot=? AND poll_id IN ({marks})", (str(slot), *ids)
+        )
+
+
 def reactions_of(
     db: sqlite3.Connection, slot: Slot, ids: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:

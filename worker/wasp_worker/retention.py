@@ -27,7 +27,7 @@ from pathlib import Path
 
 from wasp.retention import Retention
 from wasp.slots import Slot
-from wasp_worker import conversations, media
+from wasp_worker import conversations, media, reactions
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.events import EventLog
@@ -124,6 +124,7 @@ def delete(db: sqlite3.Connection, doomed: list[Doomed]) -> int:
             ).fetchall()
             deleted += len(gone)
             log_changes(db, slot, "message", [row[0] for row in gone])
+            reactions.forget(db, slot, [row[0] for row in gone])
             chats = list(dict.fromkeys(row[1] for row in gone))
             conversations.refresh(db, slot, chats)
             # A chat left without messages keeps its conversation (its tags, its pin) but
