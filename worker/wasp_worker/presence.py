@@ -29,6 +29,7 @@ from wasp_worker.sessions import SessionManager
 
 WINDOW_S = 600.0  # chats opened this recently are subscribed again after a reconnect
 REPEAT_S = 60.0  # a chat opened again within this on the same connection: asked already
+MAX_REMEMBERED = 10_000  # opened chats kept before the old ones are dropped
 
 
 class Unsupported(WorkerError):
@@ -62,6 +63,8 @@ class PresenceWatch:
         if chat_id.endswith("@g.us") or self._backend() is None:
             return
         now = self.clock()
+        if len(self.opened) > MAX_REMEMBERED:  # a connection that lasts for days
+            self._forget(now)
         self.opened[(slot, chat_id)] = now
         last = self.subscribed.get((slot, chat_id))
         if last is not None and now - last < REPEAT_S:
@@ -78,12 +81,16 @@ class PresenceWatch:
             del self.subscribed[key]
         if payload.get("status") != "CONNECTED":
             return
-        horizon = self.clock() - self.window_s
-        for key in [key for key, at in self.opened.items() if at < horizon]:
-            del self.opened[key]  # forgotten: the agent left it long ago
+        self._forget(self.clock())
         recent = [chat for (owner, chat) in self.opened if owner == slot]
         if recent:
             self._spawn(self._subscribe(slot, recent))
+
+    def _forget(self, now: float) -> None:
+        """Drop the chats opened before the window: the agent left them long ago."""
+        horizon = now - self.window_s
+        for key in [key for key, at in self.opened.items() if at < horizon]:
+            del self.opened[key]
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)

@@ -9,10 +9,11 @@ A pass walks the conversations in pages by id (each chat's messages by the
 `messages_chat` index), and deletes at most RETENTION_BATCH messages per
 database call, so the shard's one database thread is never held long and the
 other writers get their turns between batches. A batch's media files go first,
-then its rows, with a `changes` row per deleted message (incremental sync
-reports it deleted) and its chats' conversations refreshed, in one transaction;
-a crash in between leaves a row whose file is gone (its media answers 404), which
-the next pass deletes, never a file without its row.
+then its rows (with their reactions and poll votes), with a `changes` row per
+deleted message (incremental sync reports it deleted) and its chats'
+conversations refreshed, in one transaction; a crash in between leaves a row
+whose file is gone (its media answers 404), which the next pass deletes, never a
+file without its row.
 """
 
 from __future__ import annotations
