@@ -36,6 +36,8 @@ from neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2 import (
     HistorySync,
     HistorySyncMsg,
 )
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import PollUpdate as WebPollUpdate
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import Reaction as WebReaction
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from wasp_worker.backends.cell_protocol import Message as MessageEvent
 from wasp_worker.backends.cell_protocol import PollUpdate, PresenceSeen, Reaction
@@ -296,6 +298,57 @@ def test_presence_is_available_or_unavailable_with_its_last_seen() -> None:
     offline = presence("A1", PresenceEv(From=PEER, Unavailable=True, LastSeen=1_795_000_000))
     assert offline == PresenceSeen("A1", PEER_TEXT, PEER_TEXT, "unavailable", 1_795_000_000.0)
     assert TRANSLATORS["PresenceEv"] is presence
+
+
+def test_history_brings_the_reactions_and_decrypted_votes_the_phone_kept() -> None:
+    poll = PollCreationMessage(
+        name="Lunch?",
+        options=[
+            PollCreationMessage.Option(optionName="pizza"),
+            PollCreationMessage.Option(optionName="sushi"),
+        ],
+    )
+    kept = WebMessageInfo(
+        key=MessageKey(remoteJID="120363012345678901@g.us", fromMe=True, ID="3EB0POLL"),
+        message=E2EMessage(pollCreationMessage=poll),
+        messageTimestamp=1_795_000_000,
+        reactions=[
+            WebReaction(
+                key=MessageKey(fromMe=False, participant=PEER_TEXT, ID="R1"),
+                text="🔥",
+                senderTimestampMS=1_795_000_100_000,
+            ),
+            WebReaction(key=MessageKey(fromMe=True, ID="R2"), text="👍", senderTimestampMS=2),
+        ],
+        pollUpdates=[
+            WebPollUpdate(
+                pollUpdateMessageKey=MessageKey(fromMe=False, participant=PEER_TEXT, ID="V1"),
+                vote=PollVoteMessage(selectedOptions=[hashlib.sha256(b"pizza").digest()]),
+                senderTimestampMS=1_795_000_200_000,
+            )
+        ],
+    )
+    group = "120363012345678901@g.us"
+    data = HistorySync(
+        syncType=HistorySync.RECENT,
+        conversations=[Conversation(ID=group, messages=[HistorySyncMsg(message=kept)])],
+    )
+    synced = history_sync("A1", ME, HistorySyncEv(Data=data), 1_795_000_000.0)
+    assert synced is not None
+    assert synced.reactions == (
+        Reaction("A1", group, "3EB0POLL", PEER_TEXT, "🔥", False, 1_795_000_100.0),
+        Reaction("A1", group, "3EB0POLL", ME, "👍", True, 0.002),
+    )
+    assert synced.votes == (
+        PollUpdate(
+            "A1",
+            group,
+            "3EB0POLL",
+            PEER_TEXT,
+            (hashlib.sha256(b"pizza").hexdigest(),),
+            1_795_000_200.0,
+        ),
+    )
 
 
 def test_history_messages_carry_their_kind_too() -> None:

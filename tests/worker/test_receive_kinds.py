@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from wasp_worker import history, reactions, retention
-from wasp_worker.backends.base import MessageReaction, PollVote
+from wasp_worker.backends.base import HistoryImport, MessageReaction, PollVote
 from wasp_worker.backends.simulator import SimulatorBackend, lid_of, phone_of
 from wasp_worker.db import transaction
 from wasp_worker.state import SESSIONS
@@ -417,3 +417,33 @@ def test_retention_takes_a_message_s_reactions_and_votes_with_it(store: ShardSto
         )
     )
     assert left == ([("m2",)], 0)
+
+
+async def test_history_s_reactions_and_votes_are_stored_without_webhooks(
+    worker: Client, tmp_path: Path
+) -> None:
+    work_dir = tmp_path / "data"
+    await login(worker, "A2")
+    chat = f"{phone_of(A1)}@s.whatsapp.net"
+    messages = (
+        {**inbound("H1", body="hello"), "read": True},
+        {**inbound("H2", body="Lunch?", message_type="poll", poll=POLL), "read": True},
+    )
+    hashed = "sha256:" + hashlib.sha256(b"salad").hexdigest()
+    await remote(
+        worker,
+        HistoryImport(
+            A2,
+            messages,
+            (),
+            (),
+            (MessageReaction(A2, chat, "H1", chat, "😂", False, 5.0),),
+            (PollVote(A2, chat, "H2", chat, (hashed,), 6.0),),
+        ),
+    )
+    page = await (await worker.get(f"/api/accounts/A2/conversations/{chat}/messages")).json()
+    shown = {m["wa_message_id"]: m for m in page["items"]}
+    assert shown["H1"]["reactions"] == [{"reactor": chat, "emoji": "😂", "from_me": False}]
+    assert shown["H2"]["votes"] == {"pizza": 0, "sushi": 0, "salad": 1}
+    assert outbox(work_dir, "message.reaction") == []  # history is not news
+    assert outbox(work_dir, "message.poll_vote") == []

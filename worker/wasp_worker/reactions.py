@@ -302,6 +302,36 @@ class Reactions:
             )
         )
 
+    async def import_history(
+        self, reactions: Sequence[MessageReaction], votes: Sequence[PollVote]
+    ) -> int:
+        """A history sync's reactions and votes, in one transaction, after its messages;
+        no webhook events (history is not news). How many changed something."""
+
+        def write(db: sqlite3.Connection) -> int:
+            changed = 0
+            with transaction(db):
+                for r in reactions:
+                    found = apply_reaction(
+                        db,
+                        r.slot,
+                        r.chat_id,
+                        r.wa_message_id,
+                        r.reactor,
+                        r.emoji,
+                        r.from_me,
+                        r.timestamp,
+                    )
+                    changed += found is not None
+                for v in votes:
+                    found = apply_vote(
+                        db, v.slot, v.chat_id, v.poll_id, v.voter, v.options, v.timestamp
+                    )
+                    changed += found is not None
+            return changed
+
+        return await self._store.call(write)
+
     async def vote(self, change: PollVote) -> Event | None:
         """Store a vote (`apply_vote`); its event, None when nothing changed."""
         return await self._write(

@@ -84,12 +84,15 @@ class MessageRevoke:
 class HistoryImport:
     """History WhatsApp sent this slot's newly linked device: messages shaped like the
     inbound event's fields plus `read`, chats (`chat_id`, `name`, `pinned`, `archived`,
-    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`)."""
+    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`), and the
+    messages' reactions and poll votes (stored without webhook events: history is not news)."""
 
     slot: Slot
     messages: tuple[dict[str, Any], ...]
     chats: tuple[dict[str, Any], ...]
     contacts: tuple[dict[str, Any], ...]
+    reactions: tuple[MessageReaction, ...] = ()
+    votes: tuple[PollVote, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -699,6 +699,29 @@ class NeonizeBackend(NeonizeGroups):
                             messages,
                             tuple(dict(chat) for chat in chats),
                             tuple(dict(contact) for contact in contacts),
+                            tuple(
+                                MessageReaction(
+                                    slot,
+                                    r.chat_id,
+                                    r.wa_message_id,
+                                    r.reactor,
+                                    r.emoji,
+                                    r.from_me,
+                                    r.timestamp,
+                                )
+                                for r in event.reactions
+                            ),
+                            tuple(
+                                PollVote(
+                                    slot,
+                                    v.chat_id,
+                                    v.poll_id,
+                                    v.voter,
+                                    tuple(OPTION_HASH_PREFIX + h for h in v.option_hashes),
+                                    v.timestamp,
+                                )
+                                for v in event.votes
+                            ),
                         )
                     )
             case ChatSettingsSeen(settings=settings):
