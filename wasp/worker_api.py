@@ -24,6 +24,7 @@ from wasp.message_actions import EditRequest, ReactionRequest, VoteRequest
 from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
+from wasp.presence import PresenceRequest
 from wasp.slots import SlotId
 from wasp.validation import JsonInt
 from wasp.webhooks import SUBSCRIPTION_ID_PATTERN
@@ -487,6 +488,17 @@ _ENDPOINTS = [
         query=MessagesQuery,
         params={"chat_id": Destination},
         responses=(200, *SLOT_OPS),
+    ),
+    # Presence: what the account shows in a chat now (typing, recording), never queued.
+    Endpoint(
+        "setPresence",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/presence",
+        "Show the account typing, recording a voice note, or neither (paused) in a chat, now "
+        "(not queued: presence is ephemeral); 409 when the session is not connected",
+        body=PresenceRequest,
+        params={"chat_id": Destination},
+        responses=(200, *SESSION_OPS, 413),
     ),
     Endpoint(
         "search",

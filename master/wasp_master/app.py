@@ -216,6 +216,7 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/accounts/{slot}/sync"): "read",
     ("GET", "/api/accounts/{slot}/conversations/{chat_id}"): "read",
     ("GET", "/api/accounts/{slot}/conversations/{chat_id}/messages"): "read",
+    ("POST", "/api/accounts/{slot}/conversations/{chat_id}/presence"): "send",
     ("GET", "/api/accounts/{slot}/search"): "read",
     ("POST", "/api/accounts/{slot}/markRead"): "session",
     ("GET", "/api/accounts/{slot}/unread"): "read",

@@ -123,7 +123,12 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.PollUpdate: protocol.PollUpdate("A1", CHAT, "3EB0POLL", CHAT, ("ab" * 32,), 5.0),
     protocol.PresenceSeen: protocol.PresenceSeen("A1", CHAT, CHAT, "recording", 6.0),
     protocol.HistorySynced: protocol.HistorySynced(
-        "A1", ({**FIELDS, "read": False},), (HISTORY_CHAT,), (HISTORY_CONTACT,)
+        "A1",
+        ({**FIELDS, "read": False},),
+        (HISTORY_CHAT,),
+        (HISTORY_CONTACT,),
+        (protocol.Reaction("A1", CHAT, "3EB0X", CHAT, "🔥", False, 7.0),),
+        (protocol.PollUpdate("A1", CHAT, "3EB0X", CHAT, ("cd" * 32,), 8.0),),
     ),
     protocol.OfflineSyncCompleted: protocol.OfflineSyncCompleted("A1"),
     protocol.ChatSettingsSeen: protocol.ChatSettingsSeen(
@@ -159,7 +164,12 @@ REMOTE = {
     protocol.PollUpdate: [PollVote(A1, CHAT, "3EB0POLL", CHAT, ("sha256:" + "ab" * 32,), 5.0)],
     protocol.HistorySynced: [
         HistoryImport(
-            A1, ({**FIELDS, "read": False},), (dict(HISTORY_CHAT),), (dict(HISTORY_CONTACT),)
+            A1,
+            ({**FIELDS, "read": False},),
+            (dict(HISTORY_CHAT),),
+            (dict(HISTORY_CONTACT),),
+            (MessageReaction(A1, CHAT, "3EB0X", CHAT, "🔥", False, 7.0),),
+            (PollVote(A1, CHAT, "3EB0X", CHAT, ("sha256:" + "cd" * 32,), 8.0),),
         )
     ],
     protocol.ChatSettingsSeen: [

@@ -36,9 +36,12 @@ from neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2 import (
     HistorySync,
     HistorySyncMsg,
 )
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import PollUpdate as WebPollUpdate
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import Reaction as WebReaction
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
+from wasp_worker.backends.cell_protocol import Message as MessageEvent
 from wasp_worker.backends.cell_protocol import PollUpdate, PresenceSeen, Reaction
-from wasp_worker.backends.neonize import NeonizeBackend
+from wasp_worker.backends.neonize import NeonizeBackend, _Session
 from wasp_worker.backends.neonize_events import (
     TRANSLATORS,
     chat_presence,
@@ -51,6 +54,7 @@ from wasp_worker.backends.neonize_events import (
     reaction,
     vcard_phone,
 )
+from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.reactions import resolve_options
 
 from tests.worker.test_neonize_backend import Recorder
@@ -63,7 +67,7 @@ GROUP = JID(User="120363012345678901", Server="g.us")
 PEER_TEXT = "5511999999999@s.whatsapp.net"
 VCARD = (
     "BEGIN:VCARD\nVERSION:3.0\nFN:Bea Lima\n"
-    "TEL;type=CELL;type=VOICE;waid=5511988887777:+55 11 98888-7777\nEND:VCARD"
+    "item1.TEL;waid=5511988887777:+55 11 98888-7777\nitem1.X-ABLabel:Mobile\nEND:VCARD"
 )
 
 
@@ -296,6 +300,57 @@ def test_presence_is_available_or_unavailable_with_its_last_seen() -> None:
     assert TRANSLATORS["PresenceEv"] is presence
 
 
+def test_history_brings_the_reactions_and_decrypted_votes_the_phone_kept() -> None:
+    poll = PollCreationMessage(
+        name="Lunch?",
+        options=[
+            PollCreationMessage.Option(optionName="pizza"),
+            PollCreationMessage.Option(optionName="sushi"),
+        ],
+    )
+    kept = WebMessageInfo(
+        key=MessageKey(remoteJID="120363012345678901@g.us", fromMe=True, ID="3EB0POLL"),
+        message=E2EMessage(pollCreationMessage=poll),
+        messageTimestamp=1_795_000_000,
+        reactions=[
+            WebReaction(
+                key=MessageKey(fromMe=False, participant=PEER_TEXT, ID="R1"),
+                text="🔥",
+                senderTimestampMS=1_795_000_100_000,
+            ),
+            WebReaction(key=MessageKey(fromMe=True, ID="R2"), text="👍", senderTimestampMS=2),
+        ],
+        pollUpdates=[
+            WebPollUpdate(
+                pollUpdateMessageKey=MessageKey(fromMe=False, participant=PEER_TEXT, ID="V1"),
+                vote=PollVoteMessage(selectedOptions=[hashlib.sha256(b"pizza").digest()]),
+                senderTimestampMS=1_795_000_200_000,
+            )
+        ],
+    )
+    group = "120363012345678901@g.us"
+    data = HistorySync(
+        syncType=HistorySync.RECENT,
+        conversations=[Conversation(ID=group, messages=[HistorySyncMsg(message=kept)])],
+    )
+    synced = history_sync("A1", ME, HistorySyncEv(Data=data), 1_795_000_000.0)
+    assert synced is not None
+    assert synced.reactions == (
+        Reaction("A1", group, "3EB0POLL", PEER_TEXT, "🔥", False, 1_795_000_100.0),
+        Reaction("A1", group, "3EB0POLL", ME, "👍", True, 0.002),
+    )
+    assert synced.votes == (
+        PollUpdate(
+            "A1",
+            group,
+            "3EB0POLL",
+            PEER_TEXT,
+            (hashlib.sha256(b"pizza").hexdigest(),),
+            1_795_000_200.0,
+        ),
+    )
+
+
 def test_history_messages_carry_their_kind_too() -> None:
     at = LocationMessage(degreesLatitude=1.5, degreesLongitude=2.5)
     reply = ExtendedTextMessage(text="ok", contextInfo=ContextInfo(stanzaID="3EB0OLD"))
@@ -338,5 +393,31 @@ async def test_presence_commands_go_through_a_real_cell_which_says_it_is_not_con
         with pytest.raises(RuntimeError, match="not_connected"):
             await backend.send_presence(slot, PEER_TEXT, "typing")
         assert backend.cells[0].process.is_alive()
+    finally:
+        await backend.close()
+
+
+async def test_a_message_the_worker_could_not_store_is_handed_over_again(tmp_path: Path) -> None:
+    """whatsmeow acknowledged it already: the backend tries again, and the session's other
+    events are not held meanwhile."""
+    seen = Recorder()
+    attempts: list[str] = []
+
+    async def on_inbound(fields: dict[str, Any]) -> None:
+        attempts.append(fields["wa_message_id"])
+        if len(attempts) < 3:  # the store refuses twice (a fault no real part gives on demand)
+            raise OSError("disk I/O error")
+
+    fields = inbound_fields("A1", ME, envelope(E2EMessage(conversation="hi")))
+    assert fields is not None
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep, on_inbound=on_inbound)
+    slot = Slot.parse("A1")
+    backend.sessions[slot] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    try:
+        await backend.handle(MessageEvent("A1", fields))  # does not raise: the dispatcher lives on
+        await seen.wait_for(lambda: backend.inbound_retried == 1)
+        assert attempts == ["3EB0NEW"] * 3
+        assert seen.delays[:2] == [1, 2]
+        assert backend.inbound_lost == 0
     finally:
         await backend.close()

@@ -66,7 +66,6 @@ class FakeBackend:
     says which error a given attempt raises (None: it goes through)."""
 
     delay: float = 0.0
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     hang: set[str] = field(default_factory=set)
     fail: Callable[[str, str, int], Exception | None] = lambda slot, wa_id, attempt: None
     log: list[Send] = field(default_factory=list)
@@ -74,6 +73,7 @@ class FakeBackend:
     most_in_flight: int = 0
     on_inbound: Any = None
     on_receipt: Any = None
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT
 
     def attempts(self, wa_message_id: str) -> int:
         return sum(1 for s in self.log if s.wa_message_id == wa_message_id)

@@ -45,6 +45,8 @@ from wasp_worker.metrics import registry_for
 from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.presence import PresenceWatch
+from wasp_worker.presence_http import PRESENCE
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
 from wasp_worker.reactions import Reactions
 from wasp_worker.remote_changes import RemoteChanges
@@ -172,8 +174,16 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         direction: Direction = "out" if fields.get("from_me") else "in"
         try:
             await history.record(slot, direction, fields)
-        except Exception as error:  # the live event still goes out; history and webhook miss it
-            event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
+        except Exception as error:
+            # Not stored: raised, so the backend does not count it delivered and hands it
+            # over again (the simulator's server keeps it until acknowledged; neonize retries).
+            event_log.emit(
+                "history_write_failed",
+                slot=fields["slot"],
+                wa_message_id=fields["wa_message_id"],
+                error=type(error).__name__,
+            )
+            raise
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
@@ -188,6 +198,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     backend.on_inbound = inbound
     backend.on_receipt = receipt
+    # Typing and recording: the chats the agent opens are watched, wa:presence live only.
+    app[PRESENCE] = presence = PresenceWatch(sessions, event_log, link.emit)
+    backend.on_presence = presence.seen
+    link.listeners.append(presence.listen)
     # Edits, deletes, history syncs and the phone's chat settings, into the store.
     remote = RemoteChanges(
         store.db,
@@ -222,6 +236,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await presence.close()
         await backend.close()
         await link.close()
         await webhooks.close()

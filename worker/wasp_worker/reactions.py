@@ -28,13 +28,13 @@ from typing import Any
 
 from wasp.slots import Slot
 from wasp.webhooks import Event
-from wasp_worker.backends.base import MessageReaction, PollVote
+from wasp_worker.backends.base import OPTION_HASH_PREFIX, MessageReaction, PollVote
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 
-HASH_PREFIX = "sha256:"
+HASH_PREFIX = OPTION_HASH_PREFIX
 
 
 def option_hash(name: str) -> str:
@@ -189,6 +189,19 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
+def forget(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> None:
+    """The reactions to and votes in these messages go with them (retention deleted them),
+    in the caller's transaction."""
+    if ids:
+        marks = _marks(ids)
+        db.execute(
+            f"DELETE FROM reactions WHERE slot=? AND wa_message_id IN ({marks})", (str(slot), *ids)
+        )
+        db.execute(
+            f"DELETE FROM poll_votes WHERE slot=? AND poll_id IN ({marks})", (str(slot), *ids)
+        )
+
+
 def reactions_of(
     db: sqlite3.Connection, slot: Slot, ids: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
@@ -288,6 +301,36 @@ class Reactions:
                 change.timestamp,
             )
         )
+
+    async def import_history(
+        self, reactions: Sequence[MessageReaction], votes: Sequence[PollVote]
+    ) -> int:
+        """A history sync's reactions and votes, in one transaction, after its messages;
+        no webhook events (history is not news). How many changed something."""
+
+        def write(db: sqlite3.Connection) -> int:
+            changed = 0
+            with transaction(db):
+                for r in reactions:
+                    found = apply_reaction(
+                        db,
+                        r.slot,
+                        r.chat_id,
+                        r.wa_message_id,
+                        r.reactor,
+                        r.emoji,
+                        r.from_me,
+                        r.timestamp,
+                    )
+                    changed += found is not None
+                for v in votes:
+                    found = apply_vote(
+                        db, v.slot, v.chat_id, v.poll_id, v.voter, v.options, v.timestamp
+                    )
+                    changed += found is not None
+            return changed
+
+        return await self._store.call(write)
 
     async def vote(self, change: PollVote) -> Event | None:
         """Store a vote (`apply_vote`); its event, None when nothing changed."""

@@ -136,6 +136,9 @@ class RemoteChanges:
             new += await self.history.import_history(
                 change.slot, chunk, list(change.chats) if last else []
             )
+        kept = 0
+        if self.reactions is not None and (change.reactions or change.votes):
+            kept = await self.reactions.import_history(change.reactions, change.votes)
         self.log.emit(
             "wa_history_synced",
             slot=str(change.slot),
@@ -143,6 +146,7 @@ class RemoteChanges:
             new=new,
             chats=len(change.chats),
             contacts=len(change.contacts),
+            reactions_and_votes=kept,
         )
 
     async def known_chats(self, slot: Slot, limit: int = 2000) -> list[str]:

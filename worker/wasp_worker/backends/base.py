@@ -86,12 +86,15 @@ class MessageRevoke:
 class HistoryImport:
     """History WhatsApp sent this slot's newly linked device: messages shaped like the
     inbound event's fields plus `read`, chats (`chat_id`, `name`, `pinned`, `archived`,
-    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`)."""
+    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`), and the
+    messages' reactions and poll votes (stored without webhook events: history is not news)."""
 
     slot: Slot
     messages: tuple[dict[str, Any], ...]
     chats: tuple[dict[str, Any], ...]
     contacts: tuple[dict[str, Any], ...]
+    reactions: tuple[MessageReaction, ...] = ()
+    votes: tuple[PollVote, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,15 @@ class MessageReaction:
     timestamp: float
 
 
+OPTION_HASH_PREFIX = "sha256:"
+"""How a vote names an option by its hash (`sha256:` + the hex SHA-256 of its name)."""
+
+
 @dataclass(frozen=True)
 class PollVote:
-    """A voter's current choice in a poll of this slot's chat: the option names (WhatsApp
-    sends their hashes; the backend resolves them against the poll's options). An empty
-    choice withdraws the vote."""
+    """A voter's current choice in a poll of this slot's chat: the option names, or their
+    hashes (`OPTION_HASH_PREFIX`) when only the store knows the poll's options (WhatsApp
+    sends hashes; the store resolves them). An empty choice withdraws the vote."""
 
     slot: Slot
     chat_id: str

@@ -495,6 +495,9 @@ class HistorySynced:
     messages: tuple[dict[str, Any], ...]
     chats: tuple[HistoryChat, ...]
     contacts: tuple[HistoryContact, ...]
+    # The messages' reactions and (already decrypted) poll votes, as the phone kept them.
+    reactions: tuple[Reaction, ...] = ()
+    votes: tuple[PollUpdate, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from wasp.slots import Slot
 from wasp_worker.backends.base import (
     ACTIONS,
     MEDIA_AND_TEXT,
+    OPTION_HASH_PREFIX,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
@@ -139,9 +140,9 @@ from wasp_worker.backends.neonize_directory import NeonizeGroups, refusal
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
 from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
-from wasp_worker.reactions import HASH_PREFIX
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
+INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
 SEND_TIMEOUT_S = 60.0
 BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
 MAX_MEDIA_BYTES = 64 << 20
@@ -223,6 +224,8 @@ class NeonizeBackend(NeonizeGroups):
     _pending: dict[int, tuple[int, asyncio.Future[Reply]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
+    inbound_retried: int = 0  # messages stored on a later try
+    inbound_lost: int = 0  # messages the worker never could store
     breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
     _reads: set[asyncio.Task[None]] = field(default_factory=set)
@@ -663,7 +666,7 @@ class NeonizeBackend(NeonizeGroups):
                     )
             case Message(fields=fields):
                 if self.on_inbound is not None:
-                    await self.on_inbound(dict(fields))
+                    await self._inbound(dict(fields))
             case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
                 if self.on_receipt is not None:
                     await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
@@ -683,7 +686,7 @@ class NeonizeBackend(NeonizeGroups):
             case PollUpdate(chat_id=chat, poll_id=poll_id, voter=voter, option_hashes=hashes):
                 if self.on_remote is not None:
                     # Only the store knows the poll's options: it resolves the hashes.
-                    options = tuple(HASH_PREFIX + digest for digest in hashes)
+                    options = tuple(OPTION_HASH_PREFIX + digest for digest in hashes)
                     await self.on_remote(
                         PollVote(slot, chat, poll_id, voter, options, event.timestamp)
                     )
@@ -698,6 +701,29 @@ class NeonizeBackend(NeonizeGroups):
                             messages,
                             tuple(dict(chat) for chat in chats),
                             tuple(dict(contact) for contact in contacts),
+                            tuple(
+                                MessageReaction(
+                                    slot,
+                                    r.chat_id,
+                                    r.wa_message_id,
+                                    r.reactor,
+                                    r.emoji,
+                                    r.from_me,
+                                    r.timestamp,
+                                )
+                                for r in event.reactions
+                            ),
+                            tuple(
+                                PollVote(
+                                    slot,
+                                    v.chat_id,
+                                    v.poll_id,
+                                    v.voter,
+                                    tuple(OPTION_HASH_PREFIX + h for h in v.option_hashes),
+                                    v.timestamp,
+                                )
+                                for v in event.votes
+                            ),
                         )
                     )
             case ChatSettingsSeen(settings=settings):
@@ -719,6 +745,31 @@ class NeonizeBackend(NeonizeGroups):
                     self._schedule_retry(slot, session, self._next_backoff(session))
             case _:
                 assert_never(event)
+
+    async def _inbound(self, fields: dict[str, Any]) -> None:
+        """Hand a message to the worker. whatsmeow acknowledged it to WhatsApp already (a
+        Python handler cannot stop it), so one the worker could not store is tried again
+        here, in the background, after each of `INBOUND_RETRY_S`; the session's other
+        events keep flowing meanwhile."""
+        assert self.on_inbound is not None
+        try:
+            await self.on_inbound(fields)
+        except Exception:
+            task = asyncio.create_task(self._inbound_again(fields))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    async def _inbound_again(self, fields: dict[str, Any]) -> None:
+        assert self.on_inbound is not None
+        for delay in INBOUND_RETRY_S:
+            await self.sleep(delay)
+            try:
+                await self.on_inbound(fields)
+            except Exception:
+                continue
+            self.inbound_retried += 1
+            return
+        self.inbound_lost += 1  # the worker logged each failure with the message's id
 
     async def _hold(
         self,

@@ -495,11 +495,15 @@ def history_sync(slot: str, me: str, event: Any, now: float) -> HistorySynced | 
     messages: list[dict[str, Any]] = []
     chats: list[HistoryChat] = []
     contacts: dict[str, HistoryContact] = {}
+    reactions: list[Reaction] = []
+    votes: list[PollUpdate] = []
     for conversation in data.conversations:
         chat_id = conversation.ID
         if not chat_id or chat_id in _SKIPPED_CHATS:
             continue
         group = chat_id.endswith("@g.us")
+        for item in conversation.messages:
+            _history_reactions(slot, me, chat_id, item.message, reactions, votes)
         found = [
             fields
             for item in conversation.messages
@@ -557,7 +561,44 @@ def history_sync(slot: str, me: str, event: Any, now: float) -> HistorySynced | 
             }
     if not messages and not chats and not contacts:
         return None
-    return HistorySynced(slot, tuple(messages), tuple(chats), tuple(contacts.values()))
+    return HistorySynced(
+        slot,
+        tuple(messages),
+        tuple(chats),
+        tuple(contacts.values()),
+        tuple(reactions),
+        tuple(votes),
+    )
+
+
+def _history_reactions(
+    slot: str,
+    me: str,
+    chat_id: str,
+    info: Any,
+    reactions: list[Reaction],
+    votes: list[PollUpdate],
+) -> None:
+    """A history message's reactions and poll votes (the phone keeps votes decrypted). Each
+    names its author by its own key: the account itself when `fromMe`, else the group
+    participant, else the direct chat's peer."""
+    target = info.key.ID
+    if not target:
+        return
+
+    def author(key: Any) -> str:
+        return me if key.fromMe else (key.participant or chat_id)
+
+    for kept in info.reactions:
+        at = int(kept.senderTimestampMS) / 1000
+        who = author(kept.key)
+        reactions.append(Reaction(slot, chat_id, target, who, kept.text, bool(kept.key.fromMe), at))
+    for kept in info.pollUpdates:
+        hashes = tuple(bytes(digest).hex() for digest in kept.vote.selectedOptions)
+        at = int(kept.senderTimestampMS) / 1000
+        votes.append(
+            PollUpdate(slot, chat_id, target, author(kept.pollUpdateMessageKey), hashes, at)
+        )
 
 
 def _history_message(

@@ -30,6 +30,13 @@ reaches the worker holding the account.
 
 Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
 (`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
+
+Presence: an account's connection subscribes to a peer's (`subscribe_presence`,
+ended by the next open or close of its session, as a WhatsApp connection's
+subscriptions end with it); what the peer shows (`send_presence`) goes through
+the mailbox to a subscribed connection only, and is dropped once stale. A
+message the worker could not store stays in the mailbox (unacknowledged) and is
+handed over again at the next poll.
 """
 
 from __future__ import annotations
@@ -53,12 +60,15 @@ from wasp_worker.backends.base import (
     MessageReaction,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
     PollVote,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     ReceiptState,
     RemoteChange,
@@ -81,6 +91,8 @@ from wasp_worker.backends.simulator_server import (
     slot_of_lid,
 )
 from wasp_worker.qr import qr_data_url
+
+PRESENCE_STALE_S = 30.0
 
 # The server's names, for the simulator's users (tests, `wasp dev`, benchmarks).
 __all__ = [
@@ -149,6 +161,7 @@ class SimulatorBackend(SimulatorGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
+    on_presence: OnPresence | None = None
     sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
@@ -240,7 +253,12 @@ class SimulatorBackend(SimulatorGroups):
             if kind == "message":
                 if self.on_inbound is None:
                     break
-                await self.on_inbound(fields)
+                try:
+                    await self.on_inbound(fields)
+                except Exception:
+                    # Not stored (the worker logged why): left unacknowledged, the server
+                    # hands it over again at the next poll, and nothing after it overtakes it.
+                    break
                 sender = slot_of(str(fields["from"]))
                 chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
                 ids = [fields["wa_message_id"]]
@@ -265,6 +283,49 @@ class SimulatorBackend(SimulatorGroups):
                     )
                 )
                 await asyncio.to_thread(self.server.ack, seq)
+        await self._hand_over_presence(recipients)
+
+    async def _hand_over_presence(self, recipients: list[Slot]) -> None:
+        """Typing and recording of the peers these accounts subscribed to; one older than
+        `PRESENCE_STALE_S` is dropped (it says nothing about now)."""
+        if self.on_presence is None:
+            return
+        for seq, _, seen in await asyncio.to_thread(self.server.waiting, recipients, ("presence",)):
+            if time.time() - float(seen["at"]) <= PRESENCE_STALE_S:
+                await self.on_presence(
+                    PresenceEvent(
+                        Slot.parse(seen["slot"]),
+                        seen["chat_id"],
+                        seen["sender"],
+                        seen["state"],
+                        float(seen["at"]),
+                    )
+                )
+            await asyncio.to_thread(self.server.ack, seq)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        """The server sends this connection the peer's presence from now on."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is not None:
+            await asyncio.to_thread(self.server.subscribe_presence, slot, peer)
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        """The peer's device sees it if its connection subscribed to this account's."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is None:
+            return  # nobody simulated to show it to
+        posted = await asyncio.to_thread(self.server.post_presence, slot, peer, state)
+        held = self.sessions.get(peer)
+        if posted and held is not None and held.connected:
+            await self._hand_over([peer])  # ours: no need to wait for the next poll
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The server's directory: every simulated account's LID is known to it."""

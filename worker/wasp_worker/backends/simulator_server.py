@@ -148,15 +148,56 @@ class ServerLedger(SharedFile):
         "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
         "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
         "PRIMARY KEY (account, chat_id));"
+        # Whose presence each account's current connection asked for.
+        "CREATE TABLE IF NOT EXISTS presence_subscriptions (subscriber TEXT NOT NULL, "
+        "target TEXT NOT NULL, PRIMARY KEY (subscriber, target));"
     )
 
     def record(self, slot: Slot, owner: str, event: str) -> None:
         at = time.monotonic_ns()
         with self._lock:
-            self._open().execute(
+            db = self._open()
+            db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
                 (str(slot), owner, event, at, os.getpid()),
             )
+            # A connection's presence subscriptions end with it, as WhatsApp's do.
+            db.execute("DELETE FROM presence_subscriptions WHERE subscriber=?", (str(slot),))
+
+    def subscribe_presence(self, subscriber: Slot, target: Slot) -> None:
+        """`subscriber`'s connection asks for `target`'s presence."""
+        with self._lock:
+            self._open().execute(
+                "INSERT OR IGNORE INTO presence_subscriptions VALUES (?, ?)",
+                (str(subscriber), str(target)),
+            )
+
+    def post_presence(self, sender: Slot, recipient: Slot, state: str) -> bool:
+        """`sender` shows `state` in its chat with `recipient`: put in the recipient's mailbox
+        only when its connection subscribed to the sender's presence (else WhatsApp sends
+        nothing). Whether it was posted."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                wanted = db.execute(
+                    "SELECT 1 FROM presence_subscriptions WHERE subscriber=? AND target=?",
+                    (str(recipient), str(sender)),
+                ).fetchone()
+                if wanted:
+                    notice = {
+                        "slot": str(recipient),
+                        "chat_id": jid_of(sender),
+                        "sender": jid_of(sender),
+                        "state": state,
+                        "at": time.time(),
+                    }
+                    self._post(db, recipient, notice, "presence")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return wanted is not None
 
     def accept(
         self, sender: Slot, message: Outgoing, recipient: Slot, fields: dict[str, Any]
