@@ -458,3 +458,50 @@ def test_an_edit_keeps_its_place_behind_the_chat_s_earlier_message(fleet: Fleet)
         )
     finally:
         fleet.ok("PUT", "/api/accounts/A1/pacing", {})
+
+
+def test_in_a_group_across_shards_every_member_gets_the_action(fleet: Fleet) -> None:
+    """A1 made a group with A2 (its shard) and A51 (the other): A51's reaction reaches A1
+    and A2, and A1 (the admin) deletes A51's message for everyone, on both shards."""
+    created = fleet.ok(
+        "POST",
+        "/api/accounts/A1/groups",
+        {"name": "Across", "participants": [number("A2"), number("A51")]},
+    )
+    group, message_id = created["group"]["id"], "3EB0GROUPACROSS1"
+    ledger = ServerLedger(fleet.root / "server")
+    try:  # A51's phone wrote to the group: every member's device gets it
+        for member in ("A1", "A2", "A51"):
+            fields = {
+                "slot": member,
+                "wa_message_id": message_id,
+                "timestamp": int(time.time()),
+                "body": "hello group",
+                "from": number("A51"),
+                "to": group,
+                "chat_id": group,
+                "chat_type": "group",
+                "sender_jid_raw": jid("A51"),
+                "sender_phone_jid": jid("A51"),
+                "from_me": member == "A51",
+            }
+            ledger.post(Slot.parse(member), fields, "message")
+    finally:
+        ledger.close()
+    members = ("A1", "A2", "A51")
+    for member in members:
+        fleet.wait_field(member, group, message_id, "body", "hello group")
+    reacted = fleet.ok("POST", path("A51", group, message_id, "/reaction"), {"emoji": "🎉"})
+    eventually(lambda: fleet.sent("A51", reacted["message"]["id"]), "group reaction sent")
+    mine = [{"reactor": jid("A51"), "emoji": "🎉"}]
+    for member in members:
+        fleet.wait_field(member, group, message_id, "reactions")
+        found = fleet.field(member, group, message_id, "reactions")
+        assert [{k: r[k] for k in ("reactor", "emoji")} for r in found] == mine, member
+    # A2 is no admin: refused. A1 is: the message goes for everyone, on both shards.
+    refused = fleet.call("DELETE", path("A2", group, message_id))
+    assert refused.status == 409, refused
+    deleted = fleet.call("DELETE", path("A1", group, message_id))
+    assert deleted.status == 202, deleted
+    for member in members:
+        fleet.wait_field(member, group, message_id, "deleted_at")
