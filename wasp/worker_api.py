@@ -20,9 +20,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from wasp import data_api
 from wasp.contract import WORKER_TOKEN_HEADER
+from wasp.message_actions import EditRequest, ReactionRequest, VoteRequest
 from wasp.messages import Destination, ScheduleRequest, SendRequest
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
+from wasp.presence import PresenceRequest
 from wasp.slots import SlotId
 from wasp.validation import JsonInt
 from wasp.webhooks import SUBSCRIPTION_ID_PATTERN
@@ -355,6 +357,8 @@ class NumbersCheck(BaseModel):
 # SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
 MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MediaName = Annotated[str, StringConstraints(pattern=MEDIA_NAME_PATTERN)]
+# A message of a chat, as the actions on it name it.
+MESSAGE_PARAMS = {"chat_id": Destination, "message_id": WaMessageId}
 
 
 API = ApiInfo(
@@ -373,6 +377,8 @@ API = ApiInfo(
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
+        422: "A well-formed body the operation cannot take (not an emoji, not an option of "
+        "the poll, not a poll); nothing changed",
         429: "Worker capacity full, or the account's number checks are over their pace "
         "(Retry-After says when to try again)",
         501: "The session's backend cannot do this operation (the error names it)",
@@ -482,6 +488,17 @@ _ENDPOINTS = [
         query=MessagesQuery,
         params={"chat_id": Destination},
         responses=(200, *SLOT_OPS),
+    ),
+    # Presence: what the account shows in a chat now (typing, recording), never queued.
+    Endpoint(
+        "setPresence",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/presence",
+        "Show the account typing, recording a voice note, or neither (paused) in a chat, now "
+        "(not queued: presence is ephemeral); 409 when the session is not connected",
+        body=PresenceRequest,
+        params={"chat_id": Destination},
+        responses=(200, *SESSION_OPS, 413),
     ),
     Endpoint(
         "search",
@@ -705,6 +722,45 @@ _ENDPOINTS = [
         "Queue a message for `send_at` (survives restarts)",
         body=ScheduleRequest,
         responses=(200, 202, *WITH_BODY),
+    ),
+    # Actions on a message of the slot's store: queued like a send, in the chat's lane.
+    Endpoint(
+        "react",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/reaction",
+        'React to a message with one emoji ("" removes the reaction); queued like a send '
+        "(202, or 200 for a known `idempotency_key`)",
+        body=ReactionRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 422, 501),
+    ),
+    Endpoint(
+        "editMessage",
+        "PATCH",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}",
+        "Edit the text of a message the account sent, within WhatsApp's 15 minutes (409 "
+        "otherwise); queued like a send",
+        body=EditRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 501),
+    ),
+    Endpoint(
+        "deleteMessage",
+        "DELETE",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}",
+        "Delete a message for everyone: the account's own, or any in a group it is an admin "
+        "of (409 otherwise); queued like a send, a second delete answers the first (200)",
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *SLOT_OPS, 501),
+    ),
+    Endpoint(
+        "vote",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/vote",
+        "Vote in a poll with option names ([] withdraws the vote); queued like a send",
+        body=VoteRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 422, 501),
     ),
     Endpoint(
         "pair",

@@ -74,6 +74,7 @@ class FakeBackend:
     most_in_flight: int = 0
     on_inbound: Any = None
     on_receipt: Any = None
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT
 
     def attempts(self, wa_message_id: str) -> int:
         return sum(1 for s in self.log if s.wa_message_id == wa_message_id)

@@ -38,6 +38,7 @@ from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.errors import NotFound
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.message_pages import SearchFilters as MessageFilters
+from wasp_worker.presence_http import chat_opened
 from wasp_worker.state import CONFIG, CONVERSATIONS, HISTORY, SESSIONS
 
 
@@ -113,6 +114,7 @@ async def messages(request: web.Request) -> web.Response:
     items, following = await request.app[PAGES].chat(
         slot, chat_id, _key(query.before, "chat"), _key(query.after, "chat"), query.limit
     )
+    chat_opened(request, slot, chat_id)
     return web.json_response(
         {
             "ok": True,

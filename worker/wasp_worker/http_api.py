@@ -31,6 +31,7 @@ from wasp.worker_api import (
     SyncQuery,
 )
 from wasp_worker import media
+from wasp_worker.actions_http import ACTION_HANDLERS
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.data_http import DATA_HANDLERS
@@ -39,6 +40,7 @@ from wasp_worker.groups_http import GROUP_HANDLERS
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
+from wasp_worker.presence_http import PRESENCE_HANDLERS, chat_opened
 from wasp_worker.state import (
     CONFIG,
     CONVERSATIONS,
@@ -168,6 +170,7 @@ async def open_chat(request: web.Request) -> web.Response:
     body = await read_body(request, OpenChatRequest)
     chat_id = normalise(body.chat_id)
     messages, unread = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    chat_opened(request, slot, chat_id)
     receipts = await send_read_receipts(request.app, slot, chat_id, unread)
     return web.json_response(
         {
@@ -344,4 +347,6 @@ HANDLERS: dict[str, Handler] = {
     "webhookReplay": webhook_replay,
     **DATA_HANDLERS,
     **GROUP_HANDLERS,
+    **ACTION_HANDLERS,
+    **PRESENCE_HANDLERS,
 }

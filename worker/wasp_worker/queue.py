@@ -33,15 +33,17 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history
+from wasp_worker import history, reactions
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
@@ -186,10 +188,26 @@ _COLUMNS = (
 )
 
 
+ActionKind = Literal["reaction", "edit", "delete", "vote"]
+ACTION_KINDS: frozenset[str] = frozenset({"reaction", "edit", "delete", "vote"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action on a message of the slot's store, as the queue takes it: its row's
+    destination is the chat (so it keeps its place in the chat's lane) and its payload
+    `details`: {chat, target, emoji | text | options, target_from_me, target_sender, me}."""
+
+    kind: ActionKind
+    chat_id: str
+    idempotency_key: str | None
+    details: dict[str, Any]
+
+
 @dataclass
 class _Pending:
     slot: Slot
-    request: Message
+    request: Message | Action
     answer: asyncio.Future[tuple[Outbound, bool]]
 
 
@@ -210,11 +228,13 @@ class OutboundQueue:
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.stats = CommitStats()
+        # The live feed's: a sent action's change to the store, as a received one is shown.
+        self.emit: Callable[[str, dict[str, Any]], None] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
-    async def enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
+    async def enqueue(self, slot: Slot, request: Message | Action) -> tuple[Outbound, bool]:
         """Store the message; returns (row, created) once it is committed. A known
         idempotency key returns its row. Concurrent calls share one transaction."""
         answer: asyncio.Future[tuple[Outbound, bool]] = asyncio.get_running_loop().create_future()
@@ -258,7 +278,10 @@ class OutboundQueue:
             for pending in batch:
                 db.execute("SAVEPOINT request")
                 try:
-                    results.append(self._insert(pending.slot, pending.request))
+                    if isinstance(pending.request, Action):
+                        results.append(self._insert_action(pending.slot, pending.request))
+                    else:
+                        results.append(self._insert(pending.slot, pending.request))
                 except Exception as error:
                     db.execute("ROLLBACK TO request")
                     results.append(error)
@@ -469,6 +492,10 @@ class OutboundQueue:
                 if state == "failed":
                     outbox_tables.add(db, [ended.status_event("failed", reason)])
                     return state
+                if ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
+                    outbox_tables.add(db, [ended.status_event("sent")])
+                    applied.append(_apply_action(db, slot, ended))
+                    return ended.state
                 history.insert(db, slot, "out", _sent(ended))
                 events = [ended.status_event("sent")]
                 if ended.state != "sent":  # its receipt came back before the send returned
@@ -477,8 +504,14 @@ class OutboundQueue:
                 outbox_tables.add(db, events)
                 return ended.state
 
+        applied: list[Applied] = []
         final: str = await self._store.call(write)
         self._outbox.added()
+        for change in applied:  # once committed: the live event, a deleted message's media
+            if change.live is not None and self.emit is not None:
+                self.emit(*change.live)
+            if change.media is not None:
+                await asyncio.to_thread(change.media.unlink, missing_ok=True)
         return final
 
     async def retry(
@@ -525,6 +558,105 @@ class OutboundQueue:
                 )
 
         await self._run(write)
+
+    async def enqueue_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        """Store an action on a message (`Action`) as a queue row, in the same group commit
+        as sends: (row, created). A known idempotency key returns its row; so does a
+        second delete of the same message (the first one's, unless that one failed)."""
+        return await self.enqueue(slot, action)
+
+    async def by_key(self, slot: Slot, key: str) -> Outbound | None:
+        """The slot's row of an idempotency key, if any."""
+
+        def read(db: sqlite3.Connection) -> Outbound | None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), key),
+            ).fetchone()
+            return Outbound(*found) if found else None
+
+        found: Outbound | None = await self._store.call(read)
+        return found
+
+    def _insert_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        db = self._db
+        found = None
+        if action.idempotency_key is not None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), action.idempotency_key),
+            ).fetchone()
+        if found is None and action.kind == "delete":
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND kind='delete' "
+                "AND json_extract(payload, '$.chat')=? AND state!='failed' "
+                "AND json_extract(payload, '$.target')=? ORDER BY id LIMIT 1",
+                (str(slot), action.chat_id, action.details["target"]),
+            ).fetchone()
+        if found:
+            return Outbound(*found), False
+        now = time.time()
+        # The lane of the chat's messages: a LID the map knows goes as its phone JID, as a
+        # send to it does (`details["chat"]` keeps the store's name of the chat).
+        destination = self._phone_for(slot, action.chat_id) or action.chat_id
+        cursor = db.execute(
+            "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
+            "state, not_before, created, payload) VALUES (?, ?, '', ?, ?, 'queued', ?, ?, ?)",
+            (
+                str(slot),
+                action.idempotency_key,
+                destination,
+                action.kind,
+                now,
+                now,
+                json.dumps(action.details, ensure_ascii=False),
+            ),
+        )
+        row = int(cursor.lastrowid or 0)
+        db.execute("UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row))
+        stored = self._get(row)
+        outbox_tables.add(db, [stored.status_event("queued")])
+        return stored, True
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a sent action changed, to show once committed: its live event (name, data) and
+    the media file of a message it deleted."""
+
+    live: tuple[str, dict[str, Any]] | None = None
+    media: Path | None = None
+
+
+def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Applied:
+    """A sent action applied to the store in the caller's transaction, as the same change
+    received from WhatsApp would be, with its webhook event (the account itself is the
+    reactor or voter)."""
+    details, at = action.details, time.time()
+    chat = str(details.get("chat") or action.destination)  # as the store names it
+    target, me = str(details["target"]), str(details["me"])
+    message = {"slot": str(slot), "chat_id": chat, "wa_message_id": target}
+    match action.kind:
+        case "reaction" | "vote":
+            event = (
+                reactions.apply_reaction(db, slot, chat, target, me, details["emoji"], True, at)
+                if action.kind == "reaction"
+                else reactions.apply_vote(db, slot, chat, target, me, details["options"], at)
+            )
+            if event is None:
+                return Applied()
+            outbox_tables.add(db, [event])
+            name = "wa:reaction" if action.kind == "reaction" else "wa:poll_vote"
+            return Applied((name, event.data))
+        case "edit":
+            _, changed = history.apply_edit(db, slot, chat, target, details["text"], at)
+            live = {**message, "body": details["text"], "edited_at": at}
+            return Applied(("wa:message_edited", live) if changed else None)
+        case "delete":
+            _, changed, media = history.apply_revoke(db, slot, chat, target, at)
+            live = {**message, "deleted_at": at}
+            return Applied(("wa:message_deleted", live) if changed else None, media)
+    return Applied()
 
 
 def _sent(message: Outbound) -> dict[str, Any]:

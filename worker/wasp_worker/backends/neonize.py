@@ -61,18 +61,25 @@ import aiohttp
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
 from wasp_worker.backends.base import (
+    ACTIONS,
     MEDIA_AND_TEXT,
+    OPTION_HASH_PREFIX,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
+    PollVote,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     RemoteChatSettings,
     SendFailed,
@@ -107,11 +114,16 @@ from wasp_worker.backends.cell_protocol import (
     OfflineSyncCompleted,
     Pair,
     PairResult,
+    PollUpdate,
+    PresenceResult,
+    PresenceSeen,
     Qr,
+    Reaction,
     ReadChatSettings,
     Receipt,
     Reply,
     Send,
+    SendPresence,
     SendResult,
     SessionEvent,
     SetChatSettings,
@@ -119,6 +131,7 @@ from wasp_worker.backends.cell_protocol import (
     Stop,
     StreamError,
     StreamReplaced,
+    SubscribePresence,
     TemporaryBan,
     Undecryptable,
 )
@@ -129,6 +142,7 @@ from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
+INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
 SEND_TIMEOUT_S = 60.0
 BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
 MAX_MEDIA_BYTES = 64 << 20
@@ -139,7 +153,14 @@ RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 Sleep = Callable[[float], Awaitable[None]]
 MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
 R = TypeVar(
-    "R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult, GroupsResult
+    "R",
+    SendResult,
+    PairResult,
+    MarkReadResult,
+    LookupResult,
+    ChatSettingsResult,
+    PresenceResult,
+    GroupsResult,
 )
 
 
@@ -189,7 +210,8 @@ class NeonizeBackend(NeonizeGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    on_presence: OnPresence | None = None
+    sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
@@ -202,6 +224,8 @@ class NeonizeBackend(NeonizeGroups):
     _pending: dict[int, tuple[int, asyncio.Future[Reply]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
+    inbound_retried: int = 0  # messages stored on a later try
+    inbound_lost: int = 0  # messages the worker never could store
     breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
     _reads: set[asyncio.Task[None]] = field(default_factory=set)
@@ -317,7 +341,7 @@ class NeonizeBackend(NeonizeGroups):
         if index is None:
             raise RuntimeError("no session")
         data = None
-        if message.kind != "text":
+        if message.kind != "text" and message.kind not in ACTIONS:  # an action has no media
             data = await self._download(message.media_url or "")
         result = await self._ask(
             index,
@@ -330,6 +354,7 @@ class NeonizeBackend(NeonizeGroups):
                 data,
                 message.file_name,
                 None,
+                message.details,
             ),
             SendResult,
         )
@@ -417,6 +442,30 @@ class NeonizeBackend(NeonizeGroups):
             raise RuntimeError("app_state_unanswered") from None
         if not result.ok:
             raise RuntimeError(result.detail)
+
+    async def _presence_request(self, slot: Slot, make: Callable[[int], Command]) -> None:
+        """A presence subscription or update through the slot's cell; RuntimeError says why
+        it did not go."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        try:
+            result = await self._ask(index, make, PresenceResult)
+        except (TimeoutError, CellGone):
+            raise RuntimeError("presence_unanswered") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SubscribePresence(request_id, str(slot), chat_id)
+        )
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SendPresence(request_id, str(slot), chat_id, state)
+        )
 
     def _read_chat_settings(self, slot: Slot) -> None:
         """Have the cell read whatsmeow's record of the known chats' settings (what the
@@ -523,6 +572,7 @@ class NeonizeBackend(NeonizeGroups):
             | MarkReadResult
             | LookupResult
             | ChatSettingsResult
+            | PresenceResult
             | GroupsResult,
         ):
             pending = self._pending.get(event.request_id)
@@ -616,7 +666,7 @@ class NeonizeBackend(NeonizeGroups):
                     )
             case Message(fields=fields):
                 if self.on_inbound is not None:
-                    await self.on_inbound(dict(fields))
+                    await self._inbound(dict(fields))
             case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
                 if self.on_receipt is not None:
                     await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
@@ -626,6 +676,23 @@ class NeonizeBackend(NeonizeGroups):
             case MessageRevoked(chat_id=chat, wa_message_id=message_id, deleted_at=at):
                 if self.on_remote is not None:
                     await self.on_remote(MessageRevoke(slot, chat, message_id, at))
+            case Reaction(chat_id=chat, wa_message_id=message_id, reactor=reactor, emoji=emoji):
+                if self.on_remote is not None:
+                    await self.on_remote(
+                        MessageReaction(
+                            slot, chat, message_id, reactor, emoji, event.from_me, event.timestamp
+                        )
+                    )
+            case PollUpdate(chat_id=chat, poll_id=poll_id, voter=voter, option_hashes=hashes):
+                if self.on_remote is not None:
+                    # Only the store knows the poll's options: it resolves the hashes.
+                    options = tuple(OPTION_HASH_PREFIX + digest for digest in hashes)
+                    await self.on_remote(
+                        PollVote(slot, chat, poll_id, voter, options, event.timestamp)
+                    )
+            case PresenceSeen(chat_id=chat, sender=sender, state=state, at=at):
+                if self.on_presence is not None:
+                    await self.on_presence(PresenceEvent(slot, chat, sender, state, at))
             case HistorySynced(messages=messages, chats=chats, contacts=contacts):
                 if self.on_remote is not None:
                     await self.on_remote(
@@ -634,6 +701,29 @@ class NeonizeBackend(NeonizeGroups):
                             messages,
                             tuple(dict(chat) for chat in chats),
                             tuple(dict(contact) for contact in contacts),
+                            tuple(
+                                MessageReaction(
+                                    slot,
+                                    r.chat_id,
+                                    r.wa_message_id,
+                                    r.reactor,
+                                    r.emoji,
+                                    r.from_me,
+                                    r.timestamp,
+                                )
+                                for r in event.reactions
+                            ),
+                            tuple(
+                                PollVote(
+                                    slot,
+                                    v.chat_id,
+                                    v.poll_id,
+                                    v.voter,
+                                    tuple(OPTION_HASH_PREFIX + h for h in v.option_hashes),
+                                    v.timestamp,
+                                )
+                                for v in event.votes
+                            ),
                         )
                     )
             case ChatSettingsSeen(settings=settings):
@@ -655,6 +745,31 @@ class NeonizeBackend(NeonizeGroups):
                     self._schedule_retry(slot, session, self._next_backoff(session))
             case _:
                 assert_never(event)
+
+    async def _inbound(self, fields: dict[str, Any]) -> None:
+        """Hand a message to the worker. whatsmeow acknowledged it to WhatsApp already (a
+        Python handler cannot stop it), so one the worker could not store is tried again
+        here, in the background, after each of `INBOUND_RETRY_S`; the session's other
+        events keep flowing meanwhile."""
+        assert self.on_inbound is not None
+        try:
+            await self.on_inbound(fields)
+        except Exception:
+            task = asyncio.create_task(self._inbound_again(fields))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    async def _inbound_again(self, fields: dict[str, Any]) -> None:
+        assert self.on_inbound is not None
+        for delay in INBOUND_RETRY_S:
+            await self.sleep(delay)
+            try:
+                await self.on_inbound(fields)
+            except Exception:
+                continue
+            self.inbound_retried += 1
+            return
+        self.inbound_lost += 1  # the worker logged each failure with the message's id
 
     async def _hold(
         self,
