@@ -23,6 +23,7 @@ read marks (`mark_read`, whose receipts the caller sends).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -125,7 +126,7 @@ def _insert_row(
     stamp = fields.get("timestamp") or time.time()
     cursor = db.execute(
         f"INSERT OR IGNORE INTO messages (id, slot, {', '.join(_INSERTED)}, media_name, "
-        f"sender_jid) VALUES ({', '.join('?' * (len(_INSERTED) + 4))})",
+        f"sender_jid, quoted_id, payload) VALUES ({', '.join('?' * (len(_INSERTED) + 6))})",
         (
             next_id(db, stamp),
             str(slot),
@@ -148,9 +149,23 @@ def _insert_row(
             fields.get("file_size"),
             fields.get("file_name"),
             fields.get("sender_jid_raw"),
+            fields.get("quoted_id"),
+            _payload(fields),
         ),
     )
     return cursor.rowcount > 0
+
+
+_PAYLOAD_KEYS = ("mentions", "location", "contacts", "poll")
+
+
+def _payload(fields: dict[str, Any]) -> str | None:
+    """`messages.payload`: what the message carries besides body and media (JSON; None:
+    nothing), given ready-made or as the inbound fields' own keys."""
+    if fields.get("payload"):
+        return str(fields["payload"])
+    kept = {key: fields[key] for key in _PAYLOAD_KEYS if fields.get(key)}
+    return json.dumps(kept, separators=(",", ":")) if kept else None
 
 
 def insert(

@@ -28,6 +28,14 @@ SendKind = Literal[
 """What a queued message is (the queue row's `kind`): a content kind, or an action on a
 message sent before (reaction, edit, delete for everyone)."""
 MEDIA_AND_TEXT: frozenset[SendKind] = frozenset({"text", "image", "video", "audio", "document"})
+CONTENT_KINDS: frozenset[SendKind] = MEDIA_AND_TEXT | {
+    "voice",
+    "sticker",
+    "location",
+    "contact",
+    "poll",
+}
+"""Every kind of message with content of its own (not an action on an earlier message)."""
 
 
 @dataclass(frozen=True)
