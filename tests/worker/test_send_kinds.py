@@ -38,7 +38,7 @@ def b64(data: bytes) -> str:
 
 
 def database(worker: TestClient[Any, Any]) -> Path:
-    return Path(worker.app[CONFIG].work_dir) / "queue.sqlite3"  # type: ignore[index]
+    return Path(worker.app[CONFIG].work_dir) / "queue.sqlite3"
 
 
 def rows(worker: TestClient[Any, Any], sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -280,8 +280,10 @@ async def test_bad_input_is_refused_before_queueing(
 
 
 async def test_a_kind_the_backend_does_not_send_is_501(pair: TestClient[Any, Any]) -> None:
-    pair.app[SESSIONS].backend.sends = frozenset({"text"})  # type: ignore[index]
-    code, answer = await send(pair, {"to": TO_A2, "type": "location", "latitude": 1, "longitude": 2})
+    pair.app[SESSIONS].backend.sends = frozenset({"text"})
+    code, answer = await send(
+        pair, {"to": TO_A2, "type": "location", "latitude": 1, "longitude": 2}
+    )
     assert (code, answer) == (
         501,
         {"ok": False, "error": "send.location: not supported by the simulator backend"},
