@@ -53,11 +53,14 @@ class Send:
     request_id: int
     slot: str
     to: str
-    kind: str  # text | image | video | audio | document
+    kind: str  # a content kind (`base.CONTENT_KINDS`)
     text: str | None
     data: bytes | None
     file_name: str | None
     mime: str | None
+    # The queue row's details: reply quote, mentions, link preview, location, contacts,
+    # poll (`wasp_worker.outgoing_payload`).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

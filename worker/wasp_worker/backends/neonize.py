@@ -60,8 +60,9 @@ import aiohttp
 
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
+from wasp_worker import outgoing_media
 from wasp_worker.backends.base import (
-    MEDIA_AND_TEXT,
+    CONTENT_KINDS,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
@@ -189,7 +190,7 @@ class NeonizeBackend(NeonizeGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    sends: frozenset[SendKind] = CONTENT_KINDS
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
@@ -316,9 +317,12 @@ class NeonizeBackend(NeonizeGroups):
         index = self._live_cell(slot)
         if index is None:
             raise RuntimeError("no session")
+        details = message.details
         data = None
-        if message.kind != "text":
-            data = await self._download(message.media_url or "")
+        if details.get("file"):  # uploaded with the message: on this shard's volume
+            data = await asyncio.to_thread(outgoing_media.read, self.work_dir, details["file"])
+        elif message.media_url:
+            data = await self._download(message.media_url)
         result = await self._ask(
             index,
             lambda request_id: Send(
@@ -329,7 +333,8 @@ class NeonizeBackend(NeonizeGroups):
                 message.body,
                 data,
                 message.file_name,
-                None,
+                details.get("mime"),
+                details,
             ),
             SendResult,
         )
