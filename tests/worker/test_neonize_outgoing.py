@@ -88,9 +88,11 @@ def test_one_contact_is_a_contact_message_with_the_workers_vcard() -> None:
 def test_several_contacts_are_a_contacts_array() -> None:
     body = {
         "type": "contact",
-        "contacts": [{"name": "Ana", "phone": "5511988887777"}, {"name": "Bo", "phone": "4477"}],
+        "contacts": [
+            {"name": "Ana", "phone": "5511988887777"},
+            {"name": "Bo", "phone": "447700900123"},
+        ],
     }
-    body["contacts"][1]["phone"] = "447700900123"
     cards = built(body).contactsArrayMessage
     assert [c.displayName for c in cards.contacts] == ["Ana", "Bo"]
     assert "waid=447700900123:" in cards.contacts[1].vcard
