@@ -87,6 +87,8 @@ async def _read_form(
             break
         if not isinstance(part, BodyPartReader) or part.name not in ("message", "file"):
             raise BadRequest("multipart: the parts are `message` and `file`, nothing else")
+        if (text if part.name == "message" else data) is not None:
+            raise BadRequest(f"multipart: `{part.name}` given twice")
         if part.name == "message":
             raw = await _read_part(part, MAX_BODY_BYTES, "the message part")
             text = raw.decode("utf-8", errors="replace")
