@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import FormData
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker.app import build_app
 from wasp_worker.backends.simulator import phone_of
+from wasp_worker.events import EventLog
 from wasp_worker.state import CONFIG, SESSIONS
 
 from tests.support.waiting import eventually_async
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_worker_http import config
 from wasp.slots import Slot
 
 A1, A2 = Slot.parse("A1"), Slot.parse("A2")
@@ -89,6 +95,21 @@ async def arrived(worker: TestClient[Any, Any], slot: Slot, wa_id: str) -> dict[
         }
 
     return await eventually_async(look, f"{wa_id} at {slot}", within_s=15)
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    """The in-process worker, its anti-ban pace out of the way (the simulator bans nobody)."""
+    fast = config(
+        tmp_path,
+        pacing_session_per_minute=60_000,
+        pacing_session_burst=1_000,
+        pacing_recipient_per_minute=60_000,
+        pacing_recipient_burst=1_000,
+    )
+    app = build_app(fast, EventLog(stream=io.StringIO()))
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as client:
+        yield client
 
 
 @pytest.fixture
