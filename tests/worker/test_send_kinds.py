@@ -338,6 +338,15 @@ async def test_an_upload_waits_on_disk_until_its_row_ends(worker: TestClient[Any
     for row in (first, second):
         await arrived(worker, A2, row["message"]["waMessageId"])
     await eventually_async(lambda: _async(outgoing(worker) == []), "the file removed")
+    # The account's own copy of what it sent stays among its media, served like any other.
+    ((url,),) = rows(
+        worker,
+        "SELECT media_url FROM messages WHERE slot='A1' AND wa_message_id=?",
+        first["message"]["waMessageId"],
+    )
+    assert url.startswith("/api/accounts/A1/media/"), url
+    own = await worker.get(url)
+    assert (own.status, await own.read()) == (200, PNG)
 
 
 async def test_kinds_keep_their_order_in_a_chat(pair: TestClient[Any, Any]) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history, outgoing_media
+from wasp_worker import history, media, outgoing_media
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.errors import NotFound
 from wasp_worker.outgoing_media import Upload
@@ -290,7 +291,7 @@ class OutboundQueue:
         self, slot: Slot, request: Message, upload: Upload | None = None
     ) -> tuple[Outbound, bool]:
         db = self._db
-        media = request if isinstance(request, MediaMessage) else None
+        sent_media = request if isinstance(request, MediaMessage) else None
         if request.idempotency_key is not None:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
@@ -321,8 +322,8 @@ class OutboundQueue:
                 destination,
                 request.type,
                 request.body,
-                media.media_url if media else None,
-                media.file_name if media else None,
+                sent_media.media_url if sent_media else None,
+                sent_media.file_name if sent_media else None,
                 state,
                 reason,
                 request.send_at or now,
@@ -359,6 +360,24 @@ class OutboundQueue:
     def _work_dir(self) -> Path:
         """The volume's folder: the one the shard's database file is in."""
         return Path(self._db.execute("PRAGMA database_list").fetchone()[2]).parent
+
+    def _keep_media(self, sent: Outbound) -> str | None:
+        """The account's own copy of a file it sent, among the slot's media (a hard link to
+        the upload: same volume, no copy); its `media_url`, None without a file."""
+        name = sent.details.get("file")
+        if not name:
+            return None
+        work_dir, slot = self._work_dir(), Slot.parse(sent.slot)
+        kept = media.file_name(sent.wa_message_id, sent.details.get("mime"))
+        target = media.media_dir(work_dir, slot) / kept
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(outgoing_media.path(work_dir, name), target)
+        except FileExistsError:  # sent before a crash, linked then: the same bytes
+            pass
+        except FileNotFoundError:
+            return None
+        return f"/api/accounts/{slot}/media/{kept}"
 
     def _release_file(self, ended: Outbound) -> None:
         """Remove an ended row's uploaded file once no queued row names it (the same bytes
@@ -526,7 +545,7 @@ class OutboundQueue:
                 if state == "failed":
                     outbox_tables.add(db, [ended.status_event("failed", reason)])
                 else:
-                    history.insert(db, slot, "out", _sent(ended))
+                    history.insert(db, slot, "out", _sent(ended, self._keep_media(ended)))
                     events = [ended.status_event("sent")]
                     if ended.state != "sent":  # its receipt came back before the send returned
                         history.move(db, slot, [ended.wa_message_id], ended.state)
@@ -587,9 +606,10 @@ class OutboundQueue:
         await self._run(write)
 
 
-def _sent(message: Outbound) -> dict[str, Any]:
+def _sent(message: Outbound, media_url: str | None = None) -> dict[str, Any]:
     """A sent message in the shape of the history's records: its type, the message it
-    quotes and the content the history keeps as `payload`."""
+    quotes, the content the history keeps as `payload` and (`media_url`) its own copy of
+    an uploaded file."""
     details = message.details
     kept = history_payload(details)
     return {
@@ -597,7 +617,7 @@ def _sent(message: Outbound) -> dict[str, Any]:
         "chat_id": message.destination,
         "from": message.slot,
         "body": message.body,
-        "media_url": message.media_url,
+        "media_url": media_url or message.media_url,
         "media_type": message.kind if message.kind in outgoing_media.LIMITS else None,
         "message_type": message.kind,
         "mime_type": details.get("mime"),
