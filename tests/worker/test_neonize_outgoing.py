@@ -124,3 +124,13 @@ def test_a_bare_conversation_becomes_an_extended_text_to_carry_a_mention() -> No
 
 def test_the_backend_declares_exactly_the_kinds_it_builds() -> None:
     assert NeonizeBackend.sends == frozenset(neonize_outgoing.KINDS) == CONTENT_KINDS
+
+
+def test_what_needs_the_session_is_not_built_without_it() -> None:
+    """A link preview (the page is fetched), media (uploaded) and a poll (the Go core's
+    secret) go through the client; the pure builder declines them."""
+    assert neonize_outgoing.pure("text", "https://example.org", {"link_preview": True}) is None
+    assert neonize_outgoing.pure("text", "hi", {}) is not None
+    poll = {"poll": {"question": "q", "options": ["a", "b"], "selectable_count": 1}}
+    for kind, found in (("image", {}), ("voice", {}), ("sticker", {}), ("poll", poll)):
+        assert neonize_outgoing.pure(kind, None, found) is None, kind
