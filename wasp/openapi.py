@@ -57,6 +57,7 @@ class Route:
     responses: tuple[int, ...] = (200,)
     security: tuple[str, ...] = ()  # ApiInfo.security_schemes, any one of them suffices
     form: type[BaseModel] | None = None  # a multipart/form-data alternative to `body`
+    name: str | None = None  # the document's operationId: what clients (the console) call it by
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Endpoint:
             self.responses,
             self.security,
             self.form,
+            self.name,
         )
 
 
@@ -206,8 +208,14 @@ def openapi(routes: Sequence[Route | Endpoint], info: ApiInfo) -> dict[str, Any]
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
     used_schemes: set[str] = set()
+    named: set[str] = set()
     for route in routes:
         operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        if route.name is not None:
+            if route.name in named:
+                raise ValueError(f"operation {route.name!r} declared twice")
+            named.add(route.name)
+            operation["operationId"] = route.name
         parameters = _parameters(route)
         if parameters:
             operation["parameters"] = parameters

@@ -40,7 +40,7 @@ from wasp import worker_api
 from wasp.contract import MAX_BODY_BYTES
 from wasp.openapi import ApiInfo, Route, add_routes
 from wasp.slots import Slot, SlotError
-from wasp_master import across, auth
+from wasp_master import across, auth, proxy_credentials
 from wasp_master.config import MasterConfig
 from wasp_master.console import CONSOLE_ROUTES
 from wasp_master.errors import BadRequest, MasterError
@@ -50,6 +50,7 @@ from wasp_master.keys import KeyRing, Operation, follow
 from wasp_master.live import ALL, socketio_server
 from wasp_master.metrics import MasterMetrics
 from wasp_master.proxy import Proxy
+from wasp_master.proxy_credentials import CredentialStore, FileCredentialStore
 from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import KINDS, LISTS, ConfigStore, Kind, validate
@@ -208,6 +209,8 @@ ACCESS: dict[tuple[str, str], Operation] = {
     # Subscriptions decide where every message goes: config keys only (`allow`: admin).
     ("GET", "/api/webhooks"): "config",
     ("PUT", "/api/webhooks"): "config",
+    # The proxies' passwords: config keys, like the webhooks' secrets.
+    **{(route.method, route.path): "config" for route in proxy_credentials.ROUTES},
     ("GET", "/api/accounts/{slot}/webhooks/dead"): "config",
     ("POST", "/api/accounts/{slot}/webhooks/replay"): "config",
     ("GET", "/api/accounts/{slot}/status"): "read",
@@ -250,7 +253,13 @@ ACCESS: dict[tuple[str, str], Operation] = {
 }
 
 MASTER_ROUTES = [
-    Route("GET", "/health", health, "Master health and every shard's range and reachability"),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Master health and every shard's range and reachability",
+        name="health",
+    ),
     Route(
         "POST",
         "/internal/emit",
@@ -258,21 +267,25 @@ MASTER_ROUTES = [
         "A worker's live event (needs x-master-token when one is configured)",
         body=EmitRequest,
         responses=(200, 400, 413),
+        name="internalEmit",
     ),
-    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity"),
+    Route("GET", "/api/shards", shards, "Shards: ranges, state, capacity", name="shards"),
     Route(
         "GET",
         "/api/status",
         status,
         "Every shard: whether its worker answers, and its store's figures (counts, bytes "
         "on disk, last write, last change); unscoped keys only",
+        name="fleetStatus",
     ),
     *across.ROUTES,
     *[
         route
         for kind in KINDS
         for route in (
-            Route("GET", f"/api/{kind}", read_config, f"The shared {kind} list"),
+            Route(
+                "GET", f"/api/{kind}", read_config, f"The shared {kind} list", name=f"{kind}List"
+            ),
             Route(
                 "PUT",
                 f"/api/{kind}",
@@ -280,10 +293,17 @@ MASTER_ROUTES = [
                 f"Replace the shared {kind} list (validated, written atomically)",
                 body=LISTS[kind],
                 responses=(200, 400, 409, 413),
+                name=f"set{kind.capitalize()}List",
             ),
         )
     ],
-    Route("GET", "/api/webhooks", read_webhooks, "Webhook subscriptions, secrets masked"),
+    Route(
+        "GET",
+        "/api/webhooks",
+        read_webhooks,
+        "Webhook subscriptions, secrets masked",
+        name="webhooks",
+    ),
     Route(
         "PUT",
         "/api/webhooks",
@@ -292,7 +312,9 @@ MASTER_ROUTES = [
         "`secrets` holds the secrets generated now, shown this once",
         body=WebhooksWrite,
         responses=(200, 400, 403, 409, 413),
+        name="setWebhooks",
     ),
+    *proxy_credentials.ROUTES,
 ]
 
 
@@ -430,6 +452,7 @@ def build_app(
     store: ConfigStore,
     unsuspend: Patch | None = None,
     webhooks: WebhookStore | None = None,
+    credentials: CredentialStore | None = None,
 ) -> web.Application:
     routes = all_routes(config)
     unlisted = {(r.method, r.path) for r in routes if r.path.startswith("/api/")} - set(ACCESS)
@@ -452,6 +475,10 @@ def build_app(
         sio=sio,
         keys=KeyRing(config.api_keys, config.api_keys_file),
         webhooks=webhooks or DirectoryWebhookStore(config.config_dir, config.webhook_secrets_file),
+        proxy_credentials=credentials
+        or FileCredentialStore(
+            config.proxy_credentials_file or config.config_dir / proxy_credentials.KEY
+        ),
     )
     app[MASTER] = master
     attach_socketio(app, master)

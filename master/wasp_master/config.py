@@ -44,6 +44,11 @@ class MasterConfig(BaseModel):
         description="Local mode: the webhooks' signing secrets (0600); "
         "default CONFIGDIR/webhook-secrets.json.",
     )
+    proxy_credentials_file: Path | None = Field(
+        None,
+        description="Local mode: the accounts' proxy credentials (0600); "
+        "default CONFIGDIR/proxy-credentials.json.",
+    )
     webhook_secret: str | None = Field(
         None, description="In Kubernetes: the Secret holding the webhooks' signing secrets."
     )

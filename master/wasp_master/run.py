@@ -25,9 +25,15 @@ from aiohttp import web
 from wasp import logs
 from wasp.kube import api_client
 from wasp.metrics_port import serving_metrics
+from wasp_master import proxy_credentials
 from wasp_master.app import build_app
 from wasp_master.config import MasterConfig
 from wasp_master.live import settle_gc
+from wasp_master.proxy_credentials import (
+    CredentialStore,
+    FileCredentialStore,
+    SecretCredentialStore,
+)
 from wasp_master.shards import ShardDirectory, load_shards, watcher
 from wasp_master.shared_config import ConfigMapStore, ConfigStore, DirectoryStore
 from wasp_master.state import MASTER
@@ -122,7 +128,16 @@ async def _serve_kube(config: MasterConfig) -> None:
         if config.config_map and config.webhook_secret
         else DirectoryWebhookStore(config.config_dir, config.webhook_secrets_file)
     )
-    app = build_app(config, directory, store, kube_unsuspend(api, config.namespace), webhooks)
+    credentials: CredentialStore = (
+        SecretCredentialStore(api, config.namespace, config.webhook_secret)
+        if config.webhook_secret
+        else FileCredentialStore(
+            config.proxy_credentials_file or config.config_dir / proxy_credentials.KEY
+        )
+    )
+    app = build_app(
+        config, directory, store, kube_unsuspend(api, config.namespace), webhooks, credentials
+    )
     async with serving(config, app):
         _started(config, "kubernetes")
         await kopf.operator(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import socketio
 from aiohttp import web
@@ -19,6 +20,9 @@ from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import ConfigStore
 from wasp_master.wake import Waker
 from wasp_master.webhook_store import WebhookStore
+
+if TYPE_CHECKING:  # the credentials' handlers reach the master through this module
+    from wasp_master.proxy_credentials import CredentialStore
 
 log = logging.getLogger("wasp.master")
 
@@ -43,6 +47,7 @@ class Master:
     sio: socketio.AsyncServer
     keys: KeyRing
     webhooks: WebhookStore
+    proxy_credentials: CredentialStore
     hub: EventHub = field(init=False)
     health: dict[str, ShardHealth] = field(default_factory=dict)
     workspaces: dict[str, str] = field(default_factory=dict)  # slot -> ws, from accounts.json

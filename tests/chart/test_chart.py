@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from wasp_master.config import MasterConfig
 from wasp_operator import children
 from wasp_operator.config import OperatorConfig
@@ -189,6 +190,7 @@ def test_operator_and_master_are_wired_together(rendered: dict[str, str]) -> Non
     assert ports == {"http": 8080, "metrics": MASTER_METRICS_PORT}
     assert env["PREWARM"] == "0"
     assert env["WAKE_TIMEOUT"] == "60"
+    assert env["SCATTER_TIMEOUT"] == "3"
     data = find(docs, "ConfigMap", "-config")["data"]
     assert data == {"accounts.json": "[]", "roles.json": "[]", "groups.json": "[]"}
 
@@ -329,6 +331,30 @@ def test_prewarm_that_is_not_a_count_is_refused_by_the_schema(helm: Helm, value:
     )
     assert result.returncode != 0
     assert "prewarm" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"), [("0.5", True), ("60", True), ("0", False), ("61", False)]
+)
+def test_scatter_timeout_reaches_the_master_within_what_it_accepts(
+    helm: Helm, value: str, accepted: bool
+) -> None:
+    """The chart's bounds are the master's: a value the schema lets through, the master
+    parses to the same number; one it would refuse at start, the schema refuses first."""
+    result = helm.run(
+        "template", "rel", str(CHART), "--set-json", f"master.scatterTimeout={value}", check=False
+    )
+    assert (result.returncode == 0) == accepted, result.stderr
+    if not accepted:
+        assert "scatterTimeout" in result.stderr
+        with pytest.raises(ValidationError, match="scatter_timeout_s"):
+            MasterConfig.model_validate({"scatter_timeout_s": value})
+        return
+    docs = documents(result.stdout)
+    env = {e["name"]: e.get("value") for e in container(find(docs, "Deployment", "-master"))["env"]}
+    assert MasterConfig.model_validate(
+        {"scatter_timeout_s": env["SCATTER_TIMEOUT"]}
+    ).scatter_timeout_s == float(value)
 
 
 def test_chart_agrees_with_the_contract_and_the_operator(rendered: dict[str, str]) -> None:

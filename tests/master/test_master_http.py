@@ -27,6 +27,7 @@ from yarl import URL
 from tests.support.cluster import free_port
 from tests.support.worker import WORKER_TOKEN
 from tests.worker.test_worker_http import config as worker_config
+from wasp import worker_api
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.slots import SlotRange
 
@@ -366,6 +367,22 @@ async def test_openapi_documents_what_the_master_serves(stack: Stack) -> None:
                 assert answer.status not in (404, 405) or (
                     (await answer.json())["error"].startswith("no ")
                 ), (method, path)
+
+
+async def test_every_slot_operation_is_named_as_the_worker_declares_it(stack: Stack) -> None:
+    """The master documents each worker operation under the name the shared table gives it
+    (its operationId), at the table's method and path: a client (the console) finds an
+    operation by that name, so a path renamed in the table moves every caller with it."""
+    document = await (await stack.master.get("/openapi.json")).json()
+    named = {
+        op["operationId"]: (method.upper(), path)
+        for path, ops in document["paths"].items()
+        for method, op in ops.items()
+        if "operationId" in op
+    }
+    for endpoint in worker_api.ENDPOINTS:
+        if endpoint.path.startswith("/api/accounts/{slot}/"):
+            assert named[endpoint.name] == (endpoint.method, endpoint.path)
 
 
 async def test_the_master_keeps_no_cookies_between_clients(stack: Stack) -> None:
