@@ -21,7 +21,7 @@ from pydantic.json_schema import SkipJsonSchema
 from wasp import data_api
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp.message_actions import EditRequest, ReactionRequest, VoteRequest
-from wasp.messages import Destination, ScheduleRequest, SendRequest
+from wasp.messages import Destination, ScheduleRequest, SendRequest, UploadForm
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
 from wasp.presence import PresenceRequest
@@ -377,8 +377,9 @@ API = ApiInfo(
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
+        415: "A file of a type the message's kind does not take (the error lists them)",
         422: "A well-formed body the operation cannot take (not an emoji, not an option of "
-        "the poll, not a poll); nothing changed",
+        "the poll), or values that do not fit together (the error says why); nothing changed",
         429: "Worker capacity full, or the account's number checks are over their pace "
         "(Retry-After says when to try again)",
         501: "The session's backend cannot do this operation (the error names it)",
@@ -397,6 +398,10 @@ WITH_BODY = (*SLOT_OPS, 413)
 # An operation WhatsApp answers: the session's state may not allow it (409), and a backend
 # may not do it (501).
 SESSION_OPS = (*SLOT_OPS, 501)
+# Queueing a message: a quoted message not in the store (404), a file over its kind's limit
+# (413) or of a type it does not take (415), values that do not fit together (422), a kind
+# the backend does not send (501).
+SEND_ANSWERS = (200, 202, *WITH_BODY, 415, 422, 501)
 _ENDPOINTS = [
     Endpoint("health", "GET", "/health", "Worker health: range, active and max sessions"),
     Endpoint(
@@ -713,7 +718,8 @@ _ENDPOINTS = [
         "/api/accounts/{slot}/send",
         "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
         body=SendRequest,
-        responses=(200, 202, *WITH_BODY),
+        form=UploadForm,
+        responses=SEND_ANSWERS,
     ),
     Endpoint(
         "schedule",
@@ -721,7 +727,8 @@ _ENDPOINTS = [
         "/api/accounts/{slot}/schedule",
         "Queue a message for `send_at` (survives restarts)",
         body=ScheduleRequest,
-        responses=(200, 202, *WITH_BODY),
+        form=UploadForm,
+        responses=SEND_ANSWERS,
     ),
     # Actions on a message of the slot's store: queued like a send, in the chat's lane.
     Endpoint(

@@ -181,7 +181,9 @@ API = ApiInfo(
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
         413: "Body too large",
-        422: "A well-formed body the operation cannot take (the error says why); nothing changed",
+        415: "A file of a type the message's kind does not take (the error lists them)",
+        422: "A well-formed body the operation cannot take, or values that do not fit "
+        "together (the error says why); nothing changed",
         429: "The shard's capacity is full, or the account's number checks are over their "
         "pace (see Retry-After)",
         501: "The session's backend cannot do this operation (the error names it)",

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from wasp_worker.backends.base import MEDIA_AND_TEXT, OnStatus, Outgoing, SendFailed, SendKind
+from wasp_worker.backends.base import CONTENT_KINDS, OnStatus, Outgoing, SendFailed, SendKind
 from wasp_worker.events import EventLog
 from wasp_worker.outbound import OutboundRunner, SendSettings, failure_reason, retry_delay
 from wasp_worker.pacer import Pacer, TokenBucket
@@ -70,11 +70,10 @@ class FakeBackend:
     fail: Callable[[str, str, int], Exception | None] = lambda slot, wa_id, attempt: None
     log: list[Send] = field(default_factory=list)
     in_flight: int = 0
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     most_in_flight: int = 0
     on_inbound: Any = None
     on_receipt: Any = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    sends: frozenset[SendKind] = CONTENT_KINDS
 
     def attempts(self, wa_message_id: str) -> int:
         return sum(1 for s in self.log if s.wa_message_id == wa_message_id)

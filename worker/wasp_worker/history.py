@@ -128,7 +128,10 @@ def complete(fields: dict[str, Any]) -> dict[str, Any]:
 
 def payload_of(fields: dict[str, Any]) -> str | None:
     """The `payload` column of a message's fields: those of `PAYLOAD_KEYS` it has (not
-    empty), as JSON; None when it has none (a plain text or media message)."""
+    empty), as JSON, or the one given ready-made (`payload`, a sent message's); None when
+    it has none (a plain text or media message)."""
+    if fields.get("payload"):
+        return str(fields["payload"])
     found = {key: fields[key] for key in PAYLOAD_KEYS if fields.get(key)}
     return json.dumps(found, ensure_ascii=False) if found else None
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from wasp.errors import ApiError, error_response
-from wasp.messages import Destination, Message, ScheduleRequest, SendRequest, normalise
+from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
 from wasp.worker_api import (
@@ -41,6 +41,7 @@ from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
 from wasp_worker.presence_http import PRESENCE_HANDLERS, chat_opened
+from wasp_worker.send_http import send
 from wasp_worker.state import (
     CONFIG,
     CONVERSATIONS,
@@ -213,20 +214,6 @@ async def pair(request: web.Request) -> web.Response:
     except PairFailed as error:
         raise Conflict(str(error)) from None
     return web.json_response({"ok": True, "slot": str(slot), "code": code})
-
-
-async def send(request: web.Request) -> web.Response:
-    """Accept a message into the durable queue: 202 once it is on disk."""
-    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
-    slot = sessions.own(request.match_info["slot"])
-    message: Message
-    if request.path.endswith("/schedule"):
-        message = (await read_body(request, ScheduleRequest)).root
-    else:
-        message = (await read_body(request, SendRequest)).root
-    row, created = await queue.enqueue(slot, message)
-    request.app[RUNNER].wake.set()
-    return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
 
 
 async def pacing(request: web.Request) -> web.Response:

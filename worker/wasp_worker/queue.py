@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -43,8 +44,11 @@ from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history, reactions
+from wasp_worker import history, media, outgoing_media, reactions
 from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.errors import NotFound
+from wasp_worker.outgoing_media import Upload
+from wasp_worker.outgoing_payload import content, history_payload
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 from wasp_worker.webhooks.source import WebhookEvents
@@ -209,6 +213,7 @@ class _Pending:
     slot: Slot
     request: Message | Action
     answer: asyncio.Future[tuple[Outbound, bool]]
+    upload: Upload | None = None
 
 
 @dataclass
@@ -234,11 +239,15 @@ class OutboundQueue:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
-    async def enqueue(self, slot: Slot, request: Message | Action) -> tuple[Outbound, bool]:
-        """Store the message; returns (row, created) once it is committed. A known
-        idempotency key returns its row. Concurrent calls share one transaction."""
+    async def enqueue(
+        self, slot: Slot, request: Message | Action, upload: Upload | None = None
+    ) -> tuple[Outbound, bool]:
+        """Store the message or action (and `upload`, its file's checked bytes); returns
+        (row, created) once it is committed. A known idempotency key returns its row. A
+        `reply_to` the store has no message of in that chat is NotFound. Concurrent calls
+        share one transaction."""
         answer: asyncio.Future[tuple[Outbound, bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(slot, request, answer))
+        self._pending.append(_Pending(slot, request, answer, upload))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
         return await answer
@@ -281,7 +290,7 @@ class OutboundQueue:
                     if isinstance(pending.request, Action):
                         results.append(self._insert_action(pending.slot, pending.request))
                     else:
-                        results.append(self._insert(pending.slot, pending.request))
+                        results.append(self._insert(pending.slot, pending.request, pending.upload))
                 except Exception as error:
                     db.execute("ROLLBACK TO request")
                     results.append(error)
@@ -300,9 +309,11 @@ class OutboundQueue:
     def _commit(db: sqlite3.Connection) -> None:
         db.execute("COMMIT")
 
-    def _insert(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
+    def _insert(
+        self, slot: Slot, request: Message, upload: Upload | None = None
+    ) -> tuple[Outbound, bool]:
         db = self._db
-        media = request if isinstance(request, MediaMessage) else None
+        sent_media = request if isinstance(request, MediaMessage) else None
         if request.idempotency_key is not None:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
@@ -314,24 +325,33 @@ class OutboundQueue:
         # session's own store when its turn comes (`phone_for`, then the backend).
         destination, state, reason = normalise(request.to), "queued", None
         destination = self._phone_for(slot, destination) or destination
+        details = content(request)
+        if request.reply_to is not None:
+            details.update(self._quoted(slot, destination, request.reply_to))
+        if upload is not None:
+            # On disk (fsynced) before the row naming it commits: a crash in between leaves
+            # a file no row names, never a row without its file.
+            outgoing_media.write(self._work_dir(), upload)
+            details.update(file=upload.sha256, mime=upload.mime, file_size=upload.size)
         now = time.time()
         cursor = db.execute(
             "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
-            "body, media_url, file_name, state, reason, not_before, created, finished) "
-            "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "body, media_url, file_name, state, reason, not_before, created, finished, payload) "
+            "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(slot),
                 request.idempotency_key,
                 destination,
                 request.type,
-                request.text,
-                media.media_url if media else None,
-                media.file_name if media else None,
+                request.body,
+                sent_media.media_url if sent_media else None,
+                sent_media.file_name if sent_media else None,
                 state,
                 reason,
                 request.send_at or now,
                 now,
                 now if state == "failed" else None,
+                json.dumps(details, separators=(",", ":")) if details else None,
             ),
         )
         row = int(cursor.lastrowid or 0)
@@ -339,6 +359,61 @@ class OutboundQueue:
         stored = self._get(row)
         outbox_tables.add(db, [stored.status_event("queued")])
         return stored, True
+
+    def _quoted(self, slot: Slot, chat_id: str, wa_message_id: str) -> dict[str, Any]:
+        """What a backend needs to quote a message of the chat (its sender, a copy of its
+        text and type); NotFound when the slot's store has no such message there."""
+        found = self._db.execute(
+            "SELECT from_me, coalesce(sender_phone_jid, sender_jid), body, message_type "
+            "FROM messages WHERE slot=? AND chat_id=? AND wa_message_id=?",
+            (str(slot), chat_id, wa_message_id),
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"reply_to: no message {wa_message_id} in {chat_id}")
+        from_me, sender, body, kind = found
+        return {
+            "reply_to": wa_message_id,
+            "quoted_from_me": bool(from_me),
+            "quoted_sender": None if from_me else (sender or chat_id),
+            "quoted_body": body or "",
+            "quoted_type": kind or "text",
+        }
+
+    def _work_dir(self) -> Path:
+        """The volume's folder: the one the shard's database file is in."""
+        return Path(self._db.execute("PRAGMA database_list").fetchone()[2]).parent
+
+    def _keep_media(self, sent: Outbound) -> str | None:
+        """The account's own copy of a file it sent, among the slot's media (a hard link to
+        the upload: same volume, no copy); its `media_url`, None without a file."""
+        name = sent.details.get("file")
+        if not name:
+            return None
+        work_dir, slot = self._work_dir(), Slot.parse(sent.slot)
+        kept = media.file_name(sent.wa_message_id, sent.details.get("mime"))
+        target = media.media_dir(work_dir, slot) / kept
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(outgoing_media.path(work_dir, name), target)
+        except FileExistsError:  # sent before a crash, linked then: the same bytes
+            pass
+        except FileNotFoundError:
+            return None
+        return f"/api/accounts/{slot}/media/{kept}"
+
+    def _release_file(self, ended: Outbound) -> None:
+        """Remove an ended row's uploaded file once no queued row names it (the same bytes
+        may be queued again by another message)."""
+        name = ended.details.get("file")
+        if not name:
+            return
+        still = self._db.execute(
+            "SELECT 1 FROM outbound WHERE state='queued' AND json_extract(payload, '$.file')=? "
+            "LIMIT 1",
+            (name,),
+        ).fetchone()
+        if still is None:
+            outgoing_media.remove(self._work_dir(), name)
 
     def _phone_for(self, slot: Slot, jid: str) -> str | None:
         """The phone JID the map has for a LID (None for another JID, or an unknown LID)."""
@@ -491,18 +566,20 @@ class OutboundQueue:
                 slot = Slot.parse(ended.slot)
                 if state == "failed":
                     outbox_tables.add(db, [ended.status_event("failed", reason)])
-                    return state
-                if ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
+                elif ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
                     outbox_tables.add(db, [ended.status_event("sent")])
                     applied.append(_apply_action(db, slot, ended))
-                    return ended.state
-                history.insert(db, slot, "out", _sent(ended))
-                events = [ended.status_event("sent")]
-                if ended.state != "sent":  # its receipt came back before the send returned
-                    history.move(db, slot, [ended.wa_message_id], ended.state)
-                    events.append(ended.status_event(ended.state))
-                outbox_tables.add(db, events)
-                return ended.state
+                else:
+                    history.insert(db, slot, "out", _sent(ended, self._keep_media(ended)))
+                    events = [ended.status_event("sent")]
+                    if ended.state != "sent":  # its receipt came back before the send returned
+                        history.move(db, slot, [ended.wa_message_id], ended.state)
+                        events.append(ended.status_event(ended.state))
+                    outbox_tables.add(db, events)
+            # After the commit, on the database's thread (as `_insert` writes files): a
+            # file is gone only once no queued row names it.
+            self._release_file(ended)
+            return ended.state
 
         applied: list[Applied] = []
         final: str = await self._store.call(write)
@@ -659,13 +736,24 @@ def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Appli
     return Applied()
 
 
-def _sent(message: Outbound) -> dict[str, Any]:
-    """A sent message in the shape of the history's records."""
+def _sent(message: Outbound, media_url: str | None = None) -> dict[str, Any]:
+    """A sent message in the shape of the history's records: its type, the message it
+    quotes, the content the history keeps as `payload` and (`media_url`) its own copy of
+    an uploaded file."""
+    details = message.details
+    kept = history_payload(details)
     return {
         "wa_message_id": message.wa_message_id,
         "chat_id": message.destination,
         "from": message.slot,
         "body": message.body,
-        "media_url": message.media_url,
-        "media_type": None if message.kind == "text" else message.kind,
+        "media_url": media_url or message.media_url,
+        "media_type": message.kind if message.kind in outgoing_media.LIMITS else None,
+        "message_type": message.kind,
+        "mime_type": details.get("mime"),
+        "file_size": details.get("file_size"),
+        "file_name": message.file_name,
+        "quoted_id": details.get("reply_to"),
+        "payload": json.dumps(kept, separators=(",", ":")) if kept else None,
+        **kept,
     }

@@ -30,6 +30,14 @@ SendKind = Literal[
 message sent before (reaction, edit, delete for everyone, poll vote)."""
 ACTIONS: frozenset[SendKind] = frozenset({"reaction", "edit", "delete", "vote"})
 MEDIA_AND_TEXT: frozenset[SendKind] = frozenset({"text", "image", "video", "audio", "document"})
+CONTENT_KINDS: frozenset[SendKind] = MEDIA_AND_TEXT | {
+    "voice",
+    "sticker",
+    "location",
+    "contact",
+    "poll",
+}
+"""Every kind of message with content of its own (not an action on an earlier message)."""
 
 
 @dataclass(frozen=True)

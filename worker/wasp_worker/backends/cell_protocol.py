@@ -67,12 +67,13 @@ class Send:
     request_id: int
     slot: str
     to: str
-    kind: str  # text | image | video | audio | document
+    kind: str  # a content kind (`base.CONTENT_KINDS`)
     text: str | None
     data: bytes | None
     file_name: str | None
     mime: str | None
-    # The queue row's payload: what a kind says beyond text and media (an action's target).
+    # The queue row's details: reply quote, mentions, link preview, location, contacts,
+    # poll (`wasp_worker.outgoing_payload`), or an action's target.
     details: dict[str, Any] = field(default_factory=dict)
 
 

@@ -60,9 +60,10 @@ import aiohttp
 
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
+from wasp_worker import outgoing_media
 from wasp_worker.backends.base import (
     ACTIONS,
-    MEDIA_AND_TEXT,
+    CONTENT_KINDS,
     OPTION_HASH_PREFIX,
     ChatSettingsChange,
     HistoryImport,
@@ -211,7 +212,7 @@ class NeonizeBackend(NeonizeGroups):
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
     on_presence: OnPresence | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
+    sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
@@ -340,9 +341,12 @@ class NeonizeBackend(NeonizeGroups):
         index = self._live_cell(slot)
         if index is None:
             raise RuntimeError("no session")
+        details = message.details
         data = None
-        if message.kind != "text" and message.kind not in ACTIONS:  # an action has no media
-            data = await self._download(message.media_url or "")
+        if details.get("file"):  # uploaded with the message: on this shard's volume
+            data = await asyncio.to_thread(outgoing_media.read, self.work_dir, details["file"])
+        elif message.media_url:
+            data = await self._download(message.media_url)
         result = await self._ask(
             index,
             lambda request_id: Send(
@@ -353,8 +357,8 @@ class NeonizeBackend(NeonizeGroups):
                 message.body,
                 data,
                 message.file_name,
-                None,
-                message.details,
+                details.get("mime"),
+                details,
             ),
             SendResult,
         )

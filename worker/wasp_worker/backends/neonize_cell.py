@@ -76,7 +76,12 @@ def run_cell(conn: Connection) -> None:
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends import neonize_actions, neonize_groups, neonize_patches
+    from wasp_worker.backends import (
+        neonize_actions,
+        neonize_groups,
+        neonize_outgoing,
+        neonize_patches,
+    )
     from wasp_worker.backends.neonize_events import (
         TRANSLATORS,
         chat_setting,
@@ -196,25 +201,24 @@ def run_cell(conn: Connection) -> None:
         if client is None or not client.is_connected:
             tell(SendResult(command.request_id, "retry", "not_connected"))
             return
-        to, text, data = jid(command.to), command.text, command.data
+        own = jid_text(getattr(getattr(client, "me", None), "JID", None)) or None
         try:
+            to = jid(command.to)
             if command.kind in neonize_actions.KINDS:  # an action on a message sent before
-                built = neonize_actions.build(
+                message = neonize_actions.build(
                     client, command.kind, to, command.details, client.get_me().JID
                 )
-                response = client.send_message(to, built)
-            elif command.kind == "text":
-                response = client.send_message(to, text or "")
-            elif command.kind == "image":
-                response = client.send_image(to, data, caption=text)
-            elif command.kind == "video":
-                response = client.send_video(to, data, caption=text)
-            elif command.kind == "audio":
-                response = client.send_audio(to, data)
             else:
-                response = client.send_document(
-                    to, data, caption=text, filename=command.file_name, mimetype=command.mime
+                message = neonize_outgoing.build(
+                    client,
+                    command.kind,
+                    command.text,
+                    command.data,
+                    {**command.details, "mime": command.mime or command.details.get("mime")},
+                    command.file_name,
+                    own,
                 )
+            response = client.send_message(to, message)
         except Exception as error:
             tell(SendResult(command.request_id, "failed", f"send_error: {type(error).__name__}"))
             return

@@ -42,6 +42,7 @@ handed over again at the next poll.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -51,9 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from wasp.slots import Slot
+from wasp_worker import media, outgoing_media
 from wasp_worker.backends.base import (
     ACTIONS,
-    MEDIA_AND_TEXT,
+    CONTENT_KINDS,
     ChatSettingsChange,
     HistoryImport,
     MessageEdit,
@@ -82,6 +84,7 @@ from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.sim_groups import SimulatorGroups
 from wasp_worker.backends.simulator_server import (
     CHANGE_KINDS,
+    MEDIA_BYTES,
     ServerLedger,
     inbound_fields,
     jid_of,
@@ -162,7 +165,7 @@ class SimulatorBackend(SimulatorGroups):
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
     on_presence: OnPresence | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT | ACTIONS
+    sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
@@ -195,6 +198,10 @@ class SimulatorBackend(SimulatorGroups):
         if await self.blocked_by(recipient, slot):
             return
         fields = inbound_fields(recipient, slot, message)
+        name = message.details.get("file")
+        if name:  # uploaded bytes travel with the message; the recipient's device saves them
+            data = await asyncio.to_thread(outgoing_media.read, self.work_dir, name)
+            fields[MEDIA_BYTES] = base64.b64encode(data).decode()
         fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
         if fresh and held is not None and held.connected:
@@ -253,6 +260,8 @@ class SimulatorBackend(SimulatorGroups):
             if kind == "message":
                 if self.on_inbound is None:
                     break
+                if MEDIA_BYTES in fields:
+                    await asyncio.to_thread(self._save_media, fields)
                 try:
                     await self.on_inbound(fields)
                 except Exception:
@@ -326,6 +335,14 @@ class SimulatorBackend(SimulatorGroups):
         held = self.sessions.get(peer)
         if posted and held is not None and held.connected:
             await self._hand_over([peer])  # ours: no need to wait for the next poll
+
+    def _save_media(self, fields: dict[str, Any]) -> None:
+        """A message's file onto this worker's volume, as a device downloads it: the
+        inbound fields name it (`media_url`) instead of carrying its bytes."""
+        data = base64.b64decode(fields.pop(MEDIA_BYTES))
+        slot = Slot.parse(fields["slot"])
+        name = media.save(self.work_dir, slot, fields["wa_message_id"], fields["mime_type"], data)
+        fields["media_url"] = f"/api/accounts/{slot}/media/{name}"
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The server's directory: every simulated account's LID is known to it."""

@@ -54,9 +54,16 @@ def slot_of(phone: str) -> Slot | None:
         return None
 
 
+MEDIA_KINDS = frozenset({"image", "video", "audio", "document", "voice", "sticker"})
+
+
 def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
-    """The message as the recipient's session reports it (the inbound event's fields)."""
+    """The message as the recipient's session reports it (the inbound event's fields): its
+    type, the message it quotes, whom it mentions and its location, contact cards or poll,
+    as the sender's queue row details them."""
     phone = phone_of(sender)
+    details = message.details
+    media = message.kind in MEDIA_KINDS
     return {
         "slot": str(to),
         "from": phone,
@@ -68,14 +75,20 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
         "push_name": None,
         "wa_message_id": message.wa_message_id,
         "timestamp": int(time.time()),
-        "media_type": None,
+        "media_type": message.kind if media else None,
         "media_url": None,
-        "mime_type": None,
-        "file_name": None,
-        "file_size": None,
+        "mime_type": details.get("mime") if media else None,
+        "file_name": message.file_name if media else None,
+        "file_size": details.get("file_size") if media else None,
         "from_me": False,
         "sender_lid": lid_of(sender),
         "sender_phone_jid": f"{phone}@s.whatsapp.net",
+        "message_type": message.kind,
+        "quoted_id": details.get("reply_to"),
+        "mentions": list(details.get("mentions", [])),
+        "location": details.get("location"),
+        "contacts": details.get("contacts"),
+        "poll": details.get("poll"),
     }
 
 
@@ -87,6 +100,8 @@ def sent_fields(sender: Slot, recipient: Slot, message: Outgoing) -> dict[str, A
     return fields
 
 
+# The key of a message's file (base64) on its way through the mailbox to the recipient.
+MEDIA_BYTES = "media_base64"
 HISTORY_SYNC_LIMIT = 1000  # the newest messages a newly linked device gets
 CHANGE_KINDS = ("message", "edit", "revoke", "chat_settings", "reaction", "vote")
 # The mailbox kind an action sent from a worker reaches the other devices as.
@@ -216,7 +231,9 @@ class ServerLedger(SharedFile):
                 ).rowcount
                 if inserted:
                     self._post(db, recipient, fields, "message")
-                    self._keep(db, recipient, fields)
+                    # The phones' copies keep no bytes: the device that receives saves them.
+                    kept = {k: v for k, v in fields.items() if k != MEDIA_BYTES}
+                    self._keep(db, recipient, kept)
                     self._keep(db, sender, sent_fields(sender, recipient, message))
                 else:
                     db.execute(
