@@ -5,8 +5,11 @@ an answer of 202 means it is on disk. Each row ends `sent` or `failed` with a
 reason (receipts later move a sent one on: `delivered`, `read`, `played`). An
 idempotency key per slot makes a retried request return the first row instead
 of adding another. Every row has a WhatsApp message id fixed at enqueue time,
-so a send repeated after a crash is the same message, which WhatsApp (and the
-simulator) deduplicate. A transient failure leaves the row queued with its
+so a send repeated after a crash is the same message, which the simulator
+deduplicates. neonize cannot send under a chosen id: whatsmeow names the message,
+and `finish` gives the row that name (receipts, replies and reactions use it); a
+send cut off between WhatsApp's acceptance and that commit may go twice, which
+the shutdown grace for sends in flight keeps rare. A transient failure leaves the row queued with its
 `attempts`, its last `reason` and a `not_before` for the next try.
 
 Group commit: enqueues that arrive while a transaction is being written wait
@@ -546,14 +549,27 @@ class OutboundQueue:
 
         return await self._run(read)  # type: ignore[no-any-return]
 
-    async def finish(self, row: int, state: Literal["sent", "failed"], reason: str | None) -> str:
+    async def finish(
+        self,
+        row: int,
+        state: Literal["sent", "failed"],
+        reason: str | None,
+        sent_as: str | None = None,
+    ) -> str:
         """End a queued message; the state it ends in: a sent one whose receipt came
         back meanwhile ends in the receipt's state. One transaction with its
         `message.status` events (`sent` and then that receipt's, or `failed`) and, when
-        sent, the history's copy of the message."""
+        sent, the history's copy of the message. `sent_as`: the id WhatsApp gave the
+        message when the backend could not send it under the row's own; the row, its
+        events and the history take it, since receipts, replies and reactions name it."""
 
         def write(db: sqlite3.Connection) -> str:
             with transaction(db):
+                if state == "sent" and sent_as:
+                    db.execute(
+                        "UPDATE outbound SET wa_message_id=? WHERE id=? AND state='queued'",
+                        (sent_as, row),
+                    )
                 found = db.execute(
                     "UPDATE outbound SET state=CASE WHEN ?='sent' "
                     "THEN coalesce(early_receipt, 'sent') ELSE ? END, reason=?, finished=? "

@@ -228,8 +228,10 @@ class Backend(Protocol):
     async def pair(self, slot: Slot, phone: str) -> str:
         """A pairing code to type on the phone instead of scanning the QR."""
 
-    async def send(self, slot: Slot, message: Outgoing) -> None:
-        """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
+    async def send(self, slot: Slot, message: Outgoing) -> str | None:
+        """Send one queued message from a CONNECTED slot; SendFailed for a final refusal.
+        Returns the id WhatsApp knows the message by when it is not the row's
+        `wa_message_id` (a backend that cannot choose the id), else None."""
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The phone JID WhatsApp knows for a LID (as the session's store has it), None when

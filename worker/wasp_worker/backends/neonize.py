@@ -335,9 +335,10 @@ class NeonizeBackend(NeonizeGroups):
             return None
         return index
 
-    async def send(self, slot: Slot, message: Outgoing) -> None:
-        """Send through the slot's cell. A transient problem raises RuntimeError (the
-        message stays queued); a final one raises SendFailed with the reason."""
+    async def send(self, slot: Slot, message: Outgoing) -> str | None:
+        """Send through the slot's cell; the id WhatsApp knows the message by. A transient
+        problem raises RuntimeError (the message stays queued); a final one raises
+        SendFailed with the reason."""
         index = self._live_cell(slot)
         if index is None:
             raise RuntimeError("no session")
@@ -366,6 +367,9 @@ class NeonizeBackend(NeonizeGroups):
             raise SendFailed(result.detail)
         if result.outcome == "retry":
             raise RuntimeError(result.detail)
+        # neonize's send takes no message id: whatsmeow made one, and receipts, replies and
+        # reactions name the message by it.
+        return result.detail or None
 
     async def pair(self, slot: Slot, phone: str) -> str:
         index = self._live_cell(slot)
