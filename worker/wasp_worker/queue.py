@@ -9,8 +9,9 @@ so a send repeated after a crash is the same message, which the simulator
 deduplicates. neonize cannot send under a chosen id: whatsmeow names the message,
 and `finish` gives the row that name (receipts, replies and reactions use it); a
 send cut off between WhatsApp's acceptance and that commit may go twice, which
-the shutdown grace for sends in flight keeps rare. A transient failure leaves the row queued with its
-`attempts`, its last `reason` and a `not_before` for the next try.
+the shutdown grace for sends in flight keeps rare. A transient failure leaves
+the row queued with its `attempts`, its last `reason` and a `not_before` for the
+next try.
 
 Group commit: enqueues that arrive while a transaction is being written wait
 and then share the next one (one `BEGIN IMMEDIATE ... COMMIT`, one fsync), and

@@ -314,6 +314,7 @@ class Qr:
 @dataclass(frozen=True)
 class Connected:
     slot: str
+    jid: str = ""  # the account's own phone JID (user@server), as whatsmeow's store has it
 
 
 @dataclass(frozen=True)

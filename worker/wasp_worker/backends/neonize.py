@@ -198,6 +198,7 @@ class _Session:
     held: str | None = None
     settings_reader: asyncio.Task[None] | None = None  # re-reads the phone's chat settings
     proxy: ProxyTarget | None = None  # the one the last connect went through
+    jid: str = ""  # the account's own phone JID, told by the cell at each connect
 
 
 @dataclass
@@ -384,6 +385,11 @@ class NeonizeBackend(NeonizeGroups):
         if not result.ok:
             raise PairFailed(result.detail)
         return result.detail
+
+    def account_jid(self, slot: Slot) -> str | None:
+        """The account's own phone JID, once a connect told it (None before)."""
+        session = self.sessions.get(slot)
+        return session.jid or None if session is not None else None
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The phone JID whatsmeow's store has for a LID; RuntimeError when it cannot look."""
@@ -597,8 +603,9 @@ class NeonizeBackend(NeonizeGroups):
         match event:
             case Qr(code=code):
                 await status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(code)))
-            case Connected():
+            case Connected(jid=jid):
                 session.failures, session.connected, session.held = 0, True, None
+                session.jid = jid or session.jid
                 await status(StatusEvent(slot, "CONNECTED"))
                 self._read_chat_settings(slot)
                 if session.settings_reader is None or session.settings_reader.done():

@@ -131,6 +131,9 @@ def run_cell(conn: Connection) -> None:
                 translated = translate(slot, event)
                 if isinstance(translated, Connected):
                     settle()
+                    # Who the account is: the reactor of its own reactions, the admin it is.
+                    me = getattr(client, "me", None)
+                    translated = Connected(slot, jid_text(getattr(me, "JID", None)))
                 if translated is not None:
                     tell(translated)
 
