@@ -26,11 +26,13 @@ from wasp.worker_api import (
     ConversationsQuery,
     DataConversationsQuery,
     DataSearchQuery,
+    DataUnreadQuery,
     MarkReadRequest,
     MessagesQuery,
     SearchFilters,
     SearchQuery,
     SlotsRange,
+    UnreadQuery,
 )
 from wasp_worker import data_status
 from wasp_worker.conversations import Filters
@@ -158,8 +160,14 @@ async def mark_read(request: web.Request) -> web.Response:
 
 
 async def unread(request: web.Request) -> web.Response:
+    """The slot's unread counts, and a page of its unread chats, latest first."""
     slot = _slot(request)
-    summary = await request.app[CONVERSATIONS].unread([slot], time.time())
+    query = query_values(request, UnreadQuery)
+    summary = await request.app[CONVERSATIONS].unread(
+        [slot], time.time(), _key(query.cursor, "last"), query.limit
+    )
+    del summary["by_slot"]  # one slot: the totals are its own
+    summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
     return web.json_response({"ok": True, "slot": str(slot), **summary})
 
 
@@ -234,10 +242,14 @@ async def data_search(request: web.Request) -> web.Response:
 
 
 async def data_unread(request: web.Request) -> web.Response:
-    slots = _range(request, query_values(request, SlotsRange))
+    """The range's unread counts per slot (`by_slot`) and summed, and a page of its unread
+    chats in the `last` order the master merges by."""
+    query = query_values(request, DataUnreadQuery)
+    slots = _range(request, query)
     summary = await request.app[CONVERSATIONS].unread(
-        slots if slots is not None else [], time.time()
+        slots if slots is not None else [], time.time(), _key(query.after, "last"), query.limit
     )
+    summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
     return web.json_response({"ok": True, "slots": _named(slots), **summary})
 
 
