@@ -242,11 +242,11 @@ def test_unread_across_shards_sums_each_slots_own_counts(fleet: Fleet) -> None:
     }
     # The unread chats, a page at a time across the shards: each once, latest first (the
     # listing's `last` order), whatever the page size; the totals on every page.
-    for given in ({}, {"slots": "A2-A12"}):
+    for given in ({}, {"slots": "A2-A12"}, {"slots": "A1-A3"}):  # one shard: its own more
         wanted = expected(everything, "last", {"unread": True, **given})
         for limit in (1, 3, 500):
             chats, cursor, pages = [], None, 0
-            while True:
+            while pages < 500:  # a cursor that does not move on fails, not hangs
                 page = fleet.get(
                     "/api/unread", limit=limit, **given, **({"cursor": cursor} if cursor else {})
                 )
