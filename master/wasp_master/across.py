@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from wasp import data_api, worker_api
+from wasp.jsonio import json_answer
 from wasp.openapi import Route, query_values
 from wasp.slots import Slot
 from wasp_master.scatter import merge, partial, scatter
@@ -99,9 +100,7 @@ async def _listing(
     pages = [read.body.get("items", []) for read in reads]
     items, following = merge(pages, more, key, reverse, query.limit)
     cursor = data_api.encode(key(items[-1]), sort) if following and items else None
-    return web.json_response(
-        {"ok": True, "items": items, "next_cursor": cursor, **partial(missing)}
-    )
+    return json_answer({"ok": True, "items": items, "next_cursor": cursor, **partial(missing)})
 
 
 async def conversations(request: web.Request) -> web.Response:
@@ -161,7 +160,7 @@ async def unread(request: web.Request) -> web.Response:
         [read.body.get("chats", []) for read in reads], more, key, True, query.limit
     )
     cursor = data_api.encode(key(chats[-1]), "last") if following and chats else None
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "totals": totals,

@@ -121,8 +121,8 @@ async def test_unread_totals_and_pages_match_the_stored_rows(worker: Client) -> 
             keys = [(c["slot"], c["chat_id"]) for c in chats]
             assert len(keys) == len(set(keys))
             assert set(keys) == {k for k in unread if k[0] == slot}
-            order = [(c["last_timestamp"], c["id"]) for c in chats]
-            assert order == sorted(order, reverse=True)
+            in_time = [(c["last_timestamp"], c["id"]) for c in chats]
+            assert in_time == sorted(in_time, reverse=True)
 
 
 async def test_unread_refuses_a_bad_page_and_reads_any_valid_cursor(worker: Client) -> None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from wasp import data_api
 from wasp.data_api import Key, Sort
+from wasp.jsonio import json_answer
 from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.slots import Slot, SlotRange
@@ -90,7 +91,7 @@ async def conversations(request: web.Request) -> web.Response:
     items, following = await request.app[CONVERSATIONS].page(
         [slot], _filters(query), query.sort, _key(query.cursor, query.sort), query.limit
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -105,7 +106,7 @@ async def conversation(request: web.Request) -> web.Response:
     found = await request.app[CONVERSATIONS].get(slot, chat_id)
     if found is None:
         raise NotFound(f"no conversation {chat_id} for slot {slot}")
-    return web.json_response({"ok": True, "slot": str(slot), "conversation": found})
+    return json_answer({"ok": True, "slot": str(slot), "conversation": found})
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -115,7 +116,7 @@ async def messages(request: web.Request) -> web.Response:
     items, following = await request.app[PAGES].chat(
         slot, chat_id, _key(query.before, "chat"), _key(query.after, "chat"), query.limit
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -133,7 +134,7 @@ async def search(request: web.Request) -> web.Response:
     items, following = await request.app[PAGES].search(
         [slot], query.q, _search_filters(query), _key(query.cursor, "time"), query.limit
     )
-    return web.json_response(
+    return json_answer(
         {"ok": True, "slot": str(slot), "items": items, "next_cursor": _cursor(following, "time")}
     )
 
@@ -147,7 +148,7 @@ async def mark_read(request: web.Request) -> web.Response:
     marked, unread = await request.app[HISTORY].mark_read(slot, chat_id, body.message_ids)
     receipts = await send_read_receipts(request.app, slot, chat_id, unread)
     found = await request.app[CONVERSATIONS].get(slot, chat_id)
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -168,7 +169,7 @@ async def unread(request: web.Request) -> web.Response:
     )
     del summary["by_slot"]  # one slot: the totals are its own
     summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
-    return web.json_response({"ok": True, "slot": str(slot), **summary})
+    return json_answer({"ok": True, "slot": str(slot), **summary})
 
 
 def _contact_key(text: str) -> str:
@@ -182,7 +183,7 @@ async def contact(request: web.Request) -> web.Response:
     found = await request.app[CONTACTS].lookup(slot, [wanted])
     if wanted not in found:
         raise NotFound(f"no contact {wanted} for slot {slot}")
-    return web.json_response({"ok": True, "slot": str(slot), "contact": found[wanted]})
+    return json_answer({"ok": True, "slot": str(slot), "contact": found[wanted]})
 
 
 async def contacts_lookup(request: web.Request) -> web.Response:
@@ -191,7 +192,7 @@ async def contacts_lookup(request: web.Request) -> web.Response:
     body = await read_body(request, ContactsLookup)
     keys = {text: _contact_key(text) for text in body.ids}
     found = await request.app[CONTACTS].lookup(slot, list(keys.values()))
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -211,7 +212,7 @@ async def data_conversations(request: web.Request) -> web.Response:
         _key(query.after, query.sort),
         query.limit,
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slots": _named(slots),
@@ -231,7 +232,7 @@ async def data_search(request: web.Request) -> web.Response:
         _key(query.after, "time"),
         query.limit,
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slots": _named(slots),
@@ -250,12 +251,12 @@ async def data_unread(request: web.Request) -> web.Response:
         slots if slots is not None else [], time.time(), _key(query.after, "last"), query.limit
     )
     summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
-    return web.json_response({"ok": True, "slots": _named(slots), **summary})
+    return json_answer({"ok": True, "slots": _named(slots), **summary})
 
 
 async def data_status_handler(request: web.Request) -> web.Response:
     found = await data_status.read(request.app[DATABASE])
-    return web.json_response({"ok": True, **found})
+    return json_answer({"ok": True, **found})
 
 
 def _named(slots: SlotRange | None) -> list[str] | None:
