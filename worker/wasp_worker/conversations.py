@@ -288,10 +288,8 @@ def keyed_page(
         page = [conversation(row[:width]) for row in rows[:limit]]
         if len(rows) <= limit:
             return page, None
-        head = list(rows[limit - 1][width:])
-        if sort == "name":
-            head[0] = bool(head[0])
-        return page, (*head, str(slot), page[-1]["id"])
+        # The key as `data_api.encode` reads it (`name IS NULL` as 0/1 says the same).
+        return page, (*rows[limit - 1][width:], str(slot), page[-1]["id"])
     # First the keys alone (for `last`, from the index only), merged across the slots; then
     # the rows of the page's keys: a range of 50 slots reads 50 pages of keys, one of rows.
     keys: list[Key] = []
