@@ -310,13 +310,13 @@ def keyed_page(
     keys.sort(reverse=down)
     chosen = keys[:limit]
     ids = [key[-1] for key in chosen]
-    rows = {
+    by_id = {
         row[_COLUMNS.index("id")]: conversation(row)
         for row in db.execute(
             f"SELECT {_SELECT} FROM conversations WHERE id IN ({','.join('?' * len(ids))})", ids
         )
     }
-    page = [rows[i] for i in ids]
+    page = [by_id[i] for i in ids]
     return page, chosen[-1] if len(keys) > limit else None
 
 
