@@ -469,13 +469,13 @@ class Conversations:
         """One page of these slots' conversations in `sort` order, strictly after the key
         `cursor` (None: from the first), and the key to continue after (None: this was
         the last page)."""
-        return await self._store.call(
+        return await self._store.read(
             lambda db: keyed_page(db, slots, filters, sort, cursor, limit)
         )
 
     async def get(self, slot: Slot, chat_id: str) -> dict[str, Any] | None:
         """The chat's conversation, or None when the slot has none."""
-        return await self._store.call(
+        return await self._store.read(
             lambda db: next(iter(conversations_named(db, slot, [chat_id])), None)
         )
 
@@ -512,7 +512,7 @@ class Conversations:
         """These slots' unread counts, per slot (`by_slot`) and summed, muted (muted_until
         after `now`) or archived chats counted apart; and a page of their unread chats,
         latest first, after `cursor` (`next_cursor`: the key to continue after, or None)."""
-        return await self._store.call(lambda db: unread_summary(db, slots, now, cursor, limit))
+        return await self._store.read(lambda db: unread_summary(db, slots, now, cursor, limit))
 
     async def update(
         self, slot: Slot, chat_id: str, settings: dict[str, Any]
