@@ -229,6 +229,22 @@ class SearchQuery(SearchFilters):
     )
 
 
+class UnreadPage(BaseModel):
+    """How many unread chats an unread summary lists."""
+
+    limit: int = Field(50, ge=1, le=500, description="Most unread chats in one page.")
+
+
+class UnreadQuery(UnreadPage):
+    """Query of GET /api/accounts/{slot}/unread."""
+
+    cursor: KeyCursor | None = Field(
+        None,
+        description="`next_cursor` of the previous page: the chats after that one's place; "
+        "absent: the latest unread chat first.",
+    )
+
+
 class MarkReadRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/markRead."""
 
@@ -279,6 +295,14 @@ class DataSearchQuery(SlotsRange, SearchFilters):
 
     after: KeyCursor | None = Field(
         None, description="Continue after this cursor (`next_cursor`); absent: the newest."
+    )
+
+
+class DataUnreadQuery(SlotsRange, UnreadPage):
+    """Query of GET /data/unread."""
+
+    after: KeyCursor | None = Field(
+        None, description="Continue after this cursor (`next_cursor`); absent: the latest."
     )
 
 
@@ -526,7 +550,9 @@ _ENDPOINTS = [
         "unread",
         "GET",
         "/api/accounts/{slot}/unread",
-        "Unread messages and conversations (muted and archived ones counted apart)",
+        "Unread messages and conversations (muted and archived ones counted apart), and "
+        "the unread chats, latest first, a page at a time (`next_cursor`)",
+        query=UnreadQuery,
         responses=(200, *SLOT_OPS),
     ),
     Endpoint(
@@ -666,8 +692,9 @@ _ENDPOINTS = [
         "dataUnread",
         "GET",
         "/data/unread",
-        "Unread counts of a range of this worker's slots",
-        query=SlotsRange,
+        "Unread counts of a range of this worker's slots, per slot and summed, and their "
+        "unread chats, latest first, a page at a time",
+        query=DataUnreadQuery,
         responses=(200, 400),
     ),
     Endpoint(

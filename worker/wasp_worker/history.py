@@ -544,7 +544,7 @@ class History:
         page's last seq (`since` when nothing changed); `has_more` says changes follow."""
 
         def read(db: sqlite3.Connection) -> dict[str, Any]:
-            # One call on the database's one connection: no write lands between reads.
+            # One read transaction: no write lands between these statements.
             changes = db.execute(
                 "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
                 (str(slot), since, limit),
@@ -587,4 +587,4 @@ class History:
                 "has_more": more is not None,
             }
 
-        return await self._store.call(read)
+        return await self._store.read(read)

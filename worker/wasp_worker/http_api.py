@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from wasp.errors import ApiError, error_response
+from wasp.jsonio import json_answer
 from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
@@ -160,7 +161,7 @@ async def sync(request: web.Request) -> web.Response:
     query = query_values(request, SyncQuery)
     since = int(query.since) if query.since is not None else 0
     page = await request.app[HISTORY].sync(slot, since, query.limit)
-    return web.json_response({"ok": True, "slot": str(slot), **page})
+    return json_answer({"ok": True, "slot": str(slot), **page})
 
 
 async def open_chat(request: web.Request) -> web.Response:

@@ -188,7 +188,7 @@ class MessagePages:
     async def chat(
         self, slot: Slot, chat_id: str, before: Key | None, after: Key | None, limit: int
     ) -> tuple[list[dict[str, Any]], ChatKey | None]:
-        return await self._store.call(lambda db: chat_page(db, slot, chat_id, before, after, limit))
+        return await self._store.read(lambda db: chat_page(db, slot, chat_id, before, after, limit))
 
     async def search(
         self,
@@ -198,4 +198,4 @@ class MessagePages:
         cursor: Key | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], TimeKey | None]:
-        return await self._store.call(lambda db: search(db, slots, text, filters, cursor, limit))
+        return await self._store.read(lambda db: search(db, slots, text, filters, cursor, limit))
