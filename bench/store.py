@@ -159,50 +159,62 @@ def probes(f: Facts) -> list[Probe]:
         _sync(f, 500),
         *(_search(f, text, docs) for text, docs in f.terms.items()),
         Probe(
-            "unread summary of one account",
+            "unread summary of one account (totals, first 50 chats)",
             "unread",
             {"slot": f.list_slot},
             [
+                (_UNREAD_TOTALS.format(where="WHERE slot IN (?) AND"), (*_NOW, f.list_slot)),
                 (
-                    "SELECT chat_id, unread, last_timestamp, archived, muted_until "
-                    "FROM conversations WHERE slot=? AND unread > 0 "
-                    "ORDER BY last_timestamp DESC, id DESC",
+                    f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? "
+                    "AND unread > 0 ORDER BY last_timestamp DESC, id DESC LIMIT 51",
                     (f.list_slot,),
-                )
+                ),
             ],
             goal_ms=10,
+            query={"limit": "50"},
         ),
-        Probe(
-            "unread summary of the shard's 50 accounts",
-            "dataUnread",
-            {},
-            [
-                (
-                    "SELECT slot, chat_id, unread, last_timestamp, archived, muted_until "
-                    "FROM conversations WHERE unread > 0",
-                    (),
-                )
-            ],
-            goal_ms=10,
-            at=("worker",),
-        ),
-        Probe(
-            "unread across shards (/api/unread, one shard)",
-            "/api/unread",
-            {},
-            [
-                (
-                    "SELECT slot, chat_id, unread, last_timestamp, archived, muted_until "
-                    "FROM conversations WHERE unread > 0",
-                    (),
-                )
-            ],
-            goal_ms=10,
-            at=("master",),
-        ),
+        _unread_all("dataUnread"),
+        _unread_all("/api/unread"),
         *(_search_all(text, docs, "dataSearch") for text, docs in list(f.terms.items())[1:3]),
         *(_search_all(text, docs, "/api/search") for text, docs in list(f.terms.items())[1:3]),
     ]
+
+
+# The worker's unread totals: one GROUP BY of the unread conversations (muted until
+# after now, or archived: counted apart).
+_APART = "(archived OR coalesce(muted_until > ?, 0))"
+_UNREAD_TOTALS = (
+    f"SELECT slot, sum(CASE WHEN {_APART} THEN 0 ELSE unread END), sum(NOT {_APART}), "
+    f"sum(CASE WHEN {_APART} THEN unread ELSE 0 END), sum({_APART}) FROM conversations "
+    "{where} unread > 0 GROUP BY slot"
+)
+_NOW = (1.8e9,) * 4  # a fixed "now" for the floor: the same work as any other
+
+
+def _unread_all(operation: str) -> Probe:
+    """The shard's 50 accounts' unread summary: the worker's range read (`dataUnread`), or
+    the master's view across shards (`/api/unread`, here of one shard). The floor: the
+    totals' GROUP BY (a scan) and the first page of unread chats of the 50 (their keys by
+    a scan, sorted; then their rows by id)."""
+    where = "worker, /data/unread" if operation == "dataUnread" else "master, /api/unread"
+    return Probe(
+        f"unread summary of the shard's 50 accounts ({where}; totals, first 50 chats)",
+        operation,
+        {},
+        [
+            (_UNREAD_TOTALS.format(where="NOT INDEXED WHERE"), _NOW),
+            (
+                f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE id IN (SELECT id FROM "
+                "(SELECT coalesce(last_timestamp, 0), slot, id FROM conversations NOT INDEXED "
+                f"WHERE unread > 0 AND slot IN ({','.join('?' * len(ALL))}) "
+                "ORDER BY 1 DESC, 2 DESC, 3 DESC LIMIT 51))",
+                tuple(ALL),
+            ),
+        ],
+        goal_ms=10,
+        query={"limit": "50"},
+        at=("worker",) if operation == "dataUnread" else ("master",),
+    )
 
 
 def _messages(f: Facts, where: str, query: dict[str, str]) -> Probe:

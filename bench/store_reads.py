@@ -4,9 +4,11 @@ A probe is one request (a worker operation named as `wasp.worker_api` declares i
 a master route of its own table by path, so method and path come from the one
 declaration), the targets it is measured at, and the
 SELECTs that answer it, run on a fresh sqlite3 connection of this process: the
-floor, what the same query costs without HTTP, JSON or the worker's thread. Each
-target is measured closed loop by one client (one keep-alive connection, the
-next request when the answer came), after a warm-up.
+floor, what the same query costs without HTTP, JSON or the worker's thread. Next to
+it the HTTP floor (`bench.store_floor_http`): the same SELECTs answered by a minimal
+aiohttp handler, the rows as JSON, so the worker's time over it is what wasp adds
+beyond the transport. Each target is measured closed loop by one client (one
+keep-alive connection, the next request when the answer came), after a warm-up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 from wasp_master.across import ROUTES
 
+from bench.store_floor_http import FloorServer
+from tests.support.processes import free_port
 from tests.support.worker import CREDENTIAL
 from wasp.worker_api import ENDPOINTS
 
@@ -95,10 +99,11 @@ def interleaved(
 
 
 class HttpTarget:
-    """The probe's request over one keep-alive connection, the answer read whole."""
+    """The probe's request over one keep-alive connection, the answer read whole (`path`:
+    another GET instead, as the HTTP floor's)."""
 
-    def __init__(self, port: int, probe: Probe) -> None:
-        self.method, self.path, self.body = probe.request()
+    def __init__(self, port: int, probe: Probe, path: str | None = None) -> None:
+        self.method, self.path, self.body = probe.request() if path is None else ("GET", path, None)
         self.name = probe.name
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         self.size = 0
@@ -135,27 +140,51 @@ def plans(database: Path, probe: Probe) -> list[str]:
 def measure(
     database: Path, probes: list[Probe], targets: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
-    """Each probe at each of its targets (name -> port) and at its floor: a fresh sqlite3
-    connection of this process, read only, on the same file."""
+    """Each probe at each of its targets (name -> port), at its floor (a fresh sqlite3
+    connection of this process, read only, on the same file) and at its HTTP floor (the
+    same SELECTs behind a minimal aiohttp handler, on the same file)."""
     results: dict[str, dict[str, Any]] = {}
-    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        for probe in probes:
-            http = {t: HttpTarget(port, probe) for t, port in targets.items() if t in probe.at}
-            try:
-                samples = interleaved({"floor": floor_call(db, probe), **http})
-            finally:
-                for target in http.values():
-                    target.connection.close()
-            got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
-            floor = got["floor"] = {**percentiles(samples["floor"]), "calls": len(samples["floor"])}
-            for name, target in http.items():
-                here = got[name] = {
-                    **percentiles(samples[name]),
-                    "calls": len(samples[name]),
-                    "bytes": target.size,
-                }
-                got[f"{name}_to_floor"] = round(here["p99_ms"] / floor["p99_ms"], 2)
-                got[f"{name}_to_floor_p50"] = round(here["p50_ms"] / floor["p50_ms"], 2)
-            results[probe.name] = got
-            print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
+    server = FloorServer(
+        database, [p.floor for p in probes], free_port(), database.parent / "floor-http.log"
+    )
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            for n, probe in enumerate(probes):
+                results[probe.name] = _measure_one(db, database, probe, targets, server.port, n)
+    finally:
+        server.stop()
     return results
+
+
+def _measure_one(
+    db: sqlite3.Connection,
+    database: Path,
+    probe: Probe,
+    targets: dict[str, int],
+    floor_port: int,
+    n: int,
+) -> dict[str, Any]:
+    http = {t: HttpTarget(port, probe) for t, port in targets.items() if t in probe.at}
+    http["http_floor"] = HttpTarget(floor_port, probe, f"/floor/{n}")
+    try:
+        samples = interleaved({"floor": floor_call(db, probe), **http})
+    finally:
+        for target in http.values():
+            target.connection.close()
+    got: dict[str, Any] = {"goal_ms": probe.goal_ms, "plan": plans(database, probe)}
+    floor = got["floor"] = {**percentiles(samples["floor"]), "calls": len(samples["floor"])}
+    for name, target in http.items():
+        here = got[name] = {
+            **percentiles(samples[name]),
+            "calls": len(samples[name]),
+            "bytes": target.size,
+        }
+        got[f"{name}_to_floor"] = round(here["p99_ms"] / floor["p99_ms"], 2)
+        got[f"{name}_to_floor_p50"] = round(here["p50_ms"] / floor["p50_ms"], 2)
+    web_floor = got["http_floor"]
+    for name in http:
+        if name != "http_floor":
+            got[f"{name}_to_http_floor"] = round(got[name]["p99_ms"] / web_floor["p99_ms"], 2)
+            got[f"{name}_to_http_floor_p50"] = round(got[name]["p50_ms"] / web_floor["p50_ms"], 2)
+    print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
+    return got

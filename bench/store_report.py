@@ -16,33 +16,65 @@ def _few(got: dict[str, Any]) -> str:
     return f", {got['calls']} calls" if got["calls"] < CALLS else ""
 
 
+def _cell(got: dict[str, Any], target: str) -> str:
+    """p50 / p99 of a target, over the SQL floor and (for the worker and master) over the
+    HTTP floor, each ratio p50 / p99."""
+    if target not in got:
+        return ""
+    here = got[target]
+    text = f"{here['p50_ms']} / {here['p99_ms']}{_few(here)}"
+    if target == "http_floor":
+        return text
+    over_sql = f"{got[f'{target}_to_floor_p50']}x / {got[f'{target}_to_floor']}x"
+    over_http = f"{got[f'{target}_to_http_floor_p50']}x / {got[f'{target}_to_http_floor']}x"
+    return f"{text} ({over_sql}; {over_http})"
+
+
 def _reads_table(reads: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, got in reads.items():
         floor = got["floor"]
         cells = [f"{floor['p50_ms']} / {floor['p99_ms']}{_few(floor)}"]
-        verdicts = []
-        for target in ("worker", "master"):
-            if target in got:
-                here = got[target]
-                ratio = got[f"{target}_to_floor"]
-                ratio_p50 = got[f"{target}_to_floor_p50"]
-                cells.append(
-                    f"{here['p50_ms']} / {here['p99_ms']} ({ratio_p50}x / {ratio}x){_few(here)}"
-                )
-            else:
-                cells.append("")
+        cells += [_cell(got, target) for target in ("http_floor", "worker", "master")]
         first = "worker" if "worker" in got else "master"
         p99 = got[first]["p99_ms"]
-        verdicts.append(f"p99 ≤ {got['goal_ms']} ms: {_met(p99 <= got['goal_ms'])}")
-        verdicts.append(f"≤ 2x floor: {_met(got[f'{first}_to_floor'] <= 2)}")
+        verdicts = [
+            f"p99 ≤ {got['goal_ms']} ms: {_met(p99 <= got['goal_ms'])}",
+            f"≤ 2x SQL floor: {_met(got[f'{first}_to_floor'] <= 2)}",
+            f"≤ 2x HTTP floor: {_met(got[f'{first}_to_http_floor'] <= 2)}",
+        ]
         rows.append(f"| {name} | {' | '.join(cells)} | {'; '.join(verdicts)} |")
     head = (
-        "| read | floor: SQL p50 / p99 | worker p50 / p99 (over the floor) "
-        "| master p50 / p99 (over the floor) | goals (the first target, p99) |\n"
-        "| --- | --- | --- | --- | --- |"
+        "| read | floor: SQL p50 / p99 | floor: HTTP p50 / p99 "
+        "| worker p50 / p99 (over SQL; over HTTP) | master p50 / p99 (over SQL; over HTTP) "
+        "| goals (the first target, p99) |\n"
+        "| --- | --- | --- | --- | --- | --- |"
     )
     return head + "\n" + "\n".join(rows)
+
+
+def _goals(reads: dict[str, dict[str, Any]]) -> str:
+    """How many reads meet "within 2x of the floor", under each reading of the floor, at
+    p99 and at p50 (the first target)."""
+    met: dict[str, int] = {}
+    for got in reads.values():
+        first = "worker" if "worker" in got else "master"
+        for floor in ("floor", "http_floor"):
+            for cut in ("", "_p50"):
+                name = f"{floor}{cut}"
+                met[name] = met.get(name, 0) + (got[f"{first}_to_{floor}{cut}"] <= 2)
+    n = len(reads)
+    missed = [
+        name
+        for name, got in reads.items()
+        if got[f"{'worker' if 'worker' in got else 'master'}_to_http_floor_p50"] > 2
+    ]
+    return (
+        f"Of the {n} reads above (the first target), within 2x of the SQL floor: "
+        f"{met['floor']} at p99, {met['floor_p50']} at p50; within 2x of the HTTP floor: "
+        f"{met['http_floor']} at p99, {met['http_floor_p50']} at p50"
+        + (f" (not at p50: {'; '.join(missed)})." if missed else ".")
+    )
 
 
 def _plans(reads: dict[str, dict[str, Any]]) -> str:
@@ -77,21 +109,57 @@ def _why(got: dict[str, Any]) -> str:
         if "worker" in r and r["floor"]["p50_ms"] < 1
     ]
     overhead = sorted(fast)[len(fast) // 2] if fast else 0.0
+    transports = [
+        r["http_floor"]["p50_ms"] - r["floor"]["p50_ms"]
+        for r in got["reads"].values()
+        if "worker" in r and r["floor"]["p50_ms"] < 1
+    ]
+    transport = sorted(transports)[len(transports) // 2] if transports else 0.0
+    added = overhead - transport
+    goals = _goals(got["reads"])
+    worker_ok = all(
+        r["worker_to_http_floor"] <= 2 and r["worker_to_http_floor_p50"] <= 2
+        for r in got["reads"].values()
+        if "worker" in r
+    )
+    at_worker = (
+        "met at the worker by every read, at p50 and p99"
+        if worker_ok
+        else "not met at the worker by every read (see the table)"
+    )
     by_time, by_id = _pair(got, "search one account, a common word: sorted")
     prefix, whole = _pair(got, "search one account, a common word: as a prefix")
     many_time, many_id = _pair(got, "search all 50")
     mark, marked = _pair(got, "openChat")
-    [unread] = [r for name, r in got["reads"].items() if name.startswith("unread summary of the")]
+    [unread] = [r for name, r in got["reads"].items() if "/data/unread" in name]
     unread_kb = round(unread["worker"]["bytes"] / 1000)
+    unread_p50, unread_p99 = unread["worker"]["p50_ms"], unread["worker"]["p99_ms"]
+    unread_ratio = unread["worker_to_floor"]
     return f"""What the figures say, and what would change them:
 
-- **Worker and master next to the floor.** A read whose SQL takes a fraction of a
-  millisecond costs about {overhead:.1f} ms more at the worker (median over those reads, at
-  p50): the request's parsing and validation, the hop to the database thread and back,
-  JSON, the loopback round trip. No HTTP answer is within 2x of a 0.2 ms query; the
-  ratio is met only where the query itself is the cost. The p99s of a few ms over the
-  p50s are this shared machine's scheduling (see the load average above): the floor's
-  own p99 moves with it.
+- **Worker and master next to the floors.** A read whose SQL takes a fraction of a
+  millisecond costs about {overhead:.1f} ms more at the worker than as SQL (median over
+  those reads, at p50), of which the minimal aiohttp handler answering the same rows
+  (the HTTP floor) already costs {transport:.1f} ms: the loopback round trip, HTTP and
+  JSON. The rest, about {added:.1f} ms, is wasp's: the token check and error middleware,
+  the query's validation, the hop to a database thread and back (the HTTP floor runs
+  its SQL on the event loop, which the worker must not), and the rows made into the
+  API's items. {goals} Read as the issue wrote it (every call within 2x of its SQL),
+  the goal is met only where the query itself is the cost: no HTTP answer is within 2x
+  of a 0.2 ms query, since the transport alone is about twice that. Read as "within 2x
+  of the same SQL served over HTTP", it is {at_worker}; through the
+  master a small read pays a second hop (worker and master both over one HTTP floor). The
+  p99s far over the p50s are this
+  shared machine's scheduling (see the load averages above): the floors' own p99s move
+  with it, so the p50 ratios are the steadier measure.
+- **What made the worker cheaper** (measured first with timers around each step of a
+  request, in process): the JSON of a page of 50 conversations took 0.16 ms of the
+  handler's 0.74 with the standard library's encoder, 0.02 ms with orjson; a one-slot
+  conversation page is one statement instead of its keys then its rows; reads run on
+  two read-only connections of their own (one snapshot each), so a read no longer waits
+  behind a write's commit on the writer's thread. Validation is not the cost (about
+  0.01 ms). Before (the run of 03:15 on a quiet machine), the worker's p50s were 1.07 ms
+  (conversation list), 1.12 (message page), 1.37 (sync of 100) and 0.82 (a rare word).
 - **Search of a common word.** Sorting every match by timestamp (the worker's first
   search) grows with the matches: FTS5 hands over every message with the word, each is
   joined to its row and all are sorted (`USE TEMP B-TREE FOR ORDER BY`). Message ids now
@@ -101,10 +169,14 @@ def _why(got: dict[str, Any]) -> str:
   {many_time} ms for all 50. The last word's prefix search is not the cost ({prefix} ms
   as a prefix, {whole} ms as a whole word). A filter that keeps few matches (a quiet
   chat, a narrow date range) still reads on through the index until the page is full.
-- **Unread of many accounts** answers every unread chat of every account
-  ({unread_kb:,} KB here): by hand, in process, building it took about 35 ms and its JSON 15 ms, and
-  the master parses and encodes it again. Totals per account from one `GROUP BY`, and
-  the chats a page at a time, would keep it small.
+- **Unread of many accounts** once answered every unread chat of every account in one
+  answer (587 KB; at the worker 23.89 / 40.12 ms p50 / p99, 4.28x its floor; through
+  the master 31.6 / 36.11 ms). It now answers the totals per account from one
+  `GROUP BY` and the unread chats a page at a time: {unread_kb:,} KB for the first 50
+  chats of the 50 accounts, {unread_p50} / {unread_p99} ms at the worker
+  ({unread_ratio}x its floor at p99). The SQL is now the cost: the `GROUP BY` reads
+  every conversation, and the page sorts every unread one's key; a partial index of the
+  unread conversations would make both a walk of the unread rows alone.
 - **openChat's read mark** once lacked `direction='in'`, so the partial index
   `messages_unread` could not serve it and it read the whole chat: {mark} ms for the
   busiest chat against {marked} ms with the condition, which it now has.
@@ -148,16 +220,22 @@ make one call of a few take seconds).
 Each read: {CALLS} calls after 50 of warm-up, closed loop, one client on one keep-alive
 connection (a read so slow that {CALLS} calls pass {BUDGET_S:.0f} s stops there, after at
 least 5, and gives its count); the floor is the same SELECTs on a fresh sqlite3 connection of the
-benchmark's process (read only, same file, every row fetched, no HTTP or JSON).
-Times in ms; in brackets the target's p50 over the floor's p50, and its p99 over the
-floor's p99.
+benchmark's process (read only, same file, every row fetched, no HTTP or JSON); the
+HTTP floor is the same SELECTs answered by a minimal aiohttp handler in a process of its
+own (`bench/store_floor_http.py`: SQL on the event loop, no validation, middleware or
+token, the rows as JSON objects by orjson), measured by the same client on the same
+terms, in turns with the others. Times in ms; in brackets the target's p50 over the
+floor's p50 and its p99 over the floor's p99, first over the SQL floor, then over the
+HTTP floor.
 
 {_reads_table(got["reads"])}
 
 Search across shards: {across["shards"]} `wasp worker`s, each on a database of its
 own range's 50 accounts ({across["messages_each"]:,} messages each, the same
 generator), one `wasp master` in front; `GET /api/search?q=...` over all 500 accounts
-(the floor: the same SELECT on the first shard's file alone).
+(the floors: the same SELECT on the first shard's file alone, and served over HTTP
+by one minimal handler; a fan-out to 10 workers and back is not meant to be within 2x
+of one shard's read, and the goal here is the p99).
 
 {_reads_table(across["reads"])}
 

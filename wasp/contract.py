@@ -134,6 +134,11 @@ def worker_endpoint(name: str, namespace: str, port: int = WORKER_PORT) -> str:
 # Largest request body either HTTP server reads; the master forwards bodies to
 # workers, so a body one accepts the other must accept too.
 MAX_BODY_BYTES = 1 << 20
+# Except a message's body on /send and /schedule, which may carry its file: a 16 MiB image
+# in base64 is 21.4 MiB of JSON; a multipart upload carries up to a document's 100 MiB
+# (and its message part). The master streams these through; the worker reads them.
+SEND_JSON_MAX_BYTES = 24 << 20
+SEND_UPLOAD_MAX_BYTES = (100 << 20) + MAX_BODY_BYTES
 
 # The master's credential on every worker route but the probes (/health, /ready):
 # a shared token, sent by the master in this header. WORKER_TOKENS lists the valid

@@ -56,6 +56,7 @@ class Route:
     params: Mapping[str, Any] = field(default_factory=dict)  # path parameter -> its type
     responses: tuple[int, ...] = (200,)
     security: tuple[str, ...] = ()  # ApiInfo.security_schemes, any one of them suffices
+    form: type[BaseModel] | None = None  # a multipart/form-data alternative to `body`
     name: str | None = None  # the document's operationId: what clients (the console) call it by
 
 
@@ -73,6 +74,7 @@ class Endpoint:
     params: Mapping[str, Any] = field(default_factory=dict)
     responses: tuple[int, ...] = (200,)
     security: tuple[str, ...] = ()
+    form: type[BaseModel] | None = None
 
     def bind(self, handler: Handler) -> Route:
         return Route(
@@ -85,6 +87,7 @@ class Endpoint:
             self.params,
             self.responses,
             self.security,
+            self.form,
             self.name,
         )
 
@@ -227,6 +230,11 @@ def openapi(routes: Sequence[Route | Endpoint], info: ApiInfo) -> dict[str, Any]
                         "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
                     }
                 },
+            }
+        if route.body is not None and route.form is not None:
+            schemas[route.form.__name__] = route.form.model_json_schema()
+            operation["requestBody"]["content"]["multipart/form-data"] = {
+                "schema": {"$ref": f"#/components/schemas/{route.form.__name__}"}
             }
         if route.security:
             operation["security"] = [{name: []} for name in route.security]

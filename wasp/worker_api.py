@@ -20,9 +20,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from wasp import data_api
 from wasp.contract import WORKER_TOKEN_HEADER
-from wasp.messages import Destination, ScheduleRequest, SendRequest
+from wasp.message_actions import EditRequest, ReactionRequest, VoteRequest
+from wasp.messages import Destination, ScheduleRequest, SendRequest, UploadForm
 from wasp.openapi import ApiInfo, Endpoint
 from wasp.pacing import PacingOverride
+from wasp.presence import PresenceRequest
 from wasp.slots import SlotId
 from wasp.validation import JsonInt
 from wasp.webhooks import SUBSCRIPTION_ID_PATTERN
@@ -227,6 +229,22 @@ class SearchQuery(SearchFilters):
     )
 
 
+class UnreadPage(BaseModel):
+    """How many unread chats an unread summary lists."""
+
+    limit: int = Field(50, ge=1, le=500, description="Most unread chats in one page.")
+
+
+class UnreadQuery(UnreadPage):
+    """Query of GET /api/accounts/{slot}/unread."""
+
+    cursor: KeyCursor | None = Field(
+        None,
+        description="`next_cursor` of the previous page: the chats after that one's place; "
+        "absent: the latest unread chat first.",
+    )
+
+
 class MarkReadRequest(BaseModel):
     """Body of POST /api/accounts/{slot}/markRead."""
 
@@ -277,6 +295,14 @@ class DataSearchQuery(SlotsRange, SearchFilters):
 
     after: KeyCursor | None = Field(
         None, description="Continue after this cursor (`next_cursor`); absent: the newest."
+    )
+
+
+class DataUnreadQuery(SlotsRange, UnreadPage):
+    """Query of GET /data/unread."""
+
+    after: KeyCursor | None = Field(
+        None, description="Continue after this cursor (`next_cursor`); absent: the latest."
     )
 
 
@@ -355,6 +381,8 @@ class NumbersCheck(BaseModel):
 # SQLite's INTEGER is 64-bit signed: a larger id can name no row (and would not fit a query).
 MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MediaName = Annotated[str, StringConstraints(pattern=MEDIA_NAME_PATTERN)]
+# A message of a chat, as the actions on it name it.
+MESSAGE_PARAMS = {"chat_id": Destination, "message_id": WaMessageId}
 
 
 API = ApiInfo(
@@ -373,6 +401,9 @@ API = ApiInfo(
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
         413: "Body too large",
+        415: "A file of a type the message's kind does not take (the error lists them)",
+        422: "A well-formed body the operation cannot take (not an emoji, not an option of "
+        "the poll), or values that do not fit together (the error says why); nothing changed",
         429: "Worker capacity full, or the account's number checks are over their pace "
         "(Retry-After says when to try again)",
         501: "The session's backend cannot do this operation (the error names it)",
@@ -391,6 +422,10 @@ WITH_BODY = (*SLOT_OPS, 413)
 # An operation WhatsApp answers: the session's state may not allow it (409), and a backend
 # may not do it (501).
 SESSION_OPS = (*SLOT_OPS, 501)
+# Queueing a message: a quoted message not in the store (404), a file over its kind's limit
+# (413) or of a type it does not take (415), values that do not fit together (422), a kind
+# the backend does not send (501).
+SEND_ANSWERS = (200, 202, *WITH_BODY, 415, 422, 501)
 _ENDPOINTS = [
     Endpoint("health", "GET", "/health", "Worker health: range, active and max sessions"),
     Endpoint(
@@ -483,6 +518,17 @@ _ENDPOINTS = [
         params={"chat_id": Destination},
         responses=(200, *SLOT_OPS),
     ),
+    # Presence: what the account shows in a chat now (typing, recording), never queued.
+    Endpoint(
+        "setPresence",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/presence",
+        "Show the account typing, recording a voice note, or neither (paused) in a chat, now "
+        "(not queued: presence is ephemeral); 409 when the session is not connected",
+        body=PresenceRequest,
+        params={"chat_id": Destination},
+        responses=(200, *SESSION_OPS, 413),
+    ),
     Endpoint(
         "search",
         "GET",
@@ -504,7 +550,9 @@ _ENDPOINTS = [
         "unread",
         "GET",
         "/api/accounts/{slot}/unread",
-        "Unread messages and conversations (muted and archived ones counted apart)",
+        "Unread messages and conversations (muted and archived ones counted apart), and "
+        "the unread chats, latest first, a page at a time (`next_cursor`)",
+        query=UnreadQuery,
         responses=(200, *SLOT_OPS),
     ),
     Endpoint(
@@ -644,8 +692,9 @@ _ENDPOINTS = [
         "dataUnread",
         "GET",
         "/data/unread",
-        "Unread counts of a range of this worker's slots",
-        query=SlotsRange,
+        "Unread counts of a range of this worker's slots, per slot and summed, and their "
+        "unread chats, latest first, a page at a time",
+        query=DataUnreadQuery,
         responses=(200, 400),
     ),
     Endpoint(
@@ -696,7 +745,8 @@ _ENDPOINTS = [
         "/api/accounts/{slot}/send",
         "Queue a message (durable before 202; 200 for a known `idempotency_key`)",
         body=SendRequest,
-        responses=(200, 202, *WITH_BODY),
+        form=UploadForm,
+        responses=SEND_ANSWERS,
     ),
     Endpoint(
         "schedule",
@@ -704,7 +754,47 @@ _ENDPOINTS = [
         "/api/accounts/{slot}/schedule",
         "Queue a message for `send_at` (survives restarts)",
         body=ScheduleRequest,
-        responses=(200, 202, *WITH_BODY),
+        form=UploadForm,
+        responses=SEND_ANSWERS,
+    ),
+    # Actions on a message of the slot's store: queued like a send, in the chat's lane.
+    Endpoint(
+        "react",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/reaction",
+        'React to a message with one emoji ("" removes the reaction); queued like a send '
+        "(202, or 200 for a known `idempotency_key`)",
+        body=ReactionRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 422, 501),
+    ),
+    Endpoint(
+        "editMessage",
+        "PATCH",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}",
+        "Edit the text of a message the account sent, within WhatsApp's 15 minutes (409 "
+        "otherwise); queued like a send",
+        body=EditRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 501),
+    ),
+    Endpoint(
+        "deleteMessage",
+        "DELETE",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}",
+        "Delete a message for everyone: the account's own, or any in a group it is an admin "
+        "of (409 otherwise); queued like a send, a second delete answers the first (200)",
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *SLOT_OPS, 501),
+    ),
+    Endpoint(
+        "vote",
+        "POST",
+        "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/vote",
+        "Vote in a poll with option names ([] withdraws the vote); queued like a send",
+        body=VoteRequest,
+        params=MESSAGE_PARAMS,
+        responses=(200, 202, *WITH_BODY, 422, 501),
     ),
     Endpoint(
         "pair",

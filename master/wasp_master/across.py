@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from wasp import data_api, worker_api
+from wasp.jsonio import json_answer
 from wasp.openapi import Route, query_values
 from wasp.slots import Slot
 from wasp_master.scatter import merge, partial, scatter
@@ -99,9 +100,7 @@ async def _listing(
     pages = [read.body.get("items", []) for read in reads]
     items, following = merge(pages, more, key, reverse, query.limit)
     cursor = data_api.encode(key(items[-1]), sort) if following and items else None
-    return web.json_response(
-        {"ok": True, "items": items, "next_cursor": cursor, **partial(missing)}
-    )
+    return json_answer({"ok": True, "items": items, "next_cursor": cursor, **partial(missing)})
 
 
 async def conversations(request: web.Request) -> web.Response:
@@ -117,37 +116,60 @@ async def search(request: web.Request) -> web.Response:
     return await _listing(request, query, SEARCH, "time", True)
 
 
+class UnreadQuery(Slots, worker_api.UnreadQuery):
+    """Query of GET /api/unread."""
+
+
 async def unread(request: web.Request) -> web.Response:
-    """Unread counts per slot and summed: each worker's totals added up, and its unread
-    chats counted per slot (muted or archived ones apart, as the worker counts them)."""
+    """Unread counts per slot and summed (each worker's own counts, added up: exact), and
+    the unread chats of all the slots, latest first, merged by the `last` key a page at a
+    time like the listings."""
     master = master_of(request)
-    query = query_values(request, Slots)
+    query = query_values(request, UnreadQuery)
     selected = pieces(master.directory.table.routes, query.slots, request[KEY])
-    reads, missing = await scatter(master, selected, UNREAD, {})
-    totals = {"messages": 0, "conversations": 0, "muted_or_archived_messages": 0}
-    per_slot: dict[str, dict[str, Any]] = {}
+    reads, missing = await scatter(master, selected, UNREAD, _params(query))
+    totals = dict.fromkeys(
+        (
+            "messages",
+            "conversations",
+            "muted_or_archived_messages",
+            "muted_or_archived_conversations",
+        ),
+        0,
+    )
+    per_slot: list[dict[str, Any]] = []
     for read in reads:
-        totals["messages"] += int(read.body.get("total_messages", 0))
-        totals["conversations"] += int(read.body.get("total_conversations", 0))
-        apart = read.body.get("muted_or_archived") or {}
-        totals["muted_or_archived_messages"] += int(apart.get("messages", 0))
-        for chat in read.body.get("chats", []):
-            slot = per_slot.setdefault(
-                str(chat["slot"]),
-                {
-                    "slot": str(chat["slot"]),
-                    "messages": 0,
-                    "conversations": 0,
-                    "muted_or_archived": 0,
-                },
-            )
-            if chat.get("archived") or chat.get("muted"):
-                slot["muted_or_archived"] += int(chat["unread"])
-            else:
-                slot["messages"] += int(chat["unread"])
-                slot["conversations"] += 1
-    slots = sorted(per_slot.values(), key=lambda entry: _slot_order(entry["slot"]))
-    return web.json_response({"ok": True, "totals": totals, "slots": slots, **partial(missing)})
+        for entry in read.body.get("by_slot", []):
+            apart = entry["muted_or_archived"]
+            counts = {
+                "messages": int(entry["messages"]),
+                "conversations": int(entry["conversations"]),
+                "muted_or_archived_messages": int(apart["messages"]),
+                "muted_or_archived_conversations": int(apart["conversations"]),
+            }
+            for name, value in counts.items():
+                totals[name] += value
+            per_slot.append({"slot": str(entry["slot"]), **counts})
+    per_slot.sort(key=lambda entry: _slot_order(entry["slot"]))
+
+    def key(item: Item) -> data_api.Key:
+        return data_api.key_of(item, "last")
+
+    more = any(read.body.get("next_cursor") for read in reads)
+    chats, following = merge(
+        [read.body.get("chats", []) for read in reads], more, key, True, query.limit
+    )
+    cursor = data_api.encode(key(chats[-1]), "last") if following and chats else None
+    return json_answer(
+        {
+            "ok": True,
+            "totals": totals,
+            "slots": per_slot,
+            "chats": chats,
+            "next_cursor": cursor,
+            **partial(missing),
+        }
+    )
 
 
 def _slot_order(text: str) -> tuple[str, int]:
@@ -178,9 +200,10 @@ ROUTES = [
         "GET",
         "/api/unread",
         unread,
-        "Unread counts of many slots across shards: per slot and summed; `partial` and "
+        "Unread counts of many slots across shards, per slot and summed, and their unread "
+        "chats, latest first, a page at a time (one `next_cursor`); `partial` and "
         "`missing` name shards that did not answer",
-        query=Slots,
+        query=UnreadQuery,
         responses=(200, 400, 404),
     ),
 ]

@@ -181,6 +181,9 @@ API = ApiInfo(
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
         413: "Body too large",
+        415: "A file of a type the message's kind does not take (the error lists them)",
+        422: "A well-formed body the operation cannot take, or values that do not fit "
+        "together (the error says why); nothing changed",
         429: "The shard's capacity is full, or the account's number checks are over their "
         "pace (see Retry-After)",
         501: "The session's backend cannot do this operation (the error names it)",
@@ -218,6 +221,7 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/accounts/{slot}/sync"): "read",
     ("GET", "/api/accounts/{slot}/conversations/{chat_id}"): "read",
     ("GET", "/api/accounts/{slot}/conversations/{chat_id}/messages"): "read",
+    ("POST", "/api/accounts/{slot}/conversations/{chat_id}/presence"): "send",
     ("GET", "/api/accounts/{slot}/search"): "read",
     ("POST", "/api/accounts/{slot}/markRead"): "session",
     ("GET", "/api/accounts/{slot}/unread"): "read",
@@ -240,6 +244,10 @@ ACCESS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/accounts/{slot}/messages/{id}"): "read",
     ("POST", "/api/accounts/{slot}/send"): "send",
     ("POST", "/api/accounts/{slot}/schedule"): "send",
+    ("POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/reaction"): "send",
+    ("PATCH", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"): "send",
+    ("DELETE", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}"): "send",
+    ("POST", "/api/accounts/{slot}/conversations/{chat_id}/messages/{message_id}/vote"): "send",
     ("POST", "/api/accounts/{slot}/connect"): "session",
     ("POST", "/api/accounts/{slot}/open"): "session",
     ("POST", "/api/accounts/{slot}/logout"): "session",

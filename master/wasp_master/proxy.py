@@ -9,7 +9,6 @@ worker token (a client's own is dropped): workers answer only the master.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from wasp import jsonio
 from wasp.contract import WORKER_TOKEN_HEADER
 from wasp_master.errors import ShardDown, ShardSlow
 from wasp_master.routing import ShardRoute
@@ -106,13 +106,13 @@ class Proxy:
                 headers={**self._credentials, "Accept-Encoding": "identity"},
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as answer:
-                text = await answer.text()
+                raw = await answer.read()
         except TimeoutError:
             raise ShardSlow(route.id, f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, ValueError) as error:
             raise ShardDown(route.id, f"cannot reach it ({type(error).__name__})") from None
         try:
-            return answer.status, json.loads(text)
+            return answer.status, jsonio.loads(raw)
         except ValueError:
             return answer.status, None  # an answer, but not JSON: the caller says so
 

@@ -222,18 +222,46 @@ def test_unread_across_shards_sums_each_slots_own_counts(fleet: Fleet) -> None:
     assert apart, "an archived conversation with unread messages, counted apart"
     for slot in SLOTS:
         mine = [c for c in counted if c["slot"] == slot]
-        shown = per_slot.get(slot, {"messages": 0, "conversations": 0})
-        assert shown["messages"] == sum(c["unread"] for c in mine), slot
-        assert shown["conversations"] == len(mine), slot
+        entry = per_slot.get(
+            slot, {"messages": 0, "conversations": 0, "muted_or_archived_messages": 0}
+        )
+        assert entry["messages"] == sum(c["unread"] for c in mine), slot
+        assert entry["conversations"] == len(mine), slot
+        assert entry["muted_or_archived_messages"] == sum(
+            c["unread"] for c in apart if c["slot"] == slot
+        ), slot
     assert answer["totals"] == {
         "messages": sum(c["unread"] for c in counted),
         "conversations": len(counted),
         "muted_or_archived_messages": sum(c["unread"] for c in apart),
+        "muted_or_archived_conversations": len(apart),
     }
     ranged = fleet.get("/api/unread", slots="A11-A20")
     assert {entry["slot"] for entry in ranged["slots"]} == {
         c["slot"] for c in counted + apart if c["slot"] in ACTIVE["w2"]
     }
+    # The unread chats, a page at a time across the shards: each once, latest first (the
+    # listing's `last` order), whatever the page size; the totals on every page.
+    for given in ({}, {"slots": "A2-A12"}, {"slots": "A1-A3"}):  # one shard: its own more
+        wanted = expected(everything, "last", {"unread": True, **given})
+        for limit in (1, 3, 500):
+            chats, cursor, pages = [], None, 0
+            while pages < 500:  # a cursor that does not move on fails, not hangs
+                page = fleet.get(
+                    "/api/unread", limit=limit, **given, **({"cursor": cursor} if cursor else {})
+                )
+                assert len(page["chats"]) <= limit
+                assert page["totals"] == fleet.get("/api/unread", **given)["totals"]
+                chats += page["chats"]
+                pages += 1
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert shown(chats) == wanted, (given, limit)
+            assert pages >= math.ceil(len(wanted) / limit)
+    for bad in ({"cursor": "nope"}, {"limit": 0}, {"limit": 501}):
+        code, _ = fleet.call("GET", "/api/unread", **bad)
+        assert code == 400, bad
 
 
 def test_status_reads_every_shards_store(fleet: Fleet) -> None:

@@ -16,7 +16,10 @@ from wasp_worker.backends.base import (
     ChatSettingsChange,
     HistoryImport,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
+    PollVote,
+    PresenceEvent,
     ReceiptEvent,
     RemoteChatSettings,
     StatusEvent,
@@ -48,6 +51,12 @@ FIELDS: protocol.InboundFields = {
     "from_me": False,
     "sender_lid": None,
     "sender_phone_jid": "5511999999999@s.whatsapp.net",
+    "message_type": "poll",
+    "quoted_id": "3EB0QUOTED",
+    "mentions": ["5511000000001@s.whatsapp.net"],
+    "location": None,
+    "contacts": None,
+    "poll": {"question": "Lunch?", "options": ["pizza", "sushi"], "selectable_count": 1},
 }
 
 COMMANDS: list[protocol.Command] = [
@@ -59,6 +68,8 @@ COMMANDS: list[protocol.Command] = [
     protocol.LookupLid(4, "A1", "190000000000123@lid"),
     protocol.SetChatSettings(5, "A1", "5511999999999@s.whatsapp.net", True, None, True, None, 1.0),
     protocol.ReadChatSettings("A1", ("5511999999999@s.whatsapp.net",)),
+    protocol.SubscribePresence(17, "A1", "5511999999999@s.whatsapp.net"),
+    protocol.SendPresence(18, "A1", "5511999999999@s.whatsapp.net", "recording"),
     # groups and contacts
     protocol.JoinedGroups(6, "A1"),
     protocol.GetGroupInfo(7, "A1", "120363012345678901@g.us"),
@@ -108,8 +119,16 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.Receipt: protocol.Receipt("A1", "5511999999999@s.whatsapp.net", ("X",), "read", 1),
     protocol.MessageEdited: protocol.MessageEdited("A1", CHAT, "3EB0X", "new", 2),
     protocol.MessageRevoked: protocol.MessageRevoked("A1", CHAT, "3EB0X", 3),
+    protocol.Reaction: protocol.Reaction("A1", CHAT, "3EB0X", CHAT, "👍", False, 4.0),
+    protocol.PollUpdate: protocol.PollUpdate("A1", CHAT, "3EB0POLL", CHAT, ("ab" * 32,), 5.0),
+    protocol.PresenceSeen: protocol.PresenceSeen("A1", CHAT, CHAT, "recording", 6.0),
     protocol.HistorySynced: protocol.HistorySynced(
-        "A1", ({**FIELDS, "read": False},), (HISTORY_CHAT,), (HISTORY_CONTACT,)
+        "A1",
+        ({**FIELDS, "read": False},),
+        (HISTORY_CHAT,),
+        (HISTORY_CONTACT,),
+        (protocol.Reaction("A1", CHAT, "3EB0X", CHAT, "🔥", False, 7.0),),
+        (protocol.PollUpdate("A1", CHAT, "3EB0X", CHAT, ("cd" * 32,), 8.0),),
     ),
     protocol.OfflineSyncCompleted: protocol.OfflineSyncCompleted("A1"),
     protocol.ChatSettingsSeen: protocol.ChatSettingsSeen(
@@ -121,6 +140,7 @@ SAMPLES: dict[type, protocol.Event] = {
     protocol.MarkReadResult: protocol.MarkReadResult(7, True, ""),
     protocol.LookupResult: protocol.LookupResult(7, True, "5511999999999@s.whatsapp.net"),
     protocol.ChatSettingsResult: protocol.ChatSettingsResult(7, False, "app_state_error"),
+    protocol.PresenceResult: protocol.PresenceResult(7, False, "not_connected"),
     protocol.GroupsResult: protocol.GroupsResult(
         7, (NumberCheck("5511999999999", True, "5511999999999@s.whatsapp.net"),)
     ),
@@ -132,15 +152,24 @@ REPLIES = (
     protocol.MarkReadResult,
     protocol.LookupResult,
     protocol.ChatSettingsResult,
+    protocol.PresenceResult,
     protocol.GroupsResult,
 )
 # What the backend hands on_remote for each kind that changes the store.
 REMOTE = {
     protocol.MessageEdited: [MessageEdit(A1, CHAT, "3EB0X", "new", 2)],
     protocol.MessageRevoked: [MessageRevoke(A1, CHAT, "3EB0X", 3)],
+    protocol.Reaction: [MessageReaction(A1, CHAT, "3EB0X", CHAT, "👍", False, 4.0)],
+    # The hashes go on to the store, which alone knows the poll's option names.
+    protocol.PollUpdate: [PollVote(A1, CHAT, "3EB0POLL", CHAT, ("sha256:" + "ab" * 32,), 5.0)],
     protocol.HistorySynced: [
         HistoryImport(
-            A1, ({**FIELDS, "read": False},), (dict(HISTORY_CHAT),), (dict(HISTORY_CONTACT),)
+            A1,
+            ({**FIELDS, "read": False},),
+            (dict(HISTORY_CHAT),),
+            (dict(HISTORY_CONTACT),),
+            (MessageReaction(A1, CHAT, "3EB0X", CHAT, "🔥", False, 7.0),),
+            (PollVote(A1, CHAT, "3EB0X", CHAT, ("sha256:" + "cd" * 32,), 8.0),),
         )
     ],
     protocol.ChatSettingsSeen: [
@@ -180,6 +209,12 @@ async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) 
         on_remote=seen.on_remote,
         known_chats=known_chats,
     )
+    presences: list[PresenceEvent] = []
+
+    async def on_presence(event: PresenceEvent) -> None:
+        presences.append(event)
+
+    backend.on_presence = on_presence
     session = _Session(seen.on_status, BadMacBreaker(BreakerSettings(threshold=0)))
     session.connected = True
     backend.sessions[A1] = session
@@ -201,6 +236,8 @@ async def test_the_backend_handles_every_event_kind(kind: type, tmp_path: Path) 
         assert not reply.done()  # another cell's death fails none of this cell's requests
     elif kind in REMOTE:
         assert seen.remote == REMOTE[kind]
+    elif kind is protocol.PresenceSeen:
+        assert presences == [PresenceEvent(A1, CHAT, CHAT, "recording", 6.0)]
     elif kind is protocol.OfflineSyncCompleted:
         # whatsmeow's record of the known chats' settings is read again.
         assert backend.cells[0].conn.commands == [  # type: ignore[attr-defined]

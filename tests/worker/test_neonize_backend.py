@@ -84,6 +84,22 @@ async def test_connected_resets_the_backoff(tmp_path: Path) -> None:
     await backend.close()
 
 
+async def test_a_connect_tells_who_the_account_is(tmp_path: Path) -> None:
+    """The cell's Connected names the account's own JID: the reactor of its reactions and
+    the admin compared with a group's; unknown before the first connect, kept through a
+    reconnect that could not read it."""
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    assert backend.account_jid(A1) is None
+    await backend.handle(Connected("A1", "5511999990001@s.whatsapp.net"))
+    assert backend.account_jid(A1) == "5511999990001@s.whatsapp.net"
+    await backend.handle(Connected("A1"))
+    assert backend.account_jid(A1) == "5511999990001@s.whatsapp.net"
+    assert backend.account_jid(A2) is None
+    await backend.close()
+
+
 async def test_logged_out_and_stream_error_515_wipe_the_auth(tmp_path: Path) -> None:
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)

@@ -92,6 +92,12 @@ def test_plain_text_direct_message() -> None:
         "from_me": False,
         "sender_lid": None,
         "sender_phone_jid": "5511999999999@s.whatsapp.net",
+        "message_type": "text",
+        "quoted_id": None,
+        "mentions": [],
+        "location": None,
+        "contacts": None,
+        "poll": None,
     }
 
 

@@ -85,7 +85,9 @@ async def test_one_bad_request_does_not_fail_its_batch(
     queue = store.queue
     insert = OutboundQueue._insert
 
-    def refuse_one(self: OutboundQueue, slot: Slot, request: TextMessage) -> object:
+    def refuse_one(
+        self: OutboundQueue, slot: Slot, request: TextMessage, upload: object = None
+    ) -> object:
         result = insert(self, slot, request)  # its row is written, then it fails
         if request.text == "bad":
             raise ValueError("refused")

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import itertools
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from wasp_worker.backends.base import MEDIA_AND_TEXT, OnStatus, Outgoing, SendFailed, SendKind
+from wasp_worker.backends.base import CONTENT_KINDS, OnStatus, Outgoing, SendFailed, SendKind
 from wasp_worker.events import EventLog
 from wasp_worker.outbound import OutboundRunner, SendSettings, failure_reason, retry_delay
 from wasp_worker.pacer import Pacer, TokenBucket
@@ -70,15 +71,17 @@ class FakeBackend:
     fail: Callable[[str, str, int], Exception | None] = lambda slot, wa_id, attempt: None
     log: list[Send] = field(default_factory=list)
     in_flight: int = 0
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
     most_in_flight: int = 0
     on_inbound: Any = None
     on_receipt: Any = None
+    sends: frozenset[SendKind] = CONTENT_KINDS
+    # Like neonize, which cannot choose a message's id: WhatsApp's own comes back.
+    assigns_ids: bool = False
 
     def attempts(self, wa_message_id: str) -> int:
         return sum(1 for s in self.log if s.wa_message_id == wa_message_id)
 
-    async def send(self, slot: Slot, message: Outgoing) -> None:
+    async def send(self, slot: Slot, message: Outgoing) -> str | None:
         loop = asyncio.get_running_loop()
         record = Send(str(slot), message.destination, message.wa_message_id, loop.time())
         attempt = self.attempts(message.wa_message_id) + 1
@@ -96,6 +99,7 @@ class FakeBackend:
         finally:
             self.in_flight -= 1
             record.end = loop.time()
+        return "3EB0WA" + message.wa_message_id[-10:] if self.assigns_ids else None
 
     async def start(self, slot: Slot, on_status: OnStatus) -> None:
         raise NotImplementedError("the tests set session states themselves")
@@ -404,6 +408,42 @@ async def test_a_final_refusal_fails_at_once(engine_factory: Callable[..., Any])
     )
     assert (await engine.states())[row] == ("failed", "not_on_whatsapp", 0)
     assert len(backend.log) == 1
+
+
+async def test_a_message_whatsapp_named_itself_is_known_by_that_name(
+    engine_factory: Callable[..., Any],
+) -> None:
+    """A backend that cannot send under the row's id (neonize) returns WhatsApp's: the row,
+    its `sent` event and the history's copy take it, so the receipts WhatsApp sends for it
+    move the message on, and replies and reactions can name it."""
+    engine = await engine_factory(["A1"], FakeBackend(assigns_ids=True))
+    row = await engine.send("A1", chat(1))
+    await wait_until(
+        lambda: (
+            engine.queue._db.execute("SELECT state FROM outbound WHERE id=?", (row,)).fetchone()[0]
+            == "sent"
+        ),
+        within=5,
+        what="sent",
+    )
+    ours = engine.queue._db.execute("SELECT wa_message_id FROM outbound WHERE id=?", (row,))
+    named = ours.fetchone()[0]
+    assert named.startswith("3EB0WA")
+    kept = engine.queue._db.execute("SELECT wa_message_id FROM messages WHERE slot='A1'")
+    assert [r[0] for r in kept.fetchall()] == [named]
+    moved = await engine.queue.receipt(Slot.parse("A1"), [named], "delivered", chat(1))
+    assert [status["id"] for status in moved] == [row]
+    assert (await engine.states())[row][0] == "delivered"
+    statuses = [
+        json.loads(data)
+        for (data,) in engine.queue._db.execute(
+            "SELECT body FROM outbox WHERE type='message.status' ORDER BY seq"
+        ).fetchall()
+    ]
+    assert [(s["data"]["state"], s["data"]["waMessageId"]) for s in statuses][1:] == [
+        ("sent", named),
+        ("delivered", named),
+    ]
 
 
 async def test_nothing_is_sent_without_the_lease_or_a_connected_session(

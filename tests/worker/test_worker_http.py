@@ -291,11 +291,19 @@ async def test_openapi_says_what_a_send_needs(worker: TestClient[Any, Any]) -> N
     schemas = document["components"]["schemas"]
     send, schedule = schemas["SendRequest"], schemas["ScheduleRequest"]
     assert send["discriminator"]["propertyName"] == "type"
-    assert set(send["discriminator"]["mapping"]) == {"text", "image", "video", "audio", "document"}
+    kinds = {"text", "image", "video", "audio", "document", "voice", "sticker"}
+    assert set(send["discriminator"]["mapping"]) == kinds | {"location", "contact", "poll"}
     assert {"to", "text"} <= set(schemas["TextMessage"]["required"])
-    assert {"to", "type", "media_url"} <= set(schemas["MediaMessage"]["required"])
-    for name in ("ScheduledText", "ScheduledMedia"):
+    media = schemas["CaptionedMedia"]
+    assert {"to", "type"} <= set(media["required"])
+    # Exactly one source of the file, said the way the server checks it: by presence.
+    assert media["oneOf"] == [{"required": ["media_url"]}, {"required": ["media_base64"]}]
+    for name in ("ScheduledText", "ScheduledMedia", "ScheduledPoll", "ScheduledLocation"):
         assert "send_at" in schemas[name]["required"]
+    operation = document["paths"]["/api/accounts/{slot}/send"]["post"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["$ref"].endswith("/UploadForm")
+    assert {"415", "422", "501"} <= set(operation["responses"])
     assert schedule["discriminator"]["mapping"]["text"].endswith("/ScheduledText")
     to = schemas["TextMessage"]["properties"]["to"]
     assert "s\\.whatsapp\\.net" in to["pattern"]

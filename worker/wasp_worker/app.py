@@ -36,7 +36,7 @@ from wasp_worker.contacts import Contacts
 from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.events import EventLog
 from wasp_worker.groups_http import NUMBER_CHECKS
-from wasp_worker.history import Direction
+from wasp_worker.history import Direction, complete
 from wasp_worker.http_api import HANDLERS, errors_as_json
 from wasp_worker.lease_loop import guard_lease, hold_lease
 from wasp_worker.live_feed import LiveFeed
@@ -45,7 +45,10 @@ from wasp_worker.metrics import registry_for
 from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.presence import PresenceWatch
+from wasp_worker.presence_http import PRESENCE
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
+from wasp_worker.reactions import Reactions
 from wasp_worker.remote_changes import RemoteChanges
 from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
@@ -155,8 +158,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         "wasp_worker_messages_received_total", "Inbound messages received.", registry=registry
     )
 
-    async def inbound(fields: dict[str, Any]) -> None:
+    async def inbound(received_fields: dict[str, Any]) -> None:
         """A message for one of our sessions: count it, log its id (never its body), fan it out."""
+        fields = complete(received_fields)
         slot = Slot.parse(fields["slot"])
         state = sessions.states.get(slot)
         if state is None or state.status != "CONNECTED":
@@ -170,8 +174,16 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         direction: Direction = "out" if fields.get("from_me") else "in"
         try:
             await history.record(slot, direction, fields)
-        except Exception as error:  # the live event still goes out; history and webhook miss it
-            event_log.emit("history_write_failed", slot=fields["slot"], error=type(error).__name__)
+        except Exception as error:
+            # Not stored: raised, so the backend does not count it delivered and hands it
+            # over again (the simulator's server keeps it until acknowledged; neonize retries).
+            event_log.emit(
+                "history_write_failed",
+                slot=fields["slot"],
+                wa_message_id=fields["wa_message_id"],
+                error=type(error).__name__,
+            )
+            raise
         event_log.emit("wa_message_in", slot=fields["slot"], wa_message_id=fields["wa_message_id"])
         link.emit("wa:message", fields)
 
@@ -186,9 +198,23 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
 
     backend.on_inbound = inbound
     backend.on_receipt = receipt
+    # Typing and recording: the chats the agent opens are watched, wa:presence live only.
+    app[PRESENCE] = presence = PresenceWatch(sessions, event_log, link.emit)
+    backend.on_presence = presence.seen
+    link.listeners.append(presence.listen)
     # Edits, deletes, history syncs and the phone's chat settings, into the store.
-    remote = RemoteChanges(store.db, history, store.conversations, contacts, sessions, event_log)
+    remote = RemoteChanges(
+        store.db,
+        history,
+        store.conversations,
+        contacts,
+        sessions,
+        event_log,
+        reactions=Reactions(store.db, store.outbox),
+        emit=link.emit,
+    )
     backend.on_remote = remote.apply
+    queue.emit = link.emit  # the account's own actions, once sent, show live as received ones
     if isinstance(backend, NeonizeBackend):
         backend.known_chats = remote.known_chats
 
@@ -210,6 +236,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await presence.close()
         await backend.close()
         await link.close()
         await webhooks.close()

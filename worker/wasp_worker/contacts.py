@@ -121,4 +121,4 @@ class Contacts:
 
     async def lookup(self, slot: Slot, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The contacts these ids (phone JIDs or LIDs) name, by id; an unknown id is absent."""
-        return await self._store.call(lambda db: find(db, slot, ids))
+        return await self._store.read(lambda db: find(db, slot, ids))

@@ -194,7 +194,9 @@ def conversation(row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(_COLUMNS, row, strict=True))
     record["pinned"] = bool(record["pinned"])
     record["archived"] = bool(record["archived"])
-    record["tags"] = json.loads(record["tags"])
+    # Most conversations have no tags: a page of 50 need not parse "[]" 50 times.
+    tags = record["tags"]
+    record["tags"] = [] if tags == "[]" else json.loads(tags)
     return record
 
 
@@ -269,10 +271,29 @@ def keyed_page(
     down = data_api.descending(sort)
     columns = _KEY[sort]
     order = ", ".join(f"{c} {'DESC' if down else 'ASC'}" for c in columns)
+    chosen_slots = present(db, slots)
+    if len(chosen_slots) == 1:
+        # One slot (every per-slot listing): its rows straight from the index in order, one
+        # statement; there is nothing to merge.
+        [slot] = chosen_slots
+        if cursor is not None:
+            condition, bounds = _after(sort, slot, cursor)
+            clauses, values = [*clauses, condition], [*values, *bounds]
+        rows = db.execute(
+            f"SELECT {_SELECT}, {', '.join(columns[:-1])} FROM conversations WHERE slot=?"
+            f"{''.join(f' AND {c}' for c in clauses)} ORDER BY {order} LIMIT ?",
+            (str(slot), *values, limit + 1),
+        ).fetchall()
+        width = len(_COLUMNS)
+        page = [conversation(row[:width]) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return page, None
+        # The key as `data_api.encode` reads it (`name IS NULL` as 0/1 says the same).
+        return page, (*rows[limit - 1][width:], str(slot), page[-1]["id"])
     # First the keys alone (for `last`, from the index only), merged across the slots; then
     # the rows of the page's keys: a range of 50 slots reads 50 pages of keys, one of rows.
     keys: list[Key] = []
-    for slot in present(db, slots):
+    for slot in chosen_slots:
         where, bound = list(clauses), list(values)
         if cursor is not None:
             condition, bounds = _after(sort, slot, cursor)
@@ -289,45 +310,115 @@ def keyed_page(
     keys.sort(reverse=down)
     chosen = keys[:limit]
     ids = [key[-1] for key in chosen]
-    rows = {
+    by_id = {
         row[_COLUMNS.index("id")]: conversation(row)
         for row in db.execute(
             f"SELECT {_SELECT} FROM conversations WHERE id IN ({','.join('?' * len(ids))})", ids
         )
     }
-    page = [rows[i] for i in ids]
+    page = [by_id[i] for i in ids]
     return page, chosen[-1] if len(keys) > limit else None
 
 
-def unread_summary(db: sqlite3.Connection, slots: Slots, now: float) -> dict[str, Any]:
-    chats: list[dict[str, Any]] = []
-    for slot in present(db, slots):
-        for chat_id, unread, last, archived, muted_until in db.execute(
-            "SELECT chat_id, unread, last_timestamp, archived, muted_until FROM conversations "
-            "WHERE slot=? AND unread > 0 ORDER BY last_timestamp DESC, id DESC",
-            (str(slot),),
-        ):
-            chats.append(
-                {
-                    "slot": str(slot),
-                    "chat_id": chat_id,
-                    "unread": unread,
-                    "last_timestamp": last,
-                    "archived": bool(archived),
-                    "muted": muted_until is not None and muted_until > now,
-                }
+# A conversation counted apart from the badge: archived, or muted until a time to come.
+_APART = "(archived OR coalesce(muted_until > ?, 0))"
+
+
+def unread_totals(db: sqlite3.Connection, slots: Slots, now: float) -> list[dict[str, Any]]:
+    """Per slot with unread chats (in slot order): unread messages and chats, those of muted
+    or archived chats apart. One GROUP BY over the unread conversations: named slots by the
+    index; a range by one scan of the table, then kept to the range in Python (a range's
+    slots are not an interval of the text column)."""
+    columns = (
+        f"slot, sum(CASE WHEN {_APART} THEN 0 ELSE unread END), sum(NOT {_APART}), "
+        f"sum(CASE WHEN {_APART} THEN unread ELSE 0 END), sum({_APART})"
+    )
+    if isinstance(slots, list):
+        if not slots:
+            return []
+        rows = db.execute(
+            f"SELECT {columns} FROM conversations WHERE slot IN ({','.join('?' * len(slots))}) "
+            "AND unread > 0 GROUP BY slot",
+            (now, now, now, now, *(str(slot) for slot in slots)),
+        ).fetchall()
+    else:
+        # A scan: walking the (slot, last_timestamp) index instead looks up every row.
+        rows = db.execute(
+            f"SELECT {columns} FROM conversations NOT INDEXED WHERE unread > 0 GROUP BY slot",
+            (now, now, now, now),
+        ).fetchall()
+        rows = [row for row in rows if Slot.parse(row[0]) in slots]
+    found = [
+        {
+            "slot": slot,
+            "messages": messages,
+            "conversations": chats,
+            "muted_or_archived": {"messages": apart_messages, "conversations": apart_chats},
+        }
+        for slot, messages, chats, apart_messages, apart_chats in rows
+    ]
+    return sorted(found, key=lambda entry: _slot_order(entry["slot"]))
+
+
+def _slot_order(text: str) -> tuple[str, int]:
+    slot = Slot.parse(text)
+    return slot.prefix, slot.number
+
+
+def unread_chats(
+    db: sqlite3.Connection, slots: Slots, now: float, cursor: Key | None, limit: int
+) -> tuple[list[dict[str, Any]], Key | None]:
+    """The unread conversations of these slots in `last` order (latest first, then slot,
+    then id, all descending), strictly after `cursor`, each flagged `muted`; and the key
+    to continue after (None: last page). One slot reads its index in order; several, the
+    keys of the unread rows by one scan, sorted, then the page's rows by id (cheaper than a
+    walk of each slot's index, which looks up every conversation to find the unread
+    ones: 2.4 ms against 7.7 for 50 accounts of the benchmark's shard)."""
+    chosen = present(db, slots)
+    if len(chosen) == 1:
+        page, following = keyed_page(db, chosen, Filters(unread=True), "last", cursor, limit)
+    elif not chosen:
+        page, following = [], None
+    else:
+        bound = "" if cursor is None else "AND (coalesce(last_timestamp, 0), slot, id) < (?, ?, ?) "
+        # The keys alone sorted (narrow rows sort faster), then the page's rows by id.
+        keys = db.execute(
+            "SELECT coalesce(last_timestamp, 0), slot, id FROM conversations NOT INDEXED "
+            f"WHERE unread > 0 AND slot IN ({','.join('?' * len(chosen))}) {bound}"
+            "ORDER BY 1 DESC, 2 DESC, 3 DESC LIMIT ?",
+            (*(str(slot) for slot in chosen), *(cursor or ()), limit + 1),
+        ).fetchall()
+        ids = [key[2] for key in keys[:limit]]
+        by_id = {
+            row[_COLUMNS.index("id")]: conversation(row)
+            for row in db.execute(
+                f"SELECT {_SELECT} FROM conversations WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
             )
-    chats.sort(key=lambda c: (c["last_timestamp"] or 0.0, c["slot"]), reverse=True)
-    counted = [c for c in chats if not c["archived"] and not c["muted"]]
-    apart = [c for c in chats if c["archived"] or c["muted"]]
+        }
+        page = [by_id[i] for i in ids]
+        following = tuple(keys[limit - 1]) if len(keys) > limit else None
+    for chat in page:
+        chat["muted"] = chat["muted_until"] is not None and chat["muted_until"] > now
+    return page, following
+
+
+def unread_summary(
+    db: sqlite3.Connection, slots: Slots, now: float, cursor: Key | None, limit: int
+) -> dict[str, Any]:
+    """`Conversations.unread` on the database thread."""
+    per_slot = unread_totals(db, slots, now)
+    chats, following = unread_chats(db, slots, now, cursor, limit)
     return {
-        "total_messages": sum(c["unread"] for c in counted),
-        "total_conversations": len(counted),
+        "total_messages": sum(entry["messages"] for entry in per_slot),
+        "total_conversations": sum(entry["conversations"] for entry in per_slot),
         "muted_or_archived": {
-            "messages": sum(c["unread"] for c in apart),
-            "conversations": len(apart),
+            "messages": sum(entry["muted_or_archived"]["messages"] for entry in per_slot),
+            "conversations": sum(entry["muted_or_archived"]["conversations"] for entry in per_slot),
         },
+        "by_slot": per_slot,
         "chats": chats,
+        "next_cursor": following,
     }
 
 
@@ -379,13 +470,13 @@ class Conversations:
         """One page of these slots' conversations in `sort` order, strictly after the key
         `cursor` (None: from the first), and the key to continue after (None: this was
         the last page)."""
-        return await self._store.call(
+        return await self._store.read(
             lambda db: keyed_page(db, slots, filters, sort, cursor, limit)
         )
 
     async def get(self, slot: Slot, chat_id: str) -> dict[str, Any] | None:
         """The chat's conversation, or None when the slot has none."""
-        return await self._store.call(
+        return await self._store.read(
             lambda db: next(iter(conversations_named(db, slot, [chat_id])), None)
         )
 
@@ -416,11 +507,13 @@ class Conversations:
 
         return await self._store.call(write)
 
-    async def unread(self, slots: Slots, now: float) -> dict[str, Any]:
-        """The unread conversations of these slots, latest first, each flagged `muted`
-        (muted_until after `now`) and `archived`; the totals count the others only, and
-        `muted_or_archived` counts those apart."""
-        return await self._store.call(lambda db: unread_summary(db, slots, now))
+    async def unread(
+        self, slots: Slots, now: float, cursor: Key | None = None, limit: int = 50
+    ) -> dict[str, Any]:
+        """These slots' unread counts, per slot (`by_slot`) and summed, muted (muted_until
+        after `now`) or archived chats counted apart; and a page of their unread chats,
+        latest first, after `cursor` (`next_cursor`: the key to continue after, or None)."""
+        return await self._store.read(lambda db: unread_summary(db, slots, now, cursor, limit))
 
     async def update(
         self, slot: Slot, chat_id: str, settings: dict[str, Any]

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from wasp import data_api
 from wasp.data_api import Key, Sort
+from wasp.jsonio import json_answer
 from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.slots import Slot, SlotRange
@@ -26,11 +27,13 @@ from wasp.worker_api import (
     ConversationsQuery,
     DataConversationsQuery,
     DataSearchQuery,
+    DataUnreadQuery,
     MarkReadRequest,
     MessagesQuery,
     SearchFilters,
     SearchQuery,
     SlotsRange,
+    UnreadQuery,
 )
 from wasp_worker import data_status
 from wasp_worker.conversations import Filters
@@ -38,6 +41,7 @@ from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.errors import NotFound
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.message_pages import SearchFilters as MessageFilters
+from wasp_worker.presence_http import chat_opened
 from wasp_worker.state import CONFIG, CONVERSATIONS, HISTORY, SESSIONS
 
 
@@ -88,7 +92,7 @@ async def conversations(request: web.Request) -> web.Response:
     items, following = await request.app[CONVERSATIONS].page(
         [slot], _filters(query), query.sort, _key(query.cursor, query.sort), query.limit
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -103,7 +107,7 @@ async def conversation(request: web.Request) -> web.Response:
     found = await request.app[CONVERSATIONS].get(slot, chat_id)
     if found is None:
         raise NotFound(f"no conversation {chat_id} for slot {slot}")
-    return web.json_response({"ok": True, "slot": str(slot), "conversation": found})
+    return json_answer({"ok": True, "slot": str(slot), "conversation": found})
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -113,7 +117,8 @@ async def messages(request: web.Request) -> web.Response:
     items, following = await request.app[PAGES].chat(
         slot, chat_id, _key(query.before, "chat"), _key(query.after, "chat"), query.limit
     )
-    return web.json_response(
+    chat_opened(request, slot, chat_id)
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -131,7 +136,7 @@ async def search(request: web.Request) -> web.Response:
     items, following = await request.app[PAGES].search(
         [slot], query.q, _search_filters(query), _key(query.cursor, "time"), query.limit
     )
-    return web.json_response(
+    return json_answer(
         {"ok": True, "slot": str(slot), "items": items, "next_cursor": _cursor(following, "time")}
     )
 
@@ -145,7 +150,7 @@ async def mark_read(request: web.Request) -> web.Response:
     marked, unread = await request.app[HISTORY].mark_read(slot, chat_id, body.message_ids)
     receipts = await send_read_receipts(request.app, slot, chat_id, unread)
     found = await request.app[CONVERSATIONS].get(slot, chat_id)
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -158,9 +163,15 @@ async def mark_read(request: web.Request) -> web.Response:
 
 
 async def unread(request: web.Request) -> web.Response:
+    """The slot's unread counts, and a page of its unread chats, latest first."""
     slot = _slot(request)
-    summary = await request.app[CONVERSATIONS].unread([slot], time.time())
-    return web.json_response({"ok": True, "slot": str(slot), **summary})
+    query = query_values(request, UnreadQuery)
+    summary = await request.app[CONVERSATIONS].unread(
+        [slot], time.time(), _key(query.cursor, "last"), query.limit
+    )
+    del summary["by_slot"]  # one slot: the totals are its own
+    summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
+    return json_answer({"ok": True, "slot": str(slot), **summary})
 
 
 def _contact_key(text: str) -> str:
@@ -174,7 +185,7 @@ async def contact(request: web.Request) -> web.Response:
     found = await request.app[CONTACTS].lookup(slot, [wanted])
     if wanted not in found:
         raise NotFound(f"no contact {wanted} for slot {slot}")
-    return web.json_response({"ok": True, "slot": str(slot), "contact": found[wanted]})
+    return json_answer({"ok": True, "slot": str(slot), "contact": found[wanted]})
 
 
 async def contacts_lookup(request: web.Request) -> web.Response:
@@ -183,7 +194,7 @@ async def contacts_lookup(request: web.Request) -> web.Response:
     body = await read_body(request, ContactsLookup)
     keys = {text: _contact_key(text) for text in body.ids}
     found = await request.app[CONTACTS].lookup(slot, list(keys.values()))
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slot": str(slot),
@@ -203,7 +214,7 @@ async def data_conversations(request: web.Request) -> web.Response:
         _key(query.after, query.sort),
         query.limit,
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slots": _named(slots),
@@ -223,7 +234,7 @@ async def data_search(request: web.Request) -> web.Response:
         _key(query.after, "time"),
         query.limit,
     )
-    return web.json_response(
+    return json_answer(
         {
             "ok": True,
             "slots": _named(slots),
@@ -234,16 +245,20 @@ async def data_search(request: web.Request) -> web.Response:
 
 
 async def data_unread(request: web.Request) -> web.Response:
-    slots = _range(request, query_values(request, SlotsRange))
+    """The range's unread counts per slot (`by_slot`) and summed, and a page of its unread
+    chats in the `last` order the master merges by."""
+    query = query_values(request, DataUnreadQuery)
+    slots = _range(request, query)
     summary = await request.app[CONVERSATIONS].unread(
-        slots if slots is not None else [], time.time()
+        slots if slots is not None else [], time.time(), _key(query.after, "last"), query.limit
     )
-    return web.json_response({"ok": True, "slots": _named(slots), **summary})
+    summary["next_cursor"] = _cursor(summary["next_cursor"], "last")
+    return json_answer({"ok": True, "slots": _named(slots), **summary})
 
 
 async def data_status_handler(request: web.Request) -> web.Response:
     found = await data_status.read(request.app[DATABASE])
-    return web.json_response({"ok": True, **found})
+    return json_answer({"ok": True, **found})
 
 
 def _named(slots: SlotRange | None) -> list[str] | None:

@@ -2,6 +2,11 @@
 
 Every call runs on the connection's dedicated thread, in order, so the
 connection is never shared between threads and writes never interleave.
+Reads that write nothing may instead go to `read`: a few read-only connections,
+each on a thread of its own, each call in one read transaction (one snapshot of
+the file, as consistent as a call on the writer's thread). WAL lets them read
+while the writer commits, so an API read does not queue behind a write and its
+fsync.
 A file's schema version is SQLite's `user_version`: migration N takes a file
 from version N to N + 1 in one transaction, so a volume written by an older
 worker is brought up to date, rows and all, the first time a newer one opens it.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +31,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 Migration = str | Callable[[sqlite3.Connection], None]
+# Read-only connections beside the writer: the machine's cores, not more (a read holds the
+# GIL while Python makes its rows).
+READERS = 2
 
 
 class SerialDatabase:
@@ -36,13 +45,24 @@ class SerialDatabase:
     """
 
     def __init__(
-        self, path: Path, schema: str, name: str, migrations: Sequence[Migration] = ()
+        self,
+        path: Path,
+        schema: str,
+        name: str,
+        migrations: Sequence[Migration] = (),
+        readers: int = READERS,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.db: sqlite3.Connection = self._thread.submit(
             self._open, path, schema, tuple(migrations)
         ).result()
+        # Opened after the writer made the schema and migrated: a reader sees the new file.
+        self._uri = f"{path.resolve().as_uri()}?mode=ro"
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix=f"{name}-read")
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
 
     @staticmethod
     def _open(path: Path, schema: str, migrations: tuple[Migration, ...]) -> sqlite3.Connection:
@@ -57,11 +77,33 @@ class SerialDatabase:
         """Run `fn(connection)` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self.db)
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)`, which must not write, on a read-only connection, in one
+        read transaction: its statements see one state of the file, whatever commits
+        meanwhile, and every write committed before the call."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._snapshot, fn)
+
+    def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False)
+            with self._opened_lock:
+                self._opened.append(db)
+            self._local.db = db
+        db.execute("BEGIN")
+        try:
+            return fn(db)
+        finally:
+            db.execute("COMMIT")  # ends the read transaction: the next call sees what is new
+
     def call_blocking(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the database thread and wait: only before serving."""
         return self._thread.submit(fn, self.db).result()
 
     def close(self) -> None:
+        self._readers.shutdown()  # waits for the reads under way; then no thread uses theirs
+        for reader in self._opened:
+            reader.close()
         self._thread.submit(self.db.close).result()
         self._thread.shutdown()
 

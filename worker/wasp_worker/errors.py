@@ -53,3 +53,27 @@ class NotOwner(WorkerError):
         super().__init__(
             f"another worker holds this shard's lease ({where}); this one waits to take over"
         )
+
+
+class TooLarge(WorkerError):
+    """A file over its kind's limit (the message names the limit)."""
+
+    status = 413
+
+
+class UnsupportedType(WorkerError):
+    """A file of a type its kind does not take (the message lists the accepted types)."""
+
+    status = 415
+
+
+class Unprocessable(WorkerError):
+    """A body the document accepts but whose values do not fit together (the message says why)."""
+
+    status = 422
+
+
+class NotSupported(WorkerError):
+    """The session's backend cannot do this operation (the message names both)."""
+
+    status = 501

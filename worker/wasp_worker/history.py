@@ -23,6 +23,7 @@ read marks (`mark_read`, whose receipts the caller sends).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -36,6 +37,7 @@ from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.message_ids import next_id
+from wasp_worker.reactions import decorate
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 from wasp_worker.webhooks.source import WebhookEvents
@@ -97,6 +99,8 @@ _KEYS = (
     "media_name",
     "edited_at",
     "deleted_at",
+    "quoted_id",
+    "payload",
     "slot",
 )
 _FIELDS = ", ".join(_KEYS)
@@ -104,12 +108,42 @@ _FIELDS = ", ".join(_KEYS)
 # (version 8 added `id`, the type, the media's metadata, edits and tombstones).
 V3_COLUMNS = ("slot", *_KEYS[: _KEYS.index("from_me") + 1], "sender_jid")
 _INSERTED = (*_KEYS[: _KEYS.index("from_me") + 1], "message_type", "media_mime", "media_size")
+# What an inbound message carries besides its body and media, stored as `payload` JSON.
+PAYLOAD_KEYS = ("mentions", "location", "contacts", "poll")
+
+
+def complete(fields: dict[str, Any]) -> dict[str, Any]:
+    """The inbound fields with every kind key present (a backend may leave out those its
+    message does not have): `message_type` (the media's type, else text), `quoted_id`,
+    `mentions` [], `location`, `contacts`, `poll` (None). What `wa:message` and the
+    `message.received` webhook carry."""
+    return {
+        **fields,
+        "message_type": fields.get("message_type") or fields.get("media_type") or "text",
+        "quoted_id": fields.get("quoted_id") or None,
+        "mentions": list(fields.get("mentions") or []),
+        **{key: fields.get(key) or None for key in ("location", "contacts", "poll")},
+    }
+
+
+def payload_of(fields: dict[str, Any]) -> str | None:
+    """The `payload` column of a message's fields: those of `PAYLOAD_KEYS` it has (not
+    empty), as JSON, or the one given ready-made (`payload`, a sent message's); None when
+    it has none (a plain text or media message)."""
+    if fields.get("payload"):
+        return str(fields["payload"])
+    found = {key: fields[key] for key in PAYLOAD_KEYS if fields.get(key)}
+    return json.dumps(found, ensure_ascii=False) if found else None
 
 
 def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(_KEYS, row, strict=True))
     record["read"] = bool(record["read"])
     record["from_me"] = bool(record["from_me"])
+    # The payload's fields show beside the others (mentions, location, contacts, poll).
+    extra = json.loads(record.pop("payload") or "{}")
+    record.update({key: extra.get(key) for key in PAYLOAD_KEYS})
+    record["mentions"] = record["mentions"] or []
     return record
 
 
@@ -125,7 +159,7 @@ def _insert_row(
     stamp = fields.get("timestamp") or time.time()
     cursor = db.execute(
         f"INSERT OR IGNORE INTO messages (id, slot, {', '.join(_INSERTED)}, media_name, "
-        f"sender_jid) VALUES ({', '.join('?' * (len(_INSERTED) + 4))})",
+        f"sender_jid, quoted_id, payload) VALUES ({', '.join('?' * (len(_INSERTED) + 6))})",
         (
             next_id(db, stamp),
             str(slot),
@@ -148,6 +182,8 @@ def _insert_row(
             fields.get("file_size"),
             fields.get("file_name"),
             fields.get("sender_jid_raw"),
+            fields.get("quoted_id") or None,
+            payload_of(fields),
         ),
     )
     return cursor.rowcount > 0
@@ -246,6 +282,82 @@ def _name_chat(db: sqlite3.Connection, slot: Slot, chat_id: str, name: str) -> N
     conversations.refresh(db, slot, [chat_id])
 
 
+def apply_edit(
+    db: sqlite3.Connection,
+    slot: Slot,
+    chat_id: str,
+    wa_message_id: str,
+    body: str,
+    edited_at: float,
+) -> tuple[bool, bool]:
+    """An edit in the caller's transaction: the body replaced (the full-text index follows
+    by trigger), `edited_at` set, the change logged and a `message.edited` event. (known,
+    changed): unknown when the slot has no such message in that chat, or it was deleted;
+    an edit older than the one stored, or the same again, changes nothing."""
+    found = db.execute(
+        "SELECT id, edited_at, body, deleted_at FROM messages "
+        "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+        (str(slot), wa_message_id, chat_id),
+    ).fetchone()
+    if found is None or found[3] is not None:
+        return False, False
+    row, stored_at, stored_body, _ = found
+    if stored_at is not None and (
+        edited_at < stored_at or (edited_at == stored_at and body == stored_body)
+    ):
+        return True, False
+    db.execute("UPDATE messages SET body=?, edited_at=? WHERE id=?", (body, edited_at, row))
+    log_changes(db, slot, "message", [wa_message_id])
+    conversations.refresh(db, slot, [chat_id])
+    data = {
+        "slot": str(slot),
+        "id": row,
+        "chat_id": chat_id,
+        "wa_message_id": wa_message_id,
+        "body": body,
+        "edited_at": edited_at,
+    }
+    outbox_tables.add(db, [Event.new("message.edited", slot, data)])
+    return True, True
+
+
+def apply_revoke(
+    db: sqlite3.Connection, slot: Slot, chat_id: str, wa_message_id: str, deleted_at: float
+) -> tuple[bool, bool, Path | None]:
+    """A delete for everyone in the caller's transaction: the message stays as a tombstone
+    (body '' and media fields cleared, `deleted_at` set, read: it no longer counts as
+    unread), the change logged and a `message.deleted` event. (known, changed, the media
+    file to remove once committed); a second revoke changes nothing."""
+    found = db.execute(
+        "SELECT id, media_url, deleted_at FROM messages "
+        "WHERE slot=? AND wa_message_id=? AND chat_id=?",
+        (str(slot), wa_message_id, chat_id),
+    ).fetchone()
+    if found is None:
+        return False, False, None
+    row, media_url, already = found
+    if already is not None:
+        return True, False, None
+    db.execute(
+        "UPDATE messages SET body='', media_type=NULL, media_url=NULL, "
+        "media_mime=NULL, media_size=NULL, media_name=NULL, deleted_at=?, read=1 "
+        "WHERE id=?",
+        (deleted_at, row),
+    )
+    log_changes(db, slot, "message", [wa_message_id])
+    conversations.refresh(db, slot, [chat_id])
+    data = {
+        "slot": str(slot),
+        "id": row,
+        "chat_id": chat_id,
+        "wa_message_id": wa_message_id,
+        "deleted_at": deleted_at,
+    }
+    outbox_tables.add(db, [Event.new("message.deleted", slot, data)])
+    name = _media_name(media_url)
+    return True, True, media.media_dir(_work_dir(db), slot) / name if name else None
+
+
 class History:
     def __init__(self, store: SerialDatabase, outbox: Outbox) -> None:
         self._store = store
@@ -272,40 +384,12 @@ class History:
     async def edit(
         self, slot: Slot, chat_id: str, wa_message_id: str, body: str, edited_at: float
     ) -> bool:
-        """WhatsApp says the message was edited: its body replaced (the full-text index
-        follows by trigger), `edited_at` set, the change logged and a `message.edited` event,
-        in one transaction. False when the slot has no such message in that chat, or it
-        was deleted; an edit older than the one stored, or the same again, changes nothing."""
+        """WhatsApp says the message was edited (`apply_edit`, in one transaction). False
+        when the slot has no such message in that chat, or it was deleted."""
 
         def write(db: sqlite3.Connection) -> tuple[bool, bool]:
             with transaction(db):
-                found = db.execute(
-                    "SELECT id, edited_at, body, deleted_at FROM messages "
-                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
-                    (str(slot), wa_message_id, chat_id),
-                ).fetchone()
-                if found is None or found[3] is not None:
-                    return False, False
-                row, stored_at, stored_body, _ = found
-                if stored_at is not None and (
-                    edited_at < stored_at or (edited_at == stored_at and body == stored_body)
-                ):
-                    return True, False
-                db.execute(
-                    "UPDATE messages SET body=?, edited_at=? WHERE id=?", (body, edited_at, row)
-                )
-                log_changes(db, slot, "message", [wa_message_id])
-                conversations.refresh(db, slot, [chat_id])
-                data = {
-                    "slot": str(slot),
-                    "id": row,
-                    "chat_id": chat_id,
-                    "wa_message_id": wa_message_id,
-                    "body": body,
-                    "edited_at": edited_at,
-                }
-                outbox_tables.add(db, [Event.new("message.edited", slot, data)])
-                return True, True
+                return apply_edit(db, slot, chat_id, wa_message_id, body, edited_at)
 
         known, changed = await self._store.call(write)
         if changed:
@@ -313,42 +397,13 @@ class History:
         return known
 
     async def revoke(self, slot: Slot, chat_id: str, wa_message_id: str, deleted_at: float) -> bool:
-        """WhatsApp says the message was deleted for everyone: it stays as a tombstone
-        (body '' and media fields cleared, `deleted_at` set, read: it no longer counts as
-        unread), the change logged and a `message.deleted` event, in one transaction; then
-        its media file on the volume is removed here (callers need not). False when the
-        slot has no such message in that chat; a second revoke changes nothing."""
+        """WhatsApp says the message was deleted for everyone (`apply_revoke`, in one
+        transaction); then its media file on the volume is removed here (callers need not).
+        False when the slot has no such message in that chat."""
 
         def write(db: sqlite3.Connection) -> tuple[bool, bool, Path | None]:
             with transaction(db):
-                found = db.execute(
-                    "SELECT id, media_url, deleted_at FROM messages "
-                    "WHERE slot=? AND wa_message_id=? AND chat_id=?",
-                    (str(slot), wa_message_id, chat_id),
-                ).fetchone()
-                if found is None:
-                    return False, False, None
-                row, media_url, already = found
-                if already is not None:
-                    return True, False, None
-                db.execute(
-                    "UPDATE messages SET body='', media_type=NULL, media_url=NULL, "
-                    "media_mime=NULL, media_size=NULL, media_name=NULL, deleted_at=?, read=1 "
-                    "WHERE id=?",
-                    (deleted_at, row),
-                )
-                log_changes(db, slot, "message", [wa_message_id])
-                conversations.refresh(db, slot, [chat_id])
-                data = {
-                    "slot": str(slot),
-                    "id": row,
-                    "chat_id": chat_id,
-                    "wa_message_id": wa_message_id,
-                    "deleted_at": deleted_at,
-                }
-                outbox_tables.add(db, [Event.new("message.deleted", slot, data)])
-            name = _media_name(media_url)
-            return True, True, media.media_dir(_work_dir(db), slot) / name if name else None
+                return apply_revoke(db, slot, chat_id, wa_message_id, deleted_at)
 
         known, changed, media_path = await self._store.call(write)
         if changed:
@@ -447,7 +502,7 @@ class History:
                         "last_timestamp": last_ts,
                         "unread": int(unread or 0),
                         "messages": total,
-                        "last_message": _message(last),
+                        "last_message": decorate(db, [_message(last)])[0],
                     }
                 )
             return chats
@@ -479,7 +534,7 @@ class History:
                 marked = db.execute(MARK_CHAT_READ, (str(slot), chat_id)).fetchall()
                 log_changes(db, slot, "message", [m[0] for m in marked])
                 conversations.refresh(db, slot, [chat_id])
-            return [_message(r) for r in reversed(rows)], unread
+            return decorate(db, [_message(r) for r in reversed(rows)]), unread
 
         return await self._store.call(read)
 
@@ -489,7 +544,7 @@ class History:
         page's last seq (`since` when nothing changed); `has_more` says changes follow."""
 
         def read(db: sqlite3.Connection) -> dict[str, Any]:
-            # One call on the database's one connection: no write lands between reads.
+            # One read transaction: no write lands between these statements.
             changes = db.execute(
                 "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
                 (str(slot), since, limit),
@@ -505,10 +560,17 @@ class History:
             ids = list(keys["message"])
             marks = ",".join("?" * len(ids))
             found = {
-                row[0]: _message(row)
-                for row in db.execute(
-                    f"SELECT {_FIELDS} FROM messages WHERE slot=? AND wa_message_id IN ({marks})",
-                    (str(slot), *ids),
+                item["wa_message_id"]: item
+                for item in decorate(
+                    db,
+                    [
+                        _message(row)
+                        for row in db.execute(
+                            f"SELECT {_FIELDS} FROM messages WHERE slot=? "
+                            f"AND wa_message_id IN ({marks})",
+                            (str(slot), *ids),
+                        )
+                    ],
                 )
             }
             chats = conversations.conversations_named(db, slot, list(keys["conversation"]))
@@ -525,4 +587,4 @@ class History:
                 "has_more": more is not None,
             }
 
-        return await self._store.call(read)
+        return await self._store.read(read)

@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from wasp.errors import ApiError, error_response
-from wasp.messages import Destination, Message, ScheduleRequest, SendRequest, normalise
+from wasp.jsonio import json_answer
+from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
 from wasp.worker_api import (
@@ -31,6 +32,7 @@ from wasp.worker_api import (
     SyncQuery,
 )
 from wasp_worker import media
+from wasp_worker.actions_http import ACTION_HANDLERS
 from wasp_worker.backends.base import PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.data_http import DATA_HANDLERS
@@ -39,6 +41,8 @@ from wasp_worker.groups_http import GROUP_HANDLERS
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.live_feed import Cursor
 from wasp_worker.pacer import Pacer
+from wasp_worker.presence_http import PRESENCE_HANDLERS, chat_opened
+from wasp_worker.send_http import send
 from wasp_worker.state import (
     CONFIG,
     CONVERSATIONS,
@@ -157,7 +161,7 @@ async def sync(request: web.Request) -> web.Response:
     query = query_values(request, SyncQuery)
     since = int(query.since) if query.since is not None else 0
     page = await request.app[HISTORY].sync(slot, since, query.limit)
-    return web.json_response({"ok": True, "slot": str(slot), **page})
+    return json_answer({"ok": True, "slot": str(slot), **page})
 
 
 async def open_chat(request: web.Request) -> web.Response:
@@ -168,6 +172,7 @@ async def open_chat(request: web.Request) -> web.Response:
     body = await read_body(request, OpenChatRequest)
     chat_id = normalise(body.chat_id)
     messages, unread = await request.app[HISTORY].open_chat(slot, chat_id, body.limit)
+    chat_opened(request, slot, chat_id)
     receipts = await send_read_receipts(request.app, slot, chat_id, unread)
     return web.json_response(
         {
@@ -210,20 +215,6 @@ async def pair(request: web.Request) -> web.Response:
     except PairFailed as error:
         raise Conflict(str(error)) from None
     return web.json_response({"ok": True, "slot": str(slot), "code": code})
-
-
-async def send(request: web.Request) -> web.Response:
-    """Accept a message into the durable queue: 202 once it is on disk."""
-    sessions, queue = request.app[SESSIONS], request.app[QUEUE]
-    slot = sessions.own(request.match_info["slot"])
-    message: Message
-    if request.path.endswith("/schedule"):
-        message = (await read_body(request, ScheduleRequest)).root
-    else:
-        message = (await read_body(request, SendRequest)).root
-    row, created = await queue.enqueue(slot, message)
-    request.app[RUNNER].wake.set()
-    return web.json_response({"ok": True, "message": row.public()}, status=202 if created else 200)
 
 
 async def pacing(request: web.Request) -> web.Response:
@@ -344,4 +335,6 @@ HANDLERS: dict[str, Handler] = {
     "webhookReplay": webhook_replay,
     **DATA_HANDLERS,
     **GROUP_HANDLERS,
+    **ACTION_HANDLERS,
+    **PRESENCE_HANDLERS,
 }

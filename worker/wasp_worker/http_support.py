@@ -25,6 +25,11 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
         data = await request.json()
     except ValueError:
         raise BadRequest("body is not JSON") from None
+    return validated(data, model)
+
+
+def validated(data: object, model: type[Body]) -> Body:
+    """Parsed JSON as `model`, or a 400 that says why."""
     try:
         return model.model_validate(data)
     except ValidationError as error:

@@ -27,6 +27,7 @@ from wasp.slots import Slot
 from wasp_worker.conversations import MAX_ID, Slots, present
 from wasp_worker.db import SerialDatabase
 from wasp_worker.history import _FIELDS, _message
+from wasp_worker.reactions import decorate
 
 # Snippet markers around each matched word (plain text: the API returns no HTML).
 MARK_START, MARK_END, ELLIPSIS = "[", "]", "…"
@@ -116,7 +117,7 @@ def chat_page(
         f"ORDER BY m.timestamp {direction}, m.id {direction} LIMIT ?",
         (*values, limit + 1),
     ).fetchall()
-    items = [_message(row) for row in rows[:limit]]
+    items = decorate(db, [_message(row) for row in rows[:limit]])
     return items, _key(items[-1]) if len(rows) > limit else None
 
 
@@ -174,7 +175,7 @@ def search(
         (*values, limit + 1),
     ).fetchall()
     found = [{**_message(row[:-1]), "snippet": row[-1]} for row in rows]
-    page = found[:limit]
+    page = decorate(db, found[:limit])
     return page, (int(page[-1]["id"]), str(page[-1]["slot"])) if len(found) > limit else None
 
 
@@ -187,7 +188,7 @@ class MessagePages:
     async def chat(
         self, slot: Slot, chat_id: str, before: Key | None, after: Key | None, limit: int
     ) -> tuple[list[dict[str, Any]], ChatKey | None]:
-        return await self._store.call(lambda db: chat_page(db, slot, chat_id, before, after, limit))
+        return await self._store.read(lambda db: chat_page(db, slot, chat_id, before, after, limit))
 
     async def search(
         self,
@@ -197,4 +198,4 @@ class MessagePages:
         cursor: Key | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], TimeKey | None]:
-        return await self._store.call(lambda db: search(db, slots, text, filters, cursor, limit))
+        return await self._store.read(lambda db: search(db, slots, text, filters, cursor, limit))

@@ -224,13 +224,15 @@ class OutboundRunner:
                     return
                 message = resolved
             async with asyncio.timeout(self.settings.timeout_s):
-                await self.sessions.backend.send(slot, message)
+                sent_as = await self.sessions.backend.send(slot, message)
         except SendFailed as refusal:
             await self._fail(message, refusal.reason)
         except Exception as error:
             await self._retry_or_fail(message, error)
         else:
-            final = await self.queue.finish(message.id, "sent", None)
+            if sent_as and sent_as != message.wa_message_id:
+                message = dataclasses.replace(message, wa_message_id=sent_as)
+            final = await self.queue.finish(message.id, "sent", None, sent_as=sent_as)
             self.sent.inc()
             self._announce(message, "sent", None)
             if final != "sent":  # its receipt came back before the send call returned

@@ -5,9 +5,13 @@ an answer of 202 means it is on disk. Each row ends `sent` or `failed` with a
 reason (receipts later move a sent one on: `delivered`, `read`, `played`). An
 idempotency key per slot makes a retried request return the first row instead
 of adding another. Every row has a WhatsApp message id fixed at enqueue time,
-so a send repeated after a crash is the same message, which WhatsApp (and the
-simulator) deduplicate. A transient failure leaves the row queued with its
-`attempts`, its last `reason` and a `not_before` for the next try.
+so a send repeated after a crash is the same message, which the simulator
+deduplicates. neonize cannot send under a chosen id: whatsmeow names the message,
+and `finish` gives the row that name (receipts, replies and reactions use it); a
+send cut off between WhatsApp's acceptance and that commit may go twice, which
+the shutdown grace for sends in flight keeps rare. A transient failure leaves
+the row queued with its `attempts`, its last `reason` and a `not_before` for the
+next try.
 
 Group commit: enqueues that arrive while a transaction is being written wait
 and then share the next one (one `BEGIN IMMEDIATE ... COMMIT`, one fsync), and
@@ -31,18 +35,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history
+from wasp_worker import history, media, outgoing_media, reactions
 from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.errors import NotFound
+from wasp_worker.outgoing_media import Upload
+from wasp_worker.outgoing_payload import content, history_payload
 from wasp_worker.webhooks import outbox as outbox_tables
 from wasp_worker.webhooks.outbox import Outbox
 from wasp_worker.webhooks.source import WebhookEvents
@@ -186,11 +196,28 @@ _COLUMNS = (
 )
 
 
+ActionKind = Literal["reaction", "edit", "delete", "vote"]
+ACTION_KINDS: frozenset[str] = frozenset({"reaction", "edit", "delete", "vote"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action on a message of the slot's store, as the queue takes it: its row's
+    destination is the chat (so it keeps its place in the chat's lane) and its payload
+    `details`: {chat, target, emoji | text | options, target_from_me, target_sender, me}."""
+
+    kind: ActionKind
+    chat_id: str
+    idempotency_key: str | None
+    details: dict[str, Any]
+
+
 @dataclass
 class _Pending:
     slot: Slot
-    request: Message
+    request: Message | Action
     answer: asyncio.Future[tuple[Outbound, bool]]
+    upload: Upload | None = None
 
 
 @dataclass
@@ -210,15 +237,21 @@ class OutboundQueue:
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.stats = CommitStats()
+        # The live feed's: a sent action's change to the store, as a received one is shown.
+        self.emit: Callable[[str, dict[str, Any]], None] | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._store.call(lambda _: fn(*args))
 
-    async def enqueue(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
-        """Store the message; returns (row, created) once it is committed. A known
-        idempotency key returns its row. Concurrent calls share one transaction."""
+    async def enqueue(
+        self, slot: Slot, request: Message | Action, upload: Upload | None = None
+    ) -> tuple[Outbound, bool]:
+        """Store the message or action (and `upload`, its file's checked bytes); returns
+        (row, created) once it is committed. A known idempotency key returns its row. A
+        `reply_to` the store has no message of in that chat is NotFound. Concurrent calls
+        share one transaction."""
         answer: asyncio.Future[tuple[Outbound, bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(slot, request, answer))
+        self._pending.append(_Pending(slot, request, answer, upload))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
         return await answer
@@ -258,7 +291,10 @@ class OutboundQueue:
             for pending in batch:
                 db.execute("SAVEPOINT request")
                 try:
-                    results.append(self._insert(pending.slot, pending.request))
+                    if isinstance(pending.request, Action):
+                        results.append(self._insert_action(pending.slot, pending.request))
+                    else:
+                        results.append(self._insert(pending.slot, pending.request, pending.upload))
                 except Exception as error:
                     db.execute("ROLLBACK TO request")
                     results.append(error)
@@ -277,9 +313,11 @@ class OutboundQueue:
     def _commit(db: sqlite3.Connection) -> None:
         db.execute("COMMIT")
 
-    def _insert(self, slot: Slot, request: Message) -> tuple[Outbound, bool]:
+    def _insert(
+        self, slot: Slot, request: Message, upload: Upload | None = None
+    ) -> tuple[Outbound, bool]:
         db = self._db
-        media = request if isinstance(request, MediaMessage) else None
+        sent_media = request if isinstance(request, MediaMessage) else None
         if request.idempotency_key is not None:
             found = db.execute(
                 f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
@@ -291,24 +329,33 @@ class OutboundQueue:
         # session's own store when its turn comes (`phone_for`, then the backend).
         destination, state, reason = normalise(request.to), "queued", None
         destination = self._phone_for(slot, destination) or destination
+        details = content(request)
+        if request.reply_to is not None:
+            details.update(self._quoted(slot, destination, request.reply_to))
+        if upload is not None:
+            # On disk (fsynced) before the row naming it commits: a crash in between leaves
+            # a file no row names, never a row without its file.
+            outgoing_media.write(self._work_dir(), upload)
+            details.update(file=upload.sha256, mime=upload.mime, file_size=upload.size)
         now = time.time()
         cursor = db.execute(
             "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
-            "body, media_url, file_name, state, reason, not_before, created, finished) "
-            "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "body, media_url, file_name, state, reason, not_before, created, finished, payload) "
+            "VALUES (?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(slot),
                 request.idempotency_key,
                 destination,
                 request.type,
-                request.text,
-                media.media_url if media else None,
-                media.file_name if media else None,
+                request.body,
+                sent_media.media_url if sent_media else None,
+                sent_media.file_name if sent_media else None,
                 state,
                 reason,
                 request.send_at or now,
                 now,
                 now if state == "failed" else None,
+                json.dumps(details, separators=(",", ":")) if details else None,
             ),
         )
         row = int(cursor.lastrowid or 0)
@@ -316,6 +363,61 @@ class OutboundQueue:
         stored = self._get(row)
         outbox_tables.add(db, [stored.status_event("queued")])
         return stored, True
+
+    def _quoted(self, slot: Slot, chat_id: str, wa_message_id: str) -> dict[str, Any]:
+        """What a backend needs to quote a message of the chat (its sender, a copy of its
+        text and type); NotFound when the slot's store has no such message there."""
+        found = self._db.execute(
+            "SELECT from_me, coalesce(sender_phone_jid, sender_jid), body, message_type "
+            "FROM messages WHERE slot=? AND chat_id=? AND wa_message_id=?",
+            (str(slot), chat_id, wa_message_id),
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"reply_to: no message {wa_message_id} in {chat_id}")
+        from_me, sender, body, kind = found
+        return {
+            "reply_to": wa_message_id,
+            "quoted_from_me": bool(from_me),
+            "quoted_sender": None if from_me else (sender or chat_id),
+            "quoted_body": body or "",
+            "quoted_type": kind or "text",
+        }
+
+    def _work_dir(self) -> Path:
+        """The volume's folder: the one the shard's database file is in."""
+        return Path(self._db.execute("PRAGMA database_list").fetchone()[2]).parent
+
+    def _keep_media(self, sent: Outbound) -> str | None:
+        """The account's own copy of a file it sent, among the slot's media (a hard link to
+        the upload: same volume, no copy); its `media_url`, None without a file."""
+        name = sent.details.get("file")
+        if not name:
+            return None
+        work_dir, slot = self._work_dir(), Slot.parse(sent.slot)
+        kept = media.file_name(sent.wa_message_id, sent.details.get("mime"))
+        target = media.media_dir(work_dir, slot) / kept
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(outgoing_media.path(work_dir, name), target)
+        except FileExistsError:  # sent before a crash, linked then: the same bytes
+            pass
+        except FileNotFoundError:
+            return None
+        return f"/api/accounts/{slot}/media/{kept}"
+
+    def _release_file(self, ended: Outbound) -> None:
+        """Remove an ended row's uploaded file once no queued row names it (the same bytes
+        may be queued again by another message)."""
+        name = ended.details.get("file")
+        if not name:
+            return
+        still = self._db.execute(
+            "SELECT 1 FROM outbound WHERE state='queued' AND json_extract(payload, '$.file')=? "
+            "LIMIT 1",
+            (name,),
+        ).fetchone()
+        if still is None:
+            outgoing_media.remove(self._work_dir(), name)
 
     def _phone_for(self, slot: Slot, jid: str) -> str | None:
         """The phone JID the map has for a LID (None for another JID, or an unknown LID)."""
@@ -448,14 +550,27 @@ class OutboundQueue:
 
         return await self._run(read)  # type: ignore[no-any-return]
 
-    async def finish(self, row: int, state: Literal["sent", "failed"], reason: str | None) -> str:
+    async def finish(
+        self,
+        row: int,
+        state: Literal["sent", "failed"],
+        reason: str | None,
+        sent_as: str | None = None,
+    ) -> str:
         """End a queued message; the state it ends in: a sent one whose receipt came
         back meanwhile ends in the receipt's state. One transaction with its
         `message.status` events (`sent` and then that receipt's, or `failed`) and, when
-        sent, the history's copy of the message."""
+        sent, the history's copy of the message. `sent_as`: the id WhatsApp gave the
+        message when the backend could not send it under the row's own; the row, its
+        events and the history take it, since receipts, replies and reactions name it."""
 
         def write(db: sqlite3.Connection) -> str:
             with transaction(db):
+                if state == "sent" and sent_as:
+                    db.execute(
+                        "UPDATE outbound SET wa_message_id=? WHERE id=? AND state='queued'",
+                        (sent_as, row),
+                    )
                 found = db.execute(
                     "UPDATE outbound SET state=CASE WHEN ?='sent' "
                     "THEN coalesce(early_receipt, 'sent') ELSE ? END, reason=?, finished=? "
@@ -468,17 +583,29 @@ class OutboundQueue:
                 slot = Slot.parse(ended.slot)
                 if state == "failed":
                     outbox_tables.add(db, [ended.status_event("failed", reason)])
-                    return state
-                history.insert(db, slot, "out", _sent(ended))
-                events = [ended.status_event("sent")]
-                if ended.state != "sent":  # its receipt came back before the send returned
-                    history.move(db, slot, [ended.wa_message_id], ended.state)
-                    events.append(ended.status_event(ended.state))
-                outbox_tables.add(db, events)
-                return ended.state
+                elif ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
+                    outbox_tables.add(db, [ended.status_event("sent")])
+                    applied.append(_apply_action(db, slot, ended))
+                else:
+                    history.insert(db, slot, "out", _sent(ended, self._keep_media(ended)))
+                    events = [ended.status_event("sent")]
+                    if ended.state != "sent":  # its receipt came back before the send returned
+                        history.move(db, slot, [ended.wa_message_id], ended.state)
+                        events.append(ended.status_event(ended.state))
+                    outbox_tables.add(db, events)
+            # After the commit, on the database's thread (as `_insert` writes files): a
+            # file is gone only once no queued row names it.
+            self._release_file(ended)
+            return ended.state
 
+        applied: list[Applied] = []
         final: str = await self._store.call(write)
         self._outbox.added()
+        for change in applied:  # once committed: the live event, a deleted message's media
+            if change.live is not None and self.emit is not None:
+                self.emit(*change.live)
+            if change.media is not None:
+                await asyncio.to_thread(change.media.unlink, missing_ok=True)
         return final
 
     async def retry(
@@ -526,14 +653,124 @@ class OutboundQueue:
 
         await self._run(write)
 
+    async def enqueue_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        """Store an action on a message (`Action`) as a queue row, in the same group commit
+        as sends: (row, created). A known idempotency key returns its row; so does a
+        second delete of the same message (the first one's, unless that one failed)."""
+        return await self.enqueue(slot, action)
 
-def _sent(message: Outbound) -> dict[str, Any]:
-    """A sent message in the shape of the history's records."""
+    async def by_key(self, slot: Slot, key: str) -> Outbound | None:
+        """The slot's row of an idempotency key, if any."""
+
+        def read(db: sqlite3.Connection) -> Outbound | None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), key),
+            ).fetchone()
+            return Outbound(*found) if found else None
+
+        found: Outbound | None = await self._store.call(read)
+        return found
+
+    def _insert_action(self, slot: Slot, action: Action) -> tuple[Outbound, bool]:
+        db = self._db
+        found = None
+        if action.idempotency_key is not None:
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND idempotency_key=?",
+                (str(slot), action.idempotency_key),
+            ).fetchone()
+        if found is None and action.kind == "delete":
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM outbound WHERE slot=? AND kind='delete' "
+                "AND json_extract(payload, '$.chat')=? AND state!='failed' "
+                "AND json_extract(payload, '$.target')=? ORDER BY id LIMIT 1",
+                (str(slot), action.chat_id, action.details["target"]),
+            ).fetchone()
+        if found:
+            return Outbound(*found), False
+        now = time.time()
+        # The lane of the chat's messages: a LID the map knows goes as its phone JID, as a
+        # send to it does (`details["chat"]` keeps the store's name of the chat).
+        destination = self._phone_for(slot, action.chat_id) or action.chat_id
+        cursor = db.execute(
+            "INSERT INTO outbound (slot, idempotency_key, wa_message_id, destination, kind, "
+            "state, not_before, created, payload) VALUES (?, ?, '', ?, ?, 'queued', ?, ?, ?)",
+            (
+                str(slot),
+                action.idempotency_key,
+                destination,
+                action.kind,
+                now,
+                now,
+                json.dumps(action.details, ensure_ascii=False),
+            ),
+        )
+        row = int(cursor.lastrowid or 0)
+        db.execute("UPDATE outbound SET wa_message_id=? WHERE id=?", (message_id(slot, row), row))
+        stored = self._get(row)
+        outbox_tables.add(db, [stored.status_event("queued")])
+        return stored, True
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a sent action changed, to show once committed: its live event (name, data) and
+    the media file of a message it deleted."""
+
+    live: tuple[str, dict[str, Any]] | None = None
+    media: Path | None = None
+
+
+def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Applied:
+    """A sent action applied to the store in the caller's transaction, as the same change
+    received from WhatsApp would be, with its webhook event (the account itself is the
+    reactor or voter)."""
+    details, at = action.details, time.time()
+    chat = str(details.get("chat") or action.destination)  # as the store names it
+    target, me = str(details["target"]), str(details["me"])
+    message = {"slot": str(slot), "chat_id": chat, "wa_message_id": target}
+    match action.kind:
+        case "reaction" | "vote":
+            event = (
+                reactions.apply_reaction(db, slot, chat, target, me, details["emoji"], True, at)
+                if action.kind == "reaction"
+                else reactions.apply_vote(db, slot, chat, target, me, details["options"], at)
+            )
+            if event is None:
+                return Applied()
+            outbox_tables.add(db, [event])
+            name = "wa:reaction" if action.kind == "reaction" else "wa:poll_vote"
+            return Applied((name, event.data))
+        case "edit":
+            _, changed = history.apply_edit(db, slot, chat, target, details["text"], at)
+            live = {**message, "body": details["text"], "edited_at": at}
+            return Applied(("wa:message_edited", live) if changed else None)
+        case "delete":
+            _, changed, media = history.apply_revoke(db, slot, chat, target, at)
+            live = {**message, "deleted_at": at}
+            return Applied(("wa:message_deleted", live) if changed else None, media)
+    return Applied()
+
+
+def _sent(message: Outbound, media_url: str | None = None) -> dict[str, Any]:
+    """A sent message in the shape of the history's records: its type, the message it
+    quotes, the content the history keeps as `payload` and (`media_url`) its own copy of
+    an uploaded file."""
+    details = message.details
+    kept = history_payload(details)
     return {
         "wa_message_id": message.wa_message_id,
         "chat_id": message.destination,
         "from": message.slot,
         "body": message.body,
-        "media_url": message.media_url,
-        "media_type": None if message.kind == "text" else message.kind,
+        "media_url": media_url or message.media_url,
+        "media_type": message.kind if message.kind in outgoing_media.LIMITS else None,
+        "message_type": message.kind,
+        "mime_type": details.get("mime"),
+        "file_size": details.get("file_size"),
+        "file_name": message.file_name,
+        "quoted_id": details.get("reply_to"),
+        "payload": json.dumps(kept, separators=(",", ":")) if kept else None,
+        **kept,
     }

@@ -1,6 +1,11 @@
 """What WhatsApp says changed in a slot's history, besides new messages and receipts, into
-the shard's store: edits, deletes for everyone, history syncs and the chat settings the
-account's phone set (`backends.base.RemoteChange`, from either backend's `on_remote`).
+the shard's store: edits, deletes for everyone, reactions, poll votes, history syncs and
+the chat settings the account's phone set (`backends.base.RemoteChange`, from either
+backend's `on_remote`).
+
+Each stored edit, delete, reaction and vote also goes to the live feed (`emit`):
+`wa:message_edited`, `wa:message_deleted`, `wa:reaction`, `wa:poll_vote`, with the data
+of its webhook event (`message.edited` has the new body, as its webhook does).
 
 Like inbound messages, a change counts only for a session this worker holds
 CONNECTED (after a lost lease another worker owns the slot). A history sync is
@@ -13,6 +18,7 @@ Logs name slots, chats and message ids, never bodies.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -31,6 +37,7 @@ from wasp_worker.conversations import UNSET, Conversations
 from wasp_worker.db import SerialDatabase
 from wasp_worker.events import EventLog
 from wasp_worker.history import History
+from wasp_worker.reactions import Reactions
 from wasp_worker.sessions import SessionManager
 
 HISTORY_CHUNK = 500
@@ -44,6 +51,12 @@ class RemoteChanges:
     contacts: Contacts
     sessions: SessionManager
     log: EventLog
+    reactions: Reactions | None = None
+    emit: Callable[[str, dict[str, Any]], None] | None = None  # the live feed's
+
+    def _live(self, name: str, data: dict[str, Any]) -> None:
+        if self.emit is not None:
+            self.emit(name, data)
 
     async def apply(self, change: RemoteChange) -> None:
         """Store one change (the backends' `on_remote`); a failure is logged, not raised:
@@ -69,11 +82,17 @@ class RemoteChanges:
                 self.log.emit(
                     "wa_message_edited", slot=slot, wa_message_id=message_id, applied=applied
                 )
+                if applied:
+                    edited = {"slot": slot, "chat_id": chat, "wa_message_id": message_id}
+                    self._live("wa:message_edited", {**edited, "body": body, "edited_at": at})
             case MessageRevoke(chat_id=chat, wa_message_id=message_id, deleted_at=at):
                 applied = await self.history.revoke(change.slot, chat, message_id, at)
                 self.log.emit(
                     "wa_message_revoked", slot=slot, wa_message_id=message_id, applied=applied
                 )
+                if applied:
+                    deleted = {"slot": slot, "chat_id": chat, "wa_message_id": message_id}
+                    self._live("wa:message_deleted", {**deleted, "deleted_at": at})
             case HistoryImport():
                 await self._import(change)
             case RemoteChatSettings(chat_id=chat, change=settings):
@@ -85,8 +104,24 @@ class RemoteChanges:
                     muted_until=settings.muted_until if settings.mute else UNSET,
                 )
                 self.log.emit("wa_chat_settings_seen", slot=slot, chat_id=chat, applied=applied)
-            case MessageReaction() | PollVote():
-                self.log.emit("wa_change_not_stored", slot=slot, change=type(change).__name__)
+            case MessageReaction():
+                event = await self.reactions.react(change) if self.reactions else None
+                self.log.emit(
+                    "wa_reaction",
+                    slot=slot,
+                    wa_message_id=change.wa_message_id,
+                    removed=change.emoji == "",
+                    changed=event is not None,
+                )
+                if event is not None:
+                    self._live("wa:reaction", event.data)
+            case PollVote():
+                event = await self.reactions.vote(change) if self.reactions else None
+                self.log.emit(
+                    "wa_poll_vote", slot=slot, poll_id=change.poll_id, changed=event is not None
+                )
+                if event is not None:
+                    self._live("wa:poll_vote", event.data)
             case _:
                 assert_never(change)
 
@@ -101,6 +136,9 @@ class RemoteChanges:
             new += await self.history.import_history(
                 change.slot, chunk, list(change.chats) if last else []
             )
+        kept = 0
+        if self.reactions is not None and (change.reactions or change.votes):
+            kept = await self.reactions.import_history(change.reactions, change.votes)
         self.log.emit(
             "wa_history_synced",
             slot=str(change.slot),
@@ -108,6 +146,7 @@ class RemoteChanges:
             new=new,
             chats=len(change.chats),
             contacts=len(change.contacts),
+            reactions_and_votes=kept,
         )
 
     async def known_chats(self, slot: Slot, limit: int = 2000) -> list[str]:

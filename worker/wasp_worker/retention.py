@@ -9,10 +9,11 @@ A pass walks the conversations in pages by id (each chat's messages by the
 `messages_chat` index), and deletes at most RETENTION_BATCH messages per
 database call, so the shard's one database thread is never held long and the
 other writers get their turns between batches. A batch's media files go first,
-then its rows, with a `changes` row per deleted message (incremental sync
-reports it deleted) and its chats' conversations refreshed, in one transaction;
-a crash in between leaves a row whose file is gone (its media answers 404), which
-the next pass deletes, never a file without its row.
+then its rows (with their reactions and poll votes), with a `changes` row per
+deleted message (incremental sync reports it deleted) and its chats'
+conversations refreshed, in one transaction; a crash in between leaves a row
+whose file is gone (its media answers 404), which the next pass deletes, never a
+file without its row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from wasp.retention import Retention
 from wasp.slots import Slot
-from wasp_worker import conversations, media
+from wasp_worker import conversations, media, reactions
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.events import EventLog
@@ -124,6 +125,7 @@ def delete(db: sqlite3.Connection, doomed: list[Doomed]) -> int:
             ).fetchall()
             deleted += len(gone)
             log_changes(db, slot, "message", [row[0] for row in gone])
+            reactions.forget(db, slot, [row[0] for row in gone])
             chats = list(dict.fromkeys(row[1] for row in gone))
             conversations.refresh(db, slot, chats)
             # A chat left without messages keeps its conversation (its tags, its pin) but

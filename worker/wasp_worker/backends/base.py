@@ -24,10 +24,20 @@ SendKind = Literal[
     "reaction",
     "edit",
     "delete",
+    "vote",
 ]
 """What a queued message is (the queue row's `kind`): a content kind, or an action on a
-message sent before (reaction, edit, delete for everyone)."""
+message sent before (reaction, edit, delete for everyone, poll vote)."""
+ACTIONS: frozenset[SendKind] = frozenset({"reaction", "edit", "delete", "vote"})
 MEDIA_AND_TEXT: frozenset[SendKind] = frozenset({"text", "image", "video", "audio", "document"})
+CONTENT_KINDS: frozenset[SendKind] = MEDIA_AND_TEXT | {
+    "voice",
+    "sticker",
+    "location",
+    "contact",
+    "poll",
+}
+"""Every kind of message with content of its own (not an action on an earlier message)."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +94,15 @@ class MessageRevoke:
 class HistoryImport:
     """History WhatsApp sent this slot's newly linked device: messages shaped like the
     inbound event's fields plus `read`, chats (`chat_id`, `name`, `pinned`, `archived`,
-    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`)."""
+    `muted_until`, `unread`), contacts (`phone_jid`, `lid`, `name`, `push_name`), and the
+    messages' reactions and poll votes (stored without webhook events: history is not news)."""
 
     slot: Slot
     messages: tuple[dict[str, Any], ...]
     chats: tuple[dict[str, Any], ...]
     contacts: tuple[dict[str, Any], ...]
+    reactions: tuple[MessageReaction, ...] = ()
+    votes: tuple[PollVote, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,11 +154,15 @@ class MessageReaction:
     timestamp: float
 
 
+OPTION_HASH_PREFIX = "sha256:"
+"""How a vote names an option by its hash (`sha256:` + the hex SHA-256 of its name)."""
+
+
 @dataclass(frozen=True)
 class PollVote:
-    """A voter's current choice in a poll of this slot's chat: the option names (WhatsApp
-    sends their hashes; the backend resolves them against the poll's options). An empty
-    choice withdraws the vote."""
+    """A voter's current choice in a poll of this slot's chat: the option names, or their
+    hashes (`OPTION_HASH_PREFIX`) when only the store knows the poll's options (WhatsApp
+    sends hashes; the store resolves them). An empty choice withdraws the vote."""
 
     slot: Slot
     chat_id: str
@@ -211,8 +228,10 @@ class Backend(Protocol):
     async def pair(self, slot: Slot, phone: str) -> str:
         """A pairing code to type on the phone instead of scanning the QR."""
 
-    async def send(self, slot: Slot, message: Outgoing) -> None:
-        """Send one queued message from a CONNECTED slot; SendFailed for a final refusal."""
+    async def send(self, slot: Slot, message: Outgoing) -> str | None:
+        """Send one queued message from a CONNECTED slot; SendFailed for a final refusal.
+        Returns the id WhatsApp knows the message by when it is not the row's
+        `wa_message_id` (a backend that cannot choose the id), else None."""
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The phone JID WhatsApp knows for a LID (as the session's store has it), None when
@@ -242,6 +261,15 @@ class SyncsChats(Protocol):
         Raises RuntimeError with the reason when they did not go out."""
 
 
+@runtime_checkable
+class KnowsAccount(Protocol):
+    """A backend that knows who an account is on WhatsApp (its own JID): the reactor and
+    voter of its own actions, and whom a group's admins are compared with."""
+
+    def account_jid(self, slot: Slot) -> str | None:
+        """The account's own phone JID; None when the backend does not know it (yet)."""
+
+
 class SendFailed(Exception):
     """The backend refused a message for good; `reason` is stored on the queue row."""
 
@@ -252,3 +280,40 @@ class SendFailed(Exception):
 
 class PairFailed(Exception):
     """No pairing code now; the message says why (no login in progress, rejected number)."""
+
+
+# -- chat presence: typing and recording -------------------------------------------------
+
+PresenceState = Literal["typing", "recording", "paused"]
+"""What this account shows in a chat: typing, recording a voice note, or neither."""
+SeenPresence = Literal["typing", "recording", "paused", "available", "unavailable"]
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A chat's peer types, records or paused (chat presence), or came online or went
+    offline; only for chats the session subscribed to (`subscribe_presence`)."""
+
+    slot: Slot
+    chat_id: str
+    sender: str
+    state: SeenPresence
+    at: float
+
+
+OnPresence = Callable[[PresenceEvent], Awaitable[None]]
+
+
+@runtime_checkable
+class ChatPresence(Protocol):
+    """A backend that shows and sees typing and recording (a backend without it: 501)."""
+
+    on_presence: OnPresence | None
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        """Ask WhatsApp for the chat's presence until the connection ends. Raises
+        RuntimeError with the reason when it could not ("not_connected", ...)."""
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        """Show the account typing, recording or paused in the chat now (not queued:
+        presence is ephemeral). Raises RuntimeError with the reason when it did not go."""

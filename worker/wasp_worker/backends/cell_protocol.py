@@ -3,8 +3,9 @@
 Frozen, picklable dataclasses with no neonize import, so the worker (which never
 loads neonize) and the cell share one definition. `Command` goes from the worker
 to a cell; `Event` comes back. Requests that want an answer (Send, Pair,
-MarkRead, LookupLid, SetChatSettings, and every `GroupsRequest`) carry a `request_id`
-that their `Reply` repeats. JIDs are "user@server" strings; times are Unix seconds.
+MarkRead, LookupLid, SetChatSettings, SubscribePresence, SendPresence, and every
+`GroupsRequest`) carry a `request_id` that their `Reply` repeats. JIDs are
+"user@server" strings; times are Unix seconds.
 
 WhatsApp's own codes travel as whatsmeow numbers them (`code`, e.g. 401 for a
 logout, 101 for a ban for messaging too many people) together with neonize's
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
+from wasp_worker.backends.base import PresenceState, SeenPresence
 from wasp_worker.backends.groups import (
     GroupInfo,
     NumberCheck,
@@ -26,6 +28,18 @@ from wasp_worker.backends.groups import (
 )
 
 ReceiptState = Literal["delivered", "read", "played"]
+MessageType = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "voice",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "poll",
+]
 
 # -- worker -> cell -----------------------------------------------------------
 
@@ -53,11 +67,14 @@ class Send:
     request_id: int
     slot: str
     to: str
-    kind: str  # text | image | video | audio | document
+    kind: str  # a content kind (`base.CONTENT_KINDS`)
     text: str | None
     data: bytes | None
     file_name: str | None
     mime: str | None
+    # The queue row's details: reply quote, mentions, link preview, location, contacts,
+    # poll (`wasp_worker.outgoing_payload`), or an action's target.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,27 @@ class SetChatSettings:
     mute: bool
     muted_until: float | None
     last_message_at: float | None  # an archive names the chat's last message's time
+
+
+@dataclass(frozen=True)
+class SubscribePresence:
+    """Ask WhatsApp for a direct chat's typing and online presence (until the connection
+    ends: a reconnect needs it again); `PresenceResult` answers."""
+
+    request_id: int
+    slot: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class SendPresence:
+    """Show this account typing, recording a voice note, or neither (`paused`) in a chat;
+    `PresenceResult` answers."""
+
+    request_id: int
+    slot: str
+    chat_id: str
+    state: PresenceState
 
 
 @dataclass(frozen=True)
@@ -206,10 +244,31 @@ Command = (
     | LookupLid
     | SetChatSettings
     | ReadChatSettings
+    | SubscribePresence
+    | SendPresence
     | GroupsCommand
 )
 
 # -- cell -> worker -----------------------------------------------------------
+
+
+class Location(TypedDict):
+    latitude: float
+    longitude: float
+    name: str | None
+    address: str | None
+
+
+class ContactCard(TypedDict):
+    name: str
+    vcard: str
+    phone: str | None  # the first number of the vCard (its `waid`, else its TEL), digits
+
+
+class Poll(TypedDict):
+    question: str
+    options: list[str]
+    selectable_count: int  # 0: any number of options
 
 
 # One inbound message as the worker's `on_inbound` receives it (functional form: "from"
@@ -236,6 +295,12 @@ InboundFields = TypedDict(
         "sender_lid": str | None,
         "sender_phone_jid": str | None,
         "media_error": NotRequired[str],  # the media could not be fetched (its error's name)
+        "message_type": MessageType,
+        "quoted_id": str | None,  # the message this one replies to (ContextInfo.stanzaID)
+        "mentions": list[str],  # JIDs
+        "location": Location | None,
+        "contacts": list[ContactCard] | None,
+        "poll": Poll | None,
     },
 )
 
@@ -249,6 +314,7 @@ class Qr:
 @dataclass(frozen=True)
 class Connected:
     slot: str
+    jid: str = ""  # the account's own phone JID (user@server), as whatsmeow's store has it
 
 
 @dataclass(frozen=True)
@@ -366,6 +432,44 @@ class MessageRevoked:
     deleted_at: int
 
 
+@dataclass(frozen=True)
+class Reaction:
+    """Someone reacted to a message of a chat ("" emoji: removed their reaction)."""
+
+    slot: str
+    chat_id: str
+    wa_message_id: str
+    reactor: str  # JID
+    emoji: str
+    from_me: bool
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class PollUpdate:
+    """A voter's current choice in a poll, decrypted in the cell: the SHA-256 digests of the
+    chosen options' names, hex (only the worker's store knows the poll's options)."""
+
+    slot: str
+    chat_id: str
+    poll_id: str
+    voter: str  # JID
+    option_hashes: tuple[str, ...]
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class PresenceSeen:
+    """A chat's peer is typing, recording, paused (chat presence), or came online or went
+    offline (presence)."""
+
+    slot: str
+    chat_id: str
+    sender: str  # JID
+    state: SeenPresence
+    at: float
+
+
 class HistoryChat(TypedDict):
     """A chat as a history sync describes it (`muted_until`: Unix time, None: not muted)."""
 
@@ -393,6 +497,9 @@ class HistorySynced:
     messages: tuple[dict[str, Any], ...]
     chats: tuple[HistoryChat, ...]
     contacts: tuple[HistoryContact, ...]
+    # The messages' reactions and (already decrypted) poll votes, as the phone kept them.
+    reactions: tuple[Reaction, ...] = ()
+    votes: tuple[PollUpdate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -455,6 +562,13 @@ class LookupResult:
 
 
 @dataclass(frozen=True)
+class PresenceResult:
+    request_id: int
+    ok: bool
+    detail: str  # why not, when not ok
+
+
+@dataclass(frozen=True)
 class ChatSettingsResult:
     request_id: int
     ok: bool
@@ -508,10 +622,21 @@ SessionEvent = (
     | Receipt
     | MessageEdited
     | MessageRevoked
+    | Reaction
+    | PollUpdate
+    | PresenceSeen
     | HistorySynced
     | OfflineSyncCompleted
     | ChatSettingsSeen
     | Ended
 )
-Reply = SendResult | PairResult | MarkReadResult | LookupResult | ChatSettingsResult | GroupsResult
+Reply = (
+    SendResult
+    | PairResult
+    | MarkReadResult
+    | LookupResult
+    | ChatSettingsResult
+    | PresenceResult
+    | GroupsResult
+)
 Event = SessionEvent | Reply | CellDied

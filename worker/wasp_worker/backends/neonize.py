@@ -60,19 +60,27 @@ import aiohttp
 
 from wasp.proxies import ProxyTarget
 from wasp.slots import Slot
+from wasp_worker import outgoing_media
 from wasp_worker.backends.base import (
-    MEDIA_AND_TEXT,
+    ACTIONS,
+    CONTENT_KINDS,
+    OPTION_HASH_PREFIX,
     ChatSettingsChange,
     HistoryImport,
     KnownChats,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
+    PollVote,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     RemoteChatSettings,
     SendFailed,
@@ -107,11 +115,16 @@ from wasp_worker.backends.cell_protocol import (
     OfflineSyncCompleted,
     Pair,
     PairResult,
+    PollUpdate,
+    PresenceResult,
+    PresenceSeen,
     Qr,
+    Reaction,
     ReadChatSettings,
     Receipt,
     Reply,
     Send,
+    SendPresence,
     SendResult,
     SessionEvent,
     SetChatSettings,
@@ -119,6 +132,7 @@ from wasp_worker.backends.cell_protocol import (
     Stop,
     StreamError,
     StreamReplaced,
+    SubscribePresence,
     TemporaryBan,
     Undecryptable,
 )
@@ -129,6 +143,7 @@ from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
 
 BACKOFF_S = (2, 5, 10, 20, 40, 60)
+INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
 SEND_TIMEOUT_S = 60.0
 BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
 MAX_MEDIA_BYTES = 64 << 20
@@ -139,7 +154,14 @@ RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
 Sleep = Callable[[float], Awaitable[None]]
 MAX_KNOWN_CHATS = 2000  # the chats whose settings are read at a connect, latest first
 R = TypeVar(
-    "R", SendResult, PairResult, MarkReadResult, LookupResult, ChatSettingsResult, GroupsResult
+    "R",
+    SendResult,
+    PairResult,
+    MarkReadResult,
+    LookupResult,
+    ChatSettingsResult,
+    PresenceResult,
+    GroupsResult,
 )
 
 
@@ -176,6 +198,7 @@ class _Session:
     held: str | None = None
     settings_reader: asyncio.Task[None] | None = None  # re-reads the phone's chat settings
     proxy: ProxyTarget | None = None  # the one the last connect went through
+    jid: str = ""  # the account's own phone JID, told by the cell at each connect
 
 
 @dataclass
@@ -189,7 +212,8 @@ class NeonizeBackend(NeonizeGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    on_presence: OnPresence | None = None
+    sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     known_chats: KnownChats | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
@@ -202,6 +226,8 @@ class NeonizeBackend(NeonizeGroups):
     _pending: dict[int, tuple[int, asyncio.Future[Reply]]] = field(default_factory=dict)
     _requests: int = 0
     reconnects: int = 0  # connects retried after a failure or a drop (for /metrics)
+    inbound_retried: int = 0  # messages stored on a later try
+    inbound_lost: int = 0  # messages the worker never could store
     breaker_trips: int = 0
     _dispatcher: asyncio.Task[None] | None = None
     _reads: set[asyncio.Task[None]] = field(default_factory=set)
@@ -310,15 +336,19 @@ class NeonizeBackend(NeonizeGroups):
             return None
         return index
 
-    async def send(self, slot: Slot, message: Outgoing) -> None:
-        """Send through the slot's cell. A transient problem raises RuntimeError (the
-        message stays queued); a final one raises SendFailed with the reason."""
+    async def send(self, slot: Slot, message: Outgoing) -> str | None:
+        """Send through the slot's cell; the id WhatsApp knows the message by. A transient
+        problem raises RuntimeError (the message stays queued); a final one raises
+        SendFailed with the reason."""
         index = self._live_cell(slot)
         if index is None:
             raise RuntimeError("no session")
+        details = message.details
         data = None
-        if message.kind != "text":
-            data = await self._download(message.media_url or "")
+        if details.get("file"):  # uploaded with the message: on this shard's volume
+            data = await asyncio.to_thread(outgoing_media.read, self.work_dir, details["file"])
+        elif message.media_url:
+            data = await self._download(message.media_url)
         result = await self._ask(
             index,
             lambda request_id: Send(
@@ -329,7 +359,8 @@ class NeonizeBackend(NeonizeGroups):
                 message.body,
                 data,
                 message.file_name,
-                None,
+                details.get("mime"),
+                details,
             ),
             SendResult,
         )
@@ -337,6 +368,9 @@ class NeonizeBackend(NeonizeGroups):
             raise SendFailed(result.detail)
         if result.outcome == "retry":
             raise RuntimeError(result.detail)
+        # neonize's send takes no message id: whatsmeow made one, and receipts, replies and
+        # reactions name the message by it.
+        return result.detail or None
 
     async def pair(self, slot: Slot, phone: str) -> str:
         index = self._live_cell(slot)
@@ -351,6 +385,11 @@ class NeonizeBackend(NeonizeGroups):
         if not result.ok:
             raise PairFailed(result.detail)
         return result.detail
+
+    def account_jid(self, slot: Slot) -> str | None:
+        """The account's own phone JID, once a connect told it (None before)."""
+        session = self.sessions.get(slot)
+        return session.jid or None if session is not None else None
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The phone JID whatsmeow's store has for a LID; RuntimeError when it cannot look."""
@@ -417,6 +456,30 @@ class NeonizeBackend(NeonizeGroups):
             raise RuntimeError("app_state_unanswered") from None
         if not result.ok:
             raise RuntimeError(result.detail)
+
+    async def _presence_request(self, slot: Slot, make: Callable[[int], Command]) -> None:
+        """A presence subscription or update through the slot's cell; RuntimeError says why
+        it did not go."""
+        index = self._live_cell(slot)
+        session = self.sessions.get(slot)
+        if index is None or session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        try:
+            result = await self._ask(index, make, PresenceResult)
+        except (TimeoutError, CellGone):
+            raise RuntimeError("presence_unanswered") from None
+        if not result.ok:
+            raise RuntimeError(result.detail)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SubscribePresence(request_id, str(slot), chat_id)
+        )
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        await self._presence_request(
+            slot, lambda request_id: SendPresence(request_id, str(slot), chat_id, state)
+        )
 
     def _read_chat_settings(self, slot: Slot) -> None:
         """Have the cell read whatsmeow's record of the known chats' settings (what the
@@ -523,6 +586,7 @@ class NeonizeBackend(NeonizeGroups):
             | MarkReadResult
             | LookupResult
             | ChatSettingsResult
+            | PresenceResult
             | GroupsResult,
         ):
             pending = self._pending.get(event.request_id)
@@ -539,8 +603,9 @@ class NeonizeBackend(NeonizeGroups):
         match event:
             case Qr(code=code):
                 await status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(code)))
-            case Connected():
+            case Connected(jid=jid):
                 session.failures, session.connected, session.held = 0, True, None
+                session.jid = jid or session.jid
                 await status(StatusEvent(slot, "CONNECTED"))
                 self._read_chat_settings(slot)
                 if session.settings_reader is None or session.settings_reader.done():
@@ -616,7 +681,7 @@ class NeonizeBackend(NeonizeGroups):
                     )
             case Message(fields=fields):
                 if self.on_inbound is not None:
-                    await self.on_inbound(dict(fields))
+                    await self._inbound(dict(fields))
             case Receipt(chat_id=chat, message_ids=ids, state=state, timestamp=timestamp):
                 if self.on_receipt is not None:
                     await self.on_receipt(ReceiptEvent(slot, chat, ids, state, timestamp))
@@ -626,6 +691,23 @@ class NeonizeBackend(NeonizeGroups):
             case MessageRevoked(chat_id=chat, wa_message_id=message_id, deleted_at=at):
                 if self.on_remote is not None:
                     await self.on_remote(MessageRevoke(slot, chat, message_id, at))
+            case Reaction(chat_id=chat, wa_message_id=message_id, reactor=reactor, emoji=emoji):
+                if self.on_remote is not None:
+                    await self.on_remote(
+                        MessageReaction(
+                            slot, chat, message_id, reactor, emoji, event.from_me, event.timestamp
+                        )
+                    )
+            case PollUpdate(chat_id=chat, poll_id=poll_id, voter=voter, option_hashes=hashes):
+                if self.on_remote is not None:
+                    # Only the store knows the poll's options: it resolves the hashes.
+                    options = tuple(OPTION_HASH_PREFIX + digest for digest in hashes)
+                    await self.on_remote(
+                        PollVote(slot, chat, poll_id, voter, options, event.timestamp)
+                    )
+            case PresenceSeen(chat_id=chat, sender=sender, state=state, at=at):
+                if self.on_presence is not None:
+                    await self.on_presence(PresenceEvent(slot, chat, sender, state, at))
             case HistorySynced(messages=messages, chats=chats, contacts=contacts):
                 if self.on_remote is not None:
                     await self.on_remote(
@@ -634,6 +716,29 @@ class NeonizeBackend(NeonizeGroups):
                             messages,
                             tuple(dict(chat) for chat in chats),
                             tuple(dict(contact) for contact in contacts),
+                            tuple(
+                                MessageReaction(
+                                    slot,
+                                    r.chat_id,
+                                    r.wa_message_id,
+                                    r.reactor,
+                                    r.emoji,
+                                    r.from_me,
+                                    r.timestamp,
+                                )
+                                for r in event.reactions
+                            ),
+                            tuple(
+                                PollVote(
+                                    slot,
+                                    v.chat_id,
+                                    v.poll_id,
+                                    v.voter,
+                                    tuple(OPTION_HASH_PREFIX + h for h in v.option_hashes),
+                                    v.timestamp,
+                                )
+                                for v in event.votes
+                            ),
                         )
                     )
             case ChatSettingsSeen(settings=settings):
@@ -655,6 +760,31 @@ class NeonizeBackend(NeonizeGroups):
                     self._schedule_retry(slot, session, self._next_backoff(session))
             case _:
                 assert_never(event)
+
+    async def _inbound(self, fields: dict[str, Any]) -> None:
+        """Hand a message to the worker. whatsmeow acknowledged it to WhatsApp already (a
+        Python handler cannot stop it), so one the worker could not store is tried again
+        here, in the background, after each of `INBOUND_RETRY_S`; the session's other
+        events keep flowing meanwhile."""
+        assert self.on_inbound is not None
+        try:
+            await self.on_inbound(fields)
+        except Exception:
+            task = asyncio.create_task(self._inbound_again(fields))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    async def _inbound_again(self, fields: dict[str, Any]) -> None:
+        assert self.on_inbound is not None
+        for delay in INBOUND_RETRY_S:
+            await self.sleep(delay)
+            try:
+                await self.on_inbound(fields)
+            except Exception:
+                continue
+            self.inbound_retried += 1
+            return
+        self.inbound_lost += 1  # the worker logged each failure with the message's id
 
     async def _hold(
         self,

@@ -38,13 +38,16 @@ from wasp_worker.backends.cell_protocol import (
     Message,
     Pair,
     PairResult,
+    PresenceResult,
     Qr,
     ReadChatSettings,
     Send,
+    SendPresence,
     SendResult,
     SetChatSettings,
     Start,
     Stop,
+    SubscribePresence,
 )
 
 # How a dial error says the proxy refused its credentials: Go's HTTP CONNECT error is
@@ -69,18 +72,26 @@ def run_cell(conn: Connection) -> None:
     from neonize.client import NewClient
     from neonize.events import HistorySyncEv, MessageEv
     from neonize.utils import build_jid
-    from neonize.utils.enum import ReceiptType
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, Presence, ReceiptType
 
     from wasp.slots import Slot
     from wasp_worker import media
-    from wasp_worker.backends import neonize_groups, neonize_patches
+    from wasp_worker.backends import (
+        neonize_actions,
+        neonize_groups,
+        neonize_outgoing,
+        neonize_patches,
+    )
     from wasp_worker.backends.neonize_events import (
         TRANSLATORS,
         chat_setting,
         history_sync,
         inbound_fields,
+        is_poll_vote,
         jid_text,
         message_change,
+        poll_update,
+        reaction,
     )
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -120,6 +131,9 @@ def run_cell(conn: Connection) -> None:
                 translated = translate(slot, event)
                 if isinstance(translated, Connected):
                     settle()
+                    # Who the account is: the reactor of its own reactions, the admin it is.
+                    me = getattr(client, "me", None)
+                    translated = Connected(slot, jid_text(getattr(me, "JID", None)))
                 if translated is not None:
                     tell(translated)
 
@@ -139,9 +153,19 @@ def run_cell(conn: Connection) -> None:
 
         @client.event(MessageEv)
         def on_message(handle: Any, event: Any) -> None:
-            change = message_change(slot, event)
-            if change is not None:  # an edit or a delete for everyone: no message of its own
+            # An edit, a delete for everyone or a reaction: no message of its own.
+            change = message_change(slot, event) or reaction(slot, event)
+            if change is not None:
                 tell(change)
+                return
+            if is_poll_vote(event):
+                try:  # needs the poll's secret, which whatsmeow kept when the poll came
+                    vote = handle.decrypt_poll_vote(event)
+                except Exception:
+                    return  # a poll this device never saw: nothing to count it against
+                update = poll_update(slot, event, vote.selectedOptions)
+                if update is not None:
+                    tell(update)
                 return
             fields = inbound_fields(slot, own_jid(handle), event)
             if fields is None:
@@ -180,20 +204,24 @@ def run_cell(conn: Connection) -> None:
         if client is None or not client.is_connected:
             tell(SendResult(command.request_id, "retry", "not_connected"))
             return
-        to, text, data = jid(command.to), command.text, command.data
+        own = jid_text(getattr(getattr(client, "me", None), "JID", None)) or None
         try:
-            if command.kind == "text":
-                response = client.send_message(to, text or "")
-            elif command.kind == "image":
-                response = client.send_image(to, data, caption=text)
-            elif command.kind == "video":
-                response = client.send_video(to, data, caption=text)
-            elif command.kind == "audio":
-                response = client.send_audio(to, data)
-            else:
-                response = client.send_document(
-                    to, data, caption=text, filename=command.file_name, mimetype=command.mime
+            to = jid(command.to)
+            if command.kind in neonize_actions.KINDS:  # an action on a message sent before
+                message = neonize_actions.build(
+                    client, command.kind, to, command.details, client.get_me().JID
                 )
+            else:
+                message = neonize_outgoing.build(
+                    client,
+                    command.kind,
+                    command.text,
+                    command.data,
+                    {**command.details, "mime": command.mime or command.details.get("mime")},
+                    command.file_name,
+                    own,
+                )
+            response = client.send_message(to, message)
         except Exception as error:
             tell(SendResult(command.request_id, "failed", f"send_error: {type(error).__name__}"))
             return
@@ -300,6 +328,39 @@ def run_cell(conn: Connection) -> None:
         if found:
             tell(ChatSettingsSeen(command.slot, tuple(found)))
 
+    # Our chat presence as whatsmeow takes it: (state, media).
+    presences = {
+        "typing": (
+            ChatPresence.CHAT_PRESENCE_COMPOSING,
+            ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT,
+        ),
+        "recording": (
+            ChatPresence.CHAT_PRESENCE_COMPOSING,
+            ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO,
+        ),
+        "paused": (ChatPresence.CHAT_PRESENCE_PAUSED, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT),
+    }
+
+    def presence(command: SubscribePresence | SendPresence) -> None:
+        client = logged_in(command.slot)
+        if client is None:
+            tell(PresenceResult(command.request_id, False, "not_connected"))
+            return
+        try:
+            if isinstance(command, SubscribePresence):
+                # WhatsApp sends presence only to a client that is itself available.
+                client.send_presence(Presence.AVAILABLE)
+                client.subscribe_presence(jid(command.chat_id))
+            else:
+                state, media_kind = presences[command.state]
+                client.send_chat_presence(jid(command.chat_id), state, media_kind)
+        except Exception as error:
+            tell(
+                PresenceResult(command.request_id, False, f"presence_error: {type(error).__name__}")
+            )
+            return
+        tell(PresenceResult(command.request_id, True, ""))
+
     def groups_request(command: Any) -> None:
         # Only logged-in clients are called: whatsmeow's store calls abort the process else.
         tell(neonize_groups.answer(logged_in(command.slot), command))
@@ -322,6 +383,8 @@ def run_cell(conn: Connection) -> None:
                 pool.submit(set_chat_settings, command)
             case ReadChatSettings():
                 pool.submit(read_chat_settings, command)
+            case SubscribePresence() | SendPresence():
+                pool.submit(presence, command)
             case GroupsRequest():  # groups and contacts: `neonize_groups` runs them
                 pool.submit(groups_request, command)
             case Start(slot=slot) if slot not in clients:

@@ -2,21 +2,33 @@
 
 Pure and duck-typed (no neonize import), so it runs in the cell on real
 events and in tests on neonize protobuf objects built offline. Never logs.
-`TRANSLATORS` names the neonize event classes the cell subscribes to; inbound
-messages go through `message_change` (an edit or a delete for everyone) and
-`inbound_fields` instead, since the cell fetches their media.
+`TRANSLATORS` names the neonize event classes the cell subscribes to (chat
+presence and presence among them); inbound messages go through `message_change`
+(an edit or a delete for everyone), `reaction`, `poll_update` (once the cell
+decrypted the vote) and `inbound_fields` instead, since the cell fetches media
+and decrypts votes.
+
+Every kind of message WhatsApp sends is told apart (`message_type`): text,
+image, video, audio, voice (an audio message with `PTT`), document, sticker,
+location (live ones too), contact (one card or an array), poll (creation
+messages v1, v2, v3 and later of the same shape); with its reply context (the
+quoted message's id, `ContextInfo.stanzaID`) and mentions (`mentionedJID`).
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
+from wasp_worker.backends.base import SeenPresence
 from wasp_worker.backends.cell_protocol import (
     ChatSetting,
     ClientOutdated,
     Connected,
     ConnectFailure,
+    ContactCard,
     Disconnected,
     HistoryChat,
     HistoryContact,
@@ -24,10 +36,16 @@ from wasp_worker.backends.cell_protocol import (
     InboundFields,
     KeepAliveRestored,
     KeepAliveTimeout,
+    Location,
     LoggedOut,
     MessageEdited,
     MessageRevoked,
+    MessageType,
     OfflineSyncCompleted,
+    Poll,
+    PollUpdate,
+    PresenceSeen,
+    Reaction,
     Receipt,
     ReceiptState,
     SessionEvent,
@@ -44,6 +62,19 @@ MEDIA_FIELDS = {
     "documentMessage": "document",
     "stickerMessage": "sticker",
 }
+LOCATION_FIELDS = ("locationMessage", "liveLocationMessage")
+CONTACT_FIELDS = ("contactMessage", "contactsArrayMessage")
+# Poll creation messages: v2 and v3 (single choice) and the later ones share v1's shape.
+POLL_FIELDS = (
+    "pollCreationMessage",
+    "pollCreationMessageV2",
+    "pollCreationMessageV3",
+    "pollCreationMessageV5",
+    "pollCreationMessageV6",
+)
+# Where a reply's context may be: the message field that holds the content.
+CONTEXT_FIELDS = ("extendedTextMessage", *MEDIA_FIELDS, *LOCATION_FIELDS, *CONTACT_FIELDS)
+CONTEXT_FIELDS += POLL_FIELDS
 
 
 def jid_text(jid: Any) -> str:
@@ -62,8 +93,10 @@ Content = tuple[str, str | None, str | None, str | None, int | None]
 
 
 def content(message: Any) -> Content | None:
-    """What a waE2E.Message says, or None when it has neither text nor media (a protocol
-    message, a reaction, a stub)."""
+    """What a waE2E.Message says, or None when it is no message of its own (a protocol
+    message, a reaction, a poll vote, a stub). A location's text is its name (a live
+    location's caption), a contact card's its name(s), a poll's its question: what a
+    search finds them by."""
     text = message.conversation or (
         message.extendedTextMessage.text if _has(message, "extendedTextMessage") else ""
     )
@@ -73,14 +106,194 @@ def content(message: Any) -> Content | None:
         if _has(message, field):
             media = getattr(message, field)
             media_type, mime = kind, media.mimetype or None
+            if kind == "audio" and media.PTT:
+                media_type = "voice"
             file_size = int(media.fileLength) if media.fileLength else None
             if kind == "document":
                 file_name = media.fileName or None
             text = text or getattr(media, "caption", "") or ""
             break
     if not text and media_type is None:
-        return None
+        special = _special_text(message)
+        if special is None:
+            return None
+        text = special
     return text, media_type, mime, file_name, file_size
+
+
+def _special_text(message: Any) -> str | None:
+    """The text of a location, contact card or poll; None when the message is none."""
+    if _has(message, "locationMessage"):
+        found = message.locationMessage
+        return str(found.name or found.address or found.comment or "")
+    if _has(message, "liveLocationMessage"):
+        return str(message.liveLocationMessage.caption or "")
+    if _has(message, "contactMessage"):
+        return str(message.contactMessage.displayName or "")
+    if _has(message, "contactsArrayMessage"):
+        cards = message.contactsArrayMessage
+        return str(cards.displayName or ", ".join(c.displayName for c in cards.contacts if c))
+    for field in POLL_FIELDS:
+        if _has(message, field):
+            return str(getattr(message, field).name or "")
+    return None
+
+
+def _context(message: Any) -> Any | None:
+    """The ContextInfo of the message's content, when it has one."""
+    for field in CONTEXT_FIELDS:
+        if _has(message, field):
+            inner = getattr(message, field)
+            return inner.contextInfo if _has(inner, "contextInfo") else None
+    return None
+
+
+_WAID = re.compile(r"waid=\+?([0-9]{5,20})")
+_TEL = re.compile(r"^TEL[^:\r\n]*:([+0-9 ().-]{5,40})$", re.MULTILINE)
+
+
+def vcard_phone(vcard: str) -> str | None:
+    """The first number of a vCard, digits only: its WhatsApp id (`waid`), else its TEL."""
+    found = _WAID.search(vcard)
+    if found:
+        return found.group(1)
+    tel = _TEL.search(vcard)
+    digits = re.sub(r"[^0-9]", "", tel.group(1)) if tel else ""
+    return digits or None
+
+
+def _card(contact: Any) -> ContactCard:
+    return {
+        "name": contact.displayName or "",
+        "vcard": contact.vcard or "",
+        "phone": vcard_phone(contact.vcard or ""),
+    }
+
+
+def kind_fields(message: Any) -> dict[str, Any]:
+    """The inbound fields of a message's kind: `message_type`, `quoted_id`, `mentions`,
+    `location`, `contacts`, `poll` (None when the message is not of that kind)."""
+    message_type: MessageType = "text"
+    location: Location | None = None
+    contacts: list[ContactCard] | None = None
+    poll: Poll | None = None
+    found = content(message)
+    if found is not None and found[1] is not None:
+        message_type = found[1]  # type: ignore[assignment]  # a MEDIA_FIELDS kind or voice
+    elif _has(message, "locationMessage"):
+        at = message.locationMessage
+        message_type = "location"
+        location = {
+            "latitude": float(at.degreesLatitude),
+            "longitude": float(at.degreesLongitude),
+            "name": at.name or None,
+            "address": at.address or None,
+        }
+    elif _has(message, "liveLocationMessage"):
+        at = message.liveLocationMessage
+        message_type = "location"
+        location = {
+            "latitude": float(at.degreesLatitude),
+            "longitude": float(at.degreesLongitude),
+            "name": None,
+            "address": None,
+        }
+    elif _has(message, "contactMessage"):
+        message_type, contacts = "contact", [_card(message.contactMessage)]
+    elif _has(message, "contactsArrayMessage"):
+        message_type = "contact"
+        contacts = [_card(card) for card in message.contactsArrayMessage.contacts]
+    else:
+        for field in POLL_FIELDS:
+            if _has(message, field):
+                created = getattr(message, field)
+                message_type = "poll"
+                poll = {
+                    "question": created.name,
+                    "options": [option.optionName for option in created.options],
+                    "selectable_count": int(created.selectableOptionsCount),
+                }
+                break
+    context = _context(message)
+    return {
+        "message_type": message_type,
+        "quoted_id": (context.stanzaID or None) if context is not None else None,
+        "mentions": list(context.mentionedJID) if context is not None else [],
+        "location": location,
+        "contacts": contacts,
+        "poll": poll,
+    }
+
+
+def _sender_time(millis: int, info: Any) -> float:
+    """When the sender acted (its own clock, milliseconds), else when the server had it."""
+    return int(millis) / 1000 if millis else float(_seconds(info.Timestamp))
+
+
+def reaction(slot: str, event: Any) -> Reaction | None:
+    """A reaction carried by a MessageEv (empty text: the reaction was removed), else None.
+    The chat is the envelope's; the reactor is the sender (the account itself when
+    `from_me`: its phone or another linked device)."""
+    info, message = event.Info, event.Message
+    if not _has(message, "reactionMessage"):
+        return None
+    reacted = message.reactionMessage
+    source = info.MessageSource
+    chat, target, reactor = jid_text(source.Chat), reacted.key.ID, jid_text(source.Sender)
+    if not chat or not target or not reactor:
+        return None
+    at = _sender_time(reacted.senderTimestampMS, info)
+    return Reaction(slot, chat, target, reactor, reacted.text, bool(source.IsFromMe), at)
+
+
+def is_poll_vote(event: Any) -> bool:
+    """Whether a MessageEv is a poll vote (encrypted: the cell decrypts it with the poll's
+    secret, `client.decrypt_poll_vote`, before `poll_update`)."""
+    return _has(event.Message, "pollUpdateMessage")
+
+
+def poll_update(slot: str, event: Any, selected: Any) -> PollUpdate | None:
+    """A poll vote from its MessageEv and the decrypted choice (a PollVoteMessage's
+    `selectedOptions`: SHA-256 digests of the chosen options' names); none chosen: the
+    vote was withdrawn."""
+    info = event.Info
+    update = event.Message.pollUpdateMessage
+    source = info.MessageSource
+    chat, poll_id, voter = jid_text(source.Chat), update.pollCreationMessageKey.ID, ""
+    voter = jid_text(source.Sender)
+    if not chat or not poll_id or not voter:
+        return None
+    hashes = tuple(bytes(digest).hex() for digest in selected)
+    return PollUpdate(
+        slot, chat, poll_id, voter, hashes, _sender_time(update.senderTimestampMS, info)
+    )
+
+
+def chat_presence(slot: str, event: Any) -> PresenceSeen | None:
+    """A ChatPresenceEv: the peer types (composing text), records a voice note (composing
+    audio) or stopped (paused)."""
+    source = event.MessageSource
+    chat, sender = jid_text(source.Chat), jid_text(source.Sender)
+    state = _enum(event, "State")
+    if not chat or state not in ("COMPOSING", "PAUSED"):
+        return None
+    if state == "PAUSED":
+        seen: SeenPresence = "paused"
+    else:
+        seen = "recording" if _enum(event, "Media") == "AUDIO" else "typing"
+    return PresenceSeen(slot, chat, sender or chat, seen, time.time())
+
+
+def presence(slot: str, event: Any) -> PresenceSeen | None:
+    """A PresenceEv: a contact whose presence the account subscribed to came online or
+    went offline (`at`: its last seen time when WhatsApp gives it)."""
+    who = jid_text(event.From)
+    if not who:
+        return None
+    if event.Unavailable:
+        last = _seconds(event.LastSeen) if event.LastSeen else 0
+        return PresenceSeen(slot, who, who, "unavailable", float(last) or time.time())
+    return PresenceSeen(slot, who, who, "available", time.time())
 
 
 def inbound_fields(slot: str, me: str, event: Any) -> InboundFields | None:
@@ -96,6 +309,7 @@ def inbound_fields(slot: str, me: str, event: Any) -> InboundFields | None:
     lid, phone = _identities(sender, jid_text(source.SenderAlt))
     # Sent from the account's own phone (or another linked device): outbound, to the chat.
     from_me = bool(source.IsFromMe)
+    kinds = kind_fields(message)
     return {
         "slot": slot,
         "from": source.Sender.User,
@@ -115,6 +329,12 @@ def inbound_fields(slot: str, me: str, event: Any) -> InboundFields | None:
         "from_me": from_me,
         "sender_lid": lid,
         "sender_phone_jid": phone,
+        "message_type": kinds["message_type"],
+        "quoted_id": kinds["quoted_id"],
+        "mentions": kinds["mentions"],
+        "location": kinds["location"],
+        "contacts": kinds["contacts"],
+        "poll": kinds["poll"],
     }
 
 
@@ -275,11 +495,15 @@ def history_sync(slot: str, me: str, event: Any, now: float) -> HistorySynced | 
     messages: list[dict[str, Any]] = []
     chats: list[HistoryChat] = []
     contacts: dict[str, HistoryContact] = {}
+    reactions: list[Reaction] = []
+    votes: list[PollUpdate] = []
     for conversation in data.conversations:
         chat_id = conversation.ID
         if not chat_id or chat_id in _SKIPPED_CHATS:
             continue
         group = chat_id.endswith("@g.us")
+        for item in conversation.messages:
+            _history_reactions(slot, me, chat_id, item.message, reactions, votes)
         found = [
             fields
             for item in conversation.messages
@@ -337,7 +561,44 @@ def history_sync(slot: str, me: str, event: Any, now: float) -> HistorySynced | 
             }
     if not messages and not chats and not contacts:
         return None
-    return HistorySynced(slot, tuple(messages), tuple(chats), tuple(contacts.values()))
+    return HistorySynced(
+        slot,
+        tuple(messages),
+        tuple(chats),
+        tuple(contacts.values()),
+        tuple(reactions),
+        tuple(votes),
+    )
+
+
+def _history_reactions(
+    slot: str,
+    me: str,
+    chat_id: str,
+    info: Any,
+    reactions: list[Reaction],
+    votes: list[PollUpdate],
+) -> None:
+    """A history message's reactions and poll votes (the phone keeps votes decrypted). Each
+    names its author by its own key: the account itself when `fromMe`, else the group
+    participant, else the direct chat's peer."""
+    target = info.key.ID
+    if not target:
+        return
+
+    def author(key: Any) -> str:
+        return me if key.fromMe else (key.participant or chat_id)
+
+    for kept in info.reactions:
+        at = int(kept.senderTimestampMS) / 1000
+        who = author(kept.key)
+        reactions.append(Reaction(slot, chat_id, target, who, kept.text, bool(kept.key.fromMe), at))
+    for kept in info.pollUpdates:
+        hashes = tuple(bytes(digest).hex() for digest in kept.vote.selectedOptions)
+        at = int(kept.senderTimestampMS) / 1000
+        votes.append(
+            PollUpdate(slot, chat_id, target, author(kept.pollUpdateMessageKey), hashes, at)
+        )
 
 
 def _history_message(
@@ -381,6 +642,7 @@ def _history_message(
         "sender_lid": lid,
         "sender_phone_jid": phone,
         "read": True,
+        **kind_fields(info.message),
     }
 
 
@@ -411,5 +673,7 @@ TRANSLATORS: dict[str, Callable[[str, Any], SessionEvent | None]] = {
     "UndecryptableMessageEv": undecryptable,
     "ReceiptEv": receipt,
     "OfflineSyncCompletedEv": lambda slot, _: OfflineSyncCompleted(slot),
+    "ChatPresenceEv": chat_presence,
+    "PresenceEv": presence,
 }
 """neonize.events class name -> its translation, for the cell to subscribe to."""

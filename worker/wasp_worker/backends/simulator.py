@@ -30,11 +30,19 @@ reaches the worker holding the account.
 
 Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
 (`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
+
+Presence: an account's connection subscribes to a peer's (`subscribe_presence`,
+ended by the next open or close of its session, as a WhatsApp connection's
+subscriptions end with it); what the peer shows (`send_presence`) goes through
+the mailbox to a subscribed connection only, and is dropped once stale. A
+message the worker could not store stays in the mailbox (unacknowledged) and is
+handed over again at the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -44,29 +52,39 @@ from pathlib import Path
 from typing import Any
 
 from wasp.slots import Slot
+from wasp_worker import media, outgoing_media
 from wasp_worker.backends.base import (
-    MEDIA_AND_TEXT,
+    ACTIONS,
+    CONTENT_KINDS,
     ChatSettingsChange,
     HistoryImport,
     MessageEdit,
+    MessageReaction,
     MessageRevoke,
     OnInbound,
+    OnPresence,
     OnReceipt,
     OnRemote,
     OnStatus,
     Outgoing,
     PairFailed,
+    PollVote,
+    PresenceEvent,
+    PresenceState,
     ReceiptEvent,
     ReceiptState,
+    RemoteChange,
     RemoteChatSettings,
     SendFailed,
     SendKind,
     StatusEvent,
 )
+from wasp_worker.backends.groups import GroupRefused
 from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.sim_groups import SimulatorGroups
 from wasp_worker.backends.simulator_server import (
     CHANGE_KINDS,
+    MEDIA_BYTES,
     ServerLedger,
     inbound_fields,
     jid_of,
@@ -76,6 +94,8 @@ from wasp_worker.backends.simulator_server import (
     slot_of_lid,
 )
 from wasp_worker.qr import qr_data_url
+
+PRESENCE_STALE_S = 30.0
 
 # The server's names, for the simulator's users (tests, `wasp dev`, benchmarks).
 __all__ = [
@@ -90,9 +110,22 @@ __all__ = [
 ]
 
 
-def _remote(kind: str, fields: dict[str, Any]) -> MessageEdit | MessageRevoke | RemoteChatSettings:
+def _remote(kind: str, fields: dict[str, Any]) -> RemoteChange:
     """A change the server keeps in the mailbox, as the backend reports it."""
     slot, chat = Slot.parse(fields["slot"]), fields["chat_id"]
+    if kind == "reaction":
+        return MessageReaction(
+            slot,
+            chat,
+            fields["wa_message_id"],
+            fields["reactor"],
+            fields["emoji"],
+            False,
+            fields["at"],
+        )
+    if kind == "vote":
+        options = tuple(fields["options"])
+        return PollVote(slot, chat, fields["poll_id"], fields["voter"], options, fields["at"])
     if kind == "edit":
         return MessageEdit(slot, chat, fields["wa_message_id"], fields["body"], fields["at"])
     if kind == "revoke":
@@ -131,7 +164,8 @@ class SimulatorBackend(SimulatorGroups):
     on_inbound: OnInbound | None = None
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
-    sends: frozenset[SendKind] = MEDIA_AND_TEXT
+    on_presence: OnPresence | None = None
+    sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
     mailbox_poll_s: float = 0.2
@@ -152,6 +186,9 @@ class SimulatorBackend(SimulatorGroups):
         session = self.sessions.get(slot)
         if session is None or not session.connected:
             raise SendFailed("not_connected")
+        if message.kind in ACTIONS:
+            await self._send_action(slot, message)
+            return
         user, _, server = message.destination.partition("@")
         recipient = slot_of(user) if server == "s.whatsapp.net" else None
         if recipient is None:
@@ -161,10 +198,51 @@ class SimulatorBackend(SimulatorGroups):
         if await self.blocked_by(recipient, slot):
             return
         fields = inbound_fields(recipient, slot, message)
+        name = message.details.get("file")
+        if name:  # uploaded bytes travel with the message; the recipient's device saves them
+            data = await asyncio.to_thread(outgoing_media.read, self.work_dir, name)
+            fields[MEDIA_BYTES] = base64.b64encode(data).decode()
         fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
         if fresh and held is not None and held.connected:
             await self._hand_over([recipient])  # ours: no need to wait for the next poll
+
+    def account_jid(self, slot: Slot) -> str:
+        return jid_of(slot)
+
+    async def _send_action(self, slot: Slot, message: Outgoing) -> None:
+        """An action on a message reaches the other side's devices as a remote change: the
+        peer of a direct chat, every other member of a group (each naming the chat its way)."""
+        chat = message.destination
+        if chat.endswith("@g.us"):
+            try:
+                info = await self.group_info(slot, chat)
+            except GroupRefused:
+                raise SendFailed("not_a_group_member") from None
+            members = (slot_of(p.jid.partition("@")[0]) for p in info.participants)
+            recipients = [(member, chat) for member in members if member and member != slot]
+        else:
+            user, _, server = chat.partition("@")
+            peer = slot_of(user) if server == "s.whatsapp.net" else None
+            if peer is None:
+                raise SendFailed("not_a_simulated_account")
+            recipients = [(peer, jid_of(slot))]
+        recipients = [r for r in recipients if not await self.blocked_by(r[0], slot)]
+        fresh = await asyncio.to_thread(
+            self.server.deliver_action,
+            slot,
+            message.wa_message_id,
+            message.kind,
+            message.details,
+            recipients,
+        )
+        held = [
+            device
+            for device, _ in recipients
+            if (session := self.sessions.get(device)) is not None and session.connected
+        ]
+        if fresh and held:
+            await self._hand_over(held)
 
     async def _hand_over(self, recipients: list[Slot]) -> None:
         """Hand what waits on the server for these accounts to their devices (this worker),
@@ -182,7 +260,14 @@ class SimulatorBackend(SimulatorGroups):
             if kind == "message":
                 if self.on_inbound is None:
                     break
-                await self.on_inbound(fields)
+                if MEDIA_BYTES in fields:
+                    await asyncio.to_thread(self._save_media, fields)
+                try:
+                    await self.on_inbound(fields)
+                except Exception:
+                    # Not stored (the worker logged why): left unacknowledged, the server
+                    # hands it over again at the next poll, and nothing after it overtakes it.
+                    break
                 sender = slot_of(str(fields["from"]))
                 chat = jid_of(Slot.parse(fields["slot"]))  # the chat, as the sender sees it
                 ids = [fields["wa_message_id"]]
@@ -207,6 +292,57 @@ class SimulatorBackend(SimulatorGroups):
                     )
                 )
                 await asyncio.to_thread(self.server.ack, seq)
+        await self._hand_over_presence(recipients)
+
+    async def _hand_over_presence(self, recipients: list[Slot]) -> None:
+        """Typing and recording of the peers these accounts subscribed to; one older than
+        `PRESENCE_STALE_S` is dropped (it says nothing about now)."""
+        if self.on_presence is None:
+            return
+        for seq, _, seen in await asyncio.to_thread(self.server.waiting, recipients, ("presence",)):
+            if time.time() - float(seen["at"]) <= PRESENCE_STALE_S:
+                await self.on_presence(
+                    PresenceEvent(
+                        Slot.parse(seen["slot"]),
+                        seen["chat_id"],
+                        seen["sender"],
+                        seen["state"],
+                        float(seen["at"]),
+                    )
+                )
+            await asyncio.to_thread(self.server.ack, seq)
+
+    async def subscribe_presence(self, slot: Slot, chat_id: str) -> None:
+        """The server sends this connection the peer's presence from now on."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is not None:
+            await asyncio.to_thread(self.server.subscribe_presence, slot, peer)
+
+    async def send_presence(self, slot: Slot, chat_id: str, state: PresenceState) -> None:
+        """The peer's device sees it if its connection subscribed to this account's."""
+        session = self.sessions.get(slot)
+        if session is None or not session.connected:
+            raise RuntimeError("not_connected")
+        user, _, server = chat_id.partition("@")
+        peer = slot_of(user) if server in ("s.whatsapp.net", "") else None
+        if peer is None:
+            return  # nobody simulated to show it to
+        posted = await asyncio.to_thread(self.server.post_presence, slot, peer, state)
+        held = self.sessions.get(peer)
+        if posted and held is not None and held.connected:
+            await self._hand_over([peer])  # ours: no need to wait for the next poll
+
+    def _save_media(self, fields: dict[str, Any]) -> None:
+        """A message's file onto this worker's volume, as a device downloads it: the
+        inbound fields name it (`media_url`) instead of carrying its bytes."""
+        data = base64.b64decode(fields.pop(MEDIA_BYTES))
+        slot = Slot.parse(fields["slot"])
+        name = media.save(self.work_dir, slot, fields["wa_message_id"], fields["mime_type"], data)
+        fields["media_url"] = f"/api/accounts/{slot}/media/{name}"
 
     async def phone_for_lid(self, slot: Slot, lid: str) -> str | None:
         """The server's directory: every simulated account's LID is known to it."""

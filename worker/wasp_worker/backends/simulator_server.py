@@ -54,9 +54,16 @@ def slot_of(phone: str) -> Slot | None:
         return None
 
 
+MEDIA_KINDS = frozenset({"image", "video", "audio", "document", "voice", "sticker"})
+
+
 def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
-    """The message as the recipient's session reports it (the inbound event's fields)."""
+    """The message as the recipient's session reports it (the inbound event's fields): its
+    type, the message it quotes, whom it mentions and its location, contact cards or poll,
+    as the sender's queue row details them."""
     phone = phone_of(sender)
+    details = message.details
+    media = message.kind in MEDIA_KINDS
     return {
         "slot": str(to),
         "from": phone,
@@ -68,14 +75,20 @@ def inbound_fields(to: Slot, sender: Slot, message: Outgoing) -> dict[str, Any]:
         "push_name": None,
         "wa_message_id": message.wa_message_id,
         "timestamp": int(time.time()),
-        "media_type": None,
+        "media_type": message.kind if media else None,
         "media_url": None,
-        "mime_type": None,
-        "file_name": None,
-        "file_size": None,
+        "mime_type": details.get("mime") if media else None,
+        "file_name": message.file_name if media else None,
+        "file_size": details.get("file_size") if media else None,
         "from_me": False,
         "sender_lid": lid_of(sender),
         "sender_phone_jid": f"{phone}@s.whatsapp.net",
+        "message_type": message.kind,
+        "quoted_id": details.get("reply_to"),
+        "mentions": list(details.get("mentions", [])),
+        "location": details.get("location"),
+        "contacts": details.get("contacts"),
+        "poll": details.get("poll"),
     }
 
 
@@ -87,8 +100,27 @@ def sent_fields(sender: Slot, recipient: Slot, message: Outgoing) -> dict[str, A
     return fields
 
 
+# The key of a message's file (base64) on its way through the mailbox to the recipient.
+MEDIA_BYTES = "media_base64"
 HISTORY_SYNC_LIMIT = 1000  # the newest messages a newly linked device gets
-CHANGE_KINDS = ("message", "edit", "revoke", "chat_settings")
+CHANGE_KINDS = ("message", "edit", "revoke", "chat_settings", "reaction", "vote")
+# The mailbox kind an action sent from a worker reaches the other devices as.
+ACTION_MAILBOX = {"reaction": "reaction", "edit": "edit", "delete": "revoke", "vote": "vote"}
+
+
+def action_notice(
+    kind: str, device: Slot, chat_id: str, sender: Slot, details: dict[str, Any], at: float
+) -> dict[str, Any]:
+    """An action as the mailbox hands it to `device` (which names the chat `chat_id`)."""
+    notice: dict[str, Any] = {"slot": str(device), "chat_id": chat_id, "at": at}
+    target = details["target"]
+    if kind == "reaction":
+        notice.update(wa_message_id=target, reactor=jid_of(sender), emoji=details["emoji"])
+    elif kind == "vote":
+        notice.update(poll_id=target, voter=jid_of(sender), options=details["options"])
+    else:  # edit, or delete (revoke): the shape of the phone's own changes
+        notice.update(wa_message_id=target, body=details.get("text"))
+    return notice
 
 
 def jid_of(slot: Slot) -> str:
@@ -131,15 +163,56 @@ class ServerLedger(SharedFile):
         "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
         "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
         "PRIMARY KEY (account, chat_id));"
+        # Whose presence each account's current connection asked for.
+        "CREATE TABLE IF NOT EXISTS presence_subscriptions (subscriber TEXT NOT NULL, "
+        "target TEXT NOT NULL, PRIMARY KEY (subscriber, target));"
     )
 
     def record(self, slot: Slot, owner: str, event: str) -> None:
         at = time.monotonic_ns()
         with self._lock:
-            self._open().execute(
+            db = self._open()
+            db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
                 (str(slot), owner, event, at, os.getpid()),
             )
+            # A connection's presence subscriptions end with it, as WhatsApp's do.
+            db.execute("DELETE FROM presence_subscriptions WHERE subscriber=?", (str(slot),))
+
+    def subscribe_presence(self, subscriber: Slot, target: Slot) -> None:
+        """`subscriber`'s connection asks for `target`'s presence."""
+        with self._lock:
+            self._open().execute(
+                "INSERT OR IGNORE INTO presence_subscriptions VALUES (?, ?)",
+                (str(subscriber), str(target)),
+            )
+
+    def post_presence(self, sender: Slot, recipient: Slot, state: str) -> bool:
+        """`sender` shows `state` in its chat with `recipient`: put in the recipient's mailbox
+        only when its connection subscribed to the sender's presence (else WhatsApp sends
+        nothing). Whether it was posted."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                wanted = db.execute(
+                    "SELECT 1 FROM presence_subscriptions WHERE subscriber=? AND target=?",
+                    (str(recipient), str(sender)),
+                ).fetchone()
+                if wanted:
+                    notice = {
+                        "slot": str(recipient),
+                        "chat_id": jid_of(sender),
+                        "sender": jid_of(sender),
+                        "state": state,
+                        "at": time.time(),
+                    }
+                    self._post(db, recipient, notice, "presence")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return wanted is not None
 
     def accept(
         self, sender: Slot, message: Outgoing, recipient: Slot, fields: dict[str, Any]
@@ -158,7 +231,9 @@ class ServerLedger(SharedFile):
                 ).rowcount
                 if inserted:
                     self._post(db, recipient, fields, "message")
-                    self._keep(db, recipient, fields)
+                    # The phones' copies keep no bytes: the device that receives saves them.
+                    kept = {k: v for k, v in fields.items() if k != MEDIA_BYTES}
+                    self._keep(db, recipient, kept)
                     self._keep(db, sender, sent_fields(sender, recipient, message))
                 else:
                     db.execute(
@@ -251,6 +326,46 @@ class ServerLedger(SharedFile):
                 db.execute("ROLLBACK")
                 raise
         return recipient is not None
+
+    def deliver_action(
+        self,
+        sender: Slot,
+        action_id: str,
+        kind: str,
+        details: dict[str, Any],
+        recipients: list[tuple[Slot, str]],
+    ) -> bool:
+        """Take an action a worker sent (reaction, edit, delete, vote on `details["target"]`):
+        counted like a message by its own id (a repeated send is not delivered again), the
+        phones' copies follow an edit or delete, and each recipient device (with the chat
+        as it names it) gets it through the mailbox, in order after the messages before it,
+        in one transaction. Not the sender's own device: its worker applied it already."""
+        at = time.time()
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO accepted (wa_message_id, from_slot, destination, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (action_id, str(sender), kind, at),
+                ).rowcount
+                if inserted:
+                    if kind in ("edit", "delete"):
+                        text = details.get("text") if kind == "edit" else None
+                        self._change_copies(db, details["target"], text)
+                    for device, chat in recipients:
+                        notice = action_notice(kind, device, chat, sender, details, at)
+                        self._post(db, device, notice, ACTION_MAILBOX[kind])
+                else:
+                    db.execute(
+                        "UPDATE accepted SET sends = sends + 1 WHERE wa_message_id=?", (action_id,)
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return bool(inserted)
 
     @staticmethod
     def _change_copies(db: sqlite3.Connection, message_id: str, body: str | None) -> None:
