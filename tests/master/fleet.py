@@ -111,7 +111,12 @@ def _worker(root: Path, name: str, first: str, last: str) -> tuple[ProgramProces
 
 
 @contextmanager
-def running_fleet(root: Path, **master_env: str) -> Iterator[Fleet]:
+def running_fleet(
+    root: Path, shards: tuple[tuple[str, str, str], ...] = SHARDS, **master_env: str
+) -> Iterator[Fleet]:
+    """Simulator workers for `shards` ((name, first slot, last slot)) sharing one simulated
+    server, and a master in front with the scoped `KEYS`; every process it started is
+    stopped on the way out, also when a later one failed to start."""
     (root / "config").mkdir(parents=True, exist_ok=True)
     keys = {"keys": [{"id": n, "hash": hash_key(SECRET[n]), **s} for n, s in KEYS.items()]}
     (root / "keys.json").write_text(json.dumps(keys))
@@ -119,18 +124,18 @@ def running_fleet(root: Path, **master_env: str) -> Iterator[Fleet]:
     port, metrics_port = free_port(), free_port()
     fleet = Fleet(root, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics")
     try:
-        shards = []
-        for name, first, last in SHARDS:
+        routes = []
+        for name, first, last in shards:
             fleet.workers[name], worker_port = _worker(root, name, first, last)
             fleet.urls[name] = f"http://127.0.0.1:{worker_port}"
             fleet.ranges[name] = (first, last)
-            shards.append({"id": name, "port": worker_port, "from": first, "to": last})
+            routes.append({"id": name, "port": worker_port, "from": first, "to": last})
         fleet.master = start_master(
             root / "master.log",
             port,
             root / "config",
             base_env={"PATH": os.environ["PATH"]},
-            SHARDS_JSON=json.dumps(shards),
+            SHARDS_JSON=json.dumps(routes),
             API_KEYS_FILE=str(root / "keys.json"),
             METRICS_PORT=str(metrics_port),
             **master_env,

@@ -12,7 +12,6 @@ record of what it sent is the oracle.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 import urllib.error
@@ -25,16 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wasp_master.keys import hash_key
 from wasp_worker.backends.simulator import ServerLedger, jid_of, lid_of, phone_of
 
-from tests.support.master import start_master
-from tests.support.processes import ProgramProcess, free_port
+from tests.master.fleet import SECRET, running_fleet
 from tests.support.waiting import eventually
-from tests.support.worker import start_worker
 from wasp.slots import Slot
 
-KEY = "wasp_test_actions_admin_0123456789"
 SHARDS = (("w1", "A1", "A50"), ("w2", "A51", "A100"))
 PAIRS = [("A1", "A2"), ("A1", "A51")]
 
@@ -52,7 +47,7 @@ class Fleet:
 
     def call(self, method: str, path: str, body: Any = None) -> Answer:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", "x-api-key": KEY}
+        headers = {"Content-Type": "application/json", "x-api-key": SECRET["admin"]}
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
@@ -145,47 +140,12 @@ def path(slot: str, chat: str, message_id: str, action: str = "") -> str:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("actions")
-    (root / "config").mkdir()
-    keys = {"keys": [{"id": "admin", "hash": hash_key(KEY), "operations": ["admin"]}]}
-    (root / "keys.json").write_text(json.dumps(keys))
-    env = {"PATH": os.environ["PATH"]}
-    processes: list[ProgramProcess] = []
-    try:
-        shards = []
-        for name, first, last in SHARDS:
-            port = free_port()
-            processes.append(
-                start_worker(
-                    root / f"{name}.log",
-                    port,
-                    root / name,
-                    root / "config",
-                    base_env=env,
-                    SLOT_FROM=first,
-                    SLOT_TO=last,
-                    SIMULATOR_SERVER_DIR=str(root / "server"),
-                )
-            )
-            shards.append({"id": name, "port": port, "from": first, "to": last})
-        port = free_port()
-        processes.append(
-            start_master(
-                root / "master.log",
-                port,
-                root / "config",
-                base_env=env,
-                SHARDS_JSON=json.dumps(shards),
-                API_KEYS_FILE=str(root / "keys.json"),
-            )
-        )
-        fleet = Fleet(f"http://127.0.0.1:{port}", root)
+    with running_fleet(root, SHARDS) as running:
+        fleet = Fleet(running.master_url, root)
         for slot in ("A1", "A2", "A51"):
             fleet.ok("POST", f"/api/accounts/{slot}/connect")
             assert fleet.ok("POST", f"/api/accounts/{slot}/scan")["status"] == "CONNECTED"
         yield fleet
-    finally:
-        for process in reversed(processes):
-            process.stop()
 
 
 def phone_sends_poll(

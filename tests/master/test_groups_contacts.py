@@ -11,7 +11,6 @@ account (429 with Retry-After); a block keeps the blocked account's messages fro
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,16 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from wasp_master.keys import hash_key
 from wasp_worker.backends.simulator import phone_of
 
-from tests.support.master import start_master
-from tests.support.processes import ProgramProcess, free_port
+from tests.master.fleet import SECRET, running_fleet
 from tests.support.waiting import eventually
-from tests.support.worker import start_worker
 from wasp.slots import Slot
 
-KEY = "wasp_test_groups_admin_0123456789"
 SHARDS = (("w1", "A1", "A50"), ("w2", "A51", "A100"))
 NOT_ON_WHATSAPP = "15550001111"  # not a simulated account's number
 
@@ -48,7 +43,7 @@ class Master:
     def call(self, method: str, path: str, body: Any = None, **query: str) -> Answer:
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", "x-api-key": KEY}
+        headers = {"Content-Type": "application/json", "x-api-key": SECRET["admin"]}
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
@@ -72,48 +67,12 @@ def number(slot: str) -> str:
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
-    root = tmp_path_factory.mktemp("groups")
-    (root / "config").mkdir()
-    keys = {"keys": [{"id": "admin", "hash": hash_key(KEY), "operations": ["admin"]}]}
-    (root / "keys.json").write_text(json.dumps(keys))
-    env = {"PATH": os.environ["PATH"]}
-    processes: list[ProgramProcess] = []
-    try:
-        shards = []
-        for name, first, last in SHARDS:
-            port = free_port()
-            processes.append(
-                start_worker(
-                    root / f"{name}.log",
-                    port,
-                    root / name,
-                    root / "config",
-                    base_env=env,
-                    SLOT_FROM=first,
-                    SLOT_TO=last,
-                    SIMULATOR_SERVER_DIR=str(root / "server"),
-                )
-            )
-            shards.append({"id": name, "port": port, "from": first, "to": last})
-        port = free_port()
-        processes.append(
-            start_master(
-                root / "master.log",
-                port,
-                root / "config",
-                base_env=env,
-                SHARDS_JSON=json.dumps(shards),
-                API_KEYS_FILE=str(root / "keys.json"),
-            )
-        )
-        fleet = Master(f"http://127.0.0.1:{port}")
+    with running_fleet(tmp_path_factory.mktemp("groups"), SHARDS) as running:
+        fleet = Master(running.master_url)
         for slot in ("A1", "A2", "A51", "A52"):
             fleet.ok("POST", f"/api/accounts/{slot}/connect")
             assert fleet.ok("POST", f"/api/accounts/{slot}/scan")["status"] == "CONNECTED"
         yield fleet
-    finally:
-        for process in reversed(processes):
-            process.stop()
 
 
 def view(fleet: Master, slot: str, group_id: str) -> tuple[str, set[str], set[str]]:
