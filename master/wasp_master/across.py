@@ -186,6 +186,7 @@ ROUTES = [
         "time (one `next_cursor`); `partial` and `missing` name shards that did not answer",
         query=ConversationsQuery,
         responses=(200, 400, 404),
+        name="conversationsAcrossShards",
     ),
     Route(
         "GET",
@@ -195,6 +196,7 @@ ROUTES = [
         "time (one `next_cursor`); `partial` and `missing` name shards that did not answer",
         query=SearchQuery,
         responses=(200, 400, 404),
+        name="searchAcrossShards",
     ),
     Route(
         "GET",
@@ -205,5 +207,6 @@ ROUTES = [
         "`missing` name shards that did not answer",
         query=UnreadQuery,
         responses=(200, 400, 404),
+        name="unreadAcrossShards",
     ),
 ]

@@ -29,8 +29,8 @@ const PRESENCE_SHOWN_MS = 25000;
 // The operations this page calls, by the name the master's route table gives each one (its
 // operationId in /openapi.json): the page reads that document once and takes each one's
 // method and path from it, so a path changed in the table moves the console with it, and
-// an operation the master does not document is not offered. The search across shards has
-// no name in the table yet: it is found by its documented method and path.
+// an operation the master does not document is not offered. UNNAMED would hold one the
+// table has no name for, found by its documented method and path: none now.
 const OPERATIONS = [
   "shards",
   "accountsList",
@@ -48,9 +48,9 @@ const OPERATIONS = [
   "editMessage",
   "deleteMessage",
   "setPresence",
+  "searchAcrossShards",
 ];
 const UNNAMED = {
-  searchAcrossShards: ["GET", "/api/search"],
 };
 
 const state = {
