@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as E2EMessage
 from wasp_worker.backends.base import ChatSettingsChange, SendFailed, StatusEvent
 from wasp_worker.backends.cell_protocol import (
@@ -270,6 +272,57 @@ async def test_media_that_cannot_be_fetched_fails_the_message_with_the_reason(
                 await backend.send(A1, _outbound("image", url))
         finally:
             await backend.close()
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452")  # a PNG's signature and header start
+
+
+async def _streaming(body: bytes, content_type: str) -> TestServer:
+    """A real HTTP server answering `body` in 64 KiB pieces, a pause between them (as a
+    slow origin does: the body comes in many reads)."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for start in range(0, len(body), 1 << 16):
+            await response.write(body[start : start + (1 << 16)])
+            await asyncio.sleep(0.001)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/file", serve)
+    return TestServer(app)
+
+
+async def test_media_from_a_url_is_read_whole_and_held_to_its_kinds_limits(
+    tmp_path: Path,
+) -> None:
+    """A URL's file is fetched to its end (not the first piece that arrived), then checked
+    as an upload is before queueing: over the kind's limit or of a type the kind does not
+    take, the message fails with the reason and never reaches the cell."""
+    backend = NeonizeBackend(tmp_path)
+    image = PNG + bytes(range(256)) * (3 * 4096)  # 3 MiB and a bit, in ~50 pieces
+    async with await _streaming(image, "image/png") as origin:
+        data, mime = await backend._fetch("image", str(origin.make_url("/file")), None)
+    assert (data, mime) == (image, "image/png")
+    # A document may be up to 100 MiB: more than any one read gives.
+    async with await _streaming(image, "application/pdf") as origin:
+        data, _ = await backend._fetch("document", str(origin.make_url("/file")), None)
+    assert data == image
+
+    seen = Recorder()
+    try:
+        await backend.start(A1, seen.on_status)
+        too_big = PNG + bytes(500 * 1024)  # a sticker may be 500 KiB
+        async with await _streaming(too_big, "image/webp") as origin:
+            with pytest.raises(SendFailed, match=r"media_too_large: sticker: .* 500 KiB"):
+                await backend.send(A1, _outbound("sticker", str(origin.make_url("/file"))))
+        async with await _streaming(b"plain words, not a picture", "image/jpeg") as origin:
+            with pytest.raises(SendFailed, match="media_type_refused: image: type unknown"):
+                await backend.send(A1, _outbound("image", str(origin.make_url("/file"))))
+    finally:
+        await backend.close()
 
 
 async def test_worker_runs_with_the_neonize_backend_offline(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ from wasp_worker.backends.cell_protocol import (
 from wasp_worker.backends.neonize_cell import run_cell
 from wasp_worker.backends.neonize_directory import NeonizeGroups, refusal
 from wasp_worker.breaker import BadMacBreaker, BreakerSettings
+from wasp_worker.errors import TooLarge, UnsupportedType
 from wasp_worker.proxies import ProxyFor, ProxyInvalid, probe
 from wasp_worker.qr import qr_data_url
 
@@ -146,7 +147,6 @@ BACKOFF_S = (2, 5, 10, 20, 40, 60)
 INBOUND_RETRY_S = (1, 2, 5, 10, 30, 60)  # a message the worker could not store, again after
 SEND_TIMEOUT_S = 60.0
 BAN_WITHOUT_EXPIRY_S = 3600  # WhatsApp may leave a ban's expiry out: do not knock sooner
-MAX_MEDIA_BYTES = 64 << 20
 MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=60)
 LOGOUT_CODES = {401, 403, 406}  # the connect failures whatsmeow treats as a logout
 RECONNECTING_CODES = {500, 503}  # the connect failures whatsmeow retries itself
@@ -344,11 +344,11 @@ class NeonizeBackend(NeonizeGroups):
         if index is None:
             raise RuntimeError("no session")
         details = message.details
-        data = None
+        data, mime = None, details.get("mime")
         if details.get("file"):  # uploaded with the message: on this shard's volume
             data = await asyncio.to_thread(outgoing_media.read, self.work_dir, details["file"])
         elif message.media_url:
-            data = await self._download(message.media_url)
+            data, mime = await self._fetch(message.kind, message.media_url, mime)
         result = await self._ask(
             index,
             lambda request_id: Send(
@@ -359,7 +359,7 @@ class NeonizeBackend(NeonizeGroups):
                 message.body,
                 data,
                 message.file_name,
-                details.get("mime"),
+                mime,
                 details,
             ),
             SendResult,
@@ -538,19 +538,37 @@ class NeonizeBackend(NeonizeGroups):
             raise RuntimeError(f"the cell answered {type(result).__name__}, not {answer.__name__}")
         return result
 
-    async def _download(self, url: str) -> bytes:
+    async def _fetch(self, kind: str, url: str, declared: str | None) -> tuple[bytes, str]:
+        """A message's file from its URL, held to the kind's limits as an upload is before
+        queueing (a URL's file can only be seen now): (bytes, type), or SendFailed with
+        `media_too_large: ...` or `media_type_refused: ...`."""
+        limit = outgoing_media.LIMITS[kind].max_bytes
+        data = await self._download(url, limit)
+        try:
+            checked = outgoing_media.check(kind, data, declared)
+        except TooLarge as error:
+            raise SendFailed(f"media_too_large: {error}") from None
+        except UnsupportedType as error:
+            raise SendFailed(f"media_type_refused: {error}") from None
+        return checked.data, checked.mime
+
+    async def _download(self, url: str, limit: int) -> bytes:
         """Media is fetched here and handed to the cell as bytes (neonize would fetch URLs
-        itself without a timeout)."""
+        itself without a timeout); never more than one byte over `limit` is read."""
         try:
             async with aiohttp.ClientSession(timeout=MEDIA_TIMEOUT) as http, http.get(url) as got:
                 if got.status != 200:
                     raise SendFailed(f"media_download_failed: HTTP {got.status}")
-                data = await got.content.read(MAX_MEDIA_BYTES + 1)
+                # `read(n)` answers with what has arrived so far: the body is read to its end.
+                chunks, size = [], 0
+                async for chunk in got.content.iter_chunked(1 << 16):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        break
         except (aiohttp.ClientError, TimeoutError):
             raise SendFailed("media_download_failed") from None
-        if len(data) > MAX_MEDIA_BYTES:
-            raise SendFailed("media_too_large")
-        return data
+        return b"".join(chunks)
 
     async def close(self) -> None:
         for slot in list(self.sessions):
