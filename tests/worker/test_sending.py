@@ -446,6 +446,39 @@ async def test_a_message_whatsapp_named_itself_is_known_by_that_name(
     ]
 
 
+async def test_a_receipt_that_beats_whatsapps_id_back_is_kept_for_it(
+    engine_factory: Callable[..., Any],
+) -> None:
+    """The recipient's device may answer before the send call returns WhatsApp's id (which
+    the row does not know yet): the receipt waits, and the row takes it with the id. One
+    for an id no message will ever take is dropped after a day, not kept forever."""
+    engine = await engine_factory(["A1"], FakeBackend(assigns_ids=True, delay=0.5))
+    row = await engine.send("A1", chat(1))
+    await wait_until(lambda: len(engine.backend.log) == 1, within=5, what="send started")
+    ours = engine.queue._db.execute("SELECT wa_message_id FROM outbound WHERE id=?", (row,))
+    future = "3EB0WA" + ours.fetchone()[0][-10:]  # what the fake's WhatsApp will name it
+    a1 = Slot.parse("A1")
+    assert await engine.queue.receipt(a1, [future], "delivered", chat(1)) == []
+    assert await engine.queue.receipt(a1, ["3EB0NEVER"], "read", chat(1)) == []
+    await wait_until(
+        lambda: (
+            engine.queue._db.execute("SELECT state FROM outbound WHERE id=?", (row,)).fetchone()[0]
+            != "queued"
+        ),
+        within=5,
+        what="ended",
+    )
+    assert (await engine.states())[row][0] == "delivered"
+    kept = engine.queue._db.execute("SELECT wa_message_id FROM messages WHERE slot='A1'")
+    assert [r[0] for r in kept.fetchall()] == [future]
+    waiting = engine.queue._db.execute("SELECT wa_message_id FROM unmatched_receipts")
+    assert [r[0] for r in waiting.fetchall()] == ["3EB0NEVER"]
+    engine.queue._db.execute("UPDATE unmatched_receipts SET at=at-86401")
+    await engine.queue.receipt(a1, [future], "read", chat(1))  # any receipt sweeps
+    assert engine.queue._db.execute("SELECT count(*) FROM unmatched_receipts").fetchone() == (0,)
+    assert (await engine.states())[row][0] == "read"
+
+
 async def test_nothing_is_sent_without_the_lease_or_a_connected_session(
     engine_factory: Callable[..., Any],
 ) -> None:

@@ -48,7 +48,7 @@ from wasp import webhooks
 from wasp.messages import MediaMessage, Message, normalise
 from wasp.pacing import PacingOverride
 from wasp.slots import Slot
-from wasp_worker import history, media, outgoing_media, reactions
+from wasp_worker import history, media, outgoing_media, reactions, store_v10
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.errors import NotFound
 from wasp_worker.outgoing_media import Upload
@@ -473,6 +473,7 @@ class OutboundQueue:
                     (state, str(slot), *message_ids, *earlier),
                 )
                 moved = set(rows) | set(history.move(db, slot, message_ids, state))
+                _keep_unmatched(db, slot, message_ids, state)
                 events = []
                 for wa_message_id in sorted(moved, key=message_ids.index):
                     row = rows.get(wa_message_id)
@@ -567,9 +568,17 @@ class OutboundQueue:
         def write(db: sqlite3.Connection) -> str:
             with transaction(db):
                 if state == "sent" and sent_as:
+                    # A receipt WhatsApp sent for that id before the send call returned
+                    # waited for it (`_keep_unmatched`): the row takes it now.
+                    waited = db.execute(
+                        "DELETE FROM unmatched_receipts WHERE slot=(SELECT slot FROM outbound "
+                        "WHERE id=?) AND wa_message_id=? RETURNING state",
+                        (row, sent_as),
+                    ).fetchone()
                     db.execute(
-                        "UPDATE outbound SET wa_message_id=? WHERE id=? AND state='queued'",
-                        (sent_as, row),
+                        "UPDATE outbound SET wa_message_id=?, early_receipt=coalesce(?, "
+                        "early_receipt) WHERE id=? AND state='queued'",
+                        (sent_as, waited[0] if waited else None, row),
                     )
                 found = db.execute(
                     "UPDATE outbound SET state=CASE WHEN ?='sent' "
@@ -751,6 +760,36 @@ def _apply_action(db: sqlite3.Connection, slot: Slot, action: Outbound) -> Appli
             live = {**message, "deleted_at": at}
             return Applied(("wa:message_deleted", live) if changed else None, media)
     return Applied()
+
+
+def _keep_unmatched(db: sqlite3.Connection, slot: Slot, message_ids: list[str], state: str) -> None:
+    """Receipts for ids that neither a row nor a stored message has: kept (the furthest
+    state per id) for the row that will take the id when its send call returns; those
+    older than `store_v10.KEPT_S` go."""
+    marks = ",".join("?" * len(message_ids))
+    known = {
+        found[0]
+        for found in db.execute(
+            f"SELECT wa_message_id FROM outbound WHERE slot=? AND wa_message_id IN ({marks}) "
+            f"UNION SELECT wa_message_id FROM messages WHERE slot=? AND wa_message_id IN ({marks})",
+            (str(slot), *message_ids, str(slot), *message_ids),
+        )
+    }
+    now = time.time()
+    db.execute("DELETE FROM unmatched_receipts WHERE at<?", (now - store_v10.KEPT_S,))
+    rank = RECEIPT_ORDER.index(state)
+    for wa_message_id in message_ids:
+        if wa_message_id in known:
+            continue
+        kept = db.execute(
+            "SELECT state FROM unmatched_receipts WHERE slot=? AND wa_message_id=?",
+            (str(slot), wa_message_id),
+        ).fetchone()
+        if kept is None or RECEIPT_ORDER.index(kept[0]) < rank:
+            db.execute(
+                "INSERT OR REPLACE INTO unmatched_receipts VALUES (?, ?, ?, ?)",
+                (str(slot), wa_message_id, state, now),
+            )
 
 
 def _sent(message: Outbound, media_url: str | None = None) -> dict[str, Any]:
