@@ -291,6 +291,12 @@ async function flow() {
     await bubble(page, ids.voice).locator(".voice >> text=Voice note").waitFor();
     await bubble(page, ids.voice).locator("button.play").click();
     await page.waitForFunction((id) => document.querySelector(`.bubble[data-id="${id}"] audio`)?.src.startsWith("blob:"), ids.voice);
+    // The view is drawn again on every live event: an opened voice note stays open.
+    const reaction = `/api/accounts/A2/conversations/${encodeURIComponent(A1_JID)}/messages/${ids.poll}/reaction`;
+    const [reacted] = await master("POST", reaction, { emoji: "🎉" });
+    if (reacted !== 202) throw new Error(`reaction: ${reacted}`);
+    await bubble(page, ids.poll).locator(".reactions >> text=🎉").waitFor();
+    await page.waitForFunction((id) => document.querySelector(`.bubble[data-id="${id}"] audio`)?.src.startsWith("blob:"), ids.voice);
     // The sticker's own bytes, from the store through the API (with the key, were there one).
     await page.waitForFunction((id) => {
       const image = document.querySelector(`.bubble[data-id="${id}"] img.sticker`);

@@ -1355,9 +1355,18 @@ function pollCard(m, poll) {
 
 const mediaName = (m) => /\/media\/([^/?#]+)$/.exec(m.media_url || "")?.[1] || null;
 
+// Voice notes the agent opened, by message id -> their audio's blob URL: the chat view is
+// drawn again on every live event, and an opened one must stay open.
+const openedVoice = new Map();
+
 function voiceNote(m) {
   const name = mediaName(m);
   const box = h("div", { class: "voice" });
+  const opened = openedVoice.get(m.wa_message_id);
+  if (opened) {
+    box.append(h("audio", { controls: true, src: opened }));
+    return box;
+  }
   const play = h(
     "button",
     {
@@ -1368,7 +1377,10 @@ function voiceNote(m) {
       onclick: only(async () => {
         try {
           const src = await mediaUrl(state.selected, name);
-          box.replaceChildren(h("audio", { controls: true, autoplay: true, src }));
+          openedVoice.set(m.wa_message_id, src);
+          // The bubble on the page now (the one clicked may have been drawn again since).
+          const shown = document.querySelector(`.bubble[data-id="${CSS.escape(m.wa_message_id)}"] .voice`);
+          (shown || box).replaceChildren(h("audio", { controls: true, autoplay: true, src }));
         } catch (error) {
           toast(`Cannot play it: ${error.message}`, "error");
         }
