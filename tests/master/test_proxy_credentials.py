@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from kubernetes import client as kube
-from wasp_master.app import build_app
-from wasp_master.config import MasterConfig
-from wasp_master.keys import hash_key
 from wasp_master.proxy_credentials import SecretCredentialStore
-from wasp_master.shards import ShardDirectory
-from wasp_master.shared_config import Conflict, DirectoryStore
+from wasp_master.shared_config import Conflict
 from wasp_master.webhook_store import KubeWebhookStore
 from wasp_worker.proxies import ProxyLookup
 
+from tests.support.master import key_header, keyed_master
 from wasp.proxies import Credentials
 from wasp.slots import Slot
 from wasp.webhooks import WebhooksDocument
@@ -34,21 +30,12 @@ KEYS = {"configurer": ["read", "config"], "reader": ["read"], "sender": ["send",
 PASSWORD = "s3cret-Pa55word-never-shown"
 
 
-def key(name: str) -> dict[str, str]:
-    return {"x-api-key": f"key-{name}-0123456789"}
+key = key_header
 
 
 @pytest.fixture
 async def master(tmp_path: Path) -> AsyncIterator[Client]:
-    keys_file = tmp_path / "keys.yaml"
-    records = [
-        {"id": name, "hash": hash_key(key(name)["x-api-key"]), "operations": operations}
-        for name, operations in KEYS.items()
-    ]
-    keys_file.write_text(yaml.safe_dump({"keys": records}))
-    config = MasterConfig(port=0, config_dir=tmp_path / "config", api_keys_file=keys_file)
-    app = build_app(config, ShardDirectory(), DirectoryStore(config.config_dir))
-    async with TestClient(TestServer(app)) as client:
+    async with keyed_master(tmp_path, KEYS) as client:
         yield client
 
 

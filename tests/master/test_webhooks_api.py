@@ -11,14 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from aiohttp.test_utils import TestClient, TestServer
-from wasp_master.app import build_app
-from wasp_master.config import MasterConfig
-from wasp_master.keys import hash_key
-from wasp_master.shards import ShardDirectory
-from wasp_master.shared_config import DirectoryStore
+from aiohttp.test_utils import TestClient
 
+from tests.support.master import key_header, keyed_master
 from wasp.webhooks import mask
 
 Client = TestClient[Any, Any]
@@ -27,21 +22,12 @@ PUBLIC = "http://93.184.216.34/hooks"  # a public address: no DNS needed
 SUB = {"id": "crm", "url": PUBLIC, "events": ["message.received", "session.status"]}
 
 
-def key(name: str) -> dict[str, str]:
-    return {"x-api-key": f"key-{name}-0123456789"}
+key = key_header
 
 
 @pytest.fixture
 async def master(tmp_path: Path) -> AsyncIterator[Client]:
-    keys_file = tmp_path / "keys.yaml"
-    records = [
-        {"id": name, "hash": hash_key(key(name)["x-api-key"]), "operations": operations}
-        for name, operations in KEYS.items()
-    ]
-    keys_file.write_text(yaml.safe_dump({"keys": records}))
-    config = MasterConfig(port=0, config_dir=tmp_path / "config", api_keys_file=keys_file)
-    app = build_app(config, ShardDirectory(), DirectoryStore(config.config_dir))
-    async with TestClient(TestServer(app)) as client:
+    async with keyed_master(tmp_path, KEYS) as client:
         yield client
 
 

@@ -259,9 +259,6 @@ async def test_send_without_a_live_connection_stays_queued(tmp_path: Path) -> No
 async def test_media_that_cannot_be_fetched_fails_the_message_with_the_reason(
     tmp_path: Path,
 ) -> None:
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
     async with TestServer(web.Application()) as media:  # every path is a 404
