@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from wasp_worker import history, reactions, retention
+from wasp_worker import history, message_pages, reactions, retention
 from wasp_worker.backends.base import HistoryImport, MessageReaction, PollVote
 from wasp_worker.backends.simulator import SimulatorBackend, lid_of, phone_of
 from wasp_worker.db import transaction
+from wasp_worker.message_pages import SearchFilters
 from wasp_worker.state import SESSIONS
 from wasp_worker.store import ShardStore
 
@@ -447,3 +448,49 @@ async def test_history_s_reactions_and_votes_are_stored_without_webhooks(
     assert shown["H2"]["votes"] == {"pizza": 0, "sushi": 0, "salad": 1}
     assert outbox(work_dir, "message.reaction") == []  # history is not news
     assert outbox(work_dir, "message.poll_vote") == []
+
+
+def test_a_search_across_slots_shows_each_message_its_own_reactions_and_votes(
+    store: ShardStore,
+) -> None:
+    """WhatsApp ids are an account's own: two slots may hold the same id. One lookup
+    serves every slot of a search, and each item gets only its own slot's reactions."""
+    for slot in (A1, A2):
+        for message_id in ("same", "other", "poll1"):
+            extra = {"message_type": "poll", "poll": POLL} if message_id == "poll1" else {}
+            body = f"lunch {message_id}"
+            call(
+                store,
+                lambda db, s=slot, m=message_id, e=extra, b=body: history.insert(
+                    db, s, "in", {**fields(m, body=b, **e), "slot": str(s)}
+                ),
+            )
+    call(
+        store,
+        lambda db: reactions.apply_reaction(db, A1, CHAT, "same", "bob@x", "👍", False, 10.0),
+    )
+    call(
+        store,
+        lambda db: reactions.apply_reaction(db, A2, CHAT, "other", "eve@x", "❤️", False, 11.0),
+    )
+    call(store, lambda db: reactions.apply_vote(db, A2, CHAT, "poll1", "eve@x", ["sushi"], 12.0))
+    items = store.db.call_blocking(
+        lambda db: message_pages.search(db, [A1, A2], "lunch", SearchFilters(), None, 20)
+    )[0]
+    shown = {
+        (item["slot"], item["wa_message_id"]): [r["emoji"] for r in item["reactions"]]
+        for item in items
+    }
+    assert shown == {
+        ("A1", "same"): ["👍"],
+        ("A1", "other"): [],
+        ("A1", "poll1"): [],
+        ("A2", "same"): [],
+        ("A2", "other"): ["❤️"],
+        ("A2", "poll1"): [],
+    }
+    votes = {item["slot"]: item["votes"] for item in items if item["wa_message_id"] == "poll1"}
+    assert votes == {
+        "A1": {"pizza": 0, "sushi": 0, "salad": 0},
+        "A2": {"pizza": 0, "sushi": 1, "salad": 0},
+    }

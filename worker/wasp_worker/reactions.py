@@ -247,22 +247,35 @@ def votes_of(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> dict[str
 def decorate(db: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add to each message item (of any slot: a search spans several) what the data API
     shows besides its row: its `reactions` ([{reactor, emoji, from_me}], [] when none)
-    and, for a poll, its `votes` {option: count}. The items, changed in place."""
-    by_slot: dict[str, list[dict[str, Any]]] = {}
+    and, for a poll, its `votes` {option: count}. The items, changed in place.
+
+    The reactions of all the items in one statement, whatever their slots (a search of
+    fifty accounts must not cost a lookup per slot): every (slot, id) pair the two IN
+    lists make is one seek of the primary key; each row is kept under its own (slot, id),
+    so a pair that no item has (ids are an account's own) is never shown."""
+    wanted = {(str(item["slot"]), str(item["wa_message_id"])) for item in items}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if wanted:
+        slots = sorted({slot for slot, _ in wanted})
+        ids = sorted({message_id for _, message_id in wanted})
+        for slot, message_id, reactor, emoji, from_me in db.execute(
+            "SELECT slot, wa_message_id, reactor, emoji, from_me FROM reactions "
+            f"WHERE slot IN ({_marks(slots)}) AND wa_message_id IN ({_marks(ids)}) "
+            "ORDER BY timestamp, reactor",
+            (*slots, *ids),
+        ):
+            found.setdefault((slot, message_id), []).append(
+                {"reactor": reactor, "emoji": emoji, "from_me": bool(from_me)}
+            )
+    polls: dict[str, list[dict[str, Any]]] = {}
     for item in items:
-        by_slot.setdefault(str(item["slot"]), []).append(item)
-    for name, found in by_slot.items():
-        slot = Slot.parse(name)
-        reactions = reactions_of(db, slot, [item["wa_message_id"] for item in found])
-        polls = [item["wa_message_id"] for item in found if item.get("message_type") == "poll"]
-        votes = votes_of(db, slot, polls)
-        for item in found:
-            item["reactions"] = [
-                {key: r[key] for key in ("reactor", "emoji", "from_me")}
-                for r in reactions.get(item["wa_message_id"], [])
-            ]
-            if item.get("message_type") == "poll":
-                item["votes"] = votes.get(item["wa_message_id"], {})
+        item["reactions"] = found.get((str(item["slot"]), str(item["wa_message_id"])), [])
+        if item.get("message_type") == "poll":
+            polls.setdefault(str(item["slot"]), []).append(item)
+    for name, asked in polls.items():
+        votes = votes_of(db, Slot.parse(name), [item["wa_message_id"] for item in asked])
+        for item in asked:
+            item["votes"] = votes.get(item["wa_message_id"], {})
     return items
 
 
