@@ -46,6 +46,12 @@ def _shown(text: str) -> str:
     return repr(text[:_SHOWN_CHARS]) + f"... ({len(text)} chars)"
 
 
+# Slots parsed before, by their text: a store read parses one per row (a slot is
+# immutable, so any copy will do). Bounded: texts beyond it are parsed each time.
+_PARSED: dict[str, Slot] = {}
+_PARSED_KEPT = 100_000
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Slot:
     """One slot: ordered by prefix, then by number."""
@@ -65,10 +71,16 @@ class Slot:
             return text
         if not isinstance(text, str):
             raise SlotError(f"invalid slot: expected a string like 'A1', got {type(text).__name__}")
+        known = _PARSED.get(text)
+        if known is not None:
+            return known
         if len(text) > _MAX_SLOT_LENGTH or not _SLOT_RE.fullmatch(text):
             raise SlotError(f"invalid slot {_shown(text)}: {_GRAMMAR}")
         digits_at = len(text.rstrip("0123456789"))
-        return cls(text[:digits_at], int(text[digits_at:]))
+        parsed = cls(text[:digits_at], int(text[digits_at:]))
+        if len(_PARSED) < _PARSED_KEPT:
+            _PARSED[text] = parsed
+        return parsed
 
     def __str__(self) -> str:
         return f"{self.prefix}{self.number}"

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from wasp import jsonio
 from wasp.slots import Slot
 from wasp.webhooks import Event
 from wasp.worker_api import MEDIA_NAME_PATTERN
@@ -140,8 +141,10 @@ def _message(row: tuple[Any, ...]) -> dict[str, Any]:
     record = dict(zip(_KEYS, row, strict=True))
     record["read"] = bool(record["read"])
     record["from_me"] = bool(record["from_me"])
-    # The payload's fields show beside the others (mentions, location, contacts, poll).
-    extra = json.loads(record.pop("payload") or "{}")
+    # The payload's fields show beside the others (mentions, location, contacts, poll);
+    # most rows have none, and a page reads fifty of them.
+    payload = record.pop("payload")
+    extra = jsonio.loads(payload) if payload else {}
     record.update({key: extra.get(key) for key in PAYLOAD_KEYS})
     record["mentions"] = record["mentions"] or []
     return record
