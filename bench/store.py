@@ -26,7 +26,7 @@ from wasp_worker.store import FILE
 
 from bench.store_alternatives import compare
 from bench.store_data import Shape, cached
-from bench.store_reads import Probe, measure
+from bench.store_reads import Probe, Statement, measure
 from bench.store_write import disk, write_cost
 from tests.support.master import start_master
 from tests.support.processes import ProgramProcess, free_port
@@ -112,7 +112,21 @@ _MESSAGE_FIELDS = (
     "m.wa_message_id, m.chat_id, m.direction, m.sender, m.push_name, m.body, m.media_type, "
     "m.media_url, m.timestamp, m.read, m.status, m.sender_phone_jid, m.sender_lid, "
     "m.from_me, m.id, m.message_type, m.media_mime, m.media_size, m.media_name, "
-    "m.edited_at, m.deleted_at"
+    "m.edited_at, m.deleted_at, m.quoted_id, m.payload, m.slot"
+)
+_SLOT_COLUMN = _MESSAGE_FIELDS.count(",")  # m.slot, the last of the fields
+# The worker's second statement of every message read: the page's reactions, all slots at
+# once (`reactions.decorate`).
+_REACTIONS = (
+    "SELECT slot, wa_message_id, reactor, emoji, from_me FROM reactions "
+    "WHERE slot IN ({slots}) AND wa_message_id IN ({ids}) ORDER BY timestamp, reactor"
+)
+# The slots of a range that have conversations, as the worker finds them for a range read
+# (a skip scan of the slot index).
+_SLOTS_PRESENT = (
+    "WITH RECURSIVE s(slot) AS (SELECT min(slot) FROM conversations UNION ALL "
+    "SELECT (SELECT min(slot) FROM conversations WHERE slot > s.slot) FROM s "
+    "WHERE s.slot IS NOT NULL) SELECT slot FROM s WHERE slot IS NOT NULL"
 )
 _CONVERSATION_FIELDS = (
     "chat_id, chat_type, name, last_message_id, last_timestamp, unread, pinned, archived, "
@@ -136,7 +150,20 @@ def _in(slots: list[str]) -> str:
     return f"AND m.slot IN ({','.join('?' * len(slots))}) "
 
 
-def probes(f: Facts) -> list[Probe]:
+def with_reactions(db: sqlite3.Connection, floor: list[Statement], page: int) -> list[Statement]:
+    """A message read's statements and then the one the worker runs after them: the
+    reactions of the messages it answers (the first `page` rows of the first statement
+    that reads messages), found by running that statement once here."""
+    [(sql, args)] = [(sql, args) for sql, args in floor if _MESSAGE_FIELDS in sql][:1]
+    rows = db.execute(sql, args).fetchall()[:page]
+    slots = sorted({row[_SLOT_COLUMN] for row in rows})
+    ids = sorted({row[0] for row in rows})
+    marks = ",".join("?" * len(ids))
+    wanted = _REACTIONS.format(slots=",".join("?" * len(slots)), ids=marks)
+    return [*floor, (wanted, (*slots, *ids))]
+
+
+def probes(f: Facts, db: sqlite3.Connection) -> list[Probe]:
     """Every measured read: one entry each (the request, then its floor's SELECTs)."""
     return [
         Probe(
@@ -153,11 +180,11 @@ def probes(f: Facts) -> list[Probe]:
             goal_ms=10,
             query={"limit": "50"},
         ),
-        _messages(f, "newest", {}),
-        _messages(f, "from the middle", {"before": f.middle_cursor}),
-        _sync(f, 100),
-        _sync(f, 500),
-        *(_search(f, text, docs) for text, docs in f.terms.items()),
+        _messages(f, db, "newest", {}),
+        _messages(f, db, "from the middle", {"before": f.middle_cursor}),
+        _sync(f, db, 100),
+        _sync(f, db, 500),
+        *(_search(f, db, text, docs) for text, docs in f.terms.items()),
         Probe(
             "unread summary of one account (totals, first 50 chats)",
             "unread",
@@ -175,8 +202,8 @@ def probes(f: Facts) -> list[Probe]:
         ),
         _unread_all("dataUnread"),
         _unread_all("/api/unread"),
-        *(_search_all(text, docs, "dataSearch") for text, docs in list(f.terms.items())[1:3]),
-        *(_search_all(text, docs, "/api/search") for text, docs in list(f.terms.items())[1:3]),
+        *(_search_all(db, text, docs, "dataSearch") for text, docs in list(f.terms.items())[1:3]),
+        *(_search_all(db, text, docs, "/api/search") for text, docs in list(f.terms.items())[1:3]),
     ]
 
 
@@ -217,7 +244,7 @@ def _unread_all(operation: str) -> Probe:
     )
 
 
-def _messages(f: Facts, where: str, query: dict[str, str]) -> Probe:
+def _messages(f: Facts, db: sqlite3.Connection, where: str, query: dict[str, str]) -> Probe:
     """A page of 50 of the busiest chat, newest first (from `before`, if given)."""
     bound, args = "", cast(tuple[Any, ...], ())
     if "before" in query:
@@ -227,13 +254,17 @@ def _messages(f: Facts, where: str, query: dict[str, str]) -> Probe:
         f"message page of 50, busiest chat ({f.busy_chat_messages:,} messages), {where}",
         "messages",
         {"slot": f.busy_slot, "chat_id": f.busy_chat},
-        [
-            (
-                f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.chat_id=? "
-                f"{bound}ORDER BY m.timestamp DESC, m.id DESC LIMIT 51",
-                (f.busy_slot, f.busy_chat, *args),
-            )
-        ],
+        with_reactions(
+            db,
+            [
+                (
+                    f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.chat_id=? "
+                    f"{bound}ORDER BY m.timestamp DESC, m.id DESC LIMIT 51",
+                    (f.busy_slot, f.busy_chat, *args),
+                )
+            ],
+            50,
+        ),
         goal_ms=10,
         query={"limit": "50", **query},
     )
@@ -246,57 +277,72 @@ def _fts(text: str) -> str:
     return " AND ".join([*quoted[:-1], quoted[-1] + " *"])
 
 
-def _search(f: Facts, text: str, docs: int) -> Probe:
+def _search(f: Facts, db: sqlite3.Connection, text: str, docs: int) -> Probe:
     """One account's search, first page (20)."""
     return Probe(
         f"search one account, {text!r} ({docs:,} messages in the shard)",
         "search",
         {"slot": f.heavy_slot},
-        [(_SEARCH.format(where="AND m.slot=? "), (_fts(text), f.heavy_slot))],
+        with_reactions(
+            db, [(_SEARCH.format(where="AND m.slot=? "), (_fts(text), f.heavy_slot))], 20
+        ),
         goal_ms=25,
         query={"q": text},
     )
 
 
-def _search_all(text: str, docs: int, operation: str) -> Probe:
+def _search_all(db: sqlite3.Connection, text: str, docs: int, operation: str) -> Probe:
     """The shard's 50 accounts searched at once: the worker's range read (`dataSearch`),
-    or the master's view across shards (`/api/search`, here of one shard)."""
+    or the master's view across shards (`/api/search`, here of one shard): the range's
+    slots that have conversations, the search, the hits' reactions."""
     where = "worker, /data/search" if operation == "dataSearch" else "master, /api/search"
     return Probe(
         f"search all 50 accounts ({where}), {text!r} ({docs:,} messages)",
         operation,
         {},
-        [(_SEARCH.format(where=_in(ALL)), (_fts(text), *ALL))],
+        with_reactions(
+            db,
+            [(_SLOTS_PRESENT, ()), (_SEARCH.format(where=_in(ALL)), (_fts(text), *ALL))],
+            20,
+        ),
         goal_ms=25,
         query={"q": text},
         at=("worker",) if operation == "dataSearch" else ("master",),
     )
 
 
-def _sync(f: Facts, limit: int) -> Probe:
-    """A sync page from the middle of the busiest account's sequence."""
+def _sync(f: Facts, db: sqlite3.Connection, limit: int) -> Probe:
+    """A sync page from the middle of the busiest account's sequence: its changes, whether
+    more follow, the messages and conversations they name, the messages' reactions."""
+    [last] = db.execute(
+        "SELECT max(seq) FROM (SELECT seq FROM changes WHERE slot=? AND seq>? ORDER BY seq "
+        "LIMIT ?)",
+        (f.busy_slot, f.sync_since, limit),
+    ).fetchone()
+    page = [
+        (
+            "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
+            (f.busy_slot, f.sync_since, limit),
+        ),
+        ("SELECT 1 FROM changes WHERE slot=? AND seq>? LIMIT 1", (f.busy_slot, last)),
+        (
+            f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.wa_message_id IN "
+            "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='message' "
+            "ORDER BY seq LIMIT ?)",
+            (f.busy_slot, f.busy_slot, f.sync_since, limit),
+        ),
+        (
+            f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? AND chat_id IN "
+            "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='conversation' "
+            "ORDER BY seq LIMIT ?)",
+            (f.busy_slot, f.busy_slot, f.sync_since, limit),
+        ),
+    ]
     return Probe(
         f"sync page of {limit} changes",
         "sync",
         {"slot": f.busy_slot},
-        [
-            (
-                "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
-                (f.busy_slot, f.sync_since, limit),
-            ),
-            (
-                f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.wa_message_id IN "
-                "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='message' "
-                "ORDER BY seq LIMIT ?)",
-                (f.busy_slot, f.busy_slot, f.sync_since, limit),
-            ),
-            (
-                f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? AND chat_id IN "
-                "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='conversation' "
-                "ORDER BY seq LIMIT ?)",
-                (f.busy_slot, f.busy_slot, f.sync_since, limit),
-            ),
-        ],
+        with_reactions(db, page, limit),
         goal_ms=10,
         query={"since": str(f.sync_since), "limit": str(limit)},
     )
@@ -355,11 +401,19 @@ def across_shards(root: Path) -> dict[str, Any]:
     from_cache = all(b.from_cache for b in built)
     with closing(sqlite3.connect(built[0].path)) as db:
         terms = search_terms(db, (10_000, 300, 3))
+        first = [f"A{n}" for n in range(1, 51)]  # the first shard's accounts
+        floors = {
+            text: with_reactions(
+                db,
+                [(_SLOTS_PRESENT, ()), (_SEARCH.format(where=_in(first)), (_fts(text), *first))],
+                20,
+            )
+            for text in terms
+        }
     databases = [
         (b.path, f"A{shape.first_slot}", f"A{shape.first_slot + 49}")
         for b, shape in zip(built, shapes, strict=True)
     ]
-    first = [f"A{n}" for n in range(1, 51)]  # the first shard's accounts
     programs: list[ProgramProcess] = []
     try:
         _, master = start_stack(root, databases, programs)
@@ -370,7 +424,7 @@ def across_shards(root: Path) -> dict[str, Any]:
                     f"search {SHARDS} shards, {text!r} ({docs:,} messages in the first shard)",
                     "/api/search",
                     {},
-                    [(_SEARCH.format(where=_in(first)), (_fts(text), *first))],
+                    floors[text],
                     goal_ms=100,
                     query={"q": text},
                     at=("master",),
@@ -401,7 +455,9 @@ def run() -> dict[str, Any]:
         root = Path(tmp)
         try:
             [worker], master = start_stack(root, [(built.path, "A1", "A50")], programs)
-            reads = measure(root / "w1" / FILE, probes(found), {"worker": worker, "master": master})
+            with closing(sqlite3.connect(f"file:{built.path}?mode=ro", uri=True)) as db:
+                measured = probes(found, db)
+            reads = measure(root / "w1" / FILE, measured, {"worker": worker, "master": master})
         finally:
             for program in reversed(programs):
                 program.stop()

@@ -5,7 +5,9 @@ ACCOUNTS accounts, skewed as real chats are: conversations get messages by a Zip
 (a few very busy chats, a long tail) and accounts get conversations by a milder one;
 a fifth of the chats are groups with several senders; inbound and outbound; a quarter
 of the chats end with a few unread messages; bodies drawn from a Portuguese word list
-with diacritics (Zipf over words, so search terms have very different frequencies).
+with diacritics (Zipf over words, so search terms have very different frequencies);
+one message in REACTED has reactions (one to three people's), so a page's reactions
+lookup finds some.
 
 Built fast but with the store's own schema: `ShardStore` opens the empty file once,
 so the migrations create every table, index and trigger; then sqlite3 bulk-inserts
@@ -35,7 +37,7 @@ from pathlib import Path
 from wasp_worker.message_ids import in_time_order
 from wasp_worker.store import FILE, ShardStore
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SEED = 20260101
 END = 1_767_225_600.0  # 2026-01-01 UTC: the newest message is just before it
 SPAN_S = 365 * 86_400.0
@@ -76,6 +78,8 @@ FIRST_NAMES_TEXT = (
 WORDS = WORDS_TEXT.split()
 SYLLABLES = SYLLABLES_TEXT.split()
 FIRST_NAMES = FIRST_NAMES_TEXT.split()
+REACTED = 30  # one message in 30 has reactions
+EMOJIS = ("👍", "❤️", "😂", "😮", "🙏")
 TAGS = ("vip", "suporte", "vendas", "cobrança", "pós-venda")
 
 
@@ -238,6 +242,8 @@ def generate(path: Path, shape: Shape) -> None:
         db.execute("BEGIN")
         rows: list[tuple[object, ...]] = []
         changes: list[tuple[str, str, str]] = []
+        reactions: list[tuple[object, ...]] = []
+        reacting = random.Random(SEED * 7 + shape.first_slot)  # the messages' draws unchanged
         # Ids as the store gives them (time-ordered: `message_ids`), the times being sorted.
         ids = in_time_order((at, n) for n, at in enumerate(times))
         for n, (pick, at, (message_id, _)) in enumerate(zip(picks, times, ids, strict=True)):
@@ -245,9 +251,11 @@ def generate(path: Path, shape: Shape) -> None:
             rows.append((message_id, *_message(rng, chat, n, at, vocabulary, word_weights)))
             changes.append((chat.slot, "message", str(rows[-1][2])))
             changes.append((chat.slot, "conversation", chat.chat_id))
+            if reacting.random() < 1 / REACTED:
+                reactions += _reactions(reacting, chat, str(rows[-1][2]), at)
             if len(rows) == 50_000:
-                _flush(db, rows, changes)
-        _flush(db, rows, changes)
+                _flush(db, rows, changes, reactions)
+        _flush(db, rows, changes, reactions)
         _conversations(db, rng, chats)
         _contacts(db, chats)
         db.execute("COMMIT")
@@ -309,15 +317,34 @@ def _message(
     )
 
 
+def _reactions(rng: random.Random, chat: _Chat, wa_id: str, at: float) -> list[tuple[object, ...]]:
+    """One to three reactions to a message, by the chat's peers or the account itself."""
+    people = [(f"{phone}@s.whatsapp.net", 0) for phone, _ in chat.peers] + [(chat.slot, 1)]
+    chosen = rng.sample(people, min(len(people), rng.randint(1, 3)))
+    return [
+        (chat.slot, chat.chat_id, wa_id, reactor, rng.choice(EMOJIS), mine, at + 60 * (k + 1))
+        for k, (reactor, mine) in enumerate(chosen)
+    ]
+
+
 def _flush(
-    db: sqlite3.Connection, rows: list[tuple[object, ...]], changes: list[tuple[str, str, str]]
+    db: sqlite3.Connection,
+    rows: list[tuple[object, ...]],
+    changes: list[tuple[str, str, str]],
+    reactions: list[tuple[object, ...]],
 ) -> None:
     db.executemany(
         f"INSERT INTO messages (id, {_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 21)})", rows
     )
     db.executemany("INSERT INTO changes (slot, kind, key) VALUES (?, ?, ?)", changes)
+    db.executemany(
+        "INSERT INTO reactions (slot, chat_id, wa_message_id, reactor, emoji, from_me, "
+        "timestamp) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        reactions,
+    )
     rows.clear()
     changes.clear()
+    reactions.clear()
 
 
 def _conversations(db: sqlite3.Connection, rng: random.Random, chats: list[_Chat]) -> None:

@@ -5,10 +5,13 @@ a master route of its own table by path, so method and path come from the one
 declaration), the targets it is measured at, and the
 SELECTs that answer it, run on a fresh sqlite3 connection of this process: the
 floor, what the same query costs without HTTP, JSON or the worker's thread. Next to
-it the HTTP floor (`bench.store_floor_http`): the same SELECTs answered by a minimal
-aiohttp handler, the rows as JSON, so the worker's time over it is what wasp adds
-beyond the transport. Each target is measured closed loop by one client (one
-keep-alive connection, the next request when the answer came), after a warm-up.
+it, from `bench.store_floor_http`: the HTTP floor (the same SELECTs answered by a
+minimal aiohttp handler, the rows as JSON), so the worker's time over it is what wasp
+adds beyond the transport; the bytes alone (the same answer with no work: what the
+round trip itself costs); and, for reads through the master, the hop floor (the HTTP
+floor behind one minimal aiohttp hop). Each target is measured closed loop by one
+client (one keep-alive connection, the next request when the answer came), after a
+warm-up.
 """
 
 from __future__ import annotations
@@ -166,6 +169,9 @@ def _measure_one(
 ) -> dict[str, Any]:
     http = {t: HttpTarget(port, probe) for t, port in targets.items() if t in probe.at}
     http["http_floor"] = HttpTarget(floor_port, probe, f"/floor/{n}")
+    http["bytes"] = HttpTarget(floor_port, probe, f"/bytes/{n}")
+    if "master" in probe.at:
+        http["hop_floor"] = HttpTarget(floor_port, probe, f"/hop/{n}")
     try:
         samples = interleaved({"floor": floor_call(db, probe), **http})
     finally:
@@ -181,10 +187,13 @@ def _measure_one(
         }
         got[f"{name}_to_floor"] = round(here["p99_ms"] / floor["p99_ms"], 2)
         got[f"{name}_to_floor_p50"] = round(here["p50_ms"] / floor["p50_ms"], 2)
-    web_floor = got["http_floor"]
-    for name in http:
-        if name != "http_floor":
-            got[f"{name}_to_http_floor"] = round(got[name]["p99_ms"] / web_floor["p99_ms"], 2)
-            got[f"{name}_to_http_floor_p50"] = round(got[name]["p50_ms"] / web_floor["p50_ms"], 2)
+    # Each target over the floor of its own place: the worker answers the client, the
+    # master answers it through one hop.
+    for name, web_floor in (("worker", "http_floor"), ("master", "hop_floor")):
+        if name in got:
+            got[f"{name}_to_http_floor"] = round(got[name]["p99_ms"] / got[web_floor]["p99_ms"], 2)
+            got[f"{name}_to_http_floor_p50"] = round(
+                got[name]["p50_ms"] / got[web_floor]["p50_ms"], 2
+            )
     print(f"store: {probe.name}: {json.dumps(got)}", file=sys.stderr, flush=True)
     return got
