@@ -88,18 +88,22 @@ async def scatter(
     missing = [r for r in results if isinstance(r, Missing)]
     for gap in missing:
         master.metrics.scatter_missing.labels(gap.piece.route.id, gap.why).inc()
-    log.info(
-        json.dumps(
-            {
-                "event": "scatter",
-                "path": path,
-                "pieces": len(pieces),
-                # The kind, not the reason: a worker's error text may quote the query.
-                "missing": [{"shard": m.piece.route.id, "why": m.why} for m in missing],
-                "ms": round((time.perf_counter() - started) * 1000, 1),
-            }
+    if missing:
+        # Only a read that lacks a piece is logged: a whole one is a request like any other
+        # (the routed-call metrics count and time each piece), and a line per read would
+        # cost the read as much as its merge.
+        log.warning(
+            json.dumps(
+                {
+                    "event": "scatter_partial",
+                    "path": path,
+                    "pieces": len(pieces),
+                    # The kind, not the reason: a worker's error text may quote the query.
+                    "missing": [{"shard": m.piece.route.id, "why": m.why} for m in missing],
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            )
         )
-    )
     return reads, missing
 
 
