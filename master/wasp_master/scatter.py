@@ -83,7 +83,10 @@ async def scatter(
     """Every piece read at once; the answers in piece order, and what is missing."""
     started = time.perf_counter()
     timeout_s = master.config.scatter_timeout_s
-    results = await asyncio.gather(*(_read(master, p, path, params, timeout_s) for p in pieces))
+    reading = [_read(master, p, path, params, timeout_s) for p in pieces]
+    # One piece (a range one shard holds) is awaited as it is: a task of its own would
+    # cost the read another turn of the event loop.
+    results = [await reading[0]] if len(reading) == 1 else await asyncio.gather(*reading)
     reads = [r for r in results if isinstance(r, Read)]
     missing = [r for r in results if isinstance(r, Missing)]
     for gap in missing:
