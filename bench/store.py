@@ -213,7 +213,7 @@ _APART = "(archived OR coalesce(muted_until > ?, 0))"
 _UNREAD_TOTALS = (
     f"SELECT slot, sum(CASE WHEN {_APART} THEN 0 ELSE unread END), sum(NOT {_APART}), "
     f"sum(CASE WHEN {_APART} THEN unread ELSE 0 END), sum({_APART}) FROM conversations "
-    "{where} unread > 0 GROUP BY slot"
+    "INDEXED BY conversations_unread_slot {where} unread > 0 GROUP BY slot"
 )
 _NOW = (1.8e9,) * 4  # a fixed "now" for the floor: the same work as any other
 
@@ -221,20 +221,23 @@ _NOW = (1.8e9,) * 4  # a fixed "now" for the floor: the same work as any other
 def _unread_all(operation: str) -> Probe:
     """The shard's 50 accounts' unread summary: the worker's range read (`dataUnread`), or
     the master's view across shards (`/api/unread`, here of one shard). The floor: the
-    totals' GROUP BY (a scan) and the first page of unread chats of the 50 (their keys by
-    a scan, sorted; then their rows by id)."""
+    range's slots, the totals' GROUP BY (a walk of the unread conversations' index) and the
+    first page of unread chats of the 50 (their keys from the other unread index, read
+    backwards; then their rows by id)."""
     where = "worker, /data/unread" if operation == "dataUnread" else "master, /api/unread"
     return Probe(
         f"unread summary of the shard's 50 accounts ({where}; totals, first 50 chats)",
         operation,
         {},
         [
-            (_UNREAD_TOTALS.format(where="NOT INDEXED WHERE"), _NOW),
+            (_SLOTS_PRESENT, ()),
+            (_UNREAD_TOTALS.format(where="WHERE"), _NOW),
             (
                 f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE id IN (SELECT id FROM "
-                "(SELECT coalesce(last_timestamp, 0), slot, id FROM conversations NOT INDEXED "
+                "(SELECT coalesce(last_timestamp, 0), slot, id FROM conversations "
+                "INDEXED BY conversations_unread_last "
                 f"WHERE unread > 0 AND slot IN ({','.join('?' * len(ALL))}) "
-                "ORDER BY 1 DESC, 2 DESC, 3 DESC LIMIT 51))",
+                "ORDER BY last_timestamp DESC, slot DESC, id DESC LIMIT 51))",
                 tuple(ALL),
             ),
         ],
