@@ -45,6 +45,7 @@ from wasp_worker.metrics import registry_for
 from wasp_worker.number_checks import NumberChecks
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.ownership import LEASE_THREADS, FileLease, KubeLease, Lease
+from wasp_worker.pending_settings import PendingSettings
 from wasp_worker.presence import PresenceWatch
 from wasp_worker.presence_http import PRESENCE
 from wasp_worker.proxies import CREDENTIALS_FILE, ProxyLookup
@@ -52,6 +53,7 @@ from wasp_worker.reactions import Reactions
 from wasp_worker.remote_changes import RemoteChanges
 from wasp_worker.retention import Pruner
 from wasp_worker.sessions import SessionManager
+from wasp_worker.settings_sender import SettingsSender
 from wasp_worker.state import (
     BACKGROUND,
     CONFIG,
@@ -63,6 +65,7 @@ from wasp_worker.state import (
     QUEUE,
     RUNNER,
     SESSIONS,
+    SETTINGS,
     WEBHOOKS,
 )
 from wasp_worker.store import ShardStore
@@ -217,6 +220,10 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     queue.emit = link.emit  # the account's own actions, once sent, show live as received ones
     if isinstance(backend, NeonizeBackend):
         backend.known_chats = remote.known_chats
+    # Pin, archive and mute set while the session was away go out when it connects,
+    # before the backend reads the phone's back.
+    app[SETTINGS] = settings_sender = SettingsSender(PendingSettings(store.db), sessions, event_log)
+    backend.before_settings_read = settings_sender.flush
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
@@ -237,6 +244,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await presence.close()
+        await settings_sender.close()
         await backend.close()
         await link.close()
         await webhooks.close()

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from wasp import data_api
 from wasp.data_api import Key
 from wasp.slots import Slot, SlotRange
+from wasp_worker import pending_settings
 from wasp_worker.db import SerialDatabase, transaction
 
 SCHEMA = """
@@ -154,9 +155,18 @@ def _has_contacts(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name='contacts'").fetchone() is not None
 
 
-def set_remote(db: sqlite3.Connection, slot: Slot, chat_id: str, settings: dict[str, Any]) -> bool:
-    """Settings the phone changed (pinned, archived, muted_until), in the caller's
-    transaction; False when the slot has no conversation of the chat, or nothing changed."""
+def set_remote(
+    db: sqlite3.Connection,
+    slot: Slot,
+    chat_id: str,
+    settings: dict[str, Any],
+    at: float | None = None,
+) -> bool:
+    """Settings the phone changed (pinned, archived, muted_until) at `at` (None: unknown),
+    in the caller's transaction, but for those the API set that still count
+    (`pending_settings.screen`); False when the slot has no conversation of the chat, or
+    nothing changed."""
+    settings = pending_settings.screen(db, slot, chat_id, settings, at)
     if not settings:
         return False
     assigned = ", ".join(f"{name}=?" for name in settings)
@@ -490,11 +500,13 @@ class Conversations:
         pinned: bool | None = None,
         archived: bool | None = None,
         muted_until: float | None = UNSET,
+        at: float | None = None,
     ) -> bool:
         """A setting changed on the account's phone (None, or `muted_until` left out: not
-        given; `muted_until=None` unmutes). Applied to the chat's conversation with its
-        change; a chat without one (no message stored yet) is ignored: False, as when
-        nothing changed."""
+        given; `muted_until=None` unmutes), at `at` where known. Applied to the chat's
+        conversation with its change, unless the API set it since or has it pending
+        (`pending_settings`); a chat without one (no message stored yet) is ignored:
+        False, as when nothing changed."""
         settings: dict[str, Any] = {}
         if pinned is not None:
             settings["pinned"] = pinned
@@ -505,7 +517,7 @@ class Conversations:
 
         def write(db: sqlite3.Connection) -> bool:
             with transaction(db):
-                return set_remote(db, slot, chat_id, settings)
+                return set_remote(db, slot, chat_id, settings, at)
 
         return await self._store.call(write)
 
@@ -518,10 +530,16 @@ class Conversations:
         return await self._store.read(lambda db: unread_summary(db, slots, now, cursor, limit))
 
     async def update(
-        self, slot: Slot, chat_id: str, settings: dict[str, Any]
+        self,
+        slot: Slot,
+        chat_id: str,
+        settings: dict[str, Any],
+        pending_at: float | None = None,
     ) -> dict[str, Any] | None:
         """Set what `settings` names (pinned, archived, muted_until, tags) on the chat's
-        conversation; the conversation after, or None when the slot has no such chat."""
+        conversation; the conversation after, or None when the slot has no such chat.
+        `pending_at`: its pin, archive and mute are for WhatsApp too, set at that time:
+        recorded as pending in the same transaction (`pending_settings.record`)."""
         columns = {
             name: json.dumps(value) if name == "tags" else value for name, value in settings.items()
         }
@@ -542,6 +560,8 @@ class Conversations:
                         (*columns.values(), str(slot), chat_id),
                     ).fetchone()
                     log_changes(db, slot, "conversation", [chat_id])
+                if pending_at is not None:
+                    pending_settings.record(db, slot, chat_id, settings, pending_at)
                 return conversation(found)
 
         return await self._store.call(write)

@@ -10,6 +10,7 @@ worker's (409 otherwise); typed errors become JSON bodies in one middleware.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +34,7 @@ from wasp.worker_api import (
 )
 from wasp_worker import media
 from wasp_worker.actions_http import ACTION_HANDLERS
-from wasp_worker.backends.base import PairFailed
+from wasp_worker.backends.base import ChatSettingsChange, PairFailed
 from wasp_worker.backends.simulator import SimulatorBackend
 from wasp_worker.data_http import DATA_HANDLERS
 from wasp_worker.errors import Conflict, NotFound
@@ -52,6 +53,7 @@ from wasp_worker.state import (
     QUEUE,
     RUNNER,
     SESSIONS,
+    SETTINGS,
     WEBHOOKS,
 )
 from wasp_worker.webhooks.http import CONSUMER_PREFIX
@@ -136,8 +138,10 @@ async def chats(request: web.Request) -> web.Response:
 
 async def update_conversation(request: web.Request) -> web.Response:
     """Set what the body names on a conversation, then tell WhatsApp its pin, archive and
-    mute (`whatsapp`: sent, not_connected, failed, unsupported; null for tags only, which
-    WhatsApp has no notion of); 404 for a chat the slot has none of."""
+    mute (`whatsapp`: sent, pending, failed, unsupported; null for tags only, which
+    WhatsApp has no notion of); 404 for a chat the slot has none of. They are recorded
+    pending with the store's change, so that a session not connected sends them when it
+    connects (`settings_sender`)."""
     sessions = request.app[SESSIONS]
     slot = sessions.own(request.match_info["slot"])
     chat_id = normalise(path_value(request, "chat_id", Destination))
@@ -145,11 +149,12 @@ async def update_conversation(request: web.Request) -> web.Response:
     settings = body.model_dump(exclude_unset=True)
     if "tags" in settings:
         settings["tags"] = list(dict.fromkeys(settings["tags"]))
-    found = await request.app[CONVERSATIONS].update(slot, chat_id, settings)
+    at = time.time() if sessions.syncs_chats and ChatSettingsChange.of(settings) else None
+    found = await request.app[CONVERSATIONS].update(slot, chat_id, settings, pending_at=at)
     if found is None:
         raise NotFound(f"no conversation {chat_id} for slot {slot}")
     # After the store has it: the store is the record, WhatsApp is told what it can be.
-    told = await sessions.send_chat_settings(slot, chat_id, settings, found["last_timestamp"])
+    told = await request.app[SETTINGS].patched(slot, chat_id, settings, at, found["last_timestamp"])
     return web.json_response(
         {"ok": True, "slot": str(slot), "conversation": found, "whatsapp": told}
     )

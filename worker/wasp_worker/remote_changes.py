@@ -102,6 +102,7 @@ class RemoteChanges:
                     pinned=settings.pinned,
                     archived=settings.archived,
                     muted_until=settings.muted_until if settings.mute else UNSET,
+                    at=settings.at,
                 )
                 self.log.emit("wa_chat_settings_seen", slot=slot, chat_id=chat, applied=applied)
             case MessageReaction():

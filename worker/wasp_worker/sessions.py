@@ -30,11 +30,12 @@ from wasp_worker.live_feed import LiveFeed
 from wasp_worker.ownership import Lease
 from wasp_worker.wanted import WantedSessions
 
-WhatsAppOutcome = Literal["sent", "not_connected", "failed", "unsupported"]
+WhatsAppOutcome = Literal["sent", "pending", "not_connected", "failed", "unsupported"]
 """What became of chat settings set here, for WhatsApp: `sent` (the account's phone and
-other devices have them), `not_connected` (the session is not connected: WhatsApp does not
-know; the phone's own settings are read back at the next connect), `failed` (WhatsApp or
-the library refused, logged with the reason), `unsupported` (the backend cannot)."""
+other devices have them), `pending` (the session is not connected: they are kept and sent
+when it connects, `settings_sender`), `not_connected` (not connected, and nothing kept:
+only when the store did not record them), `failed` (WhatsApp or the library refused,
+logged with the reason), `unsupported` (the backend cannot)."""
 
 
 @dataclass
@@ -82,6 +83,11 @@ class SessionManager:
     def _not_owner(self) -> NotOwner:
         assert self.lease is not None
         return NotOwner(f"{self.lease.describe()}: {self.lease.reason}")
+
+    @property
+    def syncs_chats(self) -> bool:
+        """Whether the backend sends chat settings to WhatsApp at all."""
+        return isinstance(self.backend, SyncsChats)
 
     def own(self, text: str) -> Slot:
         """Parse a slot from a request, check this worker serves it and holds the lease."""
@@ -212,29 +218,45 @@ class SessionManager:
         chat_id: str,
         settings: Mapping[str, Any],
         last_message_at: float | None = None,
+        at: float | None = None,
     ) -> WhatsAppOutcome | None:
         """Tell WhatsApp the pin, archive and mute that `settings` (a conversation PATCH's
-        body) sets on a chat, after the store has them; None when it sets none of them
-        (tags only). `last_message_at`: the chat's last message's time (an archive names it)."""
-        change = ChatSettingsChange.of(settings)
+        body, set at `at`) sets on a chat, after the store has them; None when it sets none
+        of them (tags only). `last_message_at`: the chat's last message's time (an archive
+        names it). A refusal is logged (`wa_chat_settings_failed`)."""
+        change = ChatSettingsChange.of(settings, at)
         if not change:
             return None
+        outcome, reason = await self.tell_chat_settings(slot, chat_id, change, last_message_at)
+        if outcome == "failed":
+            self.log.emit("wa_chat_settings_failed", slot=str(slot), chat_id=chat_id, reason=reason)
+        elif outcome == "sent":
+            self.log.emit("wa_chat_settings_sent", slot=str(slot), chat_id=chat_id)
+        return outcome
+
+    async def tell_chat_settings(
+        self,
+        slot: Slot,
+        chat_id: str,
+        change: ChatSettingsChange,
+        last_message_at: float | None,
+    ) -> tuple[WhatsAppOutcome, str | None]:
+        """Send one chat's settings through the backend's `send_chat_settings`, unlogged:
+        the outcome, and for `failed` the reason."""
         backend = self.backend
         if not isinstance(backend, SyncsChats):
-            return "unsupported"
+            return "unsupported", None
         state = self.states.get(slot)
         if state is None or state.status != "CONNECTED":
-            return "not_connected"
+            return "not_connected", None
         try:
             await backend.send_chat_settings(slot, chat_id, change, last_message_at)
         except Exception as error:
             reason = str(error) if isinstance(error, RuntimeError) else type(error).__name__
             if reason == "not_connected":
-                return "not_connected"
-            self.log.emit("wa_chat_settings_failed", slot=str(slot), chat_id=chat_id, reason=reason)
-            return "failed"
-        self.log.emit("wa_chat_settings_sent", slot=str(slot), chat_id=chat_id)
-        return "sent"
+                return "not_connected", None
+            return "failed", reason
+        return "sent", None
 
     async def logout(self, slot: Slot) -> None:
         if slot not in self.states:

@@ -19,6 +19,7 @@ from wasp_worker.live_feed import LiveFeed
 from wasp_worker.outbound import OutboundRunner
 from wasp_worker.queue import OutboundQueue
 from wasp_worker.sessions import SessionManager
+from wasp_worker.settings_sender import SettingsSender
 from wasp_worker.webhooks.service import Webhooks
 
 SESSIONS = web.AppKey("sessions", SessionManager)
@@ -31,4 +32,5 @@ HISTORY = web.AppKey("history", History)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 FEED = web.AppKey("feed", LiveFeed)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
+SETTINGS = web.AppKey("settings", SettingsSender)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

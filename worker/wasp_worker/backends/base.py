@@ -108,25 +108,29 @@ class HistoryImport:
 @dataclass(frozen=True)
 class ChatSettingsChange:
     """Pin, archive and mute of one chat: None leaves pinned/archived as they are;
-    `muted_until` counts only when `mute` is set (then None unmutes)."""
+    `muted_until` counts only when `mute` is set (then None unmutes). `at`: when they were
+    set (Unix time), where known: of two changes of a field the later wins
+    (`pending_settings`); neonize knows no time for the phone's."""
 
     pinned: bool | None = None
     archived: bool | None = None
     mute: bool = False
     muted_until: float | None = None
+    at: float | None = None
 
     def __bool__(self) -> bool:
         return self.pinned is not None or self.archived is not None or self.mute
 
     @classmethod
-    def of(cls, settings: Mapping[str, Any]) -> ChatSettingsChange:
+    def of(cls, settings: Mapping[str, Any], at: float | None = None) -> ChatSettingsChange:
         """The WhatsApp part of a conversation's settings as the PATCH body gives them
-        (`tags` stay on the shard: WhatsApp has none)."""
+        (`tags` stay on the shard: WhatsApp has none), set at `at`."""
         return cls(
             pinned=settings.get("pinned"),
             archived=settings.get("archived"),
             mute="muted_until" in settings,
             muted_until=settings.get("muted_until"),
+            at=at,
         )
 
 

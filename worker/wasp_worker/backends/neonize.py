@@ -38,7 +38,9 @@ events, so once a session is connected, again when whatsmeow has delivered
 what waited offline, and every `settings_every_s` while connected, the cell
 reads whatsmeow's own record of them for the chats the store knows
 (`known_chats`). `send_chat_settings` sends the settings
-set here as app-state patches.
+set here as app-state patches; before each read, `before_settings_read` sends those set
+while the session was away (whatsmeow's record keeps no time of the phone's changes: the
+API's pending value wins once, `pending_settings`).
 """
 
 from __future__ import annotations
@@ -215,6 +217,9 @@ class NeonizeBackend(NeonizeGroups):
     on_presence: OnPresence | None = None
     sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     known_chats: KnownChats | None = None
+    # The worker's: sends the settings the API set while the session was away, before each
+    # read of the phone's (a read of whatsmeow's record then finds them).
+    before_settings_read: Callable[[Slot], Awaitable[None]] | None = None
     # whatsmeow applies the phone's app-state changes to its store while connected and
     # neonize emits no event for them: read them again this often.
     settings_every_s: float = 300.0
@@ -483,12 +488,18 @@ class NeonizeBackend(NeonizeGroups):
 
     def _read_chat_settings(self, slot: Slot) -> None:
         """Have the cell read whatsmeow's record of the known chats' settings (what the
-        phone set); `ChatSettingsSeen` brings them back."""
-        known = self.known_chats
-        if known is None:
+        phone set); `ChatSettingsSeen` brings them back. First `before_settings_read`: the
+        cell takes commands in order, so its patches go before the read. A task: the sends
+        wait for answers this event loop's dispatcher brings."""
+        known, before = self.known_chats, self.before_settings_read
+        if known is None and before is None:
             return
 
         async def read() -> None:
+            if before is not None:
+                await before(slot)
+            if known is None:
+                return
             chats = (await known(slot))[:MAX_KNOWN_CHATS]
             if chats:
                 self._tell_cell(slot, ReadChatSettings(str(slot), tuple(chats)))

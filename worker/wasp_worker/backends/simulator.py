@@ -26,7 +26,11 @@ devices get the change through the mailbox, in order with its messages); a
 newly linked device (`scan`) gets the account's history as a history sync;
 settings sent from a worker (`send_chat_settings`) reach the account's "phone"
 (the server's record), and a change made on the phone (`ServerLedger.phone_sets`)
-reaches the worker holding the account.
+reaches the worker holding the account, with the time it was made. Of two changes of a
+chat's field the server keeps the later by that time (a worker's carries when the API
+set it). When a session connects, the worker's `before_settings_read` (it sends the
+settings the API set meanwhile) runs before the device takes what waits on the server:
+the phone's changes and, for a new login, the history.
 
 Groups, the directory of numbers on WhatsApp and block lists are `sim_groups`'
 (`SimulatorGroups`, mixed in); a blocked sender's messages are never delivered.
@@ -47,6 +51,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +136,11 @@ def _remote(kind: str, fields: dict[str, Any]) -> RemoteChange:
     if kind == "revoke":
         return MessageRevoke(slot, chat, fields["wa_message_id"], fields["at"])
     change = ChatSettingsChange(
-        fields["pinned"], fields["archived"], fields["mute"], fields["muted_until"]
+        fields["pinned"],
+        fields["archived"],
+        fields["mute"],
+        fields["muted_until"],
+        fields.get("at"),
     )
     return RemoteChatSettings(slot, chat, change)
 
@@ -153,6 +162,7 @@ class _Session:
     rotation: int = 0
     rotor: asyncio.Task[None] | None = None
     connected: bool = False
+    reading: bool = False  # takes what waits on the server: once `before_settings_read` ran
 
 
 @dataclass
@@ -165,6 +175,7 @@ class SimulatorBackend(SimulatorGroups):
     on_receipt: OnReceipt | None = None
     on_remote: OnRemote | None = None
     on_presence: OnPresence | None = None
+    before_settings_read: Callable[[Slot], Awaitable[None]] | None = None
     sends: frozenset[SendKind] = CONTENT_KINDS | ACTIONS
     owner: str = "simulator"
     server_dir: Path | None = None  # the server ledger's; work_dir when unset
@@ -204,7 +215,7 @@ class SimulatorBackend(SimulatorGroups):
             fields[MEDIA_BYTES] = base64.b64encode(data).decode()
         fresh = await asyncio.to_thread(self.server.accept, slot, message, recipient, fields)
         held = self.sessions.get(recipient)
-        if fresh and held is not None and held.connected:
+        if fresh and held is not None and held.reading:
             await self._hand_over([recipient])  # ours: no need to wait for the next poll
 
     def account_jid(self, slot: Slot) -> str:
@@ -239,7 +250,7 @@ class SimulatorBackend(SimulatorGroups):
         held = [
             device
             for device, _ in recipients
-            if (session := self.sessions.get(device)) is not None and session.connected
+            if (session := self.sessions.get(device)) is not None and session.reading
         ]
         if fresh and held:
             await self._hand_over(held)
@@ -435,7 +446,7 @@ class SimulatorBackend(SimulatorGroups):
         """Take what the server keeps for this worker's connected accounts."""
         while True:
             await asyncio.sleep(self.mailbox_poll_s)
-            ours = [slot for slot, session in self.sessions.items() if session.connected]
+            ours = [slot for slot, session in self.sessions.items() if session.reading]
             if ours:
                 await self._hand_over(ours)
 
@@ -459,6 +470,7 @@ class SimulatorBackend(SimulatorGroups):
         if self._auth_file(slot).exists():
             session.connected = True
             await on_status(StatusEvent(slot, "CONNECTED"))
+            await self._start_reading(slot, session)
             return
         await on_status(StatusEvent(slot, "CONNECTING", qr=qr_data_url(self.qr_payload(slot))))
         session.rotor = asyncio.create_task(self._rotate(slot, session))
@@ -490,8 +502,15 @@ class SimulatorBackend(SimulatorGroups):
         auth.parent.mkdir(parents=True, exist_ok=True)
         auth.write_text(json.dumps({"slot": str(slot), "paired": True}))
         await session.on_status(StatusEvent(slot, "CONNECTED"))
+        await self._start_reading(slot, session)
         await self._send_history(slot)  # a new device: WhatsApp's phone sends the history
         return True
+
+    async def _start_reading(self, slot: Slot, session: _Session) -> None:
+        """The worker's settings first (`before_settings_read`), then what the server kept."""
+        if self.before_settings_read is not None:
+            await self.before_settings_read(slot)
+        session.reading = session.connected
 
     async def stop(self, slot: Slot) -> None:
         if self.proxy_gate is not None:

@@ -10,6 +10,7 @@ backend that talks to it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -163,6 +164,10 @@ class ServerLedger(SharedFile):
         "chat_id TEXT NOT NULL, pinned INTEGER NOT NULL DEFAULT 0, "
         "archived INTEGER NOT NULL DEFAULT 0, muted_until REAL, "
         "PRIMARY KEY (account, chat_id));"
+        # When each chat setting last changed: of two changes the later stands.
+        "CREATE TABLE IF NOT EXISTS chat_settings_times (account TEXT NOT NULL, "
+        "chat_id TEXT NOT NULL, field TEXT NOT NULL, at REAL NOT NULL, "
+        "PRIMARY KEY (account, chat_id, field));"
         # Whose presence each account's current connection asked for.
         "CREATE TABLE IF NOT EXISTS presence_subscriptions (subscriber TEXT NOT NULL, "
         "target TEXT NOT NULL, PRIMARY KEY (subscriber, target));"
@@ -404,24 +409,36 @@ class ServerLedger(SharedFile):
     def _set(
         db: sqlite3.Connection, account: Slot, chat_id: str, change: ChatSettingsChange
     ) -> None:
+        """Each field the change sets, unless the field's last change is later (by `at`:
+        when it was set; now when unknown)."""
+        at = change.at if change.at is not None else time.time()
         db.execute(
             "INSERT OR IGNORE INTO chat_settings (account, chat_id) VALUES (?, ?)",
             (str(account), chat_id),
         )
+        given: dict[str, Any] = {}
         if change.pinned is not None:
-            db.execute(
-                "UPDATE chat_settings SET pinned=? WHERE account=? AND chat_id=?",
-                (int(change.pinned), str(account), chat_id),
-            )
+            given["pinned"] = int(change.pinned)
         if change.archived is not None:
-            db.execute(
-                "UPDATE chat_settings SET archived=? WHERE account=? AND chat_id=?",
-                (int(change.archived), str(account), chat_id),
-            )
+            given["archived"] = int(change.archived)
         if change.mute:
+            given["muted_until"] = change.muted_until
+        for name, value in given.items():
+            later = db.execute(
+                "SELECT 1 FROM chat_settings_times WHERE account=? AND chat_id=? AND field=? "
+                "AND at > ?",
+                (str(account), chat_id, name, at),
+            ).fetchone()
+            if later:
+                continue
             db.execute(
-                "UPDATE chat_settings SET muted_until=? WHERE account=? AND chat_id=?",
-                (change.muted_until, str(account), chat_id),
+                f"UPDATE chat_settings SET {name}=? WHERE account=? AND chat_id=?",
+                (value, str(account), chat_id),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO chat_settings_times (account, chat_id, field, at) "
+                "VALUES (?, ?, ?, ?)",
+                (str(account), chat_id, name, at),
             )
 
     def phone_sets(self, account: Slot, chat_id: str, change: ChatSettingsChange) -> None:
@@ -431,6 +448,8 @@ class ServerLedger(SharedFile):
             db = self._open()
             db.execute("BEGIN IMMEDIATE")
             try:
+                if change.at is None:  # the phone's clock: now
+                    change = dataclasses.replace(change, at=time.time())
                 self._set(db, account, chat_id, change)
                 notice = {
                     "slot": str(account),
@@ -439,6 +458,7 @@ class ServerLedger(SharedFile):
                     "archived": change.archived,
                     "mute": change.mute,
                     "muted_until": change.muted_until,
+                    "at": change.at,
                 }
                 self._post(db, account, notice, "chat_settings")
                 db.execute("COMMIT")
