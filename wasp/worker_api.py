@@ -486,7 +486,8 @@ _ENDPOINTS = [
         "PATCH",
         "/api/accounts/{slot}/conversations/{chat_id}",
         "Pin, archive, mute or tag a conversation; pin, archive and mute are sent to WhatsApp "
-        "(`whatsapp`: sent, not_connected, failed or unsupported)",
+        "(`whatsapp`: sent, pending (kept and sent when the session connects), failed or "
+        "unsupported; null for tags only)",
         body=ConversationPatch,
         params={"chat_id": Destination},
         responses=(200, *WITH_BODY),
@@ -504,7 +505,8 @@ _ENDPOINTS = [
         "conversation",
         "GET",
         "/api/accounts/{slot}/conversations/{chat_id}",
-        "One conversation (404: the slot has none with this chat)",
+        "One conversation (404: the slot has none with this chat), and `pending`: which of "
+        "its `pinned`, `archived` and `muted_until` set here WhatsApp does not have yet",
         params={"chat_id": Destination},
         responses=(200, *SLOT_OPS),
     ),

@@ -56,8 +56,10 @@ async def patch(worker: Client, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def conversation(worker: Client) -> dict[str, Any]:
+    """The conversation, with the answer's `pending` in it."""
     got = await worker.get(f"/api/accounts/A2/conversations/{CHAT}")
-    return dict((await got.json())["conversation"])
+    body = await got.json()
+    return {**body["conversation"], "pending": body["pending"]}
 
 
 async def read_back(worker: Client, seen_before: int) -> None:
@@ -88,6 +90,7 @@ async def test_a_setting_made_offline_reaches_the_phone_at_the_connect_and_stays
         assert answer["whatsapp"] == "pending"
         assert rows(store, PENDING_SQL) == [("muted_until", 2e9, 0), ("pinned", 0.0, 0)]
         assert (await phone.phone_settings(A2))[CHAT]["pinned"] is True
+        assert (await conversation(worker))["pending"] == ["muted_until", "pinned"]
 
         seen = seen_count(worker)
         assert (await worker.post("/api/accounts/A2/connect")).status == 200
@@ -99,6 +102,7 @@ async def test_a_setting_made_offline_reaches_the_phone_at_the_connect_and_stays
         }
         found = await conversation(worker)
         assert (found["pinned"], found["muted_until"], found["tags"]) == (False, 2e9, ["vip"])
+        assert found["pending"] == []
         assert rows(store, PENDING_SQL) == [("muted_until", 2e9, 1), ("pinned", 0.0, 1)]
 
         # Sent once: a later change on the phone is the phone's to make.

@@ -41,6 +41,7 @@ from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
 from wasp_worker.errors import NotFound
 from wasp_worker.http_support import Handler, read_body, send_read_receipts
 from wasp_worker.message_pages import SearchFilters as MessageFilters
+from wasp_worker.pending_settings import PendingSettings
 from wasp_worker.presence_http import chat_opened
 from wasp_worker.state import CONFIG, CONVERSATIONS, HISTORY, SESSIONS
 
@@ -103,11 +104,14 @@ async def conversations(request: web.Request) -> web.Response:
 
 
 async def conversation(request: web.Request) -> web.Response:
+    """The conversation, and `pending`: which of its pin, archive and mute set here
+    WhatsApp does not have yet (one index lookup; the listings leave it out)."""
     slot, chat_id = _slot(request), _chat(request)
     found = await request.app[CONVERSATIONS].get(slot, chat_id)
     if found is None:
         raise NotFound(f"no conversation {chat_id} for slot {slot}")
-    return json_answer({"ok": True, "slot": str(slot), "conversation": found})
+    pending = await PendingSettings(request.app[DATABASE]).fields(slot, chat_id)
+    return json_answer({"ok": True, "slot": str(slot), "conversation": found, "pending": pending})
 
 
 async def messages(request: web.Request) -> web.Response:
