@@ -344,7 +344,7 @@ class SimulatorBackend(SimulatorGroups):
             return  # nobody simulated to show it to
         posted = await asyncio.to_thread(self.server.post_presence, slot, peer, state)
         held = self.sessions.get(peer)
-        if posted and held is not None and held.connected:
+        if posted and held is not None and held.reading:
             await self._hand_over([peer])  # ours: no need to wait for the next poll
 
     def _save_media(self, fields: dict[str, Any]) -> None:
