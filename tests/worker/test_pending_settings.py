@@ -200,3 +200,30 @@ async def test_a_failed_send_is_tried_again_then_given_up(tmp_path: Path) -> Non
         await sender.close()
         await backend.close()
         shard.close()
+
+
+async def test_a_patch_sent_at_once_is_marked_sent_and_a_refused_one_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    log = EventLog(stream=io.StringIO())
+    shard = ShardStore.in_folder(tmp_path)
+    backend = FlakySimulator(tmp_path, owner="test")
+    sessions = SessionManager(config(tmp_path), backend, log)
+    sender = SettingsSender(PendingSettings(shard.db), sessions, log)
+    backend.before_settings_read = sender.flush
+    try:
+        inbound = {"slot": "A2", "wa_message_id": "M1", "chat_id": CHAT, "from": CHAT}
+        assert await shard.history.record(A2, "in", complete(inbound))
+        await sessions.connect(A2)
+        assert await backend.scan(A2)
+        backend.refusals = {CHAT: 1}
+        for body, told in (({"archived": True}, "failed"), ({"pinned": True}, "sent")):
+            at = time.time()
+            await shard.conversations.update(A2, CHAT, body, pending_at=at)
+            assert await sender.patched(A2, CHAT, body, at, None) == told
+        assert rows(tmp_path, "SELECT field, sent FROM chat_settings_set") == [("pinned", 1)]
+        assert await sender.patched(A2, CHAT, {"tags": ["x"]}, None, None) is None
+    finally:
+        await sender.close()
+        await backend.close()
+        shard.close()
