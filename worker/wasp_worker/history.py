@@ -36,6 +36,7 @@ from wasp.worker_api import MEDIA_NAME_PATTERN
 from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.errors import Gone
 from wasp_worker.message_ids import next_id
 from wasp_worker.reactions import decorate
 from wasp_worker.webhooks import outbox as outbox_tables
@@ -541,10 +542,20 @@ class History:
     async def sync(self, slot: Slot, since: int, limit: int) -> dict[str, Any]:
         """The slot's messages and conversations changed after seq `since`: the next
         `limit` changes at most, each at its current state, once per page. `next` is the
-        page's last seq (`since` when nothing changed); `has_more` says changes follow."""
+        page's last seq (`since` when nothing changed); `has_more` says changes follow.
+        `since` 0 is the start; a `since` below the slot's horizon (`wasp_worker.compaction`)
+        raises `Gone`: rows after it may have been compacted away."""
 
         def read(db: sqlite3.Connection) -> dict[str, Any]:
-            # One read transaction: no write lands between these statements.
+            # One read transaction: no write lands between these statements, and the horizon
+            # read is the one the rows read agree with (compaction moves it as it deletes).
+            found = db.execute("SELECT seq FROM sync_horizon WHERE slot=?", (str(slot),))
+            horizon = (found.fetchone() or (0,))[0]
+            if 0 < since < horizon:
+                raise Gone(
+                    f"sync cursor {since} is older than the change log's horizon {horizon}: "
+                    "start again without since"
+                )
             changes = db.execute(
                 "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
                 (str(slot), since, limit),

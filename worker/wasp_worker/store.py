@@ -15,7 +15,8 @@ conversations and the sync sequence, back-filled from the messages; 8 gives mess
 and conversations stable ids and adds the full-text index and contacts
 (`store_v8`); 9 adds replies, reactions, poll votes and the payload of richer
 messages (`store_v9`); 10 keeps receipts that came before their message's id was
-known (`store_v10`). Each step
+known (`store_v10`); 11 adds the sync log's horizons and time marks, so compaction can
+bound it (`store_v11`). Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from wasp_worker import conversations, history, queue, store_v8, store_v9, store_v10
+from wasp_worker import conversations, history, queue, store_v8, store_v9, store_v10, store_v11
 from wasp_worker.conversations import Conversations
 from wasp_worker.db import Migration, SerialDatabase
 from wasp_worker.history import History
@@ -106,6 +107,7 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         store_v8.migrate,
         store_v9.MIGRATION,
         store_v10.MIGRATION,
+        store_v11.migrate,
     )
 
 
