@@ -2,27 +2,37 @@
 
 Every change appends a row to `changes` (about two per inbound message), and sync
 reads them after a cursor. Past a window (`retention.syncHorizonDays`, the
-RETENTION_SYNC_HORIZON_DAYS variable) a slot's old rows are thinned: its horizon H
-moves to the slot's highest seq older than the window, and a row at or below H
-goes when a later row names the same item (superseded) or its item no longer
-exists (a message retention deleted). A row at or below H that is the latest of a
-live item stays, so a client syncing from the start still gets every live item,
-once. Rows above H are never touched, so a cursor at or above H gives the same
-pages as before; a cursor below H may name rows that are gone, and sync refuses it
-(410: start again).
+RETENTION_SYNC_HORIZON_DAYS variable) a slot's old rows go: its horizon H moves to
+the slot's highest seq older than the window, and every row at or below H is
+deleted. A row superseded by a later one for the same (kind, key), or whose item no
+longer exists (a message retention deleted), goes for good; the latest row of a
+live item is carried forward: deleted and appended again at the end of the log,
+so a client syncing from the start still gets every live item, once.
+
+Why carried and not left in place: a cursor below H is refused (410), since the
+rows after it may be gone, and it must be: such a client may hold an item whose
+deletion it never heard of. A client walking from the start through rows left
+below H would hold such cursors too, and be refused forever. With nothing left at
+or below H, a walk from the start only ever holds cursors above it. Rows above H
+are never touched and carried rows come after every existing one, so a cursor at or
+above H gives the same full pages as before; an item not changed for a window comes
+once more (unchanged), as sync allows.
 
 "Older than the window" needs the time of a change: each pass records a mark
 (now, the last seq), `change_marks`; the rows at or below the seq of the newest
 mark older than the window are older than it (store version 11 explains why there
-is no time column).
+is no time column). A carried row is new by this measure: it is carried again a
+window later if nothing supersedes it.
 
 A pass walks each slot's rows newest first, a batch per database call: a row whose
 (kind, key) was already seen in this walk is superseded. The keys seen wait in a
 temporary table of the writer's connection (on SQLite's temporary file, not in
-Python's memory: a slot may have millions). Each batch deletes its doomed rows and
-records the slot's horizon in one transaction, so no row at or below a cursor's
-reach is gone before the horizon says so. Rows written during a pass have larger
-seqs than its walk: they are kept, for the next pass to judge.
+Python's memory: a slot may have millions), so one pass at a time per database.
+Each batch deletes and carries its rows and records the slot's horizon in one
+transaction, so no row a cursor at or above the horizon can reach is gone, and none
+is missing at any moment. Rows written during a pass have larger seqs than its
+walk: they are kept, for the next pass to judge. Since whole runs of old rows go,
+their pages return to SQLite's free list and the log's new rows reuse them.
 """
 
 from __future__ import annotations
@@ -103,32 +113,33 @@ def _live(db: sqlite3.Connection, slot: str, kind: str, keys: list[str]) -> set[
 
 def step(
     db: sqlite3.Connection, slot: str, horizon: int, before: int, batch: int
-) -> tuple[int, int | None]:
-    """One batch of the slot's walk: its rows below seq `before`, newest first. Deletes
-    those at or below `horizon` that are superseded or whose item is gone, and records the
-    horizon, in one transaction. Answers (rows deleted, where the next batch starts or
-    None at the end)."""
+) -> tuple[int, int, int | None]:
+    """One batch of the slot's walk: its rows below seq `before`, newest first. Of those at or
+    below `horizon`, deletes the superseded ones and those whose item is gone, and carries
+    the latest of each live item forward (a new row at the end of the log), recording the
+    horizon, in one transaction. Answers (rows deleted, rows carried, where the next batch
+    starts or None at the end)."""
     with transaction(db):
         rows = db.execute(
             "SELECT seq, kind, key FROM changes WHERE slot=? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (slot, before, batch),
         ).fetchall()
         doomed: list[int] = []
-        kept: dict[str, list[tuple[int, str]]] = {"message": [], "conversation": []}
+        latest: dict[str, list[tuple[int, str]]] = {"message": [], "conversation": []}
         for seq, kind, key in rows:
             first = db.execute(
                 f"INSERT OR IGNORE INTO {SEEN} (kind, key) VALUES (?, ?)", (kind, key)
             ).rowcount
             if seq > horizon:
                 continue
+            doomed.append(seq)  # below the horizon no row stays where it is
             if first:
-                kept[kind].append((seq, key))
-            else:
-                doomed.append(seq)  # a later row names the same item
-        for kind, latest in kept.items():
-            if latest:
-                live = _live(db, slot, kind, list({key for _, key in latest}))
-                doomed.extend(seq for seq, key in latest if key not in live)
+                latest[kind].append((seq, key))
+        carried: list[tuple[int, str, str]] = []
+        for kind, found in latest.items():
+            if found:
+                live = _live(db, slot, kind, list({key for _, key in found}))
+                carried.extend((seq, kind, key) for seq, key in found if key in live)
         db.execute(
             "INSERT INTO sync_horizon (slot, seq) VALUES (?, ?) "
             "ON CONFLICT (slot) DO UPDATE SET seq = max(seq, excluded.seq)",
@@ -137,13 +148,25 @@ def step(
         for start in range(0, len(doomed), 500):
             part = doomed[start : start + 500]
             db.execute(f"DELETE FROM changes WHERE seq IN ({','.join('?' * len(part))})", part)
+        db.executemany(
+            "INSERT INTO changes (slot, kind, key) VALUES (?, ?, ?)",
+            [(slot, kind, key) for _, kind, key in sorted(carried)],
+        )
     following = rows[-1][0] if len(rows) == batch else None
-    return len(doomed), following
+    return len(doomed) - len(carried), len(carried), following
 
 
 def forget(db: sqlite3.Connection) -> None:
     """Empty the walk's keys (a slot's walk is over)."""
     db.execute(f"DELETE FROM {SEEN}")
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What a pass did: rows deleted for good, and rows carried forward past the window."""
+
+    deleted: int
+    carried: int
 
 
 @dataclass
@@ -156,11 +179,11 @@ class Compactor:
     batch: int = 2000
     now: Callable[[], float] = time.time
 
-    async def compact(self) -> int:
-        """One pass over every slot's rows; how many rows were deleted."""
+    async def compact(self) -> Compacted:
+        """One pass over every slot's rows: how many rows went, and how many were carried."""
         started, now = time.monotonic(), self.now()
         old = await self.store.call(partial(mark, now=now, cutoff=now - self.horizon_days * DAY_S))
-        removed = slots = 0
+        removed = carried = slots = 0
         slot: str | None = ""
         while old is not None and slot is not None:
             slot = await self.store.call(partial(next_slot, after=slot))
@@ -173,19 +196,20 @@ class Compactor:
             slots += 1
             following: int | None = before
             while following is not None:
-                deleted, following = await self.store.call(
+                deleted, moved, following = await self.store.call(
                     partial(step, slot=slot, horizon=horizon, before=following, batch=self.batch)
                 )
-                removed += deleted
+                removed, carried = removed + deleted, carried + moved
             await self.store.call(forget)
         self.log.emit(
             "sync_compaction_pass",
             deleted=removed,
+            carried=carried,
             slots=slots,
             horizonDays=self.horizon_days,
             seconds=round(time.monotonic() - started, 3),
         )
-        return removed
+        return Compacted(removed, carried)
 
     async def run(self, interval_s: float, active: Callable[[], bool]) -> None:
         """A pass every `interval_s`, the first at once, while `active()` (the shard's lease

@@ -1,0 +1,407 @@
+"""The sync change log's compaction on a real worker and its real SQLite file: a client
+syncing from the start still ends with exactly the server's messages and conversations
+(read straight from SQL), a cursor at or above the horizon gives the pages it gave, one
+below it is refused (410) without changing anything, under concurrent writes too; the
+rows really go, and the horizon stays across a restart and a migration."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from wasp_worker.app import build_app
+from wasp_worker.compaction import DAY_S, Compacted, Compactor
+from wasp_worker.data_state import DATABASE
+from wasp_worker.db import migrate
+from wasp_worker.events import EventLog
+from wasp_worker.queue import SCHEMA as QUEUE_V0
+from wasp_worker.retention import Pruner
+from wasp_worker.state import HISTORY, QUEUE
+from wasp_worker.store import ShardStore, migrations
+
+from tests.support.worker import CREDENTIAL
+from tests.worker.test_worker_http import config
+from wasp.retention import Retention
+from wasp.slots import Slot
+
+Client = TestClient[Any, Any]
+A1 = Slot.parse("A1")
+BASE = "/api/accounts/A1"
+WINDOW_DAYS = 30
+
+
+@dataclass
+class Clock:
+    """The compactor's time: the tests move it past the window instead of waiting."""
+
+    t: float = field(default_factory=lambda: time.time() + 1000)
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Shard:
+    worker: Client
+    path: Path
+    clock: Clock
+    compactor: Compactor
+
+
+async def open_shard(tmp_path: Path) -> AsyncIterator[Shard]:
+    app = build_app(config(tmp_path), EventLog(stream=io.StringIO()))
+    async with TestClient(TestServer(app), headers=CREDENTIAL) as worker:
+        clock = Clock()
+        # A small batch: a slot's walk takes many database calls, as a big shard's does.
+        compactor = Compactor(app[DATABASE], WINDOW_DAYS, EventLog(stream=io.StringIO()), 7, clock)
+        yield Shard(worker, tmp_path / "data" / "queue.sqlite3", clock, compactor)
+
+
+@pytest.fixture
+async def shard(tmp_path: Path) -> AsyncIterator[Shard]:
+    async for opened in open_shard(tmp_path):
+        yield opened
+
+
+def sql(path: Path, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(query, args).fetchall()
+
+
+def server_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The oracle: slot A1's live messages and conversations, straight from the tables."""
+    messages = {
+        row[0]: row[1:]
+        for row in sql(
+            path,
+            "SELECT wa_message_id, body, status, read, edited_at, deleted_at FROM messages "
+            "WHERE slot='A1'",
+        )
+    }
+    chats = {
+        row[0]: row[1:]
+        for row in sql(
+            path, "SELECT chat_id, unread, last_message_id FROM conversations WHERE slot='A1'"
+        )
+    }
+    return messages, chats
+
+
+def client_view(
+    messages: dict[str, dict[str, Any]], chats: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    shown = {
+        k: (m["body"], m["status"], int(m["read"]), m["edited_at"], m["deleted_at"])
+        for k, m in messages.items()
+    }
+    return shown, {k: (c["unread"], c["last_message_id"]) for k, c in chats.items()}
+
+
+async def get_page(worker: Client, since: str | None, limit: int) -> tuple[int, dict[str, Any]]:
+    params = {"limit": str(limit), **({"since": since} if since is not None else {})}
+    answer = await worker.get(f"{BASE}/sync", params=params)
+    return answer.status, await answer.json()
+
+
+@dataclass
+class Synced:
+    """What a client holds after syncing, and how often it saw each key."""
+
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen: Counter[str] = field(default_factory=Counter)
+    next: str | None = None
+
+    def apply(self, page: dict[str, Any]) -> None:
+        self.messages.update({m["wa_message_id"]: m for m in page["messages"]})
+        self.chats.update({c["chat_id"]: c for c in page["conversations"]})
+        for gone in page["deleted"]["messages"]:
+            self.messages.pop(gone, None)
+        for gone in page["deleted"]["conversations"]:
+            self.chats.pop(gone, None)
+        self.seen.update(f"m:{m['wa_message_id']}" for m in page["messages"])
+        self.seen.update(f"m:{k}" for k in page["deleted"]["messages"])
+        self.seen.update(f"c:{c['chat_id']}" for c in page["conversations"])
+        self.seen.update(f"c:{k}" for k in page["deleted"]["conversations"])
+        self.next = page["next"]
+
+
+async def sync_from_start(worker: Client, rng: random.Random) -> Synced:
+    client = Synced()
+    for _ in range(10_000):  # a cursor that does not move on fails, not hangs
+        code, page = await get_page(worker, client.next, rng.randint(1, 40))
+        assert code == 200, page
+        client.apply(page)
+        if not page["has_more"]:
+            return client
+    raise AssertionError("sync never reached its end")
+
+
+async def past_the_window(shard: Shard) -> Compacted:
+    """Make every change so far older than the window, and compact: a mark now, then a pass
+    past the window."""
+    shard.clock.t += 1
+    await shard.compactor.compact()
+    shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
+    return await shard.compactor.compact()
+
+
+def fields(n: int, chat_id: str, timestamp: float) -> dict[str, Any]:
+    return {
+        "slot": "A1",
+        "wa_message_id": f"W{n:05d}",
+        "chat_id": chat_id,
+        "from": chat_id,
+        "push_name": f"P{n % 4}",
+        "body": f"body {n}",
+        "timestamp": timestamp,
+    }
+
+
+async def write(shard: Shard, rng: random.Random, first: int, count: int) -> None:
+    """Messages with every kind of change: reads, receipts, edits, deletions for everyone,
+    and retention removing a chat's oldest (their keys no longer exist)."""
+    app = shard.worker.app
+    history, queue = app[HISTORY], app[QUEUE]
+    chat_ids = [f"55119{i:08d}@s.whatsapp.net" for i in range(6)]
+    for n in range(first, first + count):
+        chat_id = rng.choice(chat_ids)
+        direction = "in" if rng.random() < 0.7 else "out"
+        await history.record(A1, direction, fields(n, chat_id, 1_000.0 + n))
+        if rng.random() < 0.1:
+            await history.open_chat(A1, rng.choice(chat_ids))
+        if direction == "out" and rng.random() < 0.5:
+            await queue.receipt(A1, [f"W{n:05d}"], "delivered", chat_id)
+        if n > first and rng.random() < 0.08:
+            await history.edit(A1, chat_id, f"W{n - 1:05d}", f"edited {n}", 2_000.0 + n)
+        if n > first and rng.random() < 0.05:
+            await history.revoke(A1, chat_id, f"W{n - 1:05d}", 3_000.0 + n)
+        if rng.random() < 0.03:
+            pruner = Pruner(
+                app[DATABASE],
+                shard.path.parent,
+                Retention(maxMessagesPerChat=rng.randint(3, 12)),
+                EventLog(stream=io.StringIO()),
+            )
+            await pruner.prune()
+
+
+def horizon(path: Path) -> int:
+    found = sql(path, "SELECT seq FROM sync_horizon WHERE slot='A1'")
+    return int(found[0][0]) if found else 0
+
+
+async def test_compaction_keeps_every_promise_of_sync(shard: Shard) -> None:
+    rng = random.Random(5)
+    await write(shard, rng, 0, 150)
+    shard.clock.t += 1
+    await shard.compactor.compact()  # the mark: the changes so far become the old ones
+    middle = sql(shard.path, "SELECT max(seq) FROM changes")[0][0]
+    await write(shard, rng, 150, 150)
+    # The pages a client got before, from every cursor it was given.
+    before: list[tuple[str | None, int, dict[str, Any]]] = []
+    since: str | None = None
+    while True:
+        limit = rng.randint(1, 30)
+        code, page = await get_page(shard.worker, since, limit)
+        assert code == 200
+        before.append((since, limit, page))
+        since = page["next"]
+        if not page["has_more"]:
+            break
+    at_middle = sql(shard.path, "SELECT max(seq) FROM changes WHERE slot='A1' AND seq<=?", middle)
+    pinned = {  # the cursors on either side of where the horizon will be
+        str(at_middle[0][0] + d): await get_page(shard.worker, str(at_middle[0][0] + d), 9)
+        for d in (0, 1)
+    }
+
+    h = at_middle[0][0]  # the slot's highest seq older than the window: the horizon to be
+    log = "SELECT seq, kind, key FROM changes WHERE slot='A1' ORDER BY seq"
+    old_log = sql(shard.path, log)
+    shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
+    done = await shard.compactor.compact()
+
+    assert horizon(shard.path) == h
+    new_log = sql(shard.path, log)
+    assert done.deleted > 0
+    assert len(new_log) == len(old_log) - done.deleted  # a carried row replaces its old one
+    # Nothing is left at or below the horizon; above it nothing was touched; after the old
+    # end come the carried rows: the latest row at or below the horizon of each live item.
+    end = old_log[-1][0]
+    assert [r for r in new_log if r[0] <= end] == [r for r in old_log if r[0] > h]
+    carried = [r[1:] for r in new_log if r[0] > end]
+    assert len(carried) == done.carried
+    messages, chats = server_state(shard.path)
+    live = {("message", k) for k in messages} | {("conversation", k) for k in chats}
+    latest: dict[tuple[str, str], int] = {}
+    for seq, kind, key in old_log:
+        latest[(kind, key)] = seq
+    assert sorted(carried) == sorted(k for k, seq in latest.items() if seq <= h and k in live)
+    rows_after = len(new_log)
+    # The same cursor gives the same page at or above the horizon ...
+    for cursor, (code, page) in pinned.items():
+        assert await get_page(shard.worker, cursor, 9) == (code, page)
+    refused = same = 0
+    for since, limit, page in before:
+        code, again = await get_page(shard.worker, since, limit)
+        if since is not None and int(since) < h:
+            refused += 1
+            # ... and below it 410 with the reason, changing nothing.
+            assert code == 410
+            assert again == {
+                "ok": False,
+                "error": f"sync cursor {since} is older than the change log's horizon {h}: "
+                "start again without since",
+            }
+            continue
+        if since is None or not page["has_more"]:
+            continue  # from the start the page is the compacted log's; the last one grows
+        assert code == 200
+        for kind, key in (("messages", "wa_message_id"), ("conversations", "chat_id")):
+            assert [i[key] for i in again[kind]] == [i[key] for i in page[kind]]
+        assert (again["next"], again["has_more"]) == (page["next"], page["has_more"])
+        same += 1
+    assert refused > 0
+    assert same > 0
+    assert sql(shard.path, "SELECT count(*) FROM changes")[0][0] == rows_after
+    assert horizon(shard.path) == h
+    # From the start: exactly the server's set.
+    client = await sync_from_start(shard.worker, rng)
+    assert client_view(client.messages, client.chats) == server_state(shard.path)
+
+    # Everything past the window: from the start every item comes once, and it is all of them.
+    assert (await past_the_window(shard)).carried > 0
+    client = await sync_from_start(shard.worker, rng)
+    assert client_view(client.messages, client.chats) == server_state(shard.path)
+    assert [key for key, count in client.seen.items() if count > 1] == []
+    status = await (await shard.worker.get("/data/status")).json()
+    assert status["change_rows"] == sql(shard.path, "SELECT count(*) FROM changes")[0][0]
+    assert status["sync_horizon"] == {
+        "slots": 1,
+        "lowest": horizon(shard.path),
+        "highest": horizon(shard.path),
+    }
+
+
+async def test_concurrent_writes_and_compaction_between_pages_lose_nothing(
+    shard: Shard,
+) -> None:
+    rng = random.Random(17)
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        await write(shard, rng, 0, 400)
+        done.set()
+
+    client, restarts, compacted, pages = Synced(), 0, 0, 0
+
+    async def reader() -> None:
+        nonlocal client, restarts, compacted, pages
+        while True:
+            finished = done.is_set()
+            code, page = await get_page(shard.worker, client.next, rng.randint(1, 60))
+            if code == 410:
+                assert "start again without since" in page["error"]
+                client, restarts = Synced(), restarts + 1  # drop what it held, from the start
+                continue
+            assert code == 200, page
+            client.apply(page)
+            pages += 1
+            # A compaction between pages: the window moves a hundredth of itself each time,
+            # and twice the client pauses longer than the window.
+            shard.clock.t += WINDOW_DAYS * DAY_S / 100
+            if pages in (15, 40):
+                shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
+            compacted += (await shard.compactor.compact()).deleted
+            if finished and not page["has_more"]:
+                return
+
+    await asyncio.gather(writer(), reader())
+    assert restarts > 0
+    assert compacted > 0
+    assert client_view(client.messages, client.chats) == server_state(shard.path)
+
+
+async def test_the_horizon_stays_across_a_restart(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    async for shard in open_shard(tmp_path):
+        await write(shard, rng, 0, 60)
+        assert (await past_the_window(shard)).deleted > 0
+        h = horizon(shard.path)
+        rows = sql(shard.path, "SELECT count(*) FROM changes")[0][0]
+    async for shard in open_shard(tmp_path):  # a new worker on the same volume
+        assert horizon(shard.path) == h
+        assert sql(shard.path, "SELECT count(*) FROM changes")[0][0] == rows
+        code, page = await get_page(shard.worker, str(h - 1), 10)
+        assert (code, page["error"].split(":")[0]) == (
+            410,
+            f"sync cursor {h - 1} is older than the change log's horizon {h}",
+        )
+        assert (await get_page(shard.worker, str(h), 10))[0] == 200
+        client = await sync_from_start(shard.worker, rng)
+        assert client_view(client.messages, client.chats) == server_state(shard.path)
+
+
+MESSAGES = [
+    ("A1", "M1", "111@s.whatsapp.net", "in", "111", "Ana", 10.0, 0),
+    ("A1", "M2", "111@s.whatsapp.net", "in", "111", "Ana B", 30.0, 1),
+    ("A1", "M3", "222@s.whatsapp.net", "out", "me", None, 20.0, 1),
+    ("A1", "M4", "9@g.us", "in", "333", "Carla", 40.0, 0),
+]
+
+
+@pytest.mark.parametrize("version", [6, 7, 8, 9, 10])
+async def test_a_volume_of_an_earlier_version_gets_the_whole_window_from_the_upgrade(
+    tmp_path: Path, version: int
+) -> None:
+    """Rows written before version 11 have no time: they count as changed at the upgrade,
+    so they are compacted a window after it, not at once."""
+    path = tmp_path / "queue.sqlite3"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.executescript(QUEUE_V0)
+        migrate(db, migrations(tmp_path)[:6])
+        db.executemany(
+            "INSERT INTO messages (slot, wa_message_id, chat_id, direction, sender, push_name, "
+            "timestamp, read) VALUES (?,?,?,?,?,?,?,?)",
+            MESSAGES,
+        )
+        migrate(db, migrations(tmp_path)[:version])
+        assert db.execute("PRAGMA user_version").fetchone()[0] == version
+    db.close()
+    upgraded = time.time()
+    store = ShardStore(path)
+    try:
+        assert sql(path, "PRAGMA user_version") == [(len(migrations(tmp_path)),)]
+        last = sql(path, "SELECT seq FROM sqlite_sequence WHERE name='changes'")[0][0]
+        marks = sql(path, "SELECT at, seq FROM change_marks")
+        assert len(marks) == 1
+        assert marks[0][1] == last
+        assert upgraded - 5 <= marks[0][0] <= time.time()
+        assert sql(path, "SELECT count(*) FROM sync_horizon") == [(0,)]
+        rows = sql(path, "SELECT count(*) FROM changes")[0][0]
+        log = EventLog(stream=io.StringIO())
+        soon = Compactor(store.db, WINDOW_DAYS, log, now=lambda: upgraded + 29 * DAY_S)
+        assert await soon.compact() == Compacted(0, 0)
+        assert sql(path, "SELECT count(*) FROM changes")[0][0] == rows
+        later = Compactor(store.db, WINDOW_DAYS, log, now=lambda: upgraded + 31 * DAY_S)
+        assert (await later.compact()).carried == len(MESSAGES) + 3
+        assert sql(path, "SELECT seq FROM sync_horizon WHERE slot='A1'") == [(last,)]
+        synced = await store.history.sync(A1, 0, 1000)
+        assert sorted(m["wa_message_id"] for m in synced["messages"]) == ["M1", "M2", "M3", "M4"]
+        assert sorted(c["chat_id"] for c in synced["conversations"]) == [
+            "111@s.whatsapp.net",
+            "222@s.whatsapp.net",
+            "9@g.us",
+        ]
+    finally:
+        store.close()
