@@ -549,8 +549,8 @@ class History:
         def read(db: sqlite3.Connection) -> dict[str, Any]:
             # One read transaction: no write lands between these statements, and the horizon
             # read is the one the rows read agree with (compaction moves it as it deletes).
-            found = db.execute("SELECT seq FROM sync_horizon WHERE slot=?", (str(slot),))
-            horizon = (found.fetchone() or (0,))[0]
+            recorded = db.execute("SELECT seq FROM sync_horizon WHERE slot=?", (str(slot),))
+            horizon = (recorded.fetchone() or (0,))[0]
             if 0 < since < horizon:
                 raise Gone(
                     f"sync cursor {since} is older than the change log's horizon {horizon}: "
