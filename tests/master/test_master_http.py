@@ -462,6 +462,8 @@ async def test_a_sync_cursor_below_the_horizon_is_410_through_the_master(stack: 
     assert sorted(m["wa_message_id"] for m in (await fresh.json())["messages"]) == [
         f"M{n}" for n in range(5)
     ]
+    document = await (await stack.master.get("/openapi.json")).json()
+    assert "410" in document["paths"]["/api/accounts/{slot}/sync"]["get"]["responses"]
     status = await (await stack.master.get("/api/status")).json()
     (w1,) = [shard for shard in status["shards"] if shard["id"] == "w1"]
     assert w1["store"]["change_rows"] == 7
