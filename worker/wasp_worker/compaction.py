@@ -78,7 +78,7 @@ def next_slot(db: sqlite3.Connection, after: str) -> str | None:
 
 def start_slot(db: sqlite3.Connection, slot: str, old: int) -> tuple[int, int] | None:
     """The slot's new horizon (its highest seq at or below `old`, never lower than the one
-    recorded) and where its walk starts (after its last row); None: nothing to thin."""
+    recorded) and where its walk starts (after its last row); None: nothing is that old."""
     db.execute(
         f"CREATE TABLE IF NOT EXISTS {SEEN} (kind TEXT NOT NULL, key TEXT NOT NULL, "
         "PRIMARY KEY (kind, key)) WITHOUT ROWID"

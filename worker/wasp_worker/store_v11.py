@@ -1,9 +1,10 @@
 """Version 11 of the shard's database: a bounded sync change log.
 
-- `sync_horizon`: per slot, the seq up to which compaction has thinned the slot's
-  `changes` (`wasp_worker.compaction`). A sync cursor below it may name rows that are
-  gone, so it is refused (410); from the start, and from any cursor at or above it,
-  sync answers as before.
+- `sync_horizon`: per slot, the seq up to which compaction has cleared the slot's
+  `changes` (`wasp_worker.compaction`: each live item's latest change carried past
+  it, the rest deleted). A sync cursor below it may have missed rows that are gone,
+  so it is refused (410); from the start, and from any cursor at or above it, sync
+  answers as before.
 - `change_marks`: (time, the last seq then), written by each compaction pass. The
   rows older than the window are those at or below the seq of the newest mark older
   than the window, so `changes` needs no time column (no rewrite of its millions of
