@@ -29,6 +29,7 @@ from wasp_worker.retention import Pruner
 from wasp_worker.state import HISTORY, QUEUE
 from wasp_worker.store import ShardStore, migrations
 
+from tests.support.waiting import eventually_async
 from tests.support.worker import CREDENTIAL
 from tests.worker.test_worker_http import config
 from wasp.retention import Retention
@@ -405,3 +406,13 @@ async def test_a_volume_of_an_earlier_version_gets_the_whole_window_from_the_upg
         ]
     finally:
         store.close()
+
+
+async def test_the_worker_runs_a_pass_when_it_starts(shard: Shard) -> None:
+    """The worker's own compactor (not the tests'): its first pass, at start, leaves a mark
+    beside the migration's."""
+
+    async def marked() -> bool:
+        return sql(shard.path, "SELECT count(*) FROM change_marks")[0][0] == 2
+
+    await eventually_async(marked, "the worker's first compaction pass", within_s=10)
