@@ -413,6 +413,6 @@ async def test_the_worker_runs_a_pass_when_it_starts(shard: Shard) -> None:
     beside the migration's."""
 
     async def marked() -> bool:
-        return sql(shard.path, "SELECT count(*) FROM change_marks")[0][0] == 2
+        return bool(sql(shard.path, "SELECT count(*) FROM change_marks")[0][0] == 2)
 
     await eventually_async(marked, "the worker's first compaction pass", within_s=10)
