@@ -100,8 +100,11 @@ class ReplayRequest(BaseModel):
 
 # A sync cursor: opaque to clients; every string of this shape is one a client may send (a
 # schema-valid request is never refused as bad input), so it is a position, not a token. A
-# position below the slot's compacted horizon is one the server no longer keeps: 410.
-DATA_CURSOR_PATTERN = r"^[0-9]{1,18}$"
+# position below the slot's compacted horizon is one the server no longer keeps: 410. `N`
+# is an incremental client's; `N.w` a walk's (syncing from the start, it also reads the
+# rows compaction carried forward, `wasp_worker.compaction`).
+SYNC_WALK = ".w"
+DATA_CURSOR_PATTERN = r"^[0-9]{1,18}(\.w)?$"
 # A keyed listing's cursor (`wasp.data_api`): every string of this shape is a position.
 KeyCursor = Annotated[str, StringConstraints(pattern=data_api.CURSOR_PATTERN)]
 # A WhatsApp message id as the network hands them out.
@@ -177,8 +180,10 @@ class SyncQuery(BaseModel):
     since: str | None = Field(
         None,
         pattern=DATA_CURSOR_PATTERN,
-        description="`next` of the previous answer; absent (or 0): from the start. Below the "
-        "slot's horizon (the change log compacted past it): 410, start again without it.",
+        description="`next` of the previous answer; absent (or 0): from the start. `N.w` is "
+        "a walk from the start under way (its pages include every live item once), `N` an "
+        "incremental client's (only what changed after N). Below the slot's horizon (the "
+        "change log compacted past it): 410, start again without it.",
     )
     limit: int = Field(500, ge=1, le=1000, description="Most changes in one answer.")
 

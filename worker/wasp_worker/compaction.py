@@ -149,7 +149,7 @@ def step(
             part = doomed[start : start + 500]
             db.execute(f"DELETE FROM changes WHERE seq IN ({','.join('?' * len(part))})", part)
         db.executemany(
-            "INSERT INTO changes (slot, kind, key) VALUES (?, ?, ?)",
+            "INSERT INTO changes (slot, kind, key, carried) VALUES (?, ?, ?, 1)",
             [(slot, kind, key) for _, kind, key in sorted(carried)],
         )
     following = rows[-1][0] if len(rows) == batch else None

@@ -10,6 +10,11 @@
   than the window, so `changes` needs no time column (no rewrite of its millions of
   rows, no 8 more bytes each). The rows already there take the migration's own time:
   a client gets the whole window from the upgrade on, however old they are.
+- `changes.carried`: 1 on a row compaction carried forward (a copy of an item's
+  latest change, not a change), which only a client walking from the start needs;
+  `changes_incremental` indexes the other rows, so an incremental sync skips any
+  number of carried rows at no cost. Adding a column with a constant default
+  rewrites no row.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 STATEMENTS = (
     "CREATE TABLE sync_horizon (slot TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE change_marks (at REAL PRIMARY KEY, seq INTEGER NOT NULL)",
+    "ALTER TABLE changes ADD COLUMN carried INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX changes_incremental ON changes (slot, seq) WHERE carried = 0",
 )
 
 
