@@ -202,6 +202,58 @@ def horizon(path: Path) -> int:
     return int(found[0][0]) if found else 0
 
 
+def seq_of(cursor: str) -> int:
+    return int(cursor.removesuffix(".w"))
+
+
+def changed_after(path: Path, after: int, upto: int | None = None) -> set[str]:
+    """The oracle of an incremental page: the items of the uncarried rows (the changes)
+    after `after` (and up to `upto`), straight from the table."""
+    rows = sql(
+        path,
+        "SELECT kind, key FROM changes WHERE slot='A1' AND carried=0 AND seq>? AND seq<=?",
+        after,
+        upto if upto is not None else 2**62,
+    )
+    return {f"{kind[0]}:{key}" for kind, key in rows}
+
+
+def carried_items(path: Path) -> set[str]:
+    rows = sql(path, "SELECT kind, key FROM changes WHERE slot='A1' AND carried=1")
+    return {f"{kind[0]}:{key}" for kind, key in rows}
+
+
+def page_items(page: dict[str, Any]) -> set[str]:
+    return {
+        *(f"m:{m['wa_message_id']}" for m in page["messages"]),
+        *(f"m:{k}" for k in page["deleted"]["messages"]),
+        *(f"c:{c['chat_id']}" for c in page["conversations"]),
+        *(f"c:{k}" for k in page["deleted"]["conversations"]),
+    }
+
+
+async def mark(shard: Shard) -> None:
+    """A pass that only records a mark: the changes so far become older than a window later."""
+    shard.clock.t += 1
+    assert await shard.compactor.compact() == Compacted(0, 0)
+
+
+async def follow(
+    worker: Client, client: Synced, rng: random.Random, most: int = 15
+) -> list[tuple[str | None, int, dict[str, Any]]]:
+    """Pages from the client's cursor to the end, applied to it: (since, limit, page) each."""
+    pages = []
+    for _ in range(10_000):
+        since, limit = client.next, rng.randint(1, most)
+        code, page = await get_page(worker, since, limit)
+        assert code == 200, page
+        client.apply(page)
+        pages.append((since, limit, page))
+        if not page["has_more"]:
+            return pages
+    raise AssertionError("sync never reached its end")
+
+
 async def test_compaction_keeps_every_promise_of_sync(shard: Shard) -> None:
     rng = random.Random(5)
     await write(shard, rng, 0, 150)
@@ -294,43 +346,179 @@ async def test_compaction_keeps_every_promise_of_sync(shard: Shard) -> None:
     }
 
 
+async def test_an_incremental_client_gets_what_changed_and_none_of_the_carried_items(
+    shard: Shard,
+) -> None:
+    rng = random.Random(23)
+    await write(shard, rng, 0, 120)
+    await mark(shard)
+    client = await sync_from_start(shard.worker, rng)
+    assert client.next is not None
+    cursor = client.next  # caught up: an incremental client from here
+    assert cursor.isdigit()
+    await write(shard, rng, 120, 30)
+    shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
+    assert (await shard.compactor.compact()).carried > 0
+    assert 0 < horizon(shard.path) <= int(cursor)
+    await write(shard, rng, 150, 30)
+    changed = changed_after(shard.path, int(cursor))
+    assert carried_items(shard.path) - changed  # items only carried: they must not come
+    client.seen.clear()
+    pages = await follow(shard.worker, client, rng)
+    assert len(pages) >= 3
+    assert all(page["next"].isdigit() for _, _, page in pages)
+    assert set(client.seen) == changed
+    for since, _, page in pages:  # each page: the changes between its cursors, no other
+        assert since is not None
+        assert page_items(page) == changed_after(shard.path, int(since), int(page["next"]))
+    assert client_view(client.messages, client.chats) == server_state(shard.path)
+    # The last cursor is past the carried rows too: it keeps up with the horizon.
+    assert int(pages[-1][2]["next"]) == sql(shard.path, "SELECT max(seq) FROM changes")[0][0]
+
+
+async def test_a_walk_gets_the_server_set_then_turns_incremental_when_caught_up(
+    shard: Shard,
+) -> None:
+    rng = random.Random(29)
+    await write(shard, rng, 0, 150)
+    assert (await past_the_window(shard)).carried > 0
+    await write(shard, rng, 150, 10)  # changes after the carried rows
+    walker = Synced()
+    pages = await follow(shard.worker, walker, rng, 20)
+    assert len(pages) >= 3
+    # A walk cursor exactly while more follows; the page that reaches the end gives a plain one.
+    assert [page["next"].endswith(".w") for _, _, page in pages] == [
+        page["has_more"] for _, _, page in pages
+    ]
+    assert pages[-1][2]["next"].isdigit()
+    assert client_view(walker.messages, walker.chats) == server_state(shard.path)
+    # Once each, but for what changed after the carried rows (a chat's summary, say).
+    again = {key for key, count in walker.seen.items() if count > 1}
+    assert again <= changed_after(shard.path, horizon(shard.path))
+    # From now on it is an incremental client: a later compaction's carried rows are not for it.
+    cursor = int(pages[-1][2]["next"])
+    await mark(shard)
+    await write(shard, rng, 160, 20)
+    shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
+    assert (await shard.compactor.compact()).carried > 0
+    assert horizon(shard.path) == cursor
+    changed = changed_after(shard.path, cursor)
+    assert carried_items(shard.path) - changed
+    walker.seen.clear()
+    await follow(shard.worker, walker, rng)
+    assert set(walker.seen) == changed
+    assert client_view(walker.messages, walker.chats) == server_state(shard.path)
+
+
+async def test_the_same_cursor_gives_the_same_page_for_both_kinds(shard: Shard) -> None:
+    rng = random.Random(41)
+    await write(shard, rng, 0, 100)
+    await mark(shard)  # A
+    incremental = await sync_from_start(shard.worker, rng)
+    await write(shard, rng, 100, 20)
+    await mark(shard)  # B, a second after A
+    await write(shard, rng, 120, 20)
+    shard.clock.t += WINDOW_DAYS * DAY_S - 0.5  # A is older than the window, B is not
+    assert (await shard.compactor.compact()).carried > 0
+    await write(shard, rng, 140, 20)
+    recorded = {
+        "walk": await follow(shard.worker, Synced(), rng),
+        "incremental": await follow(shard.worker, incremental, rng),
+    }
+    b = sql(shard.path, "SELECT seq FROM change_marks ORDER BY at")[-2][0]
+    await write(shard, rng, 160, 20)
+    shard.clock.t += 1  # B is older than the window too: the horizon moves up to it
+    assert (await shard.compactor.compact()).carried > 0
+    h = horizon(shard.path)
+    assert h == b
+    for kind, pages in recorded.items():
+        same = refused = 0
+        for since, limit, page in pages:
+            if since is None:
+                continue  # from the start: the compacted log's first page
+            code, again = await get_page(shard.worker, since, limit)
+            if seq_of(since) < h:
+                assert code == 410, (kind, since)
+                refused += 1
+                continue
+            assert code == 200
+            # The same items (a message retention deleted since is named in `deleted`
+            # instead); the last page grows by what came since.
+            assert page_items(page) <= page_items(again)
+            if page["has_more"]:
+                assert page_items(again) == page_items(page)
+                assert (again["next"], again["has_more"]) == (page["next"], True)
+                same += 1
+        assert same > 0, kind
+        assert refused > 0, kind
+
+
 async def test_concurrent_writes_and_compaction_between_pages_lose_nothing(
     shard: Shard,
 ) -> None:
+    """A walker from the start and an incremental client, each page checked against the
+    rows between its cursors (the carried ones only for a walk), both ending with exactly
+    the server's set."""
     rng = random.Random(17)
+    await write(shard, rng, 0, 60)
+    clients = {"walker": Synced(), "incremental": await sync_from_start(shard.worker, rng)}
     done = asyncio.Event()
 
     async def writer() -> None:
-        await write(shard, rng, 0, 400)
+        await write(shard, rng, 60, 400)
         done.set()
 
-    client, restarts, compacted, pages = Synced(), 0, 0, 0
+    restarts, compacted, pages, skipped = Counter[str](), 0, 0, 0
+
+    async def page_of(name: str, finished: bool) -> bool:
+        """One page for the client; True when it is at the end after the writer finished."""
+        nonlocal skipped
+        client = clients[name]
+        since = client.next
+        code, page = await get_page(shard.worker, since, rng.randint(1, 60))
+        if code == 410:
+            assert "start again without since" in page["error"]
+            clients[name] = Synced()  # drop what it held, from the start
+            restarts[name] += 1
+            return False
+        assert code == 200, page
+        walk = since is None or since.endswith(".w") or int(since) == 0
+        lo, hi = seq_of(since or "0"), seq_of(page["next"])
+        # Nothing compacts between the page and this read, and writes land after `hi`.
+        rows = sql(
+            shard.path,
+            "SELECT kind, key, carried FROM changes WHERE slot='A1' AND seq>? AND seq<=?",
+            lo,
+            hi,
+        )
+        assert page_items(page) == {f"{k[0]}:{key}" for k, key, c in rows if walk or not c}
+        skipped += 0 if walk else sum(c for _, _, c in rows)
+        client.apply(page)
+        return finished and not page["has_more"]
 
     async def reader() -> None:
-        nonlocal client, restarts, compacted, pages
-        while True:
+        nonlocal compacted, pages
+        ended: set[str] = set()
+        while len(ended) < len(clients):
             finished = done.is_set()
-            code, page = await get_page(shard.worker, client.next, rng.randint(1, 60))
-            if code == 410:
-                assert "start again without since" in page["error"]
-                client, restarts = Synced(), restarts + 1  # drop what it held, from the start
-                continue
-            assert code == 200, page
-            client.apply(page)
+            for name in clients:
+                if name not in ended and await page_of(name, finished):
+                    ended.add(name)
             pages += 1
             # A compaction between pages: the window moves a hundredth of itself each time,
-            # and twice the client pauses longer than the window.
+            # and twice the clients pause longer than the window.
             shard.clock.t += WINDOW_DAYS * DAY_S / 100
             if pages in (15, 40):
                 shard.clock.t += (WINDOW_DAYS + 1) * DAY_S
             compacted += (await shard.compactor.compact()).deleted
-            if finished and not page["has_more"]:
-                return
 
     await asyncio.gather(writer(), reader())
-    assert restarts > 0
+    assert restarts["walker"] > 0
+    assert restarts["incremental"] > 0
     assert compacted > 0
-    assert client_view(client.messages, client.chats) == server_state(shard.path)
+    assert skipped > 0  # the incremental pages did skip carried rows
+    for client in clients.values():
+        assert client_view(client.messages, client.chats) == server_state(shard.path)
 
 
 async def test_the_horizon_stays_across_a_restart(tmp_path: Path) -> None:
