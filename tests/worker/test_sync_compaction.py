@@ -410,6 +410,27 @@ async def test_a_walk_gets_the_server_set_then_turns_incremental_when_caught_up(
     assert client_view(walker.messages, walker.chats) == server_state(shard.path)
 
 
+async def test_an_idle_client_that_syncs_within_each_window_is_never_refused(
+    shard: Shard,
+) -> None:
+    """Nothing changes, yet each window carries every item again: the incremental page
+    that skips them still moves its cursor past them, so the horizon never overtakes it."""
+    rng = random.Random(41)
+    await write(shard, rng, 0, 40)
+    await mark(shard)
+    client = await sync_from_start(shard.worker, rng)
+    for _ in range(3):
+        shard.clock.t += (WINDOW_DAYS + 1) * DAY_S  # the last mark is older than the window
+        assert (await shard.compactor.compact()).carried > 0
+        code, page = await get_page(shard.worker, client.next, 50)
+        assert code == 200, page
+        assert (page_items(page), page["has_more"]) == (set(), False)
+        assert int(page["next"]) == sql(shard.path, "SELECT max(seq) FROM changes")[0][0]
+        client.apply(page)
+        await mark(shard)  # the carried rows become the old ones
+    assert client_view(client.messages, client.chats) == server_state(shard.path)
+
+
 async def test_the_same_cursor_gives_the_same_page_for_both_kinds(shard: Shard) -> None:
     rng = random.Random(41)
     await write(shard, rng, 0, 100)
