@@ -462,8 +462,23 @@ async def test_a_sync_cursor_below_the_horizon_is_410_through_the_master(stack: 
     assert sorted(m["wa_message_id"] for m in (await fresh.json())["messages"]) == [
         f"M{n}" for n in range(5)
     ]
+    # A walk through the master: its `N.w` cursors pass as they are, the last page's is plain.
+    walked, since, cursors = set(), None, []
+    while True:
+        params = {"limit": "3", **({"since": since} if since else {})}
+        page = await (await stack.master.get("/api/accounts/A1/sync", params=params)).json()
+        walked.update(m["wa_message_id"] for m in page["messages"])
+        since = page["next"]
+        cursors.append(since)
+        if not page["has_more"]:
+            break
+    assert walked == {f"M{n}" for n in range(5)}
+    assert [c.endswith(".w") for c in cursors] == [True] * (len(cursors) - 1) + [False]
     document = await (await stack.master.get("/openapi.json")).json()
-    assert "410" in document["paths"]["/api/accounts/{slot}/sync"]["get"]["responses"]
+    sync = document["paths"]["/api/accounts/{slot}/sync"]["get"]
+    assert "410" in sync["responses"]
+    (since_param,) = [p for p in sync["parameters"] if p["name"] == "since"]
+    assert since_param["schema"]["pattern"] == worker_api.DATA_CURSOR_PATTERN  # one declaration
     status = await (await stack.master.get("/api/status")).json()
     (w1,) = [shard for shard in status["shards"] if shard["id"] == "w1"]
     assert w1["store"]["change_rows"] == 7
