@@ -1,8 +1,10 @@
 """The sync change log's compaction on a real worker and its real SQLite file: a client
-syncing from the start still ends with exactly the server's messages and conversations
-(read straight from SQL), a cursor at or above the horizon gives the pages it gave, one
-below it is refused (410) without changing anything, under concurrent writes too; the
-rows really go, and the horizon stays across a restart and a migration."""
+syncing from the start (a walk) still ends with exactly the server's messages and
+conversations (read straight from SQL) and turns incremental when caught up; an
+incremental client gets only the changes after its cursor, none of the carried items
+(oracle: the uncarried rows); a cursor of either kind at or above the horizon gives the
+pages it gave, one below it is refused (410) without changing anything, under concurrent
+writes too; the rows really go, and the horizon stays across a restart and a migration."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ the slot's highest seq older than the window, and every row at or below H is
 deleted. A row superseded by a later one for the same (kind, key), or whose item no
 longer exists (a message retention deleted), goes for good; the latest row of a
 live item is carried forward: deleted and appended again at the end of the log,
-so a client syncing from the start still gets every live item, once.
+marked `carried`, so a client syncing from the start (a walk) still gets every live
+item, once. An incremental client skips the carried rows (`History.sync` says why
+that is safe): they are copies, not changes.
 
 Why carried and not left in place: a cursor below H is refused (410), since the
 rows after it may be gone, and it must be: such a client may hold an item whose
@@ -15,8 +17,7 @@ deletion it never heard of. A client walking from the start through rows left
 below H would hold such cursors too, and be refused forever. With nothing left at
 or below H, a walk from the start only ever holds cursors above it. Rows above H
 are never touched and carried rows come after every existing one, so a cursor at or
-above H gives the same full pages as before; an item not changed for a window comes
-once more (unchanged), as sync allows.
+above H gives the same full pages as before.
 
 "Older than the window" needs the time of a change: each pass records a mark
 (now, the last seq), `change_marks`; the rows at or below the seq of the newest
