@@ -463,7 +463,9 @@ async def test_a_sync_cursor_below_the_horizon_is_410_through_the_master(stack: 
         f"M{n}" for n in range(5)
     ]
     # A walk through the master: its `N.w` cursors pass as they are, the last page's is plain.
-    walked, since, cursors = set(), None, []
+    walked: set[str] = set()
+    since: str | None = None
+    cursors: list[str] = []
     while True:
         params = {"limit": "3", **({"since": since} if since else {})}
         page = await (await stack.master.get("/api/accounts/A1/sync", params=params)).json()
