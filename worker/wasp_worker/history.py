@@ -552,12 +552,13 @@ class History:
         skip the carried rows. `since` 0 is the start; a `since` below the slot's horizon
         (`wasp_worker.compaction`) raises `Gone`: rows after it may have been compacted away.
 
-        Why an incremental client may skip carried rows: a carried row is a copy of an
-        item's latest change, not a change; every change after `since` is an uncarried row
-        after it, and compaction deletes rows only at or below the horizon H, and a valid
-        `since` is at least H. So a carried row's original (at or below the H of its pass,
-        H only grows) is at or below `since`: the client already has that state, unchanged
-        since (else it would not have been carried)."""
+        Why an incremental client may skip carried rows: a plain cursor is given only to a
+        client that has read every row up to it (a walk turns plain once caught up). A
+        carried row is a copy of an item's latest change, not a change, and its original is
+        at or below the horizon H of its pass; H only grows, and a valid `since` is at least
+        H, so the client has that state, unchanged since (else it would not have been
+        carried). Every change after `since` is an uncarried row after it, and compaction
+        deletes rows only at or below H: skipping the copies skips no change."""
         # The literal `carried = 0`, not a parameter: SQLite picks the partial index
         # `changes_incremental` only when the query's WHERE implies its own.
         only = "" if walk else " AND carried = 0"
