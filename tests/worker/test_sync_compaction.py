@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wasp_worker.app import build_app
 from wasp_worker.compaction import DAY_S, Compacted, Compactor
 from wasp_worker.data_state import DATABASE
@@ -36,6 +39,7 @@ from tests.support.worker import CREDENTIAL
 from tests.worker.test_worker_http import config
 from wasp.retention import Retention
 from wasp.slots import Slot
+from wasp.worker_api import DATA_CURSOR_PATTERN
 
 Client = TestClient[Any, Any]
 A1 = Slot.parse("A1")
@@ -431,6 +435,33 @@ async def test_an_idle_client_that_syncs_within_each_window_is_never_refused(
         client.apply(page)
         await mark(shard)  # the carried rows become the old ones
     assert client_view(client.messages, client.chats) == server_state(shard.path)
+
+
+def schema_valid_cursors(count: int) -> list[str]:
+    """Cursors drawn from the one declared pattern (not from what the tests think it is)."""
+    drawn: list[str] = []
+
+    @settings(max_examples=count, derandomize=True, database=None)
+    @given(st.from_regex(DATA_CURSOR_PATTERN, fullmatch=True))
+    def draw(cursor: str) -> None:
+        drawn.append(cursor)
+
+    draw()
+    return drawn
+
+
+async def test_every_schema_valid_cursor_is_a_position_or_gone(shard: Shard) -> None:
+    rng = random.Random(43)
+    await write(shard, rng, 0, 40)
+    assert (await past_the_window(shard)).carried > 0
+    h = horizon(shard.path)
+    edges = [f"{n}{w}" for n in (0, 1, h - 1, h, h + 1, 10**18 - 1) for w in ("", ".w")]
+    for cursor in [*edges, *schema_valid_cursors(150)]:
+        code, page = await get_page(shard.worker, cursor, rng.randint(1, 1000))
+        assert code == (410 if 0 < seq_of(cursor) < h else 200), (cursor, page)
+        if code == 200:
+            assert re.fullmatch(DATA_CURSOR_PATTERN, page["next"]), page["next"]
+            assert seq_of(page["next"]) >= seq_of(cursor)
 
 
 async def test_the_same_cursor_gives_the_same_page_for_both_kinds(shard: Shard) -> None:
