@@ -284,8 +284,10 @@ def test_the_published_values_stay_as_published() -> None:
         "PACING_JITTER",
         "RETENTION_MAX_AGE_DAYS",
         "RETENTION_MAX_MESSAGES_PER_CHAT",
+        "RETENTION_SYNC_HORIZON_DAYS",
         "RETENTION_INTERVAL_S",
         "RETENTION_BATCH",
+        "RETENTION_SYNC_BATCH",
         "WEBHOOK_SECRETS_FILE",
         "PROXY_CREDENTIALS_FILE",
         "WEBHOOK_HORIZON_S",
@@ -295,7 +297,7 @@ def test_the_published_values_stay_as_published() -> None:
     )
     # The operator's: the first 17, and the pace and retention the shard's spec sets.
     names = WorkerEnv.env_names()
-    from_spec = ("PACING_", "RETENTION_MAX_")
+    from_spec = ("PACING_", "RETENTION_MAX_", "RETENTION_SYNC_HORIZON_")
     assert names[:17] + tuple(n for n in names if n.startswith(from_spec)) == RESERVED_ENV
     assert (WORKER_METRICS_PORT, MASTER_METRICS_PORT) == (9090, 9091)
     assert WORKER_TOKEN_HEADER == "x-wasp-worker-token"

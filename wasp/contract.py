@@ -35,7 +35,7 @@ from wasp.pacing import (
     Pacing,
     Rate,
 )
-from wasp.retention import MAX_AGE_DAYS, MAX_MESSAGES_PER_CHAT, Retention
+from wasp.retention import MAX_AGE_DAYS, MAX_MESSAGES_PER_CHAT, SYNC_HORIZON_DAYS, Retention
 from wasp.slots import SlotId, SlotRange
 
 VERSION = __version__
@@ -269,17 +269,22 @@ class WorkerEnv(BaseSettings):
     )
     pacing_jitter: float = Field(JITTER, alias="PACING_JITTER", ge=0, le=1, allow_inf_nan=False)
     # Retention (`wasp.retention`), which a shard's spec sets (`retention`): unset, kept.
-    # The pruning runs every RETENTION_INTERVAL_S, in batches of RETENTION_BATCH messages.
+    # The pruning runs every RETENTION_INTERVAL_S, in batches of RETENTION_BATCH messages;
+    # the sync log's compaction too, in batches of RETENTION_SYNC_BATCH change rows.
     retention_max_age_days: int | None = Field(
         None, alias="RETENTION_MAX_AGE_DAYS", ge=1, le=MAX_AGE_DAYS
     )
     retention_max_messages_per_chat: int | None = Field(
         None, alias="RETENTION_MAX_MESSAGES_PER_CHAT", ge=1, le=MAX_MESSAGES_PER_CHAT
     )
+    retention_sync_horizon_days: int = Field(
+        SYNC_HORIZON_DAYS, alias="RETENTION_SYNC_HORIZON_DAYS", ge=1, le=MAX_AGE_DAYS
+    )
     retention_interval_s: float = Field(
         3600.0, alias="RETENTION_INTERVAL_S", gt=0, le=7 * 86400, allow_inf_nan=False
     )
     retention_batch: int = Field(500, alias="RETENTION_BATCH", ge=1, le=100_000)
+    retention_sync_batch: int = Field(2000, alias="RETENTION_SYNC_BATCH", ge=1, le=100_000)
     # Webhooks: the signing secrets (the master writes them; in Kubernetes a Secret mounted
     # here; unset: CONFIGDIR/webhook-secrets.json), how long an event is retried, the
     # longest one delivery attempt may take, and the backoff between attempts (full jitter
@@ -328,6 +333,7 @@ class WorkerEnv(BaseSettings):
         return Retention(
             maxAgeDays=self.retention_max_age_days,
             maxMessagesPerChat=self.retention_max_messages_per_chat,
+            syncHorizonDays=self.retention_sync_horizon_days,
         )
 
     def lease_seconds(self) -> tuple[float, float, float]:
@@ -421,5 +427,6 @@ RESERVED_ENV: tuple[str, ...] = tuple(
         # ... and these (`retention`).
         "retention_max_age_days",
         "retention_max_messages_per_chat",
+        "retention_sync_horizon_days",
     )
 )

@@ -2,9 +2,10 @@
 
 A WhatsAppShard's `retention` block bounds the shard's message store by age
 (`maxAgeDays`) and by count per chat (`maxMessagesPerChat`); unset, nothing is
-pruned. The worker's RETENTION_* variables carry it (the operator renders them
-from the spec, and a shard's extra env may not override them). These models are
-the one definition of the rules and their bounds.
+pruned. `syncHorizonDays` bounds the sync change log (always: 30 days unless
+set; `wasp_worker.compaction`). The worker's RETENTION_* variables carry it (the
+operator renders them from the spec, and a shard's extra env may not override
+them). These models are the one definition of the rules and their bounds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_AGE_DAYS = 36_500  # a hundred years: past it, "keep everything" says it better
 MAX_MESSAGES_PER_CHAT = 10_000_000
+SYNC_HORIZON_DAYS = 30
 
 
 class Retention(BaseModel):
@@ -33,4 +35,12 @@ class Retention(BaseModel):
         le=MAX_MESSAGES_PER_CHAT,
         description="Keep at most this many messages per chat, the newest; delete the older "
         "ones (and their media).",
+    )
+    syncHorizonDays: int = Field(
+        SYNC_HORIZON_DAYS,
+        ge=1,
+        le=MAX_AGE_DAYS,
+        description="Compact the incremental sync change log past this many days: older "
+        "changes keep only each live item's latest, and a sync cursor older than that "
+        "answers 410 (the client starts again from the beginning).",
     )

@@ -231,7 +231,8 @@ class WhatsAppShardSpec(_Model):
     retention: Retention = Field(
         Retention(),
         description="How long the shard keeps its messages: the worker deletes older ones, "
-        "with their media, and incremental sync reports them deleted. Unset: kept.",
+        "with their media, and incremental sync reports them deleted. Unset: kept. And how "
+        "long its sync change log keeps every change (syncHorizonDays, 30 by default).",
     )
     suspend: bool = Field(
         False,

@@ -99,8 +99,12 @@ class ReplayRequest(BaseModel):
 
 
 # A sync cursor: opaque to clients; every string of this shape is one a client may send (a
-# schema-valid request is never refused), so it is a position, not a token.
-DATA_CURSOR_PATTERN = r"^[0-9]{1,18}$"
+# schema-valid request is never refused as bad input), so it is a position, not a token. A
+# position below the slot's compacted horizon is one the server no longer keeps: 410. `N`
+# is an incremental client's; `N.w` a walk's (syncing from the start, it also reads the
+# rows compaction carried forward, `wasp_worker.compaction`).
+SYNC_WALK = ".w"
+DATA_CURSOR_PATTERN = r"^[0-9]{1,18}(\.w)?$"
 # A keyed listing's cursor (`wasp.data_api`): every string of this shape is a position.
 KeyCursor = Annotated[str, StringConstraints(pattern=data_api.CURSOR_PATTERN)]
 # A WhatsApp message id as the network hands them out.
@@ -176,7 +180,10 @@ class SyncQuery(BaseModel):
     since: str | None = Field(
         None,
         pattern=DATA_CURSOR_PATTERN,
-        description="`next` of the previous answer; absent: from the first change.",
+        description="`next` of the previous answer; absent (or 0): from the start. `N.w` is "
+        "a walk from the start under way (its pages include every live item once), `N` an "
+        "incremental client's (only what changed after N). Below the slot's horizon (the "
+        "change log compacted past it): 410, start again without it.",
     )
     limit: int = Field(500, ge=1, le=1000, description="Most changes in one answer.")
 
@@ -400,6 +407,7 @@ API = ApiInfo(
         401: f"Missing or invalid {WORKER_TOKEN_HEADER}; nothing changed",
         404: "Not found: no such session, message, media or path",
         409: "Slot not in this worker, or the session's state does not allow it now",
+        410: "Gone: a sync cursor older than the change log's horizon; start again without it",
         413: "Body too large",
         415: "A file of a type the message's kind does not take (the error lists them)",
         422: "A well-formed body the operation cannot take (not an emoji, not an option of "
@@ -497,9 +505,10 @@ _ENDPOINTS = [
         "GET",
         "/api/accounts/{slot}/sync",
         "Messages and conversations changed since a cursor (`next` of the previous answer), "
-        "each at its current state; the same cursor gives the same changes",
+        "each at its current state; the same cursor gives the same changes. 410: the cursor "
+        "is older than the change log's horizon (compacted): start again without `since`",
         query=SyncQuery,
-        responses=(200, *SLOT_OPS),
+        responses=(200, *SLOT_OPS, 410),
     ),
     Endpoint(
         "conversation",

@@ -180,6 +180,7 @@ API = ApiInfo(
         404: "No shard serves this slot, or not found",
         409: "Slot not in the worker that answered, the session's state does not allow it, "
         "a concurrent edit, or a slot listed twice",
+        410: "Gone: a sync cursor older than the change log's horizon; start again without it",
         413: "Body too large",
         415: "A file of a type the message's kind does not take (the error lists them)",
         422: "A well-formed body the operation cannot take, or values that do not fit "

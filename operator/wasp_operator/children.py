@@ -105,6 +105,7 @@ def worker_env(name: str, spec: WhatsAppShardSpec, config: OperatorConfig) -> li
             "pacing_jitter": spec.pacing.jitter,
             "retention_max_age_days": spec.retention.maxAgeDays,
             "retention_max_messages_per_chat": spec.retention.maxMessagesPerChat,
+            "retention_sync_horizon_days": spec.retention.syncHorizonDays,
             "config_dir": CONFIG_PATH,
             "work_dir": DATA_PATH,
             "backend": spec.backend,

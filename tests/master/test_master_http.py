@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from wasp_master.routing import ShardRoute
 from wasp_master.shards import ShardDirectory
 from wasp_master.shared_config import DirectoryStore
 from wasp_worker.app import build_app as build_worker
+from wasp_worker.compaction import DAY_S, Compactor
+from wasp_worker.data_state import DATABASE
 from wasp_worker.events import EventLog
+from wasp_worker.state import HISTORY
 from yarl import URL
 
 from tests.support.cluster import free_port
@@ -29,7 +33,7 @@ from tests.support.worker import WORKER_TOKEN
 from tests.worker.test_worker_http import config as worker_config
 from wasp import worker_api
 from wasp.contract import WORKER_TOKEN_HEADER
-from wasp.slots import SlotRange
+from wasp.slots import Slot, SlotRange
 
 Client = TestClient[Any, Any]
 RELEASE = web.AppKey("release", asyncio.Event)
@@ -422,3 +426,62 @@ async def test_the_master_sends_its_worker_token_and_never_a_clients(stack: Stac
     )
     seen = await response.json()
     assert seen["headers"][WORKER_TOKEN_HEADER] == WORKER_TOKEN
+
+
+async def test_a_sync_cursor_below_the_horizon_is_410_through_the_master(stack: Stack) -> None:
+    """The worker's 410 (its change log was compacted past the cursor) reaches the client as
+    it is, with the reason; from the start still answers; /api/status shows the log."""
+    worker = stack.workers[0].app
+    assert worker is not None
+    history = worker[HISTORY]
+    for n in range(5):
+        chat_id = f"5511900000{n % 2}@s.whatsapp.net"
+        record = {"slot": "A1", "wa_message_id": f"M{n}", "chat_id": chat_id, "from": chat_id}
+        assert await history.record(Slot.parse("A1"), "in", {**record, "timestamp": 10.0 + n})
+    clock = [time.time() + 1000]
+    compactor = Compactor(
+        worker[DATABASE], 30, EventLog(stream=io.StringIO()), now=lambda: clock[0]
+    )
+    await compactor.compact()  # a mark now; a window later, everything so far is old
+    clock[0] += 31 * DAY_S
+    assert (await compactor.compact()).carried == 7  # 5 messages, 2 conversations
+
+    def horizon(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT seq FROM sync_horizon WHERE slot='A1'").fetchone()[0])
+
+    h = await worker[DATABASE].call(horizon)
+    refused = await stack.master.get("/api/accounts/A1/sync", params={"since": "1"})
+    assert refused.status == 410
+    assert await refused.json() == {
+        "ok": False,
+        "error": f"sync cursor 1 is older than the change log's horizon {h}: "
+        "start again without since",
+    }
+    fresh = await stack.master.get("/api/accounts/A1/sync")
+    assert fresh.status == 200
+    assert sorted(m["wa_message_id"] for m in (await fresh.json())["messages"]) == [
+        f"M{n}" for n in range(5)
+    ]
+    # A walk through the master: its `N.w` cursors pass as they are, the last page's is plain.
+    walked: set[str] = set()
+    since: str | None = None
+    cursors: list[str] = []
+    while True:
+        params = {"limit": "3", **({"since": since} if since else {})}
+        page = await (await stack.master.get("/api/accounts/A1/sync", params=params)).json()
+        walked.update(m["wa_message_id"] for m in page["messages"])
+        since = page["next"]
+        cursors.append(since)
+        if not page["has_more"]:
+            break
+    assert walked == {f"M{n}" for n in range(5)}
+    assert [c.endswith(".w") for c in cursors] == [True] * (len(cursors) - 1) + [False]
+    document = await (await stack.master.get("/openapi.json")).json()
+    sync = document["paths"]["/api/accounts/{slot}/sync"]["get"]
+    assert "410" in sync["responses"]
+    (since_param,) = [p for p in sync["parameters"] if p["name"] == "since"]
+    assert since_param["schema"]["pattern"] == worker_api.DATA_CURSOR_PATTERN  # one declaration
+    status = await (await stack.master.get("/api/status")).json()
+    (w1,) = [shard for shard in status["shards"] if shard["id"] == "w1"]
+    assert w1["store"]["change_rows"] == 7
+    assert w1["store"]["sync_horizon"] == {"slots": 1, "lowest": h, "highest": h}

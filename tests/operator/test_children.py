@@ -91,6 +91,7 @@ def _cases(draw: st.DrawFn) -> dict[str, Any]:
             for key, value in (
                 ("maxAgeDays", draw(st.none() | st.integers(1, 36_500))),
                 ("maxMessagesPerChat", draw(st.none() | st.integers(1, 10_000_000))),
+                ("syncHorizonDays", draw(st.none() | st.integers(1, 36_500))),
             )
             if value is not None
         },
@@ -163,6 +164,7 @@ def test_rendered_env_is_read_back_by_the_worker_field_by_field(case: dict[str, 
         "pacing_jitter": shard.pacing.jitter,
         "retention_max_age_days": shard.retention.maxAgeDays,
         "retention_max_messages_per_chat": shard.retention.maxMessagesPerChat,
+        "retention_sync_horizon_days": shard.retention.syncHorizonDays,
     }
     defaults = WorkerConfig.model_construct()
     for field in WorkerConfig.model_fields:

@@ -122,6 +122,16 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
         "spec.retention.maxAgeDays",
     ),
     (
+        "zero-sync-horizon",
+        {**GOOD, "retention": {"syncHorizonDays": 0}},
+        "spec.retention.syncHorizonDays",
+    ),
+    (
+        "sync-horizon-set-in-env",
+        {**GOOD, "env": [{"name": "RETENTION_SYNC_HORIZON_DAYS", "value": "1"}]},
+        "may not set a variable the operator owns",
+    ),
+    (
         "retention-set-in-env",
         {**GOOD, "env": [{"name": "RETENTION_MAX_AGE_DAYS", "value": "1"}]},
         "may not set a variable the operator owns",

@@ -215,7 +215,17 @@ async def test_a_patch_round_trips_and_bad_input_is_refused(
     missing = await worker.patch(f"{BASE}/conversations/5511900000002", json={"pinned": True})
     assert missing.status == 404
     assert (await worker.patch(f"{BASE}/conversations/not-a-chat", json={})).status == 400
-    for cursor in ("zz", "-1", "1.5", "9" * 19, "1.0_0_z_A1_x", "1_0_h0_A1_1"):
+    for cursor in (
+        "zz",
+        "-1",
+        "1.5",
+        "9" * 19,
+        "1.0_0_z_A1_x",
+        "1_0_h0_A1_1",
+        ".w",
+        "1.w.w",
+        "1.W",
+    ):
         for path, name in (("conversations", "cursor"), ("sync", "since")):
             answer = await worker.get(f"{BASE}/{path}", params={name: cursor})
             assert answer.status == 400, (path, cursor)
@@ -330,8 +340,8 @@ async def test_the_migration_backfills_conversations_and_sync_from_older_message
     store = ShardStore(path)
     try:
         listed, _ = await store.conversations.page([A1], Filters(), "last", None, 50)
-        synced = await store.history.sync(A1, 0, 1000)
-        other = await store.history.sync(Slot.parse("A2"), 0, 1000)
+        synced = await store.history.sync(A1, 0, 1000, walk=True)
+        other = await store.history.sync(Slot.parse("A2"), 0, 1000, walk=True)
     finally:
         store.close()
     summary = [

@@ -31,6 +31,7 @@ from wasp_worker.backends.base import ReceiptEvent
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.proxy_gate import ProxyGate
 from wasp_worker.backends.simulator import SimulatorBackend
+from wasp_worker.compaction import Compactor
 from wasp_worker.config import WorkerConfig
 from wasp_worker.contacts import Contacts
 from wasp_worker.data_state import CONTACTS, DATABASE, PAGES
@@ -142,6 +143,12 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
         event_log,
         batch=config.retention_batch,
     )
+    compactor = Compactor(
+        store.db,
+        config.retention_sync_horizon_days,
+        event_log,
+        batch=config.retention_sync_batch,
+    )
     app[WEBHOOKS] = webhooks = Webhooks(
         store.outbox,
         config.config_dir,
@@ -236,6 +243,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
             asyncio.create_task(webhooks.run()),
             asyncio.create_task(
                 pruner.run(config.retention_interval_s, lambda: sessions.holds_lease)
+            ),
+            asyncio.create_task(
+                compactor.run(config.retention_interval_s, lambda: sessions.holds_lease)
             ),
         ]
         yield

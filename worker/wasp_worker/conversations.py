@@ -8,7 +8,8 @@ in the transaction of every message write), and what the user set on it here
 `changes` is the sync sequence: every message stored or changed and every
 conversation changed appends a row, in the same transaction as the change, with
 the next `seq` (AUTOINCREMENT: never reused). A sync page is the rows after a
-seq, in order, up to a seq boundary; the rows are never rewritten, so the same
+seq, in order, up to a seq boundary; the rows above a slot's horizon are never
+rewritten (compaction clears those below it, `wasp_worker.compaction`), so the same
 cursor names the same rows, and a change committed after a page was read has a
 larger seq than any row of that page, so it is on a later page.
 """

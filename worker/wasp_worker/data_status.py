@@ -14,11 +14,13 @@ from wasp_worker.db import SerialDatabase
 
 
 def status(db: sqlite3.Connection) -> dict[str, Any]:
-    """Counts, bytes on disk (the file and its WAL), the last write and the last change."""
+    """Counts, bytes on disk (the file and its WAL), the last write and the last change, the
+    change log's size and horizons."""
     count = {
         name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-        for name in ("messages", "conversations", "contacts")
+        for name in ("messages", "conversations", "contacts", "changes")
     }
+    horizons = db.execute("SELECT count(*), min(seq), max(seq) FROM sync_horizon").fetchone()
     tombstones = db.execute(
         "SELECT count(*) FROM messages WHERE deleted_at IS NOT NULL"
     ).fetchone()[0]
@@ -34,6 +36,10 @@ def status(db: sqlite3.Connection) -> dict[str, Any]:
         "database_bytes": sum(s.st_size for s in stats),
         "last_write": max((s.st_mtime for s in stats), default=None),
         "last_change_seq": found[0] if found else 0,
+        # The sync change log (`wasp_worker.compaction`): its rows, and the slots whose old
+        # rows were compacted with the lowest and highest of their horizons.
+        "change_rows": count["changes"],
+        "sync_horizon": {"slots": horizons[0], "lowest": horizons[1], "highest": horizons[2]},
     }
 
 

@@ -32,6 +32,12 @@ class Conflict(WorkerError):
     status = 409
 
 
+class Gone(WorkerError):
+    """A position the server no longer keeps (a sync cursor below the change log's horizon)."""
+
+    status = 410
+
+
 class CapacityFull(WorkerError):
     status = 429
 

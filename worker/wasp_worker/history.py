@@ -33,10 +33,11 @@ from typing import Any, Literal
 from wasp import jsonio
 from wasp.slots import Slot
 from wasp.webhooks import Event
-from wasp.worker_api import MEDIA_NAME_PATTERN
+from wasp.worker_api import MEDIA_NAME_PATTERN, SYNC_WALK
 from wasp_worker import contacts, conversations, media
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
+from wasp_worker.errors import Gone
 from wasp_worker.message_ids import next_id
 from wasp_worker.reactions import decorate
 from wasp_worker.webhooks import outbox as outbox_tables
@@ -541,22 +542,54 @@ class History:
 
         return await self._store.call(read)
 
-    async def sync(self, slot: Slot, since: int, limit: int) -> dict[str, Any]:
+    async def sync(self, slot: Slot, since: int, limit: int, walk: bool) -> dict[str, Any]:
         """The slot's messages and conversations changed after seq `since`: the next
-        `limit` changes at most, each at its current state, once per page. `next` is the
-        page's last seq (`since` when nothing changed); `has_more` says changes follow."""
+        `limit` changes at most, each at its current state, once per page. `has_more` says
+        changes follow; `next` is the page's last seq (`since` when nothing changed), or,
+        when none follow, the log's last one (past the carried rows an incremental page
+        skipped, so its cursor keeps up with the horizon).
+
+        A walk (`walk`, a client syncing from the start) reads every row, the ones
+        compaction carried forward too, and its `next` stays a walk (`N.w`) until it has
+        caught up (`has_more` false); from then on it is an incremental client, whose pages
+        skip the carried rows. `since` 0 is the start; a `since` below the slot's horizon
+        (`wasp_worker.compaction`) raises `Gone`: rows after it may have been compacted away.
+
+        Why an incremental client may skip carried rows: a plain cursor is given only to a
+        client that has read every row up to it (a walk turns plain once caught up). A
+        carried row is a copy of an item's latest change, not a change, and its original is
+        at or below the horizon H of its pass; H only grows, and a valid `since` is at least
+        H, so the client has that state, unchanged since (else it would not have been
+        carried). Every change after `since` is an uncarried row after it, and compaction
+        deletes rows only at or below H: skipping the copies skips no change."""
+        # The literal `carried = 0`, not a parameter: SQLite picks the partial index
+        # `changes_incremental` only when the query's WHERE implies its own.
+        only = "" if walk else " AND carried = 0"
 
         def read(db: sqlite3.Connection) -> dict[str, Any]:
-            # One read transaction: no write lands between these statements.
+            # One read transaction: no write lands between these statements, and the horizon
+            # read is the one the rows read agree with (compaction moves it as it deletes).
+            recorded = db.execute("SELECT seq FROM sync_horizon WHERE slot=?", (str(slot),))
+            horizon = (recorded.fetchone() or (0,))[0]
+            if 0 < since < horizon:
+                raise Gone(
+                    f"sync cursor {since}{SYNC_WALK if walk else ''} is older than the change "
+                    f"log's horizon {horizon}: "
+                    "start again without since"
+                )
             changes = db.execute(
-                "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
+                f"SELECT seq, kind, key FROM changes WHERE slot=? AND seq>?{only} "
+                "ORDER BY seq LIMIT ?",
                 (str(slot), since, limit),
             ).fetchall()
             following = changes[-1][0] if changes else since
             more = db.execute(
-                "SELECT 1 FROM changes WHERE slot=? AND seq>? LIMIT 1",
+                f"SELECT 1 FROM changes WHERE slot=? AND seq>?{only} LIMIT 1",
                 (str(slot), following),
             ).fetchone()
+            if more is None:
+                last = db.execute("SELECT max(seq) FROM changes WHERE slot=?", (str(slot),))
+                following = max(following, (last.fetchone() or (0,))[0] or 0)
             keys: dict[str, dict[str, None]] = {"message": {}, "conversation": {}}
             for _, kind, key in changes:
                 keys[kind][key] = None
@@ -586,7 +619,8 @@ class History:
                     "messages": [i for i in ids if i not in found],
                     "conversations": [c for c in keys["conversation"] if c not in named],
                 },
-                "next": str(following),
+                # A walk's cursor says so until it has caught up: then it is incremental.
+                "next": f"{following}.w" if walk and more is not None else str(following),
                 "has_more": more is not None,
             }
 

@@ -21,6 +21,7 @@ from wasp.messages import Destination, normalise
 from wasp.openapi import path_value, query_values
 from wasp.pacing import PacingOverride
 from wasp.worker_api import (
+    SYNC_WALK,
     ConversationPatch,
     DeadLettersQuery,
     EventsQuery,
@@ -164,8 +165,12 @@ async def sync(request: web.Request) -> web.Response:
     """Messages and conversations changed since the cursor, at their current state."""
     slot = request.app[SESSIONS].own(request.match_info["slot"])
     query = query_values(request, SyncQuery)
-    since = int(query.since) if query.since is not None else 0
-    page = await request.app[HISTORY].sync(slot, since, query.limit)
+    cursor = query.since or "0"
+    since = int(cursor.removesuffix(SYNC_WALK))
+    # From the start (no since, or 0) is a walk; `N.w` is one under way.
+    page = await request.app[HISTORY].sync(
+        slot, since, query.limit, cursor.endswith(SYNC_WALK) or not since
+    )
     return json_answer({"ok": True, "slot": str(slot), **page})
 
 

@@ -15,9 +15,9 @@ conversations and the sync sequence, back-filled from the messages; 8 gives mess
 and conversations stable ids and adds the full-text index and contacts
 (`store_v8`); 9 adds replies, reactions, poll votes and the payload of richer
 messages (`store_v9`); 10 keeps receipts that came before their message's id was
-known (`store_v10`); 13 indexes the unread conversations apart (`store_v13`). The chat
-settings the API set for WhatsApp (`store_v12`) come after the steps already there: a
-version is a step's place in `migrations`, never a number of its own. Each step
+known (`store_v10`); 11 adds the sync log's horizons and time marks, so compaction can
+bound it (`store_v11`); 12 keeps the chat settings the API set until WhatsApp has them
+(`store_v12`); 13 indexes the unread conversations apart (`store_v13`). Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -38,6 +38,7 @@ from wasp_worker import (
     store_v8,
     store_v9,
     store_v10,
+    store_v11,
     store_v12,
     store_v13,
 )
@@ -117,8 +118,9 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         store_v8.migrate,
         store_v9.MIGRATION,
         store_v10.MIGRATION,
-        store_v13.MIGRATION,
+        store_v11.migrate,
         store_v12.MIGRATION,
+        store_v13.MIGRATION,
     )
 
 
