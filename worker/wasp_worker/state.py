@@ -7,6 +7,7 @@ handlers, the lease loop and the warm-up read them from the application.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -31,4 +32,4 @@ HISTORY = web.AppKey("history", History)
 CONVERSATIONS = web.AppKey("conversations", Conversations)
 FEED = web.AppKey("feed", LiveFeed)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
-BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+BACKGROUND = web.AppKey("background", list[asyncio.Task[Any]])
