@@ -11,7 +11,9 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import build_app
 from wasp_worker.backends.base import StatusEvent
@@ -21,7 +23,7 @@ from wasp_worker.state import SESSIONS
 from wasp_worker.wanted import WantedSessions
 
 from tests.support.processes import ProgramProcess, free_port
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_async
 from tests.support.worker import CREDENTIAL, call_worker, start_worker
 from tests.worker.test_worker_http import config as worker_config
 from wasp.slots import Slot
@@ -162,3 +164,75 @@ async def test_an_account_unlinked_from_the_phone_is_no_longer_wanted(tmp_path: 
         await report(StatusEvent(a1, "DISCONNECTED", reason="disconnected"))
         await report(StatusEvent(a1, "CONNECTED"))
         assert json.loads(wanted.read_text()) == ["A1"]
+
+
+class LapsingLease:
+    """The shard's lease as the loop sees it: held, but for one lapse that `lapse()` makes
+    (the renew deadline passing on a slow apiserver), which the next renew ends: failing
+    first if `seen`, else at once (the loop never sees it not held). A lapse at an exact
+    moment of a warm-up is what a real lease cannot be made to do on demand."""
+
+    def __init__(self, seen: bool) -> None:
+        self.held = False
+        self.reason = "not acquired yet"
+        self.lapses = 0
+        self._lapsed = False
+        self._seen = seen
+
+    def lapse(self) -> None:
+        self.held, self.reason, self._lapsed = False, "renew deadline passed", True
+        self.lapses += 1
+
+    def describe(self) -> str:
+        return "scripted lease"
+
+    def remaining_s(self) -> float:
+        return 60.0 if self.held else 0.0
+
+    async def try_acquire(self) -> bool:
+        if self._lapsed and self._seen:  # this renew fails; the one after takes it back
+            self._lapsed = False
+            return False
+        self.held, self.reason = True, "held"
+        return True
+
+    async def release(self) -> None:
+        self.held = False
+
+
+@pytest.mark.parametrize("seen", [True, False], ids=["lapse-seen", "lapse-unseen"])
+async def test_a_warm_up_cut_by_a_lease_lapse_opens_the_rest_once_the_lease_is_back(
+    tmp_path: Path, seen: bool
+) -> None:
+    """The lease lapses while the warm-up is opening the bound slots (here: as it asks for
+    the second of three), whether or not a renew fails before it is held again. Every
+    bound slot opens once it is, not only the one the warm-up reached before the lapse."""
+    bound = ["A1", "A2", "A3"]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "roles.json").write_text(json.dumps([{"boundSlot": s} for s in bound]))
+    (tmp_path / "config" / "accounts.json").write_text(
+        json.dumps([{"slot": s, "enabled": True} for s in bound])
+    )
+    log = io.StringIO()
+    app = build_app(worker_config(tmp_path, max_active=5), EventLog(stream=log))
+    sessions = app[SESSIONS]
+    lease = LapsingLease(seen)
+    sessions.lease = lease
+    connect = sessions.connect
+
+    async def connect_with_a_lapse(slot: Slot) -> Any:
+        if str(slot) == "A2" and not lease.lapses:
+            lease.lapse()
+        return await connect(slot)
+
+    sessions.connect = connect_with_a_lapse  # type: ignore[method-assign]
+    async with TestClient(TestServer(app), headers=CREDENTIAL):
+
+        async def all_open() -> bool:
+            return all(Slot.parse(s) in sessions.states for s in bound)
+
+        await eventually_async(all_open, "every bound slot open", within_s=10)
+    events = [json.loads(line)["event"] for line in log.getvalue().splitlines()]
+    assert lease.lapses == 1
+    assert events.count("warmup_start") == 2
+    assert ("lease_lost" in events) == seen

@@ -7,6 +7,7 @@ handlers, the lease loop and the warm-up read them from the application.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -33,4 +34,4 @@ CONVERSATIONS = web.AppKey("conversations", Conversations)
 FEED = web.AppKey("feed", LiveFeed)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 SETTINGS = web.AppKey("settings", SettingsSender)
-BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+BACKGROUND = web.AppKey("background", list[asyncio.Task[Any]])

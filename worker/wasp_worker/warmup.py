@@ -1,5 +1,6 @@
-"""Warm-up once the lease is first held: which slots to start, in which order (`plan`,
-pure), and starting them (`run_warmup`)."""
+"""Warm-up once the lease is held: which slots to start, in which order (`plan`, pure),
+and starting them (`run_warmup`). It runs until it once ends with the lease held: a
+lease lost in the middle leaves the rest for the next time it is held."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from wasp.slots import Slot, SlotError, SlotRange
+from wasp_worker.errors import NotOwner
 from wasp_worker.state import CONFIG, LOG, SESSIONS
 
 
@@ -65,7 +67,10 @@ def read_list(path: Path) -> list[dict[str, Any]]:
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
-async def run_warmup(app: web.Application) -> None:
+async def run_warmup(app: web.Application) -> bool:
+    """Start the planned slots, one after another; whether it ran to its end with the lease
+    held (False: the lease went meanwhile, and the slots it could not start wait for the
+    next time it is held)."""
     config, sessions, log = app[CONFIG], app[SESSIONS], app[LOG]
     chosen = plan(
         read_list(config.config_dir / "roles.json"),
@@ -80,14 +85,20 @@ async def run_warmup(app: web.Application) -> None:
         log.emit("warmup_skip_disabled", slot=str(slot))
     if chosen.capacity_left == 0:
         log.emit("warmup_capacity_full", active=sessions.active, maxActive=config.max_active)
-        return
+        return sessions.holds_lease
     log.emit("warmup_start", count=len(chosen.start), slots=[str(s) for s in chosen.start])
     ok = fail = 0
+    lease_lost = False
     for slot in chosen.start:  # one after another: gentle on WhatsApp
         try:
             await sessions.connect(slot)
             ok += 1
+        except NotOwner:
+            fail += 1
+            lease_lost = True
+            log.emit("warmup_slot_failed", slot=str(slot), error="NotOwner")
         except Exception as error:
             fail += 1
             log.emit("warmup_slot_failed", slot=str(slot), error=type(error).__name__)
     log.emit("warmup_done", ok=ok, fail=fail)
+    return not lease_lost and sessions.holds_lease
