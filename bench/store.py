@@ -19,6 +19,7 @@ import sqlite3
 import tempfile
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -317,27 +318,34 @@ def _search_all(db: sqlite3.Connection, text: str, docs: int, operation: str) ->
 def _sync(f: Facts, db: sqlite3.Connection, limit: int) -> Probe:
     """A sync page from the middle of the busiest account's sequence: its changes, whether
     more follow, the messages and conversations they name, the messages' reactions."""
+    # An incremental client's page: the slot's horizon checked, then only the changes the
+    # compaction did not carry (the partial index `changes_incremental`).
     [last] = db.execute(
-        "SELECT max(seq) FROM (SELECT seq FROM changes WHERE slot=? AND seq>? ORDER BY seq "
-        "LIMIT ?)",
+        "SELECT max(seq) FROM (SELECT seq FROM changes WHERE slot=? AND seq>? "
+        "AND carried = 0 ORDER BY seq LIMIT ?)",
         (f.busy_slot, f.sync_since, limit),
     ).fetchone()
     page = [
+        ("SELECT seq FROM sync_horizon WHERE slot=?", (f.busy_slot,)),
         (
-            "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? ORDER BY seq LIMIT ?",
+            "SELECT seq, kind, key FROM changes WHERE slot=? AND seq>? AND carried = 0 "
+            "ORDER BY seq LIMIT ?",
             (f.busy_slot, f.sync_since, limit),
         ),
-        ("SELECT 1 FROM changes WHERE slot=? AND seq>? LIMIT 1", (f.busy_slot, last)),
+        (
+            "SELECT 1 FROM changes WHERE slot=? AND seq>? AND carried = 0 LIMIT 1",
+            (f.busy_slot, last),
+        ),
         (
             f"SELECT {_MESSAGE_FIELDS} FROM messages m WHERE m.slot=? AND m.wa_message_id IN "
-            "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='message' "
-            "ORDER BY seq LIMIT ?)",
+            "(SELECT key FROM changes WHERE slot=? AND seq>? AND carried = 0 "
+            "AND kind='message' ORDER BY seq LIMIT ?)",
             (f.busy_slot, f.busy_slot, f.sync_since, limit),
         ),
         (
             f"SELECT {_CONVERSATION_FIELDS} FROM conversations WHERE slot=? AND chat_id IN "
-            "(SELECT key FROM changes WHERE slot=? AND seq>? AND kind='conversation' "
-            "ORDER BY seq LIMIT ?)",
+            "(SELECT key FROM changes WHERE slot=? AND seq>? AND carried = 0 "
+            "AND kind='conversation' ORDER BY seq LIMIT ?)",
             (f.busy_slot, f.busy_slot, f.sync_since, limit),
         ),
     ]
@@ -380,6 +388,10 @@ def start_stack(
         )
         ports.append(port)
         shards.append({"id": f"w{n + 1}", "port": port, "from": first, "to": last})
+    for program in programs:
+        # The sync log's first compaction pass walks the whole log at start: measured
+        # reads begin after it.
+        program.wait_until(partial(_compacted, program), "first compaction", 300)
     master_port = free_port()
     programs.append(
         start_master(
@@ -391,6 +403,10 @@ def start_stack(
         )
     )
     return ports, master_port
+
+
+def _compacted(program: ProgramProcess) -> bool:
+    return "sync_compaction_pass" in program.output()
 
 
 def across_shards(root: Path) -> dict[str, Any]:
