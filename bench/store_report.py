@@ -220,9 +220,15 @@ def _why(got: dict[str, Any]) -> str:
   itself (its UNIQUE key, two indexes and the full-text trigger); the commit's fsync,
   which the plain INSERT pays too, is the rest, and the p99 is the disk's.
 - **Disk.** The change log (`changes`: a row per message change and one per
-  conversation change, so two per inbound message) is a fifth of the file. The
-  full-text index was built by `rebuild` (one merged index); one grown message by
-  message is larger until FTS5 merges its segments."""
+  conversation change, so two per inbound message) is a fifth of this file, whose every
+  change is younger than the sync horizon (`retention.syncHorizonDays`, 30 days by
+  default). Past it, compaction keeps one row per live item: on a copy of this shard
+  with every change past the horizon (measured by hand), 2,000,000 rows became
+  1,019,973 and the log's pages 129.1 MB -> 61.0 MB, the rest going to SQLite's free
+  list for later writes (a first pass of 24 s in 2,000-row transactions, 3 s for a pass
+  with nothing to do); the incremental readers' index (`changes_incremental`, 31 MB here)
+  then holds only the changes since. The full-text index was built by `rebuild` (one
+  merged index); one grown message by message is larger until FTS5 merges its segments."""
 
 
 def store_section(got: dict[str, Any]) -> str:
