@@ -227,3 +227,24 @@ async def test_a_patch_sent_at_once_is_marked_sent_and_a_refused_one_is_not_kept
         await sender.close()
         await backend.close()
         shard.close()
+
+
+async def test_settings_kept_for_an_account_that_logs_out_never_reach_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """A setting waits for A2's WhatsApp, and A2 logs out: it was that account's, so it is
+    dropped (the connect of whichever account is linked to the slot next sends only what
+    is recorded)."""
+    store = tmp_path / "data"
+    async with worker_at(tmp_path, tmp_path / "whatsapp") as worker:
+        await login(worker, "A1")
+        await login(worker, "A2")
+        await arrived(store, A2, await send(worker, "hi"))
+        assert (await worker.post("/api/accounts/A2/logout")).status == 200
+        assert (await worker.post("/api/accounts/A2/connect")).status == 200  # a QR, no login
+        assert (await patch(worker, {"archived": True}))["whatsapp"] == "pending"
+        assert rows(store, PENDING_SQL) == [("archived", 1.0, 0)]
+        assert (await worker.post("/api/accounts/A2/logout")).status == 200
+        assert rows(store, PENDING_SQL) == []  # nothing left for the connect's flush to send
+        events = [e["event"] for e in worker.app[LOG].recent()]
+        assert "wa_chat_settings_dropped" in events

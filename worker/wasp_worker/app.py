@@ -231,6 +231,7 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     # before the backend reads the phone's back.
     app[SETTINGS] = settings_sender = SettingsSender(PendingSettings(store.db), sessions, event_log)
     backend.before_settings_read = settings_sender.flush
+    sessions.on_unlinked.append(settings_sender.unlinked)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()

@@ -153,6 +153,17 @@ class PendingSettings:
             f"DELETE FROM chat_settings_set WHERE {_KEY} AND set_at=?", slot, chat_id, names, set_at
         )
 
+    async def drop_slot(self, slot: Slot) -> int:
+        """Every record of the slot (its account went: they were that account's); how many."""
+
+        def write(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                return db.execute(
+                    "DELETE FROM chat_settings_set WHERE slot=?", (str(slot),)
+                ).rowcount
+
+        return await self._store.call(write)
+
     async def fail(self, slot: Slot, chat_id: str, names: list[str], set_at: float) -> int:
         """One more failed send of these fields as set at `set_at`: their attempts now."""
 

@@ -11,7 +11,7 @@ from their stored auth: after a restart, a crash or a regained lease.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class SessionManager:
     lease: Lease | None = None
     wanted: WantedSessions | None = None  # None: nothing is remembered (tests of one part)
     states: dict[Slot, SessionState] = field(default_factory=dict)
+    # Called with a slot whose WhatsApp account went (logged out here, or unlinked on the
+    # phone): what was kept for that account must not reach the next one linked there.
+    on_unlinked: list[Callable[[Slot], Awaitable[None]]] = field(default_factory=list)
     _init_gate: asyncio.Semaphore = field(init=False)
     _suspending: asyncio.Lock = field(init=False)
 
@@ -146,6 +149,8 @@ class SessionManager:
                 await self.wanted.add(event.slot)  # logged in: wanted until logout or destroy
             elif event.logged_out:
                 await self.wanted.discard(event.slot)  # unlinked: only a new login helps
+        if event.logged_out:
+            await self._unlinked(event.slot)
         self.log.emit(
             "wa_status",
             slot=str(event.slot),
@@ -265,3 +270,8 @@ class SessionManager:
         self.states.pop(slot, None)
         if self.wanted is not None:
             await self.wanted.discard(slot)
+        await self._unlinked(slot)
+
+    async def _unlinked(self, slot: Slot) -> None:
+        for hook in self.on_unlinked:
+            await hook(slot)

@@ -116,6 +116,16 @@ class SettingsSender:
                 attempts=attempts,
             )
 
+    async def unlinked(self, slot: Slot) -> None:
+        """The slot's account went (`SessionManager.on_unlinked`): its settings were for that
+        account, not for whichever is linked there next; dropped, retries with them."""
+        waiting = self._retries.pop(slot, None)
+        if waiting is not None:
+            waiting.cancel()
+        dropped = await self.pending.drop_slot(slot)
+        if dropped:
+            self.log.emit("wa_chat_settings_dropped", slot=str(slot), records=dropped)
+
     def _retry(self, slot: Slot, delay: float) -> None:
         """Flush the slot again after `delay`; one retry waits per slot (the earliest)."""
         waiting = self._retries.get(slot)
