@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from wasp_worker.app import build_app
-from wasp_worker.backends.base import ChatSettingsChange
+from wasp_worker.backends.base import ChatSettingsChange, StatusEvent
 from wasp_worker.backends.simulator import SimulatorBackend, jid_of
 from wasp_worker.events import EventLog
 from wasp_worker.history import complete
@@ -229,12 +230,13 @@ async def test_a_patch_sent_at_once_is_marked_sent_and_a_refused_one_is_not_kept
         shard.close()
 
 
-async def test_settings_kept_for_an_account_that_logs_out_never_reach_the_next_one(
-    tmp_path: Path,
+@pytest.mark.parametrize("how", ["logout", "unlinked on the phone"])
+async def test_settings_kept_for_an_account_that_goes_never_reach_the_next_one(
+    tmp_path: Path, how: str
 ) -> None:
-    """A setting waits for A2's WhatsApp, and A2 logs out: it was that account's, so it is
-    dropped (the connect of whichever account is linked to the slot next sends only what
-    is recorded)."""
+    """A setting waits for A2's WhatsApp, and A2's account goes (logged out here, or the
+    device unlinked on the phone): it was that account's, so it is dropped (the connect of
+    whichever account is linked to the slot next sends only what is recorded)."""
     store = tmp_path / "data"
     async with worker_at(tmp_path, tmp_path / "whatsapp") as worker:
         await login(worker, "A1")
@@ -244,7 +246,11 @@ async def test_settings_kept_for_an_account_that_logs_out_never_reach_the_next_o
         assert (await worker.post("/api/accounts/A2/connect")).status == 200  # a QR, no login
         assert (await patch(worker, {"archived": True}))["whatsapp"] == "pending"
         assert rows(store, PENDING_SQL) == [("archived", 1.0, 0)]
-        assert (await worker.post("/api/accounts/A2/logout")).status == 200
+        if how == "logout":
+            assert (await worker.post("/api/accounts/A2/logout")).status == 200
+        else:
+            report = simulator(worker).sessions[A2].on_status  # the backend's own callback
+            await report(StatusEvent(A2, "DISCONNECTED", reason="logged_out", logged_out=True))
         assert rows(store, PENDING_SQL) == []  # nothing left for the connect's flush to send
         events = [e["event"] for e in worker.app[LOG].recent()]
         assert "wa_chat_settings_dropped" in events
