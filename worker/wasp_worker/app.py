@@ -27,6 +27,7 @@ from wasp.kube import api_client
 from wasp.metrics_port import serving_metrics
 from wasp.openapi import add_routes, bind
 from wasp.slots import Slot
+from wasp_worker.account_guard import AccountGuard
 from wasp_worker.backends.base import ReceiptEvent
 from wasp_worker.backends.neonize import NeonizeBackend
 from wasp_worker.backends.proxy_gate import ProxyGate
@@ -232,6 +233,9 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     app[SETTINGS] = settings_sender = SettingsSender(PendingSettings(store.db), sessions, event_log)
     backend.before_settings_read = settings_sender.flush
     sessions.on_unlinked.append(settings_sender.unlinked)
+    # One owner per account: another account linked to the slot never sends the queued
+    # messages of the one before.
+    sessions.on_connected.append(AccountGuard(store, backend, event_log, link.emit).connected)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()

@@ -124,6 +124,11 @@ def pending_fields(db: sqlite3.Connection, slot: Slot, chat_id: str) -> list[str
     ]
 
 
+def drop(db: sqlite3.Connection, slot: Slot) -> int:
+    """Delete every record of the slot, in the caller's transaction; how many."""
+    return db.execute("DELETE FROM chat_settings_set WHERE slot=?", (str(slot),)).rowcount
+
+
 class PendingSettings:
     """The table's operations on the shard's database thread."""
 
@@ -158,9 +163,7 @@ class PendingSettings:
 
         def write(db: sqlite3.Connection) -> int:
             with transaction(db):
-                return db.execute(
-                    "DELETE FROM chat_settings_set WHERE slot=?", (str(slot),)
-                ).rowcount
+                return drop(db, slot)
 
         return await self._store.call(write)
 

@@ -591,7 +591,7 @@ class OutboundQueue:
                 ended = Outbound(*found)
                 slot = Slot.parse(ended.slot)
                 if state == "failed":
-                    outbox_tables.add(db, [ended.status_event("failed", reason)])
+                    _report_failed(db, [ended], reason)
                 elif ended.kind in ACTION_KINDS:  # no message of its own: it changes its target
                     outbox_tables.add(db, [ended.status_event("sent")])
                     applied.append(_apply_action(db, slot, ended))
@@ -616,6 +616,26 @@ class OutboundQueue:
             if change.media is not None:
                 await asyncio.to_thread(change.media.unlink, missing_ok=True)
         return final
+
+    def fail_queued(self, db: sqlite3.Connection, slot: Slot, reason: str) -> list[Outbound]:
+        """Inside the caller's transaction, on the database's thread: end every queued row
+        of the slot `failed` with `reason`, each with its `message.status` event, as
+        `finish` fails one. After the commit the caller calls `release_files` (on this
+        thread) and `Outbox.added` (on the loop)."""
+        found = db.execute(
+            "UPDATE outbound SET state='failed', reason=?, finished=? "
+            f"WHERE slot=? AND state='queued' RETURNING {_COLUMNS}",
+            (reason, time.time(), str(slot)),
+        ).fetchall()
+        ended = sorted((Outbound(*row) for row in found), key=lambda o: o.id)
+        _report_failed(db, ended, reason)
+        return ended
+
+    def release_files(self, ended: list[Outbound]) -> None:
+        """After `fail_queued`'s commit, on the database's thread: their uploaded files
+        go, as `finish` releases an ended row's."""
+        for row in ended:
+            self._release_file(row)
 
     async def retry(
         self, row: int, attempts: int, not_before: float, reason: str, failed_at: float
@@ -790,6 +810,11 @@ def _keep_unmatched(db: sqlite3.Connection, slot: Slot, message_ids: list[str], 
                 "INSERT OR REPLACE INTO unmatched_receipts VALUES (?, ?, ?, ?)",
                 (str(slot), wa_message_id, state, now),
             )
+
+
+def _report_failed(db: sqlite3.Connection, ended: list[Outbound], reason: str | None) -> None:
+    """The `message.status` webhook events of rows that ended failed, in their transaction."""
+    outbox_tables.add(db, [row.status_event("failed", reason) for row in ended])
 
 
 def _sent(message: Outbound, media_url: str | None = None) -> dict[str, Any]:

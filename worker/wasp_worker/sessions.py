@@ -68,6 +68,9 @@ class SessionManager:
     # Called with a slot whose WhatsApp account went (logged out here, or unlinked on the
     # phone): what was kept for that account must not reach the next one linked there.
     on_unlinked: list[Callable[[Slot], Awaitable[None]]] = field(default_factory=list)
+    # Called with a slot whose session connected, before it counts as CONNECTED (the
+    # runner sends only for CONNECTED slots): whose account it is must be settled first.
+    on_connected: list[Callable[[Slot], Awaitable[None]]] = field(default_factory=list)
     _init_gate: asyncio.Semaphore = field(init=False)
     _suspending: asyncio.Lock = field(init=False)
 
@@ -140,6 +143,9 @@ class SessionManager:
         state = self.states.get(event.slot)
         if state is None:
             return
+        if event.status == "CONNECTED":
+            for hook in self.on_connected:  # before the status: see `on_connected`
+                await hook(event.slot)
         state.status = event.status
         state.qr = event.qr if event.status == "CONNECTING" else None
         state.reason = event.reason

@@ -17,7 +17,8 @@ and conversations stable ids and adds the full-text index and contacts
 messages (`store_v9`); 10 keeps receipts that came before their message's id was
 known (`store_v10`); 11 adds the sync log's horizons and time marks, so compaction can
 bound it (`store_v11`); 12 keeps the chat settings the API set until WhatsApp has them
-(`store_v12`); 13 indexes the unread conversations apart (`store_v13`). Each step
+(`store_v12`); 13 indexes the unread conversations apart (`store_v13`); 14 records
+the WhatsApp account each slot is linked to (`store_v14`). Each step
 commits with its version, so a copy happens once; its source is then renamed
 `<name>.migrated` (kept for the operator to delete). A source still there after
 its step (the worker died between the commit and the rename) is one already
@@ -41,6 +42,7 @@ from wasp_worker import (
     store_v11,
     store_v12,
     store_v13,
+    store_v14,
 )
 from wasp_worker.conversations import Conversations
 from wasp_worker.db import Migration, SerialDatabase
@@ -121,6 +123,7 @@ def migrations(folder: Path) -> tuple[Migration, ...]:
         store_v11.migrate,
         store_v12.MIGRATION,
         store_v13.MIGRATION,
+        store_v14.MIGRATION,
     )
 
 
