@@ -21,12 +21,18 @@ from typing import Any
 import pytest
 from wasp_worker.account_guard import ACCOUNT_CHANGED, AccountGuard
 from wasp_worker.backends.base import StatusEvent
+from wasp_worker.backends.simulator import jid_of, phone_of
 from wasp_worker.db import migrate
 from wasp_worker.events import EventLog
 from wasp_worker.queue import SCHEMA as QUEUE_V0
 from wasp_worker.sessions import SessionManager, SessionState
+from wasp_worker.state import LOG
 from wasp_worker.store import ShardStore, migrations
 
+from tests.support.waiting import eventually_async
+from tests.worker.test_outbound import login, wait_state
+from tests.worker.test_pending_settings import worker_at
+from tests.worker.test_remote_changes import rows
 from tests.worker.test_sending import Engine, FakeBackend, chat, engine_factory, wait_until
 from wasp.slots import Slot
 
@@ -226,3 +232,32 @@ def test_a_volume_of_any_earlier_version_gets_the_slot_accounts(
         with pytest.raises(sqlite3.IntegrityError):  # one account per slot
             db.execute("INSERT INTO slot_accounts VALUES ('A1', ?, 2)", (NEW,))
     db.close()
+
+
+async def test_a_worker_records_each_slots_account_and_sends_what_waited_for_it(
+    tmp_path: Path,
+) -> None:
+    """The real worker and the simulator (whose account is fixed per slot): the account is
+    recorded at the first connect, and a message queued while the session was away goes
+    when it is back."""
+    store = tmp_path / "data"
+    async with worker_at(tmp_path, tmp_path / "whatsapp") as worker:
+        await login(worker, "A1")
+        await login(worker, "A2")
+
+        async def recorded() -> bool:
+            return len(rows(store, "SELECT slot FROM slot_accounts")) == 2
+
+        await eventually_async(recorded, "both accounts recorded")
+        assert rows(store, "SELECT slot, jid FROM slot_accounts ORDER BY slot") == [
+            ("A1", jid_of(A1)),
+            ("A2", jid_of(A2)),
+        ]
+        assert (await worker.post("/api/accounts/A1/destroy")).status == 200
+        queued = await worker.post("/api/accounts/A1/send", json={"to": phone_of(A2), "text": "x"})
+        row = (await queued.json())["message"]["id"]
+        assert (await worker.post("/api/accounts/A1/connect")).status == 200
+        await wait_state(worker, "A1", row, "sent")
+        logged = [e["event"] for e in worker.app[LOG].recent()]
+        assert logged.count("account_recorded") == 2
+        assert "account_changed" not in logged
