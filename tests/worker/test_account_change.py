@@ -110,7 +110,9 @@ async def shard(engine_factory: Callable[..., Any]) -> Shard:
     log = io.StringIO()
     sessions.log = EventLog(stream=log)
     live: list[tuple[str, dict[str, Any]]] = []
-    guard = AccountGuard(engine.store, backend, sessions.log, lambda *e: live.append(e))
+    guard = AccountGuard(
+        engine.store, backend, sessions.log, lambda *e: live.append(e), engine.runner.failed
+    )
     sessions.on_connected.append(guard.connected)
     return Shard(engine, backend, sessions, log, live)
 
@@ -179,10 +181,35 @@ async def test_another_account_fails_the_queued_messages_and_sends_none_of_them(
     [changed] = shard.events("account_changed")
     assert (changed["slot"], changed["failed"]) == ("A1", 3)
     assert (changed["before"], changed["now"]) == (OLD, NEW)
+    assert shard.engine.runner.failed._value.get() == 3  # counted as any failed send
 
     after = await shard.engine.send("A1", chat(4))  # the new account's own: it goes
     await shard.sent([after])
     assert [s.to for s in shard.backend.log] == [jid(4)]
+
+
+async def test_a_change_that_cannot_commit_fails_nothing_and_sends_nothing(shard: Shard) -> None:
+    """The change is one transaction: the kept settings refusing to go (a trigger: a fault
+    SQLite itself would not make) leaves every row queued and the old account recorded,
+    and the session does not count as CONNECTED, so nothing is sent either."""
+    await shard.connect(A1, OLD)
+    await shard.unlink(A1)
+    rows = [await shard.engine.send("A1", chat(n)) for n in range(2)]
+    keep_settings(shard, A1)
+    shard.engine.queue._db.execute(
+        "CREATE TRIGGER refuse BEFORE DELETE ON chat_settings_set "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        await shard.connect(A1, NEW)
+    await asyncio.sleep(QUIET_S)
+    assert shard.sessions.states[A1].status != "CONNECTED"
+    assert shard.backend.log == []
+    states = await shard.engine.states()
+    assert [states[row][0] for row in rows] == ["queued", "queued"]
+    assert shard.failed_events() == []
+    assert shard.sql("SELECT jid FROM slot_accounts WHERE slot='A1'") == [(OLD,)]
+    assert shard.sql("SELECT count(*) FROM chat_settings_set") == [(1,)]
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
+
 from wasp.slots import Slot
 from wasp_worker import pending_settings
 from wasp_worker.backends.base import Backend, KnowsAccount
@@ -62,11 +64,13 @@ class AccountGuard:
         backend: Backend,
         log: EventLog,
         emit: Callable[[str, dict[str, Any]], None] | None = None,
+        failed: Counter | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.log = log
         self.emit = emit  # the live feed's: a failed row's wa:message_status
+        self.failed = failed  # the runner's count of messages that ended failed
 
     async def connected(self, slot: Slot) -> None:
         """The slot's session connected (not yet CONNECTED for the runner): check its
@@ -109,6 +113,8 @@ class AccountGuard:
             now=linked.now,
             failed=len(linked.failed),
         )
+        if self.failed is not None:
+            self.failed.inc(len(linked.failed))
         if self.emit is not None:
             for message in linked.failed:
                 self.emit("wa:message_status", message.status("failed", ACCOUNT_CHANGED))

@@ -235,7 +235,8 @@ def build_app(config: WorkerConfig, log: EventLog | None = None) -> web.Applicat
     sessions.on_unlinked.append(settings_sender.unlinked)
     # One owner per account: another account linked to the slot never sends the queued
     # messages of the one before.
-    sessions.on_connected.append(AccountGuard(store, backend, event_log, link.emit).connected)
+    guard = AccountGuard(store, backend, event_log, link.emit, runner.failed)
+    sessions.on_connected.append(guard.connected)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await link.open()
