@@ -102,6 +102,22 @@ async def test_a_connect_tells_who_the_account_is(tmp_path: Path) -> None:
     await backend.close()
 
 
+async def test_an_unlinked_account_is_forgotten_for_the_next_login(tmp_path: Path) -> None:
+    """After the device was unlinked, the next login may be another account: a connect
+    that could not read its JID must not be taken for the one before."""
+    seen = Recorder()
+    backend = NeonizeBackend(tmp_path, sleep=seen.sleep)
+    backend.sessions[A1] = _Session(seen.on_status, BadMacBreaker(BreakerSettings()))
+    await backend.handle(Connected("A1", "5511999990001@s.whatsapp.net"))
+    await backend.handle(LoggedOut("A1", on_connect=False, code=401, name="LOGGED_OUT"))
+    assert backend.account_jid(A1) is None
+    await backend.handle(Connected("A1"))
+    assert backend.account_jid(A1) is None
+    await backend.handle(Connected("A1", "5511999990002@s.whatsapp.net"))
+    assert backend.account_jid(A1) == "5511999990002@s.whatsapp.net"
+    await backend.close()
+
+
 async def test_logged_out_and_stream_error_515_wipe_the_auth(tmp_path: Path) -> None:
     seen = Recorder()
     backend = NeonizeBackend(tmp_path, sleep=seen.sleep)

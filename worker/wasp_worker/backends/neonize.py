@@ -835,6 +835,9 @@ class NeonizeBackend(NeonizeGroups):
         self._tell_cell(slot, Stop(str(slot)))
         if wipe:
             shutil.rmtree(self.auth_dir(slot), ignore_errors=True)
+            # Unlinked: the next login may be another account, which a connect that could
+            # not read the JID must not pass off as this one (`account_guard`).
+            session.jid = ""
         await session.on_status(
             StatusEvent(slot, "DISCONNECTED", reason=reason, logged_out=wipe, detail=detail)
         )
