@@ -202,23 +202,39 @@ def forget(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> None:
         )
 
 
-def reactions_of(
-    db: sqlite3.Connection, slot: Slot, ids: Sequence[str]
-) -> dict[str, list[dict[str, Any]]]:
-    """The current reactions to these messages (WhatsApp ids), oldest first:
-    {id: [{reactor, emoji, from_me, timestamp}]}; a message without any is absent."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    if not ids:
+def reactions_across(
+    db: sqlite3.Connection, messages: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The current reactions to these messages, (slot, WhatsApp id) each, of any slots,
+    oldest first: {(slot, id): [{reactor, emoji, from_me, timestamp}]}; a message without
+    any is absent. One statement whatever the slots (a search of fifty accounts must not
+    cost a lookup per slot): every (slot, id) pair the two IN lists make is one seek of
+    the primary key, and each row is kept under its own (slot, id), so a pair nobody
+    asked for (ids are an account's own) is never looked at."""
+    wanted = set(messages)
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if not wanted:
         return found
-    for message_id, reactor, emoji, from_me, timestamp in db.execute(
-        "SELECT wa_message_id, reactor, emoji, from_me, timestamp FROM reactions "
-        f"WHERE slot=? AND wa_message_id IN ({_marks(ids)}) ORDER BY timestamp, reactor",
-        (str(slot), *ids),
+    slots = sorted({slot for slot, _ in wanted})
+    ids = sorted({message_id for _, message_id in wanted})
+    for slot, message_id, reactor, emoji, from_me, timestamp in db.execute(
+        "SELECT slot, wa_message_id, reactor, emoji, from_me, timestamp FROM reactions "
+        f"WHERE slot IN ({_marks(slots)}) AND wa_message_id IN ({_marks(ids)}) "
+        "ORDER BY timestamp, reactor",
+        (*slots, *ids),
     ):
-        found.setdefault(message_id, []).append(
+        found.setdefault((slot, message_id), []).append(
             {"reactor": reactor, "emoji": emoji, "from_me": bool(from_me), "timestamp": timestamp}
         )
     return found
+
+
+def reactions_of(
+    db: sqlite3.Connection, slot: Slot, ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """`reactions_across` for one slot's messages, by WhatsApp id."""
+    found = reactions_across(db, [(str(slot), message_id) for message_id in ids])
+    return {message_id: shown for (_, message_id), shown in found.items()}
 
 
 def votes_of(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -244,32 +260,20 @@ def votes_of(db: sqlite3.Connection, slot: Slot, ids: Sequence[str]) -> dict[str
     return counts
 
 
+_SHOWN = ("reactor", "emoji", "from_me")  # what a data API item shows of a reaction
+
+
 def decorate(db: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add to each message item (of any slot: a search spans several) what the data API
     shows besides its row: its `reactions` ([{reactor, emoji, from_me}], [] when none)
-    and, for a poll, its `votes` {option: count}. The items, changed in place.
-
-    The reactions of all the items in one statement, whatever their slots (a search of
-    fifty accounts must not cost a lookup per slot): every (slot, id) pair the two IN
-    lists make is one seek of the primary key; each row is kept under its own (slot, id),
-    so a pair that no item has (ids are an account's own) is never shown."""
-    wanted = {(str(item["slot"]), str(item["wa_message_id"])) for item in items}
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    if wanted:
-        slots = sorted({slot for slot, _ in wanted})
-        ids = sorted({message_id for _, message_id in wanted})
-        for slot, message_id, reactor, emoji, from_me in db.execute(
-            "SELECT slot, wa_message_id, reactor, emoji, from_me FROM reactions "
-            f"WHERE slot IN ({_marks(slots)}) AND wa_message_id IN ({_marks(ids)}) "
-            "ORDER BY timestamp, reactor",
-            (*slots, *ids),
-        ):
-            found.setdefault((slot, message_id), []).append(
-                {"reactor": reactor, "emoji": emoji, "from_me": bool(from_me)}
-            )
+    and, for a poll, its `votes` {option: count}. The items, changed in place."""
+    found = reactions_across(db, [(str(i["slot"]), str(i["wa_message_id"])) for i in items])
     polls: dict[str, list[dict[str, Any]]] = {}
     for item in items:
-        item["reactions"] = found.get((str(item["slot"]), str(item["wa_message_id"])), [])
+        shown = found.get((str(item["slot"]), str(item["wa_message_id"])), [])
+        item["reactions"] = [
+            {key: r[key] for key in ("reactor", "emoji", "from_me")} for r in shown
+        ]
         if item.get("message_type") == "poll":
             polls.setdefault(str(item["slot"]), []).append(item)
     for name, asked in polls.items():
