@@ -38,7 +38,6 @@ their pages return to SQLite's free list and the log's new rows reuse them.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from functools import partial
 
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.events import EventLog
+from wasp_worker.maintenance import every
 from wasp_worker.store_v11 import last_seq
 
 DAY_S = 86_400
@@ -213,12 +213,5 @@ class Compactor:
         return Compacted(removed, carried)
 
     async def run(self, interval_s: float, active: Callable[[], bool]) -> None:
-        """A pass every `interval_s`, the first at once, while `active()` (the shard's lease
-        is held). A failed pass is logged and the next one tries again."""
-        while True:
-            if active():
-                try:
-                    await self.compact()
-                except Exception as error:
-                    self.log.emit("sync_compaction_failed", error=type(error).__name__)
-            await asyncio.sleep(interval_s)
+        """A pass every `interval_s` while the shard's lease is held (`maintenance.every`)."""
+        await every(interval_s, active, self.compact, self.log, "sync_compaction_failed")

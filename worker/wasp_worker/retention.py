@@ -32,6 +32,7 @@ from wasp_worker import conversations, media, reactions
 from wasp_worker.conversations import log_changes
 from wasp_worker.db import SerialDatabase, transaction
 from wasp_worker.events import EventLog
+from wasp_worker.maintenance import every
 
 CHATS_PER_CALL = 200
 DAY_S = 86_400
@@ -201,15 +202,8 @@ class Pruner:
             media.remove(self.work_dir, Slot.parse(slot), found)
 
     async def run(self, interval_s: float, active: Callable[[], bool]) -> None:
-        """A pass every `interval_s`, the first at once, while `active()` (the shard's lease
-        is held: a standby leaves the database to its holder). A failed pass is logged and
-        the next one tries again."""
+        """A pass every `interval_s` while the shard's lease is held (`maintenance.every`);
+        nothing when no limit is set."""
         if not self.enabled:
             return
-        while True:
-            if active():
-                try:
-                    await self.prune()
-                except Exception as error:
-                    self.log.emit("retention_failed", error=type(error).__name__)
-            await asyncio.sleep(interval_s)
+        await every(interval_s, active, self.prune, self.log, "retention_failed")
