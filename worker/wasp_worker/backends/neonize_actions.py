@@ -20,7 +20,9 @@ from neonize.proto.Neonize_pb2 import JID, MessageInfo, MessageSource
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 from neonize.utils import build_jid
 
-KINDS = frozenset({"reaction", "edit", "delete", "vote"})
+from wasp_worker.backends.base import ACTIONS
+
+KINDS = ACTIONS  # the actions on a sent message the cell applies
 _NO_JID = JID(User="", Server="", RawAgent=0, Device=0, Integrator=0, IsEmpty=True)
 
 
