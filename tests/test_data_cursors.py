@@ -64,3 +64,11 @@ def test_after_an_items_cursor_come_exactly_the_items_after_it(
         following = [i for i in batch if data_api.after(data_api.key_of(i, sort), cursor, sort)]
         rest = sorted(following, key=lambda i: data_api.key_of(i, sort), reverse=down)
         assert rest == ordered[n + 1 :]
+
+
+def test_a_timestamp_just_over_a_ten_thousandth_keeps_its_cursor_in_the_schema() -> None:
+    """repr writes 0.00010000000000000002 with 20 digits after the point (found by the
+    property test above): its cursor must be one the schema admits."""
+    for sort in SORTS:
+        key = data_api.decode("0.00010000000000000002_0_z_A1_1", sort)
+        assert PATTERN.fullmatch(data_api.encode(key, sort))

@@ -31,9 +31,11 @@ from typing import Any, Literal
 NAME_BYTES = 1024
 MAX_ID = 2**63 - 1
 
-# A cursor of a keyed listing (conversations, messages, search).
+# A cursor of a keyed listing (conversations, messages, search). The timestamp is a float
+# as `repr` writes it: up to 17 significant digits, and below 0.001 up to 3 zeros before
+# them (0.000123...), so up to 20 after the point.
 CURSOR_PATTERN = (
-    r"^[0-9]{1,17}(\.[0-9]{1,17})?(e[+-][0-9]{1,3})?_[0-9]{1,9}_(z|h([0-9a-f]{2}){0,"
+    r"^[0-9]{1,17}(\.[0-9]{1,20})?(e[+-][0-9]{1,3})?_[0-9]{1,9}_(z|h([0-9a-f]{2}){0,"
     + str(NAME_BYTES)
     + r"})_[A-Z]{1,8}[0-9]{1,9}_[0-9]{1,19}$"
 )
